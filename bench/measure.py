@@ -1,0 +1,80 @@
+"""Open a target (an .onnx file or an HF model folder) and time it on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bench.runners import dummy_inputs, ort_runner, torch_runner
+from bench.timing import Latency, time_calls
+from compress.errors import UserError
+
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def check_device(device: str) -> torch.device:
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if device == "mps" and torch.backends.mps.is_available():
+        return torch.device("mps")
+    if device not in ("cuda", "mps"):
+        raise UserError(f"unknown device '{device}'", "--device", "use cpu, cuda or mps")
+    raise UserError(f"device '{device}' is not available on this machine", "--device", "use --device cpu")
+
+
+def synchronizer(device: torch.device):
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def measure_target(target: Path, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
+                   threads: int | None) -> tuple[str, Latency]:
+    """Returns (backend, latency) for one target."""
+    dev = check_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if target.suffix == ".onnx":
+        return "ort", _measure_onnx(target, device, batch_size, seq_len, warmup, iters, threads)
+    if (target / "config.json").is_file():
+        return "torch", _measure_hf_folder(target, dev, batch_size, seq_len, warmup, iters)
+    raise UserError("not an .onnx file or a model folder with config.json", str(target),
+                    "point at runs/<name>/exports/<model>/model.onnx or a saved model folder")
+
+
+def _measure_onnx(path: Path, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
+                  threads: int | None) -> Latency:
+    from exports.ort import create_session
+
+    if device not in ORT_PROVIDERS:
+        raise UserError(f"ONNX Runtime has no provider here for '{device}'", str(path), "use --device cpu or cuda")
+    session = create_session(path, threads=threads, provider=ORT_PROVIDERS[device])
+    names = [i.name for i in session.get_inputs()]
+    config = path.parent / "config.json"
+    vocab_size = _vocab_size(config) if config.is_file() else 30522
+    feeds = dummy_inputs(vocab_size, batch_size, seq_len, names)
+    return time_calls(ort_runner(session, feeds), warmup, iters)
+
+
+def _measure_hf_folder(path: Path, device: torch.device, batch_size: int, seq_len: int, warmup: int, iters: int) -> Latency:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
+        names = AutoTokenizer.from_pretrained(path).model_input_names
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
+                        "it needs config.json, weights and tokenizer files") from None
+    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, list(names))
+    return time_calls(torch_runner(model, feeds), warmup, iters, sync=synchronizer(device))
+
+
+def _vocab_size(config: Path) -> int:
+    import json
+
+    return int(json.loads(config.read_text()).get("vocab_size", 30522))

@@ -1,0 +1,36 @@
+"""PyTorch eager and ONNX Runtime runners over identical inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random token ids with a full attention mask: dense compute does not depend on which tokens they are."""
+    rng = np.random.default_rng(seed)
+    # Ids from 1000 up avoid special tokens in every BERT vocabulary.
+    feeds = {"input_ids": rng.integers(1000, vocab_size, size=(batch_size, seq_len), dtype=np.int64),
+             "attention_mask": np.ones((batch_size, seq_len), dtype=np.int64),
+             "token_type_ids": np.zeros((batch_size, seq_len), dtype=np.int64)}
+    return {name: feeds[name] for name in input_names}
+
+
+def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    model.eval()
+    device = next(model.parameters()).device
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(**inputs)
+
+    return run
+
+
+def ort_runner(session, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    names = {i.name for i in session.get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    return lambda: session.run(None, feeds)

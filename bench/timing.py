@@ -1,0 +1,51 @@
+"""Warm-up, then a timed loop, summarised as latency percentiles."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-call latency in milliseconds over `iters` timed calls."""
+
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_mean: float
+    latency_ms_std: float
+    iters: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(seconds: list[float]) -> Latency:
+    """Percentiles (linear interpolation, numpy's default) of per-call times given in seconds."""
+    if not seconds:
+        raise ValueError("no timings to summarise")
+    ms = np.asarray(seconds, dtype=float) * 1e3
+    p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+    std = statistics.stdev(ms) if len(ms) > 1 else 0.0
+    return Latency(float(p50), float(p90), float(p95), float(p99), float(ms.mean()), float(std), len(ms))
+
+
+def time_calls(fn: Callable[[], object], warmup: int, iters: int,
+               sync: Callable[[], None] = lambda: None) -> Latency:
+    """Call `fn` `warmup` times untimed, then `iters` times timed; `sync` waits for an async device."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return summarize(times)

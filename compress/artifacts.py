@@ -1,0 +1,42 @@
+"""Atomic writes: a reader sees the old artifact or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move a finished folder `tmp` to `dest`, replacing what was there."""
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_pretrained_atomic(model, tokenizer, dest: Path) -> None:
+    """save_pretrained (config.json + model.safetensors) and the tokenizer, into `dest` atomically."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, dest)
+
+
+def folder_size_mb(path: Path, pattern: str = "*.safetensors") -> float:
+    return sum(f.stat().st_size for f in Path(path).glob(pattern)) / 1e6

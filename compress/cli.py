@@ -1,0 +1,61 @@
+"""`compress`: run the pipeline from one YAML, or check a YAML without running it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from compress.config import DEFAULT_CONFIG, RunConfig, load_config
+from compress.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil, prune, quantise, export and benchmark BERT-family models.")
+
+
+def _config(path: Path | None) -> RunConfig:
+    return DEFAULT_CONFIG if path is None else load_config(path)
+
+
+@app.command()
+def run(config: Annotated[Optional[Path], typer.Argument(help="run YAML; omit for the offline demo")] = None) -> None:
+    """Run data -> teacher -> students -> export -> bench -> report; resumes from the run folder."""
+    from compress.pipeline import run as run_pipeline  # heavy imports only when running
+
+    cfg = _config(config)
+    result = run_pipeline(cfg)
+    typer.echo(f"report: {result.run_dir / 'report.json'}")
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) -> None:
+    """Check a run YAML (keys, types, values) without running anything."""
+    cfg = load_config(config)
+    typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err.line()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

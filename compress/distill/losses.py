@@ -1,0 +1,30 @@
+"""Distillation losses. They take tensors, not hook dictionaries."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logit distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
+
+    loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)
+
+    The T^2 factor keeps the soft-target gradients on the same scale as the hard-label ones when T changes.
+
+    Args:
+        student_logits, teacher_logits: (B, C).
+        labels: (B,) class ids.
+        temperature: T > 0; higher softens both distributions.
+        alpha: weight of the KD term, in [0, 1].
+
+    Returns:
+        The scalar loss (KL summed over classes, mean over the batch) and its terms {"kd", "ce"} for logging.
+    """
+    t = temperature
+    kd = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                  reduction="batchmean", log_target=True) * (t * t)
+    ce = F.cross_entropy(student_logits, labels)
+    return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}

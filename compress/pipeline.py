@@ -1,0 +1,248 @@
+"""`compress run`: data -> teacher -> students (KD + baseline) -> export -> bench -> report.
+
+Each stage is a plain function that writes under the run folder and records itself in manifest.json with a hash
+of the config it depends on (chained through the hashes of the stages it reads), so an interrupted run resumes
+and a change re-runs only the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification
+
+from bench.results import capture_environment
+from bench.runners import dummy_inputs, ort_runner, torch_runner
+from bench.timing import time_calls
+from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
+from compress.config import LayerDroppedStudent, RunConfig, dump_config, stable_hash
+from compress.data.classification import EncodedSplit, encode, make_loader, predict_logits
+from compress.data.metrics import classification_metrics
+from compress.data.sources import load_splits
+from compress.distill.loop import train_classifier
+from compress.manifest import Manifest
+from compress.models.students import drop_layers
+from compress.models.teacher import load_classifier, load_tokenizer
+from compress.progress import console
+from compress.report import build_report, print_report, write_report_files
+from exports.onnx import export_hf_classifier, parity_max_abs_diff
+from exports.ort import create_session
+
+
+@dataclass(frozen=True)
+class Data:
+    train: EncodedSplit
+    validation: EncodedSplit
+    test: EncodedSplit
+    label_names: list[str]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    report: dict
+    ran: list[str]
+    skipped: list[str]
+
+
+class _Stages:
+    """Runs stages through the manifest and remembers which ran and which were skipped."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.manifest = Manifest(run_dir)
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def __call__(self, stage: str, config_hash: str, work) -> dict:
+        result, skipped = self.manifest.run_stage(stage, config_hash, work)
+        (self.skipped if skipped else self.ran).append(stage)
+        console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
+        return result
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Run the whole pipeline for `cfg`, resuming from the run folder's manifest."""
+    quiet_libraries()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    stages = _Stages(run_dir)
+    if cfg.bench.threads:
+        torch.set_num_threads(cfg.bench.threads)
+
+    data = prepare_data(cfg)
+    teacher = train_teacher(cfg, data, stages)
+    models = [teacher]
+    for index, student in enumerate(cfg.students):
+        logits = teacher_train_logits(cfg, teacher, data, stages)
+        models.append(train_student(cfg, index, student, teacher, data, stages, teacher_logits=logits))
+        if student.baseline:
+            models.append(train_student(cfg, index, student, teacher, data, stages, teacher_logits=None))
+    exports = {m["name"]: export_model(cfg, m, data, stages) for m in models} if cfg.export.enabled else {}
+    bench = benchmark(cfg, models, exports, stages)
+
+    report = build_report(cfg, models, exports, bench, capture_environment())
+    write_report_files(run_dir, report)
+    print_report(report)
+    return RunResult(run_dir, report, stages.ran, stages.skipped)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def prepare_data(cfg: RunConfig) -> Data:
+    """Load, split and tokenise once (deterministic for a config, so it is recomputed, not cached)."""
+    splits = load_splits(cfg.data, cfg.seed)
+    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    enc = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length) for name in ("train", "validation", "test")}
+    console.print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test, "
+                  f"{len(splits.label_names)} classes ({', '.join(splits.label_names)})")
+    return Data(enc["train"], enc["validation"], enc["test"], splits.label_names)
+
+
+def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
+    config_hash = stable_hash("teacher", cfg.data, cfg.teacher, cfg.seed)
+
+    def work() -> tuple[list[str], dict]:
+        tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+        model = load_classifier(cfg.teacher.model, data.label_names, cfg.teacher.trust_remote_code,
+                                new_head=cfg.teacher.finetune)
+        seconds = 0.0
+        if cfg.teacher.finetune:
+            seconds = train_classifier(model, data.train, tokenizer, cfg.teacher.train, cfg.seed,
+                                       log_path=_log_path(cfg, "teacher"), description="fine-tune teacher").seconds
+        return _finish_model(cfg, "teacher", "teacher", _family(model), model, tokenizer, data, seconds, config_hash)
+
+    return stages("teacher", config_hash, work)
+
+
+def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Stages) -> torch.Tensor:
+    """The teacher's logits on the training split, computed once and reused by every KD student."""
+    path = Path("cache") / "teacher_train_logits.safetensors"
+
+    def work() -> tuple[list[str], dict]:
+        model, tokenizer = _load_saved(cfg, teacher)
+        logits = predict_logits(model, data.train, tokenizer)
+        (cfg.run_dir / path).parent.mkdir(exist_ok=True)
+        tmp = cfg.run_dir / path.with_suffix(".tmp")
+        save_file({"logits": logits.contiguous()}, str(tmp))
+        tmp.replace(cfg.run_dir / path)
+        return [str(path)], {"examples": len(logits)}
+
+    stages("teacher_logits", stable_hash("teacher_logits", teacher["hash"]), work)
+    return load_file(str(cfg.run_dir / path))["logits"]
+
+
+def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teacher: dict, data: Data,
+                  stages: _Stages, teacher_logits: torch.Tensor | None) -> dict:
+    """A layer-dropped copy of the (pre-fine-tuning) teacher, trained with logit KD or, as baseline, without."""
+    kd = teacher_logits is not None
+    name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
+    config_hash = stable_hash("student", teacher["hash"], student, kd)
+
+    def work() -> tuple[list[str], dict]:
+        tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+        # Start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the task
+        # only from labels and the comparison with KD is fair.
+        model = load_classifier(cfg.teacher.model, data.label_names, cfg.teacher.trust_remote_code, new_head=True,
+                                where=f"students.{index}")
+        drop_layers(model, student.layers, where=f"students.{index}")
+        train = data.train.with_teacher_logits(teacher_logits) if kd else data.train
+        seconds = train_classifier(model, train, tokenizer, student.train, cfg.seed,
+                                   kd=student.distill if kd else None, log_path=_log_path(cfg, name),
+                                   description=f"{'distil' if kd else 'train'} {name}").seconds
+        return _finish_model(cfg, name, role, "distilbert", model, tokenizer, data, seconds, config_hash)
+
+    return stages(f"{role}:{name}", config_hash, work)
+
+
+def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages) -> dict:
+    """ONNX through optimum, then parity against PyTorch on held-out text."""
+    name = model_result["name"]
+    config_hash = stable_hash("export", model_result["hash"], cfg.export)
+
+    def work() -> tuple[list[str], dict]:
+        onnx_path = export_hf_classifier(cfg.run_dir / model_result["dir"], cfg.run_dir / "exports" / name, cfg.export.opset)
+        model, tokenizer = _load_saved(cfg, model_result)
+        held_out = EncodedSplit(data.test.features[:16], data.test.labels[:16])
+        batch = next(iter(make_loader(held_out, tokenizer, batch_size=16, shuffle=False)))
+        feeds = {k: v.numpy() for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
+        rel = str(onnx_path.relative_to(cfg.run_dir))
+        return [rel], {"onnx_path": rel, "parity_max_abs_diff": diff, "parity_ok": diff <= cfg.export.parity_atol,
+                       "onnx_size_mb": onnx_path.stat().st_size / 1e6, "hash": config_hash}
+
+    return stages(f"export:{name}", config_hash, work)
+
+
+def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stages: _Stages) -> dict:
+    """Latency of every model in PyTorch and ONNX Runtime, measured side by side in one stage."""
+    b = cfg.bench
+    config_hash = stable_hash("bench", [m["hash"] for m in models], [e["hash"] for e in exports.values()], b)
+
+    def work() -> tuple[list[str], dict]:
+        results = {}
+        for m in models:
+            model, tokenizer = _load_saved(cfg, m)
+            names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+            feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
+            console.print(f"bench {m['name']}: batch {b.batch_size}, {b.seq_len} tokens")
+            entry = {"torch": time_calls(torch_runner(model, feeds), b.warmup, b.iters).to_dict(), "ort": None}
+            if m["name"] in exports:
+                session = create_session(cfg.run_dir / exports[m["name"]]["onnx_path"], threads=b.threads)
+                entry["ort"] = time_calls(ort_runner(session, feeds), b.warmup, b.iters).to_dict()
+            results[m["name"]] = entry
+        write_json_atomic(cfg.run_dir / "bench.json", {"settings": b.model_dump(), "results": results,
+                                                       "environment": capture_environment()})
+        return ["bench.json"], results
+
+    return stages("bench", config_hash, work)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def quiet_libraries() -> None:
+    """Keep the console for our progress and tables: library chatter about new heads, tracing and
+    tokenizer padding is expected here and says nothing the report does not."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+
+
+def _finish_model(cfg: RunConfig, name: str, role: str, family: str, model, tokenizer, data: Data,
+                  train_seconds: float, config_hash: str) -> tuple[list[str], dict]:
+    """Evaluate on the test split, save atomically, and describe the model for the report."""
+    logits = predict_logits(model, data.test, tokenizer)
+    metrics = classification_metrics(logits.argmax(-1).tolist(), data.test.labels)
+    rel = name if role == "teacher" else f"students/{name}"
+    save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
+    console.print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    return [rel], {"name": name, "role": role, "family": family, "dir": rel,
+                   "params": sum(p.numel() for p in model.parameters()),
+                   "size_mb": folder_size_mb(cfg.run_dir / rel), "metrics": metrics,
+                   "train_seconds": round(train_seconds, 2), "hash": config_hash}
+
+
+def _load_saved(cfg: RunConfig, model_result: dict):
+    path = cfg.run_dir / model_result["dir"]
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    return model.eval(), load_tokenizer(str(path))
+
+
+def _family(model) -> str:
+    return model.config.model_type
+
+
+def _log_path(cfg: RunConfig, name: str) -> Path:
+    path = cfg.run_dir / "logs" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,28 @@
+"""The console everything prints to, and progress bars a person can follow."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# Piped output (CI logs, `| tee`) gets a wide fixed width so the comparison table is not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@contextmanager
+def track_steps(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar with ETA; yields `advance(**fields)` to call once per step (fields show beside it)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def advance(**fields: float) -> None:
+            info = " ".join(f"{k} {v:.4f}" for k, v in fields.items())
+            progress.update(task, advance=1, info=info)
+
+        yield advance

@@ -1,0 +1,82 @@
+"""The comparison table people decide by: console (rich) and report.json.
+
+report.json is a contract for users' scripts (documented in the README). Later versions add keys; they never
+rename or remove one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from compress.artifacts import write_json_atomic
+from compress.config import RunConfig
+from compress.progress import console
+
+HEADLINE_METRIC = {"classification": "accuracy"}
+
+
+def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict) -> dict:
+    """One row per model; `retained` and `speedup` are ratios to the teacher measured in the same run."""
+    metric = HEADLINE_METRIC[cfg.task]
+    teacher = next(m for m in models if m["role"] == "teacher")
+    teacher_torch = _p50(bench, teacher["name"], "torch")
+    rows = []
+    for m in models:
+        export = exports.get(m["name"], {})
+        torch_p50, ort_p50 = _p50(bench, m["name"], "torch"), _p50(bench, m["name"], "ort")
+        rows.append({
+            "model": m["name"],
+            "role": m["role"],
+            "family": m["family"],
+            "params": m["params"],
+            "size_mb": round(m["size_mb"], 3),
+            "metric": m["metrics"][metric],
+            "retained": m["metrics"][metric] / teacher["metrics"][metric] if teacher["metrics"][metric] else None,
+            "torch_p50_ms": torch_p50,
+            "ort_p50_ms": ort_p50,
+            "speedup": teacher_torch / torch_p50 if teacher_torch and torch_p50 else None,
+            # Keys added beside the contract's first ones.
+            "ort_speedup": teacher_torch / ort_p50 if teacher_torch and ort_p50 else None,
+            "torch_p95_ms": _latency(bench, m["name"], "torch", "latency_ms_p95"),
+            "ort_p95_ms": _latency(bench, m["name"], "ort", "latency_ms_p95"),
+            "metrics": m["metrics"],
+            "onnx_path": export.get("onnx_path"),
+            "parity_max_abs_diff": export.get("parity_max_abs_diff"),
+            "train_seconds": m["train_seconds"],
+        })
+    return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows,
+            "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
+            "environment": environment}
+
+
+def _latency(bench: dict, name: str, backend: str, key: str) -> float | None:
+    entry = bench.get(name, {}).get(backend)
+    return entry[key] if entry else None
+
+
+def _p50(bench: dict, name: str, backend: str) -> float | None:
+    return _latency(bench, name, backend, "latency_ms_p50")
+
+
+def write_report_files(run_dir: Path, report: dict) -> None:
+    write_json_atomic(run_dir / "report.json", report)
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def print_report(report: dict) -> None:
+    b = report["bench"]
+    table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
+                        f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
+    for column in ("model", "role", "family", "params", "size MB", report["metric"], "% of teacher",
+                   "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)"):
+        table.add_column(column, justify="left" if column in ("model", "role", "family") else "right")
+    for r in report["rows"]:
+        table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M", f"{r['size_mb']:.1f}",
+                      f"{r['metric']:.4f}", _fmt(r["retained"] and r["retained"] * 100, ".1f", "%"),
+                      _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"))
+    console.print(table)

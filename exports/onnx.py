@@ -1,0 +1,44 @@
+"""Export models to ONNX and check the export against PyTorch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.artifacts import replace_dir
+from compress.errors import UserError
+
+
+def export_hf_classifier(model_dir: Path, out_dir: Path, opset: int) -> Path:
+    """Export a saved HF sequence classifier with optimum (dynamic batch and sequence axes).
+
+    The folder holds model.onnx, config.json and the tokenizer, so it loads with
+    optimum's ORTModelForSequenceClassification and runs in transformers' pipeline().
+    """
+    from optimum.exporters.onnx import main_export
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        # Parity is checked by us on real held-out text (parity_max_abs_diff), so optimum's own check is skipped.
+        main_export(str(model_dir), output=tmp, task="text-classification", opset=opset, do_validation=False,
+                    local_files_only=True)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+                        str(model_dir), "check export.opset and that the model folder loads") from None
+    replace_dir(tmp, out_dir)
+    return out_dir / "model.onnx"
+
+
+def parity_max_abs_diff(model: torch.nn.Module, session, feeds: dict[str, np.ndarray]) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime logits on the same inputs."""
+    model.eval()
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+    names = {i.name for i in session.get_inputs()}
+    got = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+    return float(np.abs(expected - got).max())

@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+import pytest
+
+from exports.onnx import export_hf_classifier
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tiny_bert_dir, tmp_path_factory):
+    return export_hf_classifier(tiny_bert_dir, tmp_path_factory.mktemp("b") / "tiny", opset=18)
+
+
+def test_latency_on_onnx_and_model_folder(onnx_file, tiny_bert_dir):
+    out = bench("latency", str(onnx_file), str(tiny_bert_dir), "--iters", "3", "--warmup", "1", "--seq-len", "16")
+    assert out.returncode == 0, out.stderr
+    assert "ort" in out.stdout and "torch" in out.stdout and "p95" in out.stdout
+
+
+@pytest.mark.parametrize("device", ["mps", "tpu"])
+def test_unavailable_device_is_one_line_exit_2(onnx_file, device):
+    import torch
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    out = bench("latency", str(onnx_file), "--device", device)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: --device:") and len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_target_is_one_line_exit_2(tmp_path):
+    out = bench("latency", str(tmp_path))
+    assert out.returncode == 2 and "not an .onnx file" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,30 @@
+import pytest
+
+from bench.timing import summarize, time_calls
+
+
+def test_percentiles_on_synthetic_timings():
+    lat = summarize([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert lat.latency_ms_p50 == pytest.approx(50.5)
+    assert lat.latency_ms_p90 == pytest.approx(90.1)
+    assert lat.latency_ms_p95 == pytest.approx(95.05)
+    assert lat.latency_ms_p99 == pytest.approx(99.01)
+    assert lat.latency_ms_mean == pytest.approx(50.5)
+    assert lat.iters == 100
+
+
+def test_single_timing_has_zero_std():
+    lat = summarize([0.002])
+    assert lat.latency_ms_p50 == pytest.approx(2.0) and lat.latency_ms_std == 0.0
+
+
+def test_empty_timings_rejected():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_time_calls_runs_warmup_then_timed_iterations_and_syncs():
+    calls, syncs = [], []
+    lat = time_calls(lambda: calls.append(1), warmup=3, iters=7, sync=lambda: syncs.append(1))
+    assert len(calls) == 10 and lat.iters == 7
+    assert len(syncs) == 8  # once after warm-up, once per timed call

@@ -1,0 +1,69 @@
+"""`compress` as a user runs it: exit codes, one-line errors, no tracebacks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def compress(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_line_error(out, *fragments):
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr
+
+
+def test_validate_accepts_the_demo():
+    out = compress("validate", str(ROOT / "configs" / "demo.yaml"))
+    assert out.returncode == 0 and "ok" in out.stdout
+
+
+def test_missing_config_file(tmp_path):
+    assert_one_line_error(compress("run", str(tmp_path / "missing.yaml")), "config file not found", "missing.yaml")
+
+
+def test_unknown_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nteacher: {modle: minilm-l6}\n")
+    assert_one_line_error(compress("validate", str(path)), "unknown key 'teacher.modle'", str(path))
+
+
+def test_wrong_value_type(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("bench: {iters: lots}\n")
+    assert_one_line_error(compress("run", str(path)), "bench.iters", "'lots'")
+
+
+def test_unreachable_hub_model_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: hub\noutput_dir: {tmp_path}\nteacher: {{model: no-such-org/no-such-model}}\n")
+    out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(path)], capture_output=True, text=True,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(out, "no-such-org/no-such-model", "teacher.model")
+
+
+def test_run_smoke_on_tiny_bert(tmp_path, tiny_bert_dir, tiny_csv):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""
+name: smoke
+output_dir: {tmp_path / 'runs'}
+data: {{source: {{kind: local, train: {tiny_csv}}}, max_length: 16}}
+teacher: {{model: {tiny_bert_dir}, train: {{epochs: 1}}}}
+students: [{{name: s, layers: [0], baseline: false, train: {{epochs: 1}}}}]
+export: {{enabled: false}}
+bench: {{warmup: 0, iters: 3, seq_len: 8}}
+""")
+    out = compress("run", str(path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "runs" / "smoke" / "report.json").read_text())
+    assert [r["role"] for r in report["rows"]] == ["teacher", "student"]
+    assert report["rows"][1]["ort_p50_ms"] is None  # export disabled: no ORT figure, not a zero
+    assert "% of teacher" in out.stdout

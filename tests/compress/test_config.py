@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from compress.config import DEFAULT_CONFIG, RunConfig, load_config, stable_hash
+from compress.errors import UserError
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def test_demo_yaml_is_the_embedded_default():
+    assert load_config(Path(__file__).parents[2] / "configs" / "demo.yaml") == DEFAULT_CONFIG
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_validates(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
+def test_configs_folder_is_not_empty():
+    assert CONFIGS
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_the_key_and_file(tmp_path):
+    path = write(tmp_path, "name: x\nstudents:\n  - name: s\n    distill: {tempreature: 2}\n")
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    line = err.value.line()
+    assert "unknown key 'students.0.distill.tempreature'" in line and str(path) in line and "\n" not in line
+
+
+def test_wrong_type_names_the_key_and_value(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "teacher:\n  train:\n    epochs: three\n"))
+    assert "teacher.train.epochs" in err.value.line() and "'three'" in err.value.line()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "name: x\nteacher: [unclosed\n"))
+    assert "not valid YAML" in err.value.line() and "run.yaml:" in err.value.line()
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(UserError, match="mapping"):
+        load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_duplicate_student_names_rejected(tmp_path):
+    with pytest.raises(UserError, match="unique"):
+        load_config(write(tmp_path, "students: [{name: s}, {name: s}]\n"))
+
+
+def test_bad_layer_list_rejected(tmp_path):
+    with pytest.raises(UserError, match="distinct"):
+        load_config(write(tmp_path, "students: [{name: s, layers: [1, 1]}]\n"))
+
+
+def test_unknown_source_kind_rejected(tmp_path):
+    with pytest.raises(UserError, match="data.source"):
+        load_config(write(tmp_path, "data: {source: {kind: ftp}}\n"))
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        DEFAULT_CONFIG.seed = 3
+
+
+def test_stable_hash_changes_with_config_only():
+    other = DEFAULT_CONFIG.model_copy(update={"seed": 1})
+    assert stable_hash(DEFAULT_CONFIG) == stable_hash(RunConfig.model_validate(DEFAULT_CONFIG.model_dump()))
+    assert stable_hash(DEFAULT_CONFIG) != stable_hash(other)

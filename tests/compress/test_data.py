@@ -1,0 +1,115 @@
+import json
+from collections import Counter
+
+import pytest
+
+from compress.config import DataConfig, HubSource, LocalSource
+from compress.data.classification import encode, make_loader
+from compress.data.sources import load_splits, read_bbc_news
+from compress.errors import UserError
+from tests.conftest import make_texts, write_csv
+
+
+def test_bbc_news_is_read_whole_with_sorted_labels():
+    texts, names = read_bbc_news()
+    assert len(texts) == 2225
+    assert names == sorted(names) and len(names) == 5
+    assert Counter(label for _, label in texts)["business"] == 510
+
+
+def test_bbc_split_is_stratified_80_10_10_and_seeded():
+    splits = load_splits(DataConfig(), seed=0)
+    sizes = (len(splits.train), len(splits.validation), len(splits.test))
+    assert sum(sizes) == 2225 and sizes == (1779, 223, 223)
+    # Each class keeps its share in the test split (stratified), within one example.
+    total, test = Counter(read_bbc_news_labels()), Counter(splits.test.labels)
+    for label, count in total.items():
+        assert abs(test[label] - count * 223 / 2225) <= 1
+    again = load_splits(DataConfig(), seed=0)
+    assert again.test.texts == splits.test.texts
+    assert load_splits(DataConfig(), seed=1).test.texts != splits.test.texts
+
+
+def read_bbc_news_labels():
+    texts, names = read_bbc_news()
+    return [names.index(label) for _, label in texts]
+
+
+def test_subset_sizes():
+    splits = load_splits(DataConfig(max_train_examples=100, max_eval_examples=20), seed=0)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (100, 20, 20)
+    assert len(set(splits.train.labels)) == 5
+
+
+def test_local_csv_with_custom_columns(tmp_path):
+    path = write_csv(tmp_path / "d.csv", make_texts(20), text_column="body", label_column="topic")
+    splits = load_splits(DataConfig(source=LocalSource(train=path, text_column="body", label_column="topic")), seed=0)
+    assert splits.label_names == ["business", "sport", "tech"]
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 60
+
+
+def test_local_jsonl_with_given_test_file(tmp_path):
+    rows = make_texts(20)
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows[:45]))
+    test.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows[45:]))
+    splits = load_splits(DataConfig(source=LocalSource(train=train, test=test)), seed=0)
+    assert len(splits.test) == 15 and len(splits.train) + len(splits.validation) == 45
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    rows = [(f"text {i}", str(i % 11)) for i in range(110)]
+    path = write_csv(tmp_path / "d.csv", rows)
+    splits = load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
+    assert splits.label_names == [str(i) for i in range(11)]
+
+
+def test_missing_column_names_file_and_line(tmp_path):
+    path = write_csv(tmp_path / "d.csv", make_texts(5), text_column="body")
+    with pytest.raises(UserError) as err:
+        load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
+    assert "no column 'text'" in err.value.line() and f"{path}:2" in err.value.line()
+
+
+def test_bad_json_line_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{not json}\n')
+    with pytest.raises(UserError, match=r"d.jsonl:2"):
+        load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
+
+
+def test_label_unseen_in_train_is_rejected(tmp_path):
+    rows = make_texts(10)
+    train = write_csv(tmp_path / "train.csv", rows)
+    test = write_csv(tmp_path / "test.csv", [("some text", "weather")])
+    with pytest.raises(UserError, match="weather"):
+        load_splits(DataConfig(source=LocalSource(train=train, test=test)), seed=0)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="data file not found"):
+        load_splits(DataConfig(source=LocalSource(train=tmp_path / "none.csv")), seed=0)
+
+
+def test_hub_failure_is_one_line_naming_the_dataset(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'ag_news' on the Hub (LocalEntryNotFoundError)\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError) as err:
+        load_splits(DataConfig(source=HubSource(dataset="ag_news")), seed=0)
+    line = err.value.line()
+    assert "'ag_news'" in line and "kind: local" in line and "\n" not in line
+
+
+def test_encode_truncates_and_loader_pads(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    splits = load_splits(DataConfig(max_train_examples=8, max_eval_examples=5), seed=0)
+    enc = encode(splits.train, tokenizer, max_length=32)
+    assert all(len(f["input_ids"]) <= 32 for f in enc.features)
+    batch = next(iter(make_loader(enc, tokenizer, batch_size=4, shuffle=False)))
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].shape == (4,)

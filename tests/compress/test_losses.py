@@ -1,0 +1,53 @@
+import math
+
+import pytest
+import torch
+
+from compress.distill.losses import kd_loss
+
+
+def hand_kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def softmax(xs: list[float]) -> list[float]:
+    exps = [math.exp(x) for x in xs]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_kd_term_is_kl_at_temperature_times_t_squared(temperature):
+    teacher, student = [math.log(3.0), 0.0], [0.0, 0.0]
+    _, terms = kd_loss(torch.tensor([student]), torch.tensor([teacher]), torch.tensor([0]), temperature, alpha=1.0)
+    expected = hand_kl(softmax([t / temperature for t in teacher]), softmax([s / temperature for s in student]))
+    assert terms["kd"].item() == pytest.approx(expected * temperature**2, rel=1e-5)
+
+
+def test_known_value_at_t1():
+    # Teacher probabilities (0.75, 0.25) against a uniform student: 0.75 ln 1.5 + 0.25 ln 0.5.
+    _, terms = kd_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([0]), 1.0, 1.0)
+    assert terms["kd"].item() == pytest.approx(0.130812, abs=1e-5)
+    assert terms["ce"].item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_alpha_mixes_kd_and_ce(alpha):
+    torch.manual_seed(0)
+    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    loss, terms = kd_loss(s, t, y, 2.0, alpha)
+    assert loss.item() == pytest.approx(alpha * terms["kd"].item() + (1 - alpha) * terms["ce"].item(), rel=1e-6)
+
+
+def test_batchmean_reduction_averages_over_examples():
+    s = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])  # second row: identical, KL 0
+    _, terms = kd_loss(s, t, torch.tensor([0, 0]), 1.0, 1.0)
+    assert terms["kd"].item() == pytest.approx(0.130812 / 2, abs=1e-5)
+
+
+def test_identical_logits_give_zero_kd_and_gradients_flow():
+    logits = torch.randn(3, 5, requires_grad=True)
+    loss, terms = kd_loss(logits, logits.detach().clone(), torch.tensor([1, 2, 3]), 3.0, 0.5)
+    assert terms["kd"].item() == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0

@@ -1,0 +1,44 @@
+import pytest
+
+from compress.errors import UserError
+from compress.manifest import Manifest
+
+
+def make_work(run_dir, calls):
+    def work():
+        calls.append(1)
+        (run_dir / "out.txt").write_text("x")
+        return ["out.txt"], {"value": len(calls)}
+    return work
+
+
+def test_stage_is_skipped_with_same_hash_and_outputs(tmp_path):
+    calls = []
+    assert Manifest(tmp_path).run_stage("a", "h1", make_work(tmp_path, calls)) == ({"value": 1}, False)
+    # A fresh Manifest reads what the last one wrote: this is what a resumed run sees.
+    assert Manifest(tmp_path).run_stage("a", "h1", make_work(tmp_path, calls)) == ({"value": 1}, True)
+    assert len(calls) == 1
+
+
+def test_stage_reruns_when_hash_changes_or_output_is_gone(tmp_path):
+    calls = []
+    Manifest(tmp_path).run_stage("a", "h1", make_work(tmp_path, calls))
+    Manifest(tmp_path).run_stage("a", "h2", make_work(tmp_path, calls))
+    (tmp_path / "out.txt").unlink()
+    Manifest(tmp_path).run_stage("a", "h2", make_work(tmp_path, calls))
+    assert len(calls) == 3
+
+
+def test_failed_stage_is_not_recorded(tmp_path):
+    def boom():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        Manifest(tmp_path).run_stage("a", "h", boom)
+    assert "a" not in Manifest(tmp_path).stages
+
+
+def test_corrupt_manifest_is_a_user_error(tmp_path):
+    (tmp_path / "manifest.json").write_text("{half")
+    with pytest.raises(UserError, match="manifest is unreadable"):
+        Manifest(tmp_path)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny random BERT (real tokenizer, seconds to train) and a small learnable text dataset."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from compress.models.teacher import resolve_model_path
+
+# Words that make each class learnable in a few steps, plus shared filler.
+CLASS_WORDS = {
+    "business": ["market", "shares", "profit", "bank", "economy", "investors"],
+    "sport": ["match", "goal", "team", "coach", "league", "season"],
+    "tech": ["software", "computer", "internet", "phone", "digital", "users"],
+}
+FILLER = ["the", "a", "said", "on", "with", "new", "year", "people", "after", "report"]
+
+
+def make_texts(n_per_class: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in CLASS_WORDS.items():
+        for _ in range(n_per_class):
+            tokens = rng.choices(words, k=4) + rng.choices(FILLER, k=6)
+            rng.shuffle(tokens)
+            rows.append((" ".join(tokens), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], text_column: str = "text", label_column: str = "label") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([text_column, label_column])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 4-layer, 32-wide random BERT with the packaged uncased WordPiece tokenizer, saved like a checkpoint."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "train.csv", make_texts(40))

@@ -1,0 +1,78 @@
+"""The whole pipeline on a tiny random BERT and a small CSV: report contract, resume, invalidation."""
+
+import json
+
+import pytest
+import yaml
+
+from compress.config import RunConfig
+from compress.pipeline import run
+
+REPORT_KEYS = {"model", "role", "family", "params", "size_mb", "metric", "retained", "torch_p50_ms", "ort_p50_ms",
+               "speedup"}
+
+
+def tiny_config(tmp_path, tiny_bert_dir, tiny_csv, **student) -> RunConfig:
+    return RunConfig.model_validate({
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 24},
+        "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
+        "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}} | student],
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_bert_dir, tiny_csv):
+    tmp = tmp_path_factory.mktemp("pipe")
+    cfg = tiny_config(tmp, tiny_bert_dir, tiny_csv)
+    return tmp, cfg, run(cfg)
+
+
+def test_report_json_holds_the_contract(first_run):
+    _, cfg, result = first_run
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    assert report == result.report
+    assert {"run", "task", "metric", "rows", "environment"} <= set(report)
+    assert report["run"] == "tiny" and report["task"] == "classification" and report["metric"] == "accuracy"
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"teacher", "half", "half-baseline"}
+    assert [rows[m]["role"] for m in ("teacher", "half", "half-baseline")] == ["teacher", "student", "baseline"]
+    for row in rows.values():
+        assert REPORT_KEYS <= set(row)
+        assert 0 <= row["metric"] <= 1 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
+        assert row["parity_max_abs_diff"] <= 1e-4
+    assert rows["teacher"]["retained"] == 1.0 and rows["teacher"]["speedup"] == 1.0
+    # Half the layers: fewer parameters, counted from the saved model.
+    assert rows["half"]["params"] < rows["teacher"]["params"]
+    assert rows["half"]["speedup"] == pytest.approx(rows["teacher"]["torch_p50_ms"] / rows["half"]["torch_p50_ms"])
+    assert report["environment"]["versions"]["torch"]
+
+
+def test_run_folder_layout(first_run):
+    _, cfg, _ = first_run
+    d = cfg.run_dir
+    for path in ("manifest.json", "config.yaml", "teacher/model.safetensors", "students/half/config.json",
+                 "students/half-baseline/model.safetensors", "exports/half/model.onnx", "bench.json",
+                 "logs/half.jsonl", "cache/teacher_train_logits.safetensors"):
+        assert (d / path).exists(), path
+    assert yaml.safe_load((d / "config.yaml").read_text())["name"] == "tiny"
+    assert not list(d.rglob("*.tmp"))
+    kd_log = [json.loads(line) for line in (d / "logs" / "half.jsonl").read_text().splitlines()]
+    assert "kd" in kd_log[0] and "kd" not in json.loads((d / "logs" / "half-baseline.jsonl").read_text().splitlines()[0])
+
+
+def test_second_run_resumes_without_recomputing(first_run):
+    _, cfg, first = first_run
+    again = run(cfg)
+    assert again.ran == [] and set(again.skipped) == set(first.ran)
+    assert [r["metric"] for r in again.report["rows"]] == [r["metric"] for r in first.report["rows"]]
+
+
+def test_student_change_reruns_only_downstream(first_run, tiny_bert_dir, tiny_csv):
+    tmp, _, _ = first_run
+    changed = tiny_config(tmp, tiny_bert_dir, tiny_csv, distill={"temperature": 4.0})
+    result = run(changed)
+    assert "teacher" in result.skipped and "teacher_logits" in result.skipped and "export:teacher" in result.skipped
+    assert {"student:half", "baseline:half-baseline", "export:half", "bench"} <= set(result.ran)

@@ -126,8 +126,8 @@ class ExportConfig(Strict):
 class BenchConfig(Strict):
     batch_size: int = Field(1, ge=1)
     seq_len: int = Field(128, ge=1)
-    warmup: int = Field(5, ge=0)
-    iters: int = Field(30, ge=3)
+    warmup: int = Field(10, ge=0)
+    iters: int = Field(50, ge=3)
     threads: int | None = Field(None, ge=1, description="intra-op threads for PyTorch and ORT; default: all")
 
 

@@ -211,9 +211,11 @@ def quiet_libraries() -> None:
     tokenizer padding is expected here and says nothing the report does not."""
     import warnings
 
+    import huggingface_hub
     import transformers
 
     transformers.logging.set_verbosity_error()
+    huggingface_hub.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
 

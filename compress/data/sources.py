@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from compress.config import BbcNewsSource, DataConfig, HubSource, LocalSource
 from compress.errors import UserError
+from compress.hub import hub_access, unreachable_note
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,13 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
         if split is None:
             splits[key] = None
             continue
-        try:
-            ds = datasets.load_dataset(source.dataset, source.subset, split=split)
-        except Exception as err:  # datasets raises many types for network, auth and name problems
-            raise UserError(f"could not load split '{split}' ({type(err).__name__}: {str(err)[:200]})", where,
-                            "check the name and your network, or save it as CSV/JSONL and use `source: {kind: local, train: FILE}`") from None
+        with hub_access() as online:
+            try:
+                ds = datasets.load_dataset(source.dataset, source.subset, split=split)
+            except Exception as err:  # datasets raises many types for network, auth and name problems
+                reason = f"{unreachable_note(online)}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                raise UserError(f"could not load split '{split}' ({reason})", where,
+                                "check the name and your network, or save it as CSV/JSONL and use `source: {kind: local, train: FILE}`") from None
         for column in (source.text_column, source.label_column):
             if column not in ds.column_names:
                 raise UserError(f"no column '{column}' (has: {', '.join(ds.column_names)})", where,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.errors import UserError
+from compress.hub import hub_access, unreachable_note
 
 
 def _packaged_minilm_l6() -> str:
@@ -31,10 +34,11 @@ def resolve_model_path(name: str) -> str:
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "teacher.model") -> PreTrainedTokenizerBase:
     path = resolve_model_path(name)
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise _load_error(name, err, where) from None
+    with _access(path) as online:
+        try:
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise _load_error(name, err, where, online) from None
 
 
 def load_classifier(name: str, label_names: list[str], trust_remote_code: bool = False,
@@ -42,22 +46,34 @@ def load_classifier(name: str, label_names: list[str], trust_remote_code: bool =
     """Load a sequence classifier. With `new_head` the task head is (re)initialised for `label_names`."""
     path = resolve_model_path(name)
     labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
-    try:
-        if new_head:
-            return AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=len(label_names), ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code, **labels)
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise _load_error(name, err, where) from None
+    with _access(path) as online:
+        try:
+            if new_head:
+                return AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=len(label_names), ignore_mismatched_sizes=True,
+                    trust_remote_code=trust_remote_code, **labels)
+            model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise _load_error(name, err, where, online) from None
     if model.config.num_labels != len(label_names):
         raise UserError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}", where,
                         "set teacher.finetune: true to train a new head")
     return model
 
 
-def _load_error(name: str, err: Exception, where: str) -> UserError:
+@contextmanager
+def _access(path: str) -> Iterator[bool]:
+    """Local folders load as they are; hub ids go through the reachability check."""
+    if Path(path).exists():
+        yield True
+    else:
+        with hub_access() as online:
+            yield online
+
+
+def _load_error(name: str, err: Exception, where: str, online: bool) -> UserError:
     if Path(name).exists():
         return UserError(f"cannot load model folder '{name}' ({str(err).splitlines()[0][:200]})", where,
                          "it needs config.json, weights and tokenizer files as written by save_pretrained")
-    return UserError(f"cannot load '{name}' from the Hugging Face hub ({type(err).__name__})", where,
+    return UserError(f"cannot load '{name}' from the Hugging Face hub ({unreachable_note(online)}{type(err).__name__})", where,
                      "check the id and your network, give a local folder, or use the packaged 'minilm-l6'")

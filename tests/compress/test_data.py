@@ -113,3 +113,16 @@ def test_encode_truncates_and_loader_pads(tiny_bert_dir):
     assert all(len(f["input_ids"]) <= 32 for f in enc.features)
     batch = next(iter(make_loader(enc, tokenizer, batch_size=4, shuffle=False)))
     assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].shape == (4,)
+
+
+def test_unreachable_hub_switches_libraries_offline_and_restores(monkeypatch):
+    import datasets.config
+    from huggingface_hub import constants
+
+    from compress import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    with hub.hub_access() as online:
+        assert online is False and constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
+    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before

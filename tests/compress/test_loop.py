@@ -18,7 +18,7 @@ def setup(tiny_bert_dir, tiny_csv):
 
 def test_training_lowers_the_loss_and_logs_each_step(tiny_bert_dir, tiny_csv, tmp_path):
     tokenizer, train, model = setup(tiny_bert_dir, tiny_csv)
-    cfg = TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, warmup_ratio=0.0)
+    cfg = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0)
     result = train_classifier(model, train, tokenizer, cfg, seed=0, log_path=tmp_path / "log.jsonl")
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert result.steps == len(records) == 6 * ((len(train) + 15) // 16)

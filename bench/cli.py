@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from compress.errors import UserError
+from compress.entry import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Latency of exported and saved models, measured on this machine.")
@@ -47,20 +46,7 @@ def latency(
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except UserError as err:
-        typer.echo(f"error: {err.line()}", err=True)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from compress.config import DEFAULT_CONFIG, RunConfig, load_config
-from compress.errors import UserError
+from compress.entry import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil, prune, quantise, export and benchmark BERT-family models.")
@@ -37,24 +36,7 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except UserError as err:
-        typer.echo(f"error: {err.line()}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except Exception as err:  # click's usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    run_app(app)
 
 
 if __name__ == "__main__":

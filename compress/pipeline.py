@@ -20,7 +20,7 @@ from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_calls
 from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
 from compress.config import LayerDroppedStudent, RunConfig, dump_config, stable_hash
-from compress.data.classification import EncodedSplit, encode, make_loader, predict_logits
+from compress.data.classification import MODEL_INPUTS, EncodedSplit, encode, make_loader, predict_logits
 from compress.data.metrics import classification_metrics
 from compress.data.sources import load_splits
 from compress.distill.loop import train_classifier
@@ -170,7 +170,7 @@ def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages
         model, tokenizer = _load_saved(cfg, model_result)
         held_out = EncodedSplit(data.test.features[:16], data.test.labels[:16])
         batch = next(iter(make_loader(held_out, tokenizer, batch_size=16, shuffle=False)))
-        feeds = {k: v.numpy() for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
         diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
         rel = str(onnx_path.relative_to(cfg.run_dir))
         return [rel], {"onnx_path": rel, "parity_max_abs_diff": diff, "parity_ok": diff <= cfg.export.parity_atol,
@@ -188,7 +188,7 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
         results = {}
         for m in models:
             model, tokenizer = _load_saved(cfg, m)
-            names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+            names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
             feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
             console.print(f"bench {m['name']}: batch {b.batch_size}, {b.seq_len} tokens")
             entry = {"torch": time_calls(torch_runner(model, feeds), b.warmup, b.iters).to_dict(), "ort": None}

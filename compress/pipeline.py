@@ -13,32 +13,32 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForSequenceClassification
 
 from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_calls
 from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
 from compress.config import LayerDroppedStudent, RunConfig, dump_config, stable_hash
-from compress.data.classification import MODEL_INPUTS, EncodedSplit, encode, make_loader, predict_logits
-from compress.data.metrics import classification_metrics
-from compress.data.sources import load_splits
-from compress.distill.loop import train_classifier
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
+from compress.distill.loop import train_model
 from compress.manifest import Manifest
 from compress.models.students import drop_layers
-from compress.models.teacher import load_classifier, load_tokenizer
+from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer
 from compress.progress import console
 from compress.report import build_report, print_report, write_report_files
-from exports.onnx import export_hf_classifier, parity_max_abs_diff
+from compress.tasks import TASKS, Task
+from exports.onnx import export_hf_model, parity_max_abs_diff
 from exports.ort import create_session
 
 
 @dataclass(frozen=True)
 class Data:
+    task: Task
     train: EncodedSplit
     validation: EncodedSplit
     test: EncodedSplit
-    label_names: list[str]
+    label_names: list[str] | None
+    max_length: int
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,13 @@ def run(cfg: RunConfig) -> RunResult:
 
 def prepare_data(cfg: RunConfig) -> Data:
     """Load, split and tokenise once (deterministic for a config, so it is recomputed, not cached)."""
-    splits = load_splits(cfg.data, cfg.seed)
+    task = TASKS[cfg.task]
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
-    enc = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length) for name in ("train", "validation", "test")}
-    console.print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test, "
-                  f"{len(splits.label_names)} classes ({', '.join(splits.label_names)})")
-    return Data(enc["train"], enc["validation"], enc["test"], splits.label_names)
+    enc, label_names = task.build(cfg, tokenizer)
+    labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
+    console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
+                  f"{len(enc['test'])} test features{labels}")
+    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length)
 
 
 def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
@@ -109,36 +110,37 @@ def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
 
     def work() -> tuple[list[str], dict]:
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
-        model = load_classifier(cfg.teacher.model, data.label_names, cfg.teacher.trust_remote_code,
+        model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
                                 new_head=cfg.teacher.finetune)
         seconds = 0.0
         if cfg.teacher.finetune:
-            seconds = train_classifier(model, data.train, tokenizer, cfg.teacher.train, cfg.seed,
-                                       log_path=_log_path(cfg, "teacher"), description="fine-tune teacher").seconds
+            seconds = train_model(model, data.train, tokenizer, cfg.teacher.train, cfg.seed, task=data.task,
+                                  log_path=_log_path(cfg, "teacher"), description="fine-tune teacher").seconds
         return _finish_model(cfg, "teacher", "teacher", _family(model), model, tokenizer, data, seconds, config_hash)
 
     return stages("teacher", config_hash, work)
 
 
-def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Stages) -> torch.Tensor:
-    """The teacher's logits on the training split, computed once and reused by every KD student."""
+def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Stages) -> dict[str, torch.Tensor]:
+    """The teacher's outputs on the training split, computed once and reused by every KD student
+    (per-token outputs padded to max_length)."""
     path = Path("cache") / "teacher_train_logits.safetensors"
 
     def work() -> tuple[list[str], dict]:
         model, tokenizer = _load_saved(cfg, teacher)
-        logits = predict_logits(model, data.train, tokenizer)
+        outputs = _predict(model, data.train, tokenizer, data)
         (cfg.run_dir / path).parent.mkdir(exist_ok=True)
         tmp = cfg.run_dir / path.with_suffix(".tmp")
-        save_file({"logits": logits.contiguous()}, str(tmp))
+        save_file({k: v.contiguous() for k, v in outputs.items()}, str(tmp))
         tmp.replace(cfg.run_dir / path)
-        return [str(path)], {"examples": len(logits)}
+        return [str(path)], {"features": len(data.train)}
 
     stages("teacher_logits", stable_hash("teacher_logits", teacher["hash"]), work)
-    return load_file(str(cfg.run_dir / path))["logits"]
+    return load_file(str(cfg.run_dir / path))
 
 
 def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teacher: dict, data: Data,
-                  stages: _Stages, teacher_logits: torch.Tensor | None) -> dict:
+                  stages: _Stages, teacher_logits: dict[str, torch.Tensor] | None) -> dict:
     """A layer-dropped copy of the (pre-fine-tuning) teacher, trained with logit KD or, as baseline, without."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
@@ -148,13 +150,13 @@ def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teac
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
         # Start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the task
         # only from labels and the comparison with KD is fair.
-        model = load_classifier(cfg.teacher.model, data.label_names, cfg.teacher.trust_remote_code, new_head=True,
-                                where=f"students.{index}")
+        model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
+                                new_head=True, where=f"students.{index}")
         drop_layers(model, student.layers, where=f"students.{index}")
-        train = data.train.with_teacher_logits(teacher_logits) if kd else data.train
-        seconds = train_classifier(model, train, tokenizer, student.train, cfg.seed,
-                                   kd=student.distill if kd else None, log_path=_log_path(cfg, name),
-                                   description=f"{'distil' if kd else 'train'} {name}").seconds
+        train = data.train.with_teacher(teacher_logits) if kd else data.train
+        seconds = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
+                              kd=student.distill if kd else None, log_path=_log_path(cfg, name),
+                              description=f"{'distil' if kd else 'train'} {name}").seconds
         return _finish_model(cfg, name, role, "distilbert", model, tokenizer, data, seconds, config_hash)
 
     return stages(f"{role}:{name}", config_hash, work)
@@ -166,10 +168,10 @@ def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages
     config_hash = stable_hash("export", model_result["hash"], cfg.export)
 
     def work() -> tuple[list[str], dict]:
-        onnx_path = export_hf_classifier(cfg.run_dir / model_result["dir"], cfg.run_dir / "exports" / name, cfg.export.opset)
+        onnx_path = export_hf_model(cfg.run_dir / model_result["dir"], cfg.run_dir / "exports" / name,
+                                    data.task.export_task, cfg.export.opset)
         model, tokenizer = _load_saved(cfg, model_result)
-        held_out = EncodedSplit(data.test.features[:16], data.test.labels[:16])
-        batch = next(iter(make_loader(held_out, tokenizer, batch_size=16, shuffle=False)))
+        batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
         feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
         diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
         rel = str(onnx_path.relative_to(cfg.run_dir))
@@ -223,11 +225,10 @@ def quiet_libraries() -> None:
 def _finish_model(cfg: RunConfig, name: str, role: str, family: str, model, tokenizer, data: Data,
                   train_seconds: float, config_hash: str) -> tuple[list[str], dict]:
     """Evaluate on the test split, save atomically, and describe the model for the report."""
-    logits = predict_logits(model, data.test, tokenizer)
-    metrics = classification_metrics(logits.argmax(-1).tolist(), data.test.labels)
+    metrics = data.task.evaluate(_predict(model, data.test, tokenizer, data), data.test, cfg, data.label_names)
     rel = name if role == "teacher" else f"students/{name}"
     save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
-    console.print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    console.print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return [rel], {"name": name, "role": role, "family": family, "dir": rel,
                    "params": sum(p.numel() for p in model.parameters()),
                    "size_mb": folder_size_mb(cfg.run_dir / rel), "metrics": metrics,
@@ -236,8 +237,11 @@ def _finish_model(cfg: RunConfig, name: str, role: str, family: str, model, toke
 
 def _load_saved(cfg: RunConfig, model_result: dict):
     path = cfg.run_dir / model_result["dir"]
-    model = AutoModelForSequenceClassification.from_pretrained(path)
-    return model.eval(), load_tokenizer(str(path))
+    return load_saved_model(path, cfg.task), load_tokenizer(str(path))
+
+
+def _predict(model, split: EncodedSplit, tokenizer, data: Data) -> dict[str, torch.Tensor]:
+    return predict(model, split, tokenizer, data.task.outputs, pad_to=data.max_length if data.task.per_token else None)
 
 
 def _family(model) -> str:

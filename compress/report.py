@@ -13,13 +13,12 @@ from rich.table import Table
 from compress.artifacts import write_json_atomic
 from compress.config import RunConfig
 from compress.progress import console
-
-HEADLINE_METRIC = {"classification": "accuracy"}
+from compress.tasks import TASKS
 
 
 def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict) -> dict:
     """One row per model; `retained` and `speedup` are ratios to the teacher measured in the same run."""
-    metric = HEADLINE_METRIC[cfg.task]
+    metric = TASKS[cfg.task].metric
     teacher = next(m for m in models if m["role"] == "teacher")
     teacher_torch = _p50(bench, teacher["name"], "torch")
     rows = []

@@ -13,11 +13,12 @@ from compress.artifacts import replace_dir
 from compress.errors import UserError
 
 
-def export_hf_classifier(model_dir: Path, out_dir: Path, opset: int) -> Path:
-    """Export a saved HF sequence classifier with optimum (dynamic batch and sequence axes).
+def export_hf_model(model_dir: Path, out_dir: Path, task: str, opset: int) -> Path:
+    """Export a saved HF model with optimum for `task` (optimum's name, e.g. "text-classification"), with
+    dynamic batch and sequence axes.
 
-    The folder holds model.onnx, config.json and the tokenizer, so it loads with
-    optimum's ORTModelForSequenceClassification and runs in transformers' pipeline().
+    The folder holds model.onnx, config.json and the tokenizer, so it loads with optimum's ORTModelFor* and
+    runs in transformers' pipeline().
     """
     from optimum.exporters.onnx import main_export
 
@@ -28,7 +29,7 @@ def export_hf_classifier(model_dir: Path, out_dir: Path, opset: int) -> Path:
             # Tracing chatter (TracerWarning, the legacy-exporter notice) is expected for BERT graphs; the parity
             # check is what tells whether the export is right, so optimum's own validation is skipped too.
             warnings.simplefilter("ignore")
-            main_export(str(model_dir), output=tmp, task="text-classification", opset=opset, do_validation=False,
+            main_export(str(model_dir), output=tmp, task=task, opset=opset, do_validation=False,
                         local_files_only=True)
     except Exception as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -39,10 +40,12 @@ def export_hf_classifier(model_dir: Path, out_dir: Path, opset: int) -> Path:
 
 
 def parity_max_abs_diff(model: torch.nn.Module, session, feeds: dict[str, np.ndarray]) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime logits on the same inputs."""
+    """Max abs difference between PyTorch and ONNX Runtime on every output the graph has (logits, or start
+    and end logits), on the same inputs."""
     model.eval()
     with torch.inference_mode():
-        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
     names = {i.name for i in session.get_inputs()}
-    got = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
-    return float(np.abs(expected - got).max())
+    got = session.run(None, {k: v for k, v in feeds.items() if k in names})
+    return max(float(np.abs(getattr(expected, out.name).float().numpy() - value).max())
+               for out, value in zip(session.get_outputs(), got))

@@ -1,17 +1,17 @@
 """NER as token classification: CoNLL column files, the packaged WNUT-16 corpus, sub-word label alignment,
-seqeval metrics and BIO tags back to entity spans.
-
-Not wired into `compress run` yet (issue 3 continues): these are the tested building blocks.
-"""
+seqeval metrics and BIO tags back to entity spans."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.errors import UserError
+import torch
 
-IGNORE_INDEX = -100  # positions the loss and the metrics skip: special tokens, padding, non-first sub-words
+from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
+from compress.data.batching import IGNORE_INDEX, EncodedSplit
+from compress.data.sources import fill_splits, hub_splits, load_hub_split
+from compress.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -181,3 +181,69 @@ def bio_to_entities(words: list[str], tags: list[str]) -> list[Entity]:
             current = (kind, i) if prefix in ("B", "I") else None
     close(len(tags))
     return entities
+
+
+# ---------------------------------------------------------------- the task
+
+
+def load_sentences(cfg: RunConfig) -> dict[str, list[Sentence]]:
+    source = cfg.data.source
+    if isinstance(source, Wnut16Source):
+        raw = {"train": read_wnut16(), "validation": None, "test": None}
+    elif isinstance(source, ConllSource):
+        raw = {split: read_conll(path, source.word_column, source.tag_column) if path else None
+               for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
+    else:
+        raw = {key: _hub_sentences(source, split) if split else None for key, split in hub_splits(source).items()}
+    return fill_splits(raw, cfg.data, cfg.seed)
+
+
+def _hub_sentences(source: HubSource, split: str) -> list[Sentence]:
+    ds = load_hub_split(source, split, (source.text_column, source.label_column))
+    feature = ds.features[source.label_column]
+    names = getattr(getattr(feature, "feature", None), "names", None)  # Sequence(ClassLabel) for conll2003
+    return [Sentence(list(words), [names[t] if names else str(t) for t in tags], i + 1)
+            for i, (words, tags) in enumerate(zip(ds[source.text_column], ds[source.label_column])) if words]
+
+
+def encode(sentences: list[Sentence], tokenizer, label_names: list[str], max_length: int,
+           label_all_subwords: bool) -> EncodedSplit:
+    index = {name: i for i, name in enumerate(label_names)}
+    enc = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features, word_ids = [], []
+    for i, sentence in enumerate(sentences):
+        ids = enc.word_ids(i)
+        labels = align_labels(ids, [index[t] for t in sentence.tags], label_names, label_all_subwords)
+        features.append({k: enc[k][i] for k in keys} | {"labels": labels})
+        word_ids.append(ids)
+    return EncodedSplit(features, sequence_outputs=True, meta={"sentences": sentences, "word_ids": word_ids})
+
+
+def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], list[str]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("NER needs a fast tokenizer (for word ids)", "teacher.model", "use a model with tokenizer.json")
+    splits = load_sentences(cfg)
+    labels = cfg.data.ner.labels or label_list(splits["train"])
+    check_bio(set(labels), "data.ner.labels")
+    where = str(getattr(cfg.data.source, "train", cfg.data.source.kind))
+    for sentences in splits.values():
+        check_known_tags(sentences, labels, where)
+    opts = cfg.data.ner
+    return {name: encode(s, tokenizer, labels, cfg.data.max_length, opts.label_all_subwords)
+            for name, s in splits.items()}, labels
+
+
+def predicted_tags(logits: torch.Tensor, split: EncodedSplit, label_names: list[str]) -> list[list[str]]:
+    """Tags per word: the first sub-word's prediction; words cut by truncation get O."""
+    tags = []
+    for i, sentence in enumerate(split.meta["sentences"]):
+        ids = split.meta["word_ids"][i]
+        preds = word_predictions(ids, logits[i, :len(ids)].argmax(-1).tolist(), len(sentence.words))
+        tags.append([label_names[p] if p is not None else "O" for p in preds])
+    return tags
+
+
+def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: list[str]) -> dict:
+    gold = [s.tags for s in split.meta["sentences"]]
+    return ner_metrics(gold, predicted_tags(outputs["logits"], split, label_names))

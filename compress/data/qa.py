@@ -1,7 +1,4 @@
-"""Extractive QA: SQuAD v1.1/v2.0 files, windowed features, n-best post-processing and the official metrics.
-
-Not wired into `compress run` yet (issue 3 continues): these are the tested building blocks.
-"""
+"""Extractive QA: SQuAD v1.1/v2.0 files, windowed features, n-best post-processing and the official metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from compress.config import HubSource, RunConfig, SquadSource
+from compress.data.batching import EncodedSplit
+from compress.data.sources import fill_splits, hub_splits, load_hub_split
 from compress.errors import UserError
 
 
@@ -178,3 +179,47 @@ def squad_metrics(examples: list[QAExample], predictions: dict[str, str]) -> dic
         em_total += max(exact_match(pred, g) for g in golds)
         f1_total += max(f1(pred, g) for g in golds)
     return {"exact_match": 100 * em_total / len(examples), "f1": 100 * f1_total / len(examples)}
+
+
+# ---------------------------------------------------------------- the task
+
+
+def load_examples(cfg: RunConfig) -> dict[str, list[QAExample]]:
+    source = cfg.data.source
+    if isinstance(source, SquadSource):
+        raw = {split: read_squad(path) if path else None
+               for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
+    else:
+        raw = {key: _hub_examples(source, split) if split else None for key, split in hub_splits(source).items()}
+    return fill_splits(raw, cfg.data, cfg.seed)
+
+
+def _hub_examples(source: HubSource, split: str) -> list[QAExample]:
+    ds = load_hub_split(source, split, ("id", "question", "context", "answers"))
+    return [QAExample(str(row["id"]), row["question"], row["context"],
+                      [{"text": t, "answer_start": a} for t, a in zip(row["answers"]["text"], row["answers"]["answer_start"])])
+            for row in ds]
+
+
+def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: int) -> EncodedSplit:
+    feats = prepare_features(examples, tokenizer, max_length, doc_stride)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats]
+    features = [{k: feats[k][i] for k in keys + ["start_positions", "end_positions"]} for i in range(len(feats["input_ids"]))]
+    meta = {"examples": examples, "features": {k: feats[k] for k in ("example_index", "offset_mapping")}}
+    return EncodedSplit(features, sequence_outputs=True, meta=meta)
+
+
+def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], None]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("QA needs a fast tokenizer (for offsets)", "teacher.model", "use a model with tokenizer.json")
+    splits = load_examples(cfg)
+    return {name: encode(examples, tokenizer, cfg.data.max_length, cfg.data.qa.doc_stride)
+            for name, examples in splits.items()}, None
+
+
+def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: None) -> dict:
+    """Exact match and F1 as fractions (0-1), like every other task's metric in the report."""
+    opts = cfg.data.qa
+    answers = postprocess(split.meta["examples"], split.meta["features"], outputs["start_logits"].numpy(),
+                          outputs["end_logits"].numpy(), opts.n_best, opts.max_answer_length, opts.null_threshold)
+    return {k: v / 100 for k, v in squad_metrics(split.meta["examples"], answers).items()}

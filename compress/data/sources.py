@@ -135,34 +135,67 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]] | None], list[str] | None]:
-    """Load splits through `datasets.load_dataset`; an unreachable hub becomes one clear line."""
+def load_hub_split(source: HubSource, split: str, columns: tuple[str, ...]):
+    """One split through `datasets.load_dataset`, with the columns checked; an unreachable hub is one clear line."""
     import datasets
 
     where = f"data.source: hub dataset '{source.dataset}'"
+    with hub_access() as online:
+        try:
+            ds = datasets.load_dataset(source.dataset, source.subset, split=split)
+        except Exception as err:  # datasets raises many types for network, auth and name problems
+            reason = f"{unreachable_note(online)}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            raise UserError(f"could not load split '{split}' ({reason})", where,
+                            "check the name and your network, or save it to files and use a local source (kind: local, conll or squad)") from None
+    for column in columns:
+        if column not in ds.column_names:
+            raise UserError(f"no column '{column}' (has: {', '.join(ds.column_names)})", where,
+                            "set data.source.text_column / label_column")
+    return ds
+
+
+def hub_splits(source: HubSource) -> dict[str, str | None]:
+    return {"train": source.train_split, "validation": source.validation_split, "test": source.test_split}
+
+
+def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]] | None], list[str] | None]:
+    """Classification splits from the hub; label names from the dataset's ClassLabel feature when it has one."""
     splits: dict[str, list[tuple[str, str]] | None] = {}
     names = None
-    for key, split in (("train", source.train_split), ("validation", source.validation_split), ("test", source.test_split)):
+    for key, split in hub_splits(source).items():
         if split is None:
             splits[key] = None
             continue
-        with hub_access() as online:
-            try:
-                ds = datasets.load_dataset(source.dataset, source.subset, split=split)
-            except Exception as err:  # datasets raises many types for network, auth and name problems
-                reason = f"{unreachable_note(online)}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                raise UserError(f"could not load split '{split}' ({reason})", where,
-                                "check the name and your network, or save it as CSV/JSONL and use `source: {kind: local, train: FILE}`") from None
-        for column in (source.text_column, source.label_column):
-            if column not in ds.column_names:
-                raise UserError(f"no column '{column}' (has: {', '.join(ds.column_names)})", where,
-                                "set data.source.text_column / label_column")
+        ds = load_hub_split(source, split, (source.text_column, source.label_column))
         feature = ds.features[source.label_column]
         if names is None and hasattr(feature, "names"):
             names = list(feature.names)
         labels = [names[i] if names else str(i) for i in ds[source.label_column]]
         splits[key] = list(zip(ds[source.text_column], labels))
     return splits, names
+
+
+def fill_splits(splits: dict[str, list | None], cfg: DataConfig, seed: int) -> dict[str, list]:
+    """Carve missing validation/test splits out of train with a seeded shuffle (for sentences and questions,
+    which have no single label to stratify on), then apply the configured subsets."""
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
+    if test is None:
+        train, test = _seeded_split(train, cfg.test_fraction, seed, "test")
+    if validation is None:
+        fraction = cfg.validation_fraction / (1 - (cfg.test_fraction if splits["test"] is None else 0))
+        train, validation = _seeded_split(train, fraction, seed, "validation")
+    if cfg.max_train_examples:
+        train = train[:cfg.max_train_examples]
+    if cfg.max_eval_examples:
+        validation, test = validation[:cfg.max_eval_examples], test[:cfg.max_eval_examples]
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _seeded_split(items: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
+    if len(items) < 3:
+        raise UserError(f"cannot carve a {what} split from {len(items)} example(s)", "data", f"give a {what} file")
+    a, b = train_test_split(items, test_size=fraction, random_state=seed)
+    return a, b
 
 
 # ---------------------------------------------------------------- helpers

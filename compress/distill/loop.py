@@ -17,9 +17,10 @@ from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
 from compress.config import KDConfig, TrainConfig
-from compress.data.classification import EncodedSplit, make_loader, model_inputs
+from compress.data.batching import EncodedSplit, make_loader, model_inputs
 from compress.distill.losses import kd_loss
 from compress.progress import track_steps
+from compress.tasks import TASKS, Task, loss_targets
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,25 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.learning_rate)
 
 
-def train_classifier(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
-                     kd: KDConfig | None = None, log_path: Path | None = None,
-                     description: str = "training") -> TrainResult:
+def step_loss(task: Task, outputs, batch: dict[str, torch.Tensor], kd: KDConfig | None) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy, or logit KD when `kd` is given, averaged over the task's targets (QA: start and end)."""
+    losses, terms = [], {}
+    for student, teacher, labels in loss_targets(task, outputs, batch):
+        if kd is not None:
+            loss, parts = kd_loss(student, teacher, labels, kd.temperature, kd.alpha)
+        else:
+            loss = F.cross_entropy(student, labels)
+            parts = {"ce": loss.detach()}
+        losses.append(loss)
+        for name, value in parts.items():
+            terms[name] = terms.get(name, 0) + value
+    n = len(losses)
+    return sum(losses) / n, {name: value / n for name, value in terms.items()}
+
+
+def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
+                task: Task = TASKS["classification"], kd: KDConfig | None = None, log_path: Path | None = None,
+                description: str = "training") -> TrainResult:
     """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
     With `kd`, `train` must carry the teacher's logits.
 
@@ -61,12 +78,7 @@ def train_classifier(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg
         for epoch in range(cfg.epochs):
             model.train()
             for batch in loader:
-                logits = model(**model_inputs(batch)).logits
-                if kd is not None:
-                    loss, terms = kd_loss(logits, batch["teacher_logits"], batch["labels"], kd.temperature, kd.alpha)
-                else:
-                    loss = F.cross_entropy(logits, batch["labels"])
-                    terms = {"ce": loss.detach()}
+                loss, terms = step_loss(task, model(**model_inputs(batch)), batch, kd)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()

@@ -1,4 +1,4 @@
-"""Resolve and load BERT-family checkpoints for classification: packaged aliases, local folders, hub ids."""
+"""Resolve and load BERT-family checkpoints for a task: packaged aliases, local folders, hub ids."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from compress.tasks import TASKS
 
 from compress.errors import UserError
 from compress.hub import hub_access, unreachable_note
@@ -41,24 +43,32 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "tea
             raise _load_error(name, err, where, online) from None
 
 
-def load_classifier(name: str, label_names: list[str], trust_remote_code: bool = False,
+def load_task_model(name: str, task: str, label_names: list[str] | None, trust_remote_code: bool = False,
                     new_head: bool = True, where: str = "teacher.model") -> PreTrainedModel:
-    """Load a sequence classifier. With `new_head` the task head is (re)initialised for `label_names`."""
+    """Load `name` with the task's head. With `new_head` the head is (re)initialised for `label_names`
+    (QA has no labels: its head gives start and end logits)."""
     path = resolve_model_path(name)
-    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    auto = TASKS[task].auto_model
+    labels = {} if label_names is None else {
+        "num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)}}
     with _access(path) as online:
         try:
             if new_head:
-                return AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=len(label_names), ignore_mismatched_sizes=True,
-                    trust_remote_code=trust_remote_code, **labels)
-            model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+                return auto.from_pretrained(path, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+                                            **labels)
+            model = auto.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
             raise _load_error(name, err, where, online) from None
-    if model.config.num_labels != len(label_names):
+    if label_names is not None and model.config.num_labels != len(label_names):
         raise UserError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}", where,
                         "set teacher.finetune: true to train a new head")
     return model
+
+
+def load_saved_model(path: Path, task: str) -> PreTrainedModel:
+    """A model this tool saved (config.json + model.safetensors), with its task head, in eval mode."""
+    return TASKS[task].auto_model.from_pretrained(path).eval()
 
 
 @contextmanager

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from exports.onnx import export_hf_classifier
+from exports.onnx import export_hf_model
 
 
 def bench(*args):
@@ -12,7 +12,7 @@ def bench(*args):
 
 @pytest.fixture(scope="module")
 def onnx_file(tiny_bert_dir, tmp_path_factory):
-    return export_hf_classifier(tiny_bert_dir, tmp_path_factory.mktemp("b") / "tiny", opset=18)
+    return export_hf_model(tiny_bert_dir, tmp_path_factory.mktemp("b") / "tiny", "text-classification", opset=18)
 
 
 def test_latency_on_onnx_and_model_folder(onnx_file, tiny_bert_dir):

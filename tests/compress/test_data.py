@@ -4,7 +4,8 @@ from collections import Counter
 import pytest
 
 from compress.config import DataConfig, HubSource, LocalSource
-from compress.data.classification import encode, make_loader
+from compress.data.batching import make_loader
+from compress.data.classification import encode
 from compress.data.sources import load_splits, read_bbc_news
 from compress.errors import UserError
 from tests.conftest import make_texts, write_csv

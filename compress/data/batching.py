@@ -1,0 +1,91 @@
+"""Tokenised splits for every task, batched with dynamic padding, and batched prediction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TARGETS = ("labels", "start_positions", "end_positions")
+IGNORE_INDEX = -100  # label of positions the loss and the metrics skip
+
+
+@dataclass(frozen=True)
+class EncodedSplit(Dataset):
+    """Tokenised examples: model inputs and targets per feature, plus what evaluation needs.
+
+    `teacher` holds the teacher's outputs per feature for logit KD, e.g. {"logits": (N, C)} for classification,
+    (N, L, C) for NER with L the padded length, {"start_logits", "end_logits": (N, L)} for QA.
+    `sequence_outputs` says the outputs run along the sequence (NER, QA), so a batch takes its first T positions.
+    """
+
+    features: list[dict]
+    sequence_outputs: bool = False
+    teacher: dict[str, torch.Tensor] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.features[i])
+        for name, values in (self.teacher or {}).items():
+            item[f"teacher_{name}"] = values[i]
+        return item
+
+    def with_teacher(self, outputs: dict[str, torch.Tensor]) -> "EncodedSplit":
+        assert all(len(v) == len(self.features) for v in outputs.values()), "one teacher output per feature"
+        return replace(self, teacher=outputs)
+
+    def head(self, n: int) -> "EncodedSplit":
+        return replace(self, features=self.features[:n], teacher=None)
+
+    @property
+    def labels(self) -> list:
+        return [f["labels"] for f in self.features]
+
+
+def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """Batches padded to their longest member; token labels padded with IGNORE_INDEX, teacher outputs cut to fit."""
+
+    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = dict(tokenizer.pad([{k: it[k] for k in MODEL_INPUTS if k in it} for it in items], return_tensors="pt"))
+        length = batch["input_ids"].shape[1]
+        for key in TARGETS:
+            if key in items[0]:
+                values = [it[key] for it in items]
+                if isinstance(values[0], list):  # per-token labels
+                    values = [v + [IGNORE_INDEX] * (length - len(v)) for v in values]
+                batch[key] = torch.tensor(values)
+        for key in (k for k in items[0] if k.startswith("teacher_")):
+            stacked = torch.stack([it[key] for it in items])
+            batch[key] = stacked[:, :length] if split.sequence_outputs else stacked
+        return batch
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names: tuple[str, ...],
+            pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """The model's outputs for every feature, in order; sequence outputs padded to `pad_to` positions."""
+    model.eval()
+    device = next(model.parameters()).device
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
+    for batch in make_loader(split.head(len(split)), tokenizer, batch_size, shuffle=False):
+        out = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        for name in output_names:
+            value = getattr(out, name).float().cpu()
+            if pad_to is not None and value.shape[1] < pad_to:
+                pad = [0, 0] * (value.ndim - 2) + [0, pad_to - value.shape[1]]
+                value = F.pad(value, pad)
+            collected[name].append(value)
+    return {name: torch.cat(values) for name, values in collected.items()}

@@ -1,0 +1,51 @@
+"""What differs between the three tasks, in one place: model class, outputs, export task, metric, data, loss
+targets. Everything else (training loop, export, bench, report) is shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from compress.data import classification, ner, qa
+from compress.data.batching import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    auto_model: type
+    export_task: str  # optimum's task name
+    outputs: tuple[str, ...]  # model output attributes that carry the predictions (and the KD targets)
+    metric: str  # headline metric in the report
+    build: Callable  # (RunConfig, tokenizer) -> (splits, label names or None)
+    evaluate: Callable  # (outputs, split, RunConfig, label names) -> metrics
+    per_token: bool  # outputs run along the sequence
+
+
+TASKS = {
+    "classification": Task("classification", AutoModelForSequenceClassification, "text-classification", ("logits",),
+                           "accuracy", classification.build, classification.evaluate, per_token=False),
+    "ner": Task("ner", AutoModelForTokenClassification, "token-classification", ("logits",),
+                "f1", ner.build, ner.evaluate, per_token=True),
+    "qa": Task("qa", AutoModelForQuestionAnswering, "question-answering", ("start_logits", "end_logits"),
+               "f1", qa.build, qa.evaluate, per_token=True),
+}
+
+
+def loss_targets(task: Task, outputs, batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """(student logits, teacher logits or None, labels) triples, each shaped (M, C) / (M, C) / (M,).
+
+    NER keeps only labelled positions (labels != -100), so KD never runs over padding, special tokens or
+    non-first sub-words. QA treats start and end as two classifications over the sequence positions.
+    """
+    if task.name == "qa":
+        return [(outputs.start_logits, batch.get("teacher_start_logits"), batch["start_positions"]),
+                (outputs.end_logits, batch.get("teacher_end_logits"), batch["end_positions"])]
+    logits, teacher, labels = outputs.logits, batch.get("teacher_logits"), batch["labels"]
+    if task.name == "ner":
+        mask = labels != IGNORE_INDEX
+        return [(logits[mask], teacher[mask] if teacher is not None else None, labels[mask])]
+    return [(logits, teacher, labels)]

@@ -56,3 +56,36 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "train.csv", make_texts(40))
+
+
+PEOPLE = ["alice", "bob", "carol", "dave"]
+PLACES = ["paris", "london", "berlin", "madrid"]
+
+
+def make_conll(path: Path, n: int, seed: int = 0) -> Path:
+    """Sentences like "alice smith flew to paris today" with B-PER I-PER O O B-LOC O tags."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        words = [person, "smith", rng.choice(["flew", "went", "drove"]), "to", place, rng.choice(["today", "again"])]
+        tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]
+        lines += [f"{w} {t}" for w, t in zip(words, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_squad(path: Path, n: int, seed: int = 0) -> Path:
+    """Contexts naming a person's city; questions ask for it (v1.1 style, one answer each)."""
+    import json
+
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        context = f"{person} lives in {place} and works there every day."
+        paragraphs.append({"context": context, "qas": [{
+            "id": f"q{i}", "question": f"Where does {person} live?",
+            "answers": [{"text": place, "answer_start": context.index(place)}]}]})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+    return path

@@ -49,7 +49,8 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
     (QA has no labels: its head gives start and end logits)."""
     path = resolve_model_path(name)
     auto = TASKS[task].auto_model
-    labels = {} if label_names is None else {
+    # QA heads give start and end logits: two outputs per token, whatever head the checkpoint had.
+    labels = {"num_labels": 2} if label_names is None else {
         "num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)}}
     with _access(path) as online:

@@ -1,0 +1,57 @@
+"""NER and extractive QA through the same `compress run` pipeline as classification, on a tiny random BERT."""
+
+import json
+
+import pytest
+
+from compress.config import RunConfig
+from compress.pipeline import run
+from tests.conftest import make_conll, make_squad
+
+
+def config(tmp_path, tiny_bert_dir, task: str, source: dict, **data) -> RunConfig:
+    return RunConfig.model_validate({
+        "name": task, "task": task, "output_dir": str(tmp_path / "runs"),
+        "data": {"source": source, "max_length": 32} | data,
+        "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
+        "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}}],
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+
+
+def check_report(cfg: RunConfig, metric_keys: set[str]) -> dict:
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    assert report["task"] == cfg.task and report["metric"] == "f1"
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"teacher", "half", "half-baseline"}
+    for row in rows.values():
+        assert 0 <= row["metric"] <= 1 and metric_keys <= set(row["metrics"])
+        assert row["parity_max_abs_diff"] <= 1e-4 and row["ort_p50_ms"] > 0
+    return rows
+
+
+def test_ner_run(tmp_path, tiny_bert_dir):
+    train = make_conll(tmp_path / "train.txt", 60)
+    cfg = config(tmp_path, tiny_bert_dir, "ner", {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1})
+    run(cfg)
+    rows = check_report(cfg, {"precision", "recall", "f1", "per_type_f1"})
+    assert set(rows["teacher"]["metrics"]["per_type_f1"]) == {"LOC", "PER"}
+    manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["teacher_logits"]["result"]["features"] > 0
+    log = [json.loads(line) for line in (cfg.run_dir / "logs" / "half.jsonl").read_text().splitlines()]
+    assert {"kd", "ce"} <= set(log[0])
+
+
+def test_qa_run(tmp_path, tiny_bert_dir):
+    train = make_squad(tmp_path / "train.json", 40)
+    cfg = config(tmp_path, tiny_bert_dir, "qa", {"kind": "squad", "train": str(train)}, qa={"doc_stride": 8})
+    run(cfg)
+    check_report(cfg, {"exact_match", "f1"})
+    assert (cfg.run_dir / "exports" / "half" / "model.onnx").is_file()
+
+
+def test_source_must_fit_the_task(tmp_path, tiny_bert_dir):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="does not fit task 'ner'"):
+        config(tmp_path, tiny_bert_dir, "ner", {"kind": "bbc_news"})

@@ -35,6 +35,20 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
     typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
 
 
+@app.command()
+def answer(
+    model: Annotated[Path, typer.Option(help="a saved QA model folder (teacher or student of a qa run)")],
+    question: Annotated[str, typer.Option(help="the question")],
+    context: Annotated[str, typer.Option(help="the text that holds the answer")],
+    max_length: Annotated[int, typer.Option(min=16)] = 384,
+    max_answer_length: Annotated[int, typer.Option(min=1)] = 30,
+) -> None:
+    """Answer a question from a context with a trained QA model."""
+    from compress.data.qa import answer_question
+
+    typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
+
+
 def main() -> None:
     run_app(app)
 

@@ -37,3 +37,52 @@ bench: {{warmup: 2, iters: 5}}
     assert rows["minilm-l3"]["params"] < teacher["params"]
     for row in rows.values():
         assert row["parity_max_abs_diff"] <= 1e-4 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
+
+
+CAPITALS = {"Germany": "Berlin", "Spain": "Madrid", "Italy": "Rome", "Portugal": "Lisbon", "Poland": "Warsaw",
+            "Austria": "Vienna", "Greece": "Athens", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki",
+            "Ireland": "Dublin", "Hungary": "Budapest", "Denmark": "Copenhagen", "Belgium": "Brussels",
+            "Czechia": "Prague", "Romania": "Bucharest", "Bulgaria": "Sofia", "Croatia": "Zagreb"}
+TEMPLATES = ["{c} is a country in Europe. Its capital is {k}.", "The capital of {c} is {k}, its largest city.",
+             "{k} is the capital of {c}. Many people visit {c} every year."]
+
+
+def capitals_squad(path):
+    paragraphs = []
+    for i, (country, capital) in enumerate(CAPITALS.items()):
+        for j, template in enumerate(TEMPLATES):
+            context = template.format(c=country, k=capital)
+            paragraphs.append({"context": context, "qas": [{
+                "id": f"{i}-{j}", "question": f"What is the capital of {country}?",
+                "answers": [{"text": capital, "answer_start": context.index(capital)}]}]})
+    path.write_text(json.dumps({"data": [{"title": "capitals", "paragraphs": paragraphs}]}))
+    return path
+
+
+@pytest.mark.slow
+def test_qa_teacher_answers_an_unseen_question(tmp_path):
+    """Fine-tuned on capitals of other countries, the model answers the README's France example."""
+    train = capitals_squad(tmp_path / "capitals.json")
+    config = tmp_path / "qa.yaml"
+    config.write_text(f"""
+name: capitals
+task: qa
+output_dir: {tmp_path / 'runs'}
+data: {{source: {{kind: squad, train: {train}}}, max_length: 48, qa: {{doc_stride: 16}}}}
+teacher: {{model: minilm-l6, train: {{epochs: 4, learning_rate: 1.0e-4, batch_size: 8}}}}
+export: {{enabled: false}}
+bench: {{warmup: 1, iters: 3}}
+""")
+    out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(config)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    model_dir = tmp_path / "runs" / "capitals" / "teacher"
+    question, context = "What is the capital of France?", "France is a country in Europe. Its capital is Paris."
+    out = subprocess.run([sys.executable, "-m", "compress.cli", "answer", "--model", str(model_dir),
+                          "--question", question, "--context", context], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "Paris"
+
+    from transformers import pipeline
+
+    answer = pipeline("question-answering", model=str(model_dir))(question=question, context=context)
+    assert answer["answer"] == "Paris"

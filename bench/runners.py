@@ -11,8 +11,9 @@ import torch
 def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Random token ids with a full attention mask: dense compute does not depend on which tokens they are."""
     rng = np.random.default_rng(seed)
-    # Ids from 1000 up avoid special tokens in every BERT vocabulary.
-    feeds = {"input_ids": rng.integers(1000, vocab_size, size=(batch_size, seq_len), dtype=np.int64),
+    # Ids from 1000 up avoid special tokens in every BERT vocabulary (small test vocabularies: from the middle).
+    low = 1000 if vocab_size > 2000 else vocab_size // 2
+    feeds = {"input_ids": rng.integers(low, vocab_size, size=(batch_size, seq_len), dtype=np.int64),
              "attention_mask": np.ones((batch_size, seq_len), dtype=np.int64),
              "token_type_ids": np.zeros((batch_size, seq_len), dtype=np.int64)}
     return {name: feeds[name] for name in input_names}

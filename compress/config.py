@@ -91,13 +91,17 @@ SOURCES_BY_TASK = {"classification": ("bbc_news", "local", "hub"), "ner": ("conl
                    "qa": ("squad", "hub")}
 
 
+SOURCE_KINDS = {kind for kinds in SOURCES_BY_TASK.values() for kind in kinds}
+
+
 class NerOptions(Strict):
     labels: list[str] | None = Field(None, description="label list; default: the tags found in the data")
     label_all_subwords: bool = Field(False, description="label every sub-word (B- continues as I-), not only the first")
 
 
 class QaOptions(Strict):
-    doc_stride: int = Field(128, ge=1, description="overlap between windows of a long context, in tokens")
+    doc_stride: int | None = Field(None, ge=1, description="overlap between windows of a long context, in tokens; "
+                                                             "default a third of data.max_length")
     max_answer_length: int = Field(30, ge=1)
     n_best: int = Field(20, ge=1)
     null_threshold: float | None = Field(None, description="SQuAD v2.0: answer '' when null beats span by more")
@@ -197,16 +201,18 @@ class RunConfig(Strict):
         if self.data.source.kind not in SOURCES_BY_TASK[self.task]:
             raise ValueError(f"data.source kind '{self.data.source.kind}' does not fit task '{self.task}' "
                              f"(use {' or '.join(SOURCES_BY_TASK[self.task])})")
-        if self.task == "qa" and self.data.qa.doc_stride >= self.data.max_length:
+        if self.task == "qa" and (self.data.qa.doc_stride or 0) >= self.data.max_length:
             raise ValueError("data.qa.doc_stride must be smaller than data.max_length")
         return self
 
     @model_validator(mode="after")
-    def _unique_student_names(self) -> "RunConfig":
-        names = [s.name for s in self.students]
+    def _unique_model_names(self) -> "RunConfig":
+        # Every model gets a folder, an export and a report row by name: baselines are "<name>-baseline".
+        names = ["teacher"] + [n for s in self.students for n in ([s.name, f"{s.name}-baseline"] if s.baseline else [s.name])]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"student names must be unique, repeated: {', '.join(dupes)}")
+            raise ValueError(f"model names must be unique ('teacher' and '<student>-baseline' are taken), "
+                             f"repeated: {', '.join(dupes)}")
         return self
 
     @property
@@ -243,6 +249,8 @@ def load_config(path: Path) -> RunConfig:
         raise UserError("config file not found", str(path), "check the path, or run `compress run` with no argument for the demo")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the config ({type(err).__name__})", str(path), "save it as a readable UTF-8 file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -257,14 +265,17 @@ def load_config(path: Path) -> RunConfig:
 
 def _first_problem(err: ValidationError, path: Path) -> UserError:
     problem = err.errors()[0]
-    key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+    # Drop the union tag pydantic puts in the path (data.source.local.train -> data.source.train).
+    loc = [p for i, p in enumerate(problem["loc"]) if not (i and problem["loc"][i - 1] == "source" and p in SOURCE_KINDS)]
+    key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if problem["type"] == "extra_forbidden":
         return UserError(f"unknown key '{key}'{extra}", str(path), "remove it or check the spelling against configs/demo.yaml")
     given = problem.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
     msg = problem["msg"].replace("Value error, ", "")
-    return UserError(f"key '{key}': {msg}{shown}{extra}", str(path), "fix the value; configs/demo.yaml shows every key")
+    what = f"key '{key}': {msg}{shown}{extra}" if key else f"{msg}{extra}"
+    return UserError(what, str(path), "fix the value; configs/demo.yaml shows every key")
 
 
 def dump_config(cfg: RunConfig) -> str:

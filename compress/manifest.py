@@ -15,6 +15,9 @@ from compress.artifacts import write_json_atomic
 from compress.errors import UserError
 
 
+ENTRY_KEYS = {"status", "config_hash", "outputs", "result"}
+
+
 class Manifest:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "manifest.json"
@@ -23,7 +26,9 @@ class Manifest:
         if self.path.is_file():
             try:
                 self.stages = json.loads(self.path.read_text(encoding="utf-8"))["stages"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                if not all(isinstance(e, dict) and ENTRY_KEYS <= set(e) for e in self.stages.values()):
+                    raise KeyError("stage entry")
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
                 raise UserError("manifest is unreadable", str(self.path),
                                 "delete it (or the run folder) to start the run afresh") from None
 

@@ -23,7 +23,9 @@ from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, pred
 from compress.distill.loop import train_model
 from compress.manifest import Manifest
 from compress.models.students import drop_layers
-from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer
+from compress.errors import UserError
+from compress.hub import hub_access
+from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.progress import console
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
@@ -39,6 +41,7 @@ class Data:
     test: EncodedSplit
     label_names: list[str] | None
     max_length: int
+    fingerprint: str  # hash of the tokenised splits: an edited data file invalidates what was trained on it
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,12 @@ def run(cfg: RunConfig) -> RunResult:
     """Run the whole pipeline for `cfg`, resuming from the run folder's manifest."""
     quiet_libraries()
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    except OSError as err:
+        raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
+                        "set output_dir to a writable folder") from None
     stages = _Stages(run_dir)
     if cfg.bench.threads:
         torch.set_num_threads(cfg.bench.threads)
@@ -85,7 +92,7 @@ def run(cfg: RunConfig) -> RunResult:
     exports = {m["name"]: export_model(cfg, m, data, stages) for m in models} if cfg.export.enabled else {}
     bench = benchmark(cfg, models, exports, stages)
 
-    report = build_report(cfg, models, exports, bench, capture_environment())
+    report = build_report(cfg, models, exports, bench, _bench_environment(run_dir))
     write_report_files(run_dir, report)
     print_report(report)
     return RunResult(run_dir, report, stages.ran, stages.skipped)
@@ -98,15 +105,34 @@ def prepare_data(cfg: RunConfig) -> Data:
     """Load, split and tokenise once (deterministic for a config, so it is recomputed, not cached)."""
     task = TASKS[cfg.task]
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    check_lengths(cfg)
     enc, label_names = task.build(cfg, tokenizer)
     labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
     console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
                   f"{len(enc['test'])} test features{labels}")
-    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length)
+    fingerprint = stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names)
+    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length, fingerprint)
+
+
+def check_lengths(cfg: RunConfig) -> None:
+    """Sequence lengths the model cannot take fail here, before any training, not in the bench at the end."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(cfg.teacher.model)
+    with hub_access():
+        try:
+            limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=cfg.teacher.trust_remote_code),
+                            "max_position_embeddings", None)
+        except (OSError, ValueError):
+            return  # the model load right after reports this properly
+    for key, value in (("data.max_length", cfg.data.max_length), ("bench.seq_len", cfg.bench.seq_len)):
+        if limit and value > limit:
+            raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,
+                            f"set it to {limit} or less")
 
 
 def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
-    config_hash = stable_hash("teacher", cfg.data, cfg.teacher, cfg.seed)
+    config_hash = stable_hash("teacher", cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
 
     def work() -> tuple[list[str], dict]:
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
@@ -116,7 +142,7 @@ def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
         if cfg.teacher.finetune:
             seconds = train_model(model, data.train, tokenizer, cfg.teacher.train, cfg.seed, task=data.task,
                                   log_path=_log_path(cfg, "teacher"), description="fine-tune teacher").seconds
-        return _finish_model(cfg, "teacher", "teacher", _family(model), model, tokenizer, data, seconds, config_hash)
+        return _finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, seconds, config_hash)
 
     return stages("teacher", config_hash, work)
 
@@ -144,7 +170,14 @@ def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teac
     """A layer-dropped copy of the (pre-fine-tuning) teacher, trained with logit KD or, as baseline, without."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
-    config_hash = stable_hash("student", teacher["hash"], student, kd)
+    # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits) and the KD
+    # settings; the baseline starts from the same pretrained weights and never sees the teacher or the KD settings.
+    shape = (student.kind, student.layers, student.train)
+    if kd:
+        config_hash = stable_hash("student", teacher["hash"], *shape, student.distill)
+    else:
+        config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
+                                  cfg.teacher.trust_remote_code, *shape)
 
     def work() -> tuple[list[str], dict]:
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
@@ -157,7 +190,7 @@ def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teac
         seconds = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
                               description=f"{'distil' if kd else 'train'} {name}").seconds
-        return _finish_model(cfg, name, role, "distilbert", model, tokenizer, data, seconds, config_hash)
+        return _finish_model(cfg, name, role, student.kind, model, tokenizer, data, seconds, config_hash)
 
     return stages(f"{role}:{name}", config_hash, work)
 
@@ -174,6 +207,9 @@ def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages
         batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
         feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
         diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
+        if diff > cfg.export.parity_atol:
+            console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {diff:.2e} "
+                          f"(> export.parity_atol {cfg.export.parity_atol:.0e}); check the export before shipping it")
         rel = str(onnx_path.relative_to(cfg.run_dir))
         return [rel], {"onnx_path": rel, "parity_max_abs_diff": diff, "parity_ok": diff <= cfg.export.parity_atol,
                        "onnx_size_mb": onnx_path.stat().st_size / 1e6, "hash": config_hash}
@@ -222,14 +258,16 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
 
 
-def _finish_model(cfg: RunConfig, name: str, role: str, family: str, model, tokenizer, data: Data,
+def _finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
                   train_seconds: float, config_hash: str) -> tuple[list[str], dict]:
     """Evaluate on the test split, save atomically, and describe the model for the report."""
     metrics = data.task.evaluate(_predict(model, data.test, tokenizer, data), data.test, cfg, data.label_names)
     rel = name if role == "teacher" else f"students/{name}"
     save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
     console.print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-    return [rel], {"name": name, "role": role, "family": family, "dir": rel,
+    # family is the saved architecture (what loads it); student_kind says how the student was made.
+    return [rel], {"name": name, "role": role, "family": model.config.model_type, "student_kind": student_kind,
+                   "dir": rel,
                    "params": sum(p.numel() for p in model.parameters()),
                    "size_mb": folder_size_mb(cfg.run_dir / rel), "metrics": metrics,
                    "train_seconds": round(train_seconds, 2), "hash": config_hash}
@@ -244,8 +282,11 @@ def _predict(model, split: EncodedSplit, tokenizer, data: Data) -> dict[str, tor
     return predict(model, split, tokenizer, data.task.outputs, pad_to=data.max_length if data.task.per_token else None)
 
 
-def _family(model) -> str:
-    return model.config.model_type
+def _bench_environment(run_dir: Path) -> dict:
+    """The machine the latencies were measured on (bench.json), which a resumed run may not be running on."""
+    import json
+
+    return json.loads((run_dir / "bench.json").read_text())["environment"]
 
 
 def _log_path(cfg: RunConfig, name: str) -> Path:

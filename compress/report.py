@@ -43,6 +43,8 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "metrics": m["metrics"],
             "onnx_path": export.get("onnx_path"),
             "parity_max_abs_diff": export.get("parity_max_abs_diff"),
+            "parity_ok": export.get("parity_ok"),
+            "student_kind": m.get("student_kind"),
             "train_seconds": m["train_seconds"],
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows,
@@ -67,15 +69,22 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _parity(row: dict) -> str:
+    if row["parity_max_abs_diff"] is None:
+        return "n/a"
+    return f"{'ok' if row['parity_ok'] else '[bold red]FAIL[/]'} {row['parity_max_abs_diff']:.0e}"
+
+
 def print_report(report: dict) -> None:
     b = report["bench"]
     table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
     for column in ("model", "role", "family", "params", "size MB", report["metric"], "% of teacher",
-                   "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)"):
+                   "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)", "ONNX parity"):
         table.add_column(column, justify="left" if column in ("model", "role", "family") else "right")
     for r in report["rows"]:
         table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M", f"{r['size_mb']:.1f}",
                       f"{r['metric']:.4f}", _fmt(r["retained"] and r["retained"] * 100, ".1f", "%"),
-                      _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"))
+                      _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"),
+                      _parity(r))
     console.print(table)

@@ -39,10 +39,11 @@ def test_report_json_holds_the_contract(first_run):
     rows = {r["model"]: r for r in report["rows"]}
     assert set(rows) == {"teacher", "half", "half-baseline"}
     assert [rows[m]["role"] for m in ("teacher", "half", "half-baseline")] == ["teacher", "student", "baseline"]
+    assert {r["family"] for r in rows.values()} == {"bert"} and rows["half"]["student_kind"] == "layer_dropped"
     for row in rows.values():
         assert REPORT_KEYS <= set(row)
         assert 0 <= row["metric"] <= 1 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
-        assert row["parity_max_abs_diff"] <= 1e-4
+        assert row["parity_max_abs_diff"] <= 1e-4 and row["parity_ok"] is True
     assert rows["teacher"]["retained"] == 1.0 and rows["teacher"]["speedup"] == 1.0
     # Half the layers: fewer parameters, counted from the saved model.
     assert rows["half"]["params"] < rows["teacher"]["params"]
@@ -75,4 +76,28 @@ def test_student_change_reruns_only_downstream(first_run, tiny_bert_dir, tiny_cs
     changed = tiny_config(tmp, tiny_bert_dir, tiny_csv, distill={"temperature": 4.0})
     result = run(changed)
     assert "teacher" in result.skipped and "teacher_logits" in result.skipped and "export:teacher" in result.skipped
-    assert {"student:half", "baseline:half-baseline", "export:half", "bench"} <= set(result.ran)
+    # The baseline does not read the KD settings, so it is not retrained either.
+    assert "baseline:half-baseline" in result.skipped and "export:half-baseline" in result.skipped
+    assert {"student:half", "export:half", "bench"} == set(result.ran)
+
+
+def test_teacher_change_keeps_the_baseline(first_run, tiny_bert_dir, tiny_csv):
+    tmp, cfg, _ = first_run
+    changed = RunConfig.model_validate(cfg.model_dump() | {"teacher": cfg.teacher.model_dump() | {"train": {"epochs": 1}}})
+    result = run(changed)
+    assert {"teacher", "teacher_logits", "student:half"} <= set(result.ran)
+    assert "baseline:half-baseline" in result.skipped
+
+
+def test_edited_data_file_invalidates_the_teacher(tmp_path, tiny_bert_dir):
+    from tests.conftest import make_texts, write_csv
+
+    data = write_csv(tmp_path / "d.csv", make_texts(12))
+    cfg = RunConfig.model_validate({
+        "name": "edit", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "local", "train": str(data)}, "max_length": 16},
+        "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 1}},
+        "export": {"enabled": False}, "bench": {"warmup": 0, "iters": 3, "seq_len": 8}})
+    run(cfg)
+    write_csv(data, make_texts(12, seed=5))
+    assert "teacher" in run(cfg).ran

@@ -213,8 +213,8 @@ def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], None]:
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("QA needs a fast tokenizer (for offsets)", "teacher.model", "use a model with tokenizer.json")
     splits = load_examples(cfg)
-    return {name: encode(examples, tokenizer, cfg.data.max_length, cfg.data.qa.doc_stride)
-            for name, examples in splits.items()}, None
+    stride = cfg.data.qa.doc_stride or cfg.data.max_length // 3
+    return {name: encode(examples, tokenizer, cfg.data.max_length, stride) for name, examples in splits.items()}, None
 
 
 def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: None) -> dict:

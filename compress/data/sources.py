@@ -114,15 +114,20 @@ def read_local_file(path: Path, text_column: str, label_column: str) -> list[tup
 
 
 def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        return [(reader.line_num, row) for row in reader]
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would stick to the first column name.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            return [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with path.open(encoding="utf-8-sig", errors="strict") as f:
+        lines = _read_lines(f, path)
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -133,6 +138,13 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 raise UserError("expected a JSON object", f"{path}:{number}", "write one JSON object per line")
             rows.append((number, row))
     return rows
+
+
+def _read_lines(f, path: Path) -> list[str]:
+    try:
+        return f.readlines()
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 
 
 def load_hub_split(source: HubSource, split: str, columns: tuple[str, ...]):
@@ -170,7 +182,11 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
         feature = ds.features[source.label_column]
         if names is None and hasattr(feature, "names"):
             names = list(feature.names)
-        labels = [names[i] if names else str(i) for i in ds[source.label_column]]
+        ids = ds[source.label_column]
+        if names and any(not 0 <= i < len(names) for i in ids):
+            raise UserError(f"split '{split}' has unlabelled rows (label -1 or out of range)",
+                            f"data.source: hub dataset '{source.dataset}'", "pick a split with labels as test_split")
+        labels = [names[i] if names else str(i) for i in ids]
         splits[key] = list(zip(ds[source.text_column], labels))
     return splits, names
 

@@ -61,9 +61,12 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
             model = auto.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
             raise _load_error(name, err, where, online) from None
-    if label_names is not None and model.config.num_labels != len(label_names):
-        raise UserError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}", where,
-                        "set teacher.finetune: true to train a new head")
+    if label_names is not None:
+        # A trained head is only usable if its label ids mean the same labels as ours.
+        model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if model_labels != label_names:
+            raise UserError(f"the model's labels {model_labels} are not the data's {label_names} (same order)", where,
+                            "set teacher.finetune: true to train a new head, or give data.ner.labels in its order")
     return model
 
 

@@ -81,3 +81,22 @@ def test_stable_hash_changes_with_config_only():
     other = DEFAULT_CONFIG.model_copy(update={"seed": 1})
     assert stable_hash(DEFAULT_CONFIG) == stable_hash(RunConfig.model_validate(DEFAULT_CONFIG.model_dump()))
     assert stable_hash(DEFAULT_CONFIG) != stable_hash(other)
+
+
+@pytest.mark.parametrize("students", ["[{name: teacher}]", "[{name: s}, {name: s-baseline}]"])
+def test_generated_model_names_must_not_collide(tmp_path, students):
+    with pytest.raises(UserError, match="model names must be unique"):
+        load_config(write(tmp_path, f"students: {students}\n"))
+
+
+def test_union_tag_is_not_in_the_key_path(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "data: {source: {kind: local, train: x.csv, colour: red}}\n"))
+    assert "'data.source.colour'" in err.value.line()
+
+
+def test_non_utf8_config_is_a_user_error(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="cannot read the config"):
+        load_config(path)

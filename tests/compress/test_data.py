@@ -127,3 +127,18 @@ def test_unreachable_hub_switches_libraries_offline_and_restores(monkeypatch):
     with hub.hub_access() as online:
         assert online is False and constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
     assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+
+
+def test_csv_with_byte_order_mark_reads_its_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    rows = make_texts(10)
+    path.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in rows), encoding="utf-8-sig")
+    splits = load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 30
+
+
+def test_non_utf8_csv_is_a_user_error(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncaf\xe9 au lait,a\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_splits(DataConfig(source=LocalSource(train=path)), seed=0)

@@ -42,3 +42,9 @@ def test_corrupt_manifest_is_a_user_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{half")
     with pytest.raises(UserError, match="manifest is unreadable"):
         Manifest(tmp_path)
+
+
+def test_manifest_entry_missing_keys_is_a_user_error(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"stages": {"teacher": {"status": "done"}}}')
+    with pytest.raises(UserError, match="manifest is unreadable"):
+        Manifest(tmp_path)

@@ -1,6 +1,7 @@
 """The training loop, written out: fine-tuning the teacher and training students (with or without KD).
 
-Runs on Accelerate, so `accelerate launch -m compress.cli run ...` takes it to several devices unchanged.
+Runs on Accelerate (device placement, mixed precision and multi-process later); the pipeline around it is not
+yet guarded for several processes, so `compress run` is single-process for now.
 """
 
 from __future__ import annotations

@@ -49,6 +49,18 @@ def answer(
     typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
 
 
+@app.command()
+def tag(
+    model: Annotated[Path, typer.Option(help="a saved NER model folder (teacher or student of an ner run)")],
+    text: Annotated[str, typer.Option(help="the text to tag (words split on whitespace)")],
+) -> None:
+    """Print the entities a trained NER model finds: type, text, character span."""
+    from compress.data.ner import tag_text
+
+    for entity in tag_text(model, text):
+        typer.echo(f"{entity.type}\t{entity.text}\t{entity.start_char}-{entity.end_char}")
+
+
 def main() -> None:
     run_app(app)
 

@@ -41,6 +41,12 @@ def test_ner_run(tmp_path, tiny_bert_dir):
     log = [json.loads(line) for line in (cfg.run_dir / "logs" / "half.jsonl").read_text().splitlines()]
     assert {"kd", "ce"} <= set(log[0])
 
+    from compress.data.ner import tag_text
+
+    entities = tag_text(cfg.run_dir / "teacher", "alice smith flew to paris today")
+    text = "alice smith flew to paris today"
+    assert all(text[e.start_char:e.end_char] == e.text and e.type in ("PER", "LOC") for e in entities)
+
 
 def test_qa_run(tmp_path, tiny_bert_dir):
     train = make_squad(tmp_path / "train.json", 40)

@@ -73,7 +73,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
-    log = log_path.open("w") if log_path and accelerator.is_main_process else None
+    log = log_path.open("w", buffering=1) if log_path and accelerator.is_main_process else None
     start, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
     with track_steps(description, total) as advance:
         for epoch in range(cfg.epochs):

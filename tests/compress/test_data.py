@@ -142,3 +142,23 @@ def test_non_utf8_csv_is_a_user_error(tmp_path):
     path.write_bytes("text,label\ncaf\xe9 au lait,a\n".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
         load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
+
+
+def test_hub_ner_and_qa_rows_are_read_like_conll2003_and_squad(monkeypatch):
+    """The hub path on in-memory datasets shaped like conll2003 (tag ids + ClassLabel names) and squad."""
+    import datasets
+
+    from compress.data import ner, qa
+
+    tags = datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))
+    ner_ds = datasets.Dataset.from_dict({"tokens": [["Peter", "Blackburn", "spoke"]], "ner_tags": [[1, 2, 0]]},
+                                        features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                                                    "ner_tags": tags}))
+    qa_ds = datasets.Dataset.from_dict({"id": ["a"], "question": ["Who?"], "context": ["Bob spoke."],
+                                        "answers": [{"text": ["Bob"], "answer_start": [0]}]})
+    monkeypatch.setattr(ner, "load_hub_split", lambda source, split, columns: ner_ds)
+    monkeypatch.setattr(qa, "load_hub_split", lambda source, split, columns: qa_ds)
+    [sentence] = ner._hub_sentences(HubSource(dataset="conll2003", text_column="tokens", label_column="ner_tags"), "train")
+    assert sentence.words == ["Peter", "Blackburn", "spoke"] and sentence.tags == ["B-PER", "I-PER", "O"]
+    [example] = qa._hub_examples(HubSource(dataset="squad"), "train")
+    assert example.answers == [{"text": "Bob", "answer_start": 0}] and example.context == "Bob spoke."

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from bench.results import capture_environment
@@ -136,6 +137,7 @@ def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
 
     def work() -> tuple[list[str], dict]:
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+        set_seed(cfg.seed)  # the new head's initial weights must not depend on what ran before in this process
         model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
                                 new_head=cfg.teacher.finetune)
         seconds = 0.0
@@ -183,6 +185,7 @@ def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teac
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
         # Start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the task
         # only from labels and the comparison with KD is fair.
+        set_seed(cfg.seed)  # same head initialisation whether earlier stages ran or were resumed
         model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
                                 new_head=True, where=f"students.{index}")
         drop_layers(model, student.layers, where=f"students.{index}")

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from compress.config import RunConfig
@@ -101,3 +102,24 @@ def test_edited_data_file_invalidates_the_teacher(tmp_path, tiny_bert_dir):
     run(cfg)
     write_csv(data, make_texts(12, seed=5))
     assert "teacher" in run(cfg).ran
+
+
+def test_resumed_student_matches_one_trained_in_a_full_run(tmp_path, tiny_bert_dir, tiny_csv):
+    """A student trained after a skipped (resumed) teacher stage is the same as in an uninterrupted run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from transformers import AutoTokenizer, BertModel
+
+    body_only = tmp_path / "body"  # no classifier in the checkpoint: every head starts from random weights
+    BertModel.from_pretrained(tiny_bert_dir).save_pretrained(body_only)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(body_only)
+    cfg = tiny_config(tmp_path, body_only, tiny_csv)
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"export": {"enabled": False}})
+    run(cfg)
+    full = load_file(str(cfg.run_dir / "students" / "half" / "model.safetensors"))
+    shutil.rmtree(cfg.run_dir / "students" / "half")  # as if killed before the student finished
+    assert "student:half" in run(cfg).ran
+    resumed = load_file(str(cfg.run_dir / "students" / "half" / "model.safetensors"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

@@ -251,19 +251,10 @@ def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConf
 
 def tag_text(model_dir: Path, text: str, max_length: int = 128) -> list[Entity]:
     """Entities in `text` (split on whitespace) found by a saved NER model (teacher or student)."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
     from compress.data.batching import predict
+    from compress.models.teacher import load_for_inference
 
-    if not (Path(model_dir) / "config.json").is_file():
-        raise UserError("not a saved model folder (no config.json)", str(model_dir),
-                        "point at runs/<name>/teacher or runs/<name>/students/<model>")
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load an NER model ({str(err).splitlines()[0][:200]})", str(model_dir),
-                        "use a model trained with task: ner") from None
+    model, tokenizer = load_for_inference(model_dir, "ner")
     words = text.split()
     if not words:
         raise UserError("no words to tag", "--text", "give some text")

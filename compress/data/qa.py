@@ -229,19 +229,10 @@ def answer_question(model_dir: Path, question: str, context: str, max_length: in
                     max_answer_length: int = 30) -> str:
     """Answer one question with a saved QA model (teacher or student), through the same windows and
     post-processing as evaluation, so long contexts work too."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
     from compress.data.batching import predict
+    from compress.models.teacher import load_for_inference
 
-    if not (Path(model_dir) / "config.json").is_file():
-        raise UserError("not a saved model folder (no config.json)", str(model_dir),
-                        "point at runs/<name>/teacher or runs/<name>/students/<model>")
-    try:
-        model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a QA model ({str(err).splitlines()[0][:200]})", str(model_dir),
-                        "use a model trained with task: qa") from None
+    model, tokenizer = load_for_inference(model_dir, "qa")
     if not question.strip() or not context.strip():
         raise UserError("question and context must not be empty", "--question/--context", "give both")
     stride = min(doc_stride, max_length // 2)

@@ -49,17 +49,8 @@ def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
     else:
         raw, names = read_hub_dataset(source)
     label_names, splits = _to_label_ids(raw, names, where=_describe(source))
-    train, validation, test = splits["train"], splits["validation"], splits["test"]
-    if test is None:
-        train, test = _stratified_split(train, cfg.test_fraction, seed, "test")
-    if validation is None:
-        fraction = cfg.validation_fraction / (1 - (cfg.test_fraction if splits["test"] is None else 0))
-        train, validation = _stratified_split(train, fraction, seed, "validation")
-    if cfg.max_train_examples:
-        train = _stratified_subset(train, cfg.max_train_examples, seed)
-    if cfg.max_eval_examples:
-        validation = _stratified_subset(validation, cfg.max_eval_examples, seed)
-        test = _stratified_subset(test, cfg.max_eval_examples, seed)
+    filled = fill_splits(splits, cfg, seed, carve=_stratified_split, subset=_stratified_subset)
+    train, validation, test = filled["train"], filled["validation"], filled["test"]
     return TextSplits(train, validation, test, label_names)
 
 
@@ -191,19 +182,24 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
     return splits, names
 
 
-def fill_splits(splits: dict[str, list | None], cfg: DataConfig, seed: int) -> dict[str, list]:
-    """Carve missing validation/test splits out of train with a seeded shuffle (for sentences and questions,
-    which have no single label to stratify on), then apply the configured subsets."""
+def fill_splits(splits: dict, cfg: DataConfig, seed: int, carve=None, subset=None) -> dict:
+    """Carve missing validation/test splits out of train, then apply the configured subsets.
+
+    By default a seeded shuffle (sentences and questions have no single label to stratify on) and the first N;
+    classification passes stratified versions of both.
+    """
+    carve = carve or _seeded_split
+    subset = subset or (lambda items, size, _seed: items[:size])
     train, validation, test = splits["train"], splits["validation"], splits["test"]
     if test is None:
-        train, test = _seeded_split(train, cfg.test_fraction, seed, "test")
+        train, test = carve(train, cfg.test_fraction, seed, "test")
     if validation is None:
         fraction = cfg.validation_fraction / (1 - (cfg.test_fraction if splits["test"] is None else 0))
-        train, validation = _seeded_split(train, fraction, seed, "validation")
+        train, validation = carve(train, fraction, seed, "validation")
     if cfg.max_train_examples:
-        train = train[:cfg.max_train_examples]
+        train = subset(train, cfg.max_train_examples, seed)
     if cfg.max_eval_examples:
-        validation, test = validation[:cfg.max_eval_examples], test[:cfg.max_eval_examples]
+        validation, test = subset(validation, cfg.max_eval_examples, seed), subset(test, cfg.max_eval_examples, seed)
     return {"train": train, "validation": validation, "test": test}
 
 

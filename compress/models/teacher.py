@@ -70,6 +70,18 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
     return model
 
 
+def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A saved model folder and its tokenizer, for a command that runs it (compress answer / tag)."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError("not a saved model folder (no config.json)", str(model_dir),
+                        "point at runs/<name>/teacher or runs/<name>/students/<model>")
+    try:
+        return load_saved_model(Path(model_dir), task), AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a {task} model ({str(err).splitlines()[0][:200]})", str(model_dir),
+                        f"use a model trained with task: {task}") from None
+
+
 def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     """A model this tool saved (config.json + model.safetensors), with its task head, in eval mode."""
     return TASKS[task].auto_model.from_pretrained(path).eval()

@@ -131,10 +131,18 @@ class TrainConfig(Strict):
 
 
 class KDConfig(Strict):
-    """Logit KD: loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+    """How a student learns from the teacher's outputs.
 
+    logit:  loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)
+    hybrid: the same, plus confident_weight * CE(student, teacher's argmax) over the examples (or tokens) where the
+            teacher's top probability is at least confidence_threshold.
+    """
+
+    method: Literal["logit", "hybrid"] = "logit"
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
+    confidence_threshold: float = Field(0.9, gt=0, le=1, description="hybrid: teacher probability that counts as sure")
+    confident_weight: float = Field(0.5, ge=0, description="hybrid: weight of the confident-teacher term")
 
 
 class TeacherConfig(Strict):
@@ -144,15 +152,23 @@ class TeacherConfig(Strict):
     train: TrainConfig = TrainConfig()
 
 
-class LayerDroppedStudent(Strict):
-    """A copy of the teacher keeping some of its layers, as DistilBERT was made from BERT."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
-    kind: Literal["layer_dropped"] = "layer_dropped"
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    layers: list[int] | None = Field(None, description="teacher layers to keep, 0-based; default every other")
+
+class StudentBase(Strict):
+    """What every student has: a name (its folder and report row), training, KD settings, and a no-KD baseline."""
+
+    name: str = Field(..., pattern=NAME_PATTERN)
     train: TrainConfig = TrainConfig()
     distill: KDConfig = KDConfig()
     baseline: bool = Field(True, description="also train the same student without KD")
+
+
+class LayerDroppedStudent(StudentBase):
+    """A copy of the teacher keeping some of its layers, as DistilBERT was made from BERT."""
+
+    kind: Literal["layer_dropped"] = "layer_dropped"
+    layers: list[int] | None = Field(None, description="teacher layers to keep, 0-based; default every other")
 
     @field_validator("layers")
     @classmethod
@@ -163,6 +179,61 @@ class LayerDroppedStudent(Strict):
             if len(set(layers)) != len(layers) or any(i < 0 for i in layers):
                 raise ValueError("must be distinct non-negative layer indices")
         return layers
+
+
+class CheckpointStudent(StudentBase):
+    """A pretrained checkpoint as the student, e.g. distilbert-base-uncased. Its tokenizer must be the teacher's
+    (same vocabulary), so the cached teacher outputs line up with the student's tokens."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    model: str = Field(..., description="hub id or local folder")
+    trust_remote_code: bool = False
+
+
+class CustomTransformerStudent(StudentBase):
+    """The transformer written from scratch in compress/models/custom.py, over the teacher's tokenizer."""
+
+    kind: Literal["custom_transformer"] = "custom_transformer"
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    ffn_size: int = Field(1024, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    init_embeddings_from_teacher: bool = Field(True, description="start from the teacher's token embeddings "
+                                                                  "(PCA-projected when the widths differ)")
+    train: TrainConfig = TrainConfig(epochs=10, learning_rate=5e-4)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "CustomTransformerStudent":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class Word2VecConfig(Strict):
+    """Word2Vec (gensim, skip-gram) over the training split as the teacher's tokenizer splits it."""
+
+    enabled: bool = True
+    epochs: int = Field(10, ge=1)
+    window: int = Field(5, ge=1)
+    min_count: int = Field(1, ge=1)
+
+
+class BiLSTMStudent(StudentBase):
+    """A 2-layer BiLSTM with attention pooling (compress/models/bilstm.py), embeddings from Word2Vec."""
+
+    kind: Literal["bilstm"] = "bilstm"
+    embedding_size: int = Field(128, ge=2)
+    hidden_size: int = Field(128, ge=2, description="per direction")
+    num_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    word2vec: Word2VecConfig = Word2VecConfig()
+    train: TrainConfig = TrainConfig(epochs=10, learning_rate=2e-3)
+
+
+StudentConfig = Annotated[Union[LayerDroppedStudent, CheckpointStudent, CustomTransformerStudent, BiLSTMStudent],
+                          Field(discriminator="kind")]
+STUDENT_KINDS = {"layer_dropped", "checkpoint", "custom_transformer", "bilstm"}
 
 
 # ---------------------------------------------------------------- export and bench
@@ -186,13 +257,13 @@ class BenchConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field("demo", pattern=NAME_PATTERN)
     task: Literal["classification", "ner", "qa"] = "classification"
     seed: int = 0
     output_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
-    students: list[LayerDroppedStudent] = []
+    students: list[StudentConfig] = []
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
 
@@ -265,8 +336,10 @@ def load_config(path: Path) -> RunConfig:
 
 def _first_problem(err: ValidationError, path: Path) -> UserError:
     problem = err.errors()[0]
-    # Drop the union tag pydantic puts in the path (data.source.local.train -> data.source.train).
-    loc = [p for i, p in enumerate(problem["loc"]) if not (i and problem["loc"][i - 1] == "source" and p in SOURCE_KINDS)]
+    # Drop the union tags pydantic puts in the path (data.source.local.train -> data.source.train,
+    # students.0.bilstm.hidden_size -> students.0.hidden_size).
+    loc = [p for i, p in enumerate(problem["loc"]) if not (i and p in SOURCE_KINDS | STUDENT_KINDS
+                                                          and (problem["loc"][i - 1] == "source" or isinstance(problem["loc"][i - 1], int)))]
     key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if problem["type"] == "extra_forbidden":

@@ -19,18 +19,19 @@ from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_calls
 from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
-from compress.config import LayerDroppedStudent, RunConfig, dump_config, stable_hash
+from compress.config import RunConfig, StudentConfig, dump_config, stable_hash
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
 from compress.distill.loop import train_model
 from compress.manifest import Manifest
-from compress.models.students import drop_layers
+from compress.models.students import build_student
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.progress import console
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
-from exports.onnx import export_hf_model, parity_max_abs_diff
+from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
+from compress.models.students import OWN_FAMILIES
 from exports.ort import create_session
 
 
@@ -167,28 +168,27 @@ def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Sta
     return load_file(str(cfg.run_dir / path))
 
 
-def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teacher: dict, data: Data,
+def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: dict, data: Data,
                   stages: _Stages, teacher_logits: dict[str, torch.Tensor] | None) -> dict:
-    """A layer-dropped copy of the (pre-fine-tuning) teacher, trained with logit KD or, as baseline, without."""
+    """A student of any kind, trained with KD from the teacher's cached outputs or, as baseline, without."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
     # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits) and the KD
-    # settings; the baseline starts from the same pretrained weights and never sees the teacher or the KD settings.
-    shape = (student.kind, student.layers, student.train)
+    # settings; the baseline starts from the same weights and never sees the teacher's training or the KD settings.
+    shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
     if kd:
-        config_hash = stable_hash("student", teacher["hash"], *shape, student.distill)
+        config_hash = stable_hash("student", teacher["hash"], shape, student.distill)
     else:
         config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
-                                  cfg.teacher.trust_remote_code, *shape)
+                                  cfg.teacher.trust_remote_code, shape)
 
     def work() -> tuple[list[str], dict]:
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
-        # Start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the task
-        # only from labels and the comparison with KD is fair.
-        set_seed(cfg.seed)  # same head initialisation whether earlier stages ran or were resumed
-        model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
-                                new_head=True, where=f"students.{index}")
-        drop_layers(model, student.layers, where=f"students.{index}")
+        # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns
+        # the task only from labels and the comparison with KD is fair.
+        set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
+        model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
+                              [f["input_ids"] for f in data.train.features], cfg.seed, where=f"students.{index}")
         train = data.train.with_teacher(teacher_logits) if kd else data.train
         seconds = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
@@ -199,14 +199,18 @@ def train_student(cfg: RunConfig, index: int, student: LayerDroppedStudent, teac
 
 
 def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages) -> dict:
-    """ONNX through optimum, then parity against PyTorch on held-out text."""
+    """ONNX (optimum for HF families, torch.onnx for ours), then parity against PyTorch on held-out text."""
     name = model_result["name"]
     config_hash = stable_hash("export", model_result["hash"], cfg.export)
 
     def work() -> tuple[list[str], dict]:
-        onnx_path = export_hf_model(cfg.run_dir / model_result["dir"], cfg.run_dir / "exports" / name,
-                                    data.task.export_task, cfg.export.opset)
         model, tokenizer = _load_saved(cfg, model_result)
+        out_dir = cfg.run_dir / "exports" / name
+        if model_result["family"] in OWN_FAMILIES:  # optimum knows only HF architectures
+            onnx_path = export_torch_model(model, tokenizer, out_dir, data.task.outputs, cfg.export.opset)
+        else:
+            onnx_path = export_hf_model(cfg.run_dir / model_result["dir"], out_dir, data.task.export_task,
+                                        cfg.export.opset)
         batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
         feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
         diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)

@@ -49,3 +49,46 @@ def parity_max_abs_diff(model: torch.nn.Module, session, feeds: dict[str, np.nda
     got = session.run(None, {k: v for k, v in feeds.items() if k in names})
     return max(float(np.abs(getattr(expected, out.name).float().numpy() - value).max())
                for out, value in zip(session.get_outputs(), got))
+
+
+class _OutputsAsTuple(torch.nn.Module):
+    """Keyword inputs in, a tuple of the named outputs out: the shape torch.onnx traces."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str], output_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.input_names, self.output_names = model, input_names, output_names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(**dict(zip(self.input_names, inputs)))
+        return tuple(getattr(outputs, name) for name in self.output_names)
+
+
+def export_torch_model(model: torch.nn.Module, tokenizer, out_dir: Path, output_names: tuple[str, ...],
+                       opset: int) -> Path:
+    """Export a model optimum does not know (our custom transformer and BiLSTM) with torch.onnx, batch and
+    sequence axes dynamic, inputs and outputs named as optimum names them. The folder also holds config.json and
+    the tokenizer, like optimum's."""
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    # Two rows of different lengths, so nothing shape-dependent gets frozen into the graph as a constant.
+    sample = tokenizer(["a short text", "a somewhat longer text to trace the export with"], padding=True,
+                       return_tensors="pt")
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in (*input_names, *output_names)}
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer chatter; the parity check judges the export
+            torch.onnx.export(_OutputsAsTuple(model, input_names, output_names),
+                              tuple(sample[n] for n in input_names), str(tmp / "model.onnx"), dynamo=False,
+                              input_names=input_names, output_names=list(output_names), dynamic_axes=axes,
+                              opset_version=opset)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+                        str(out_dir), "check export.opset") from None
+    model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, out_dir)
+    return out_dir / "model.onnx"

@@ -19,7 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from compress.config import KDConfig, TrainConfig
 from compress.data.batching import EncodedSplit, make_loader, model_inputs
-from compress.distill.losses import kd_loss
+from compress.distill.losses import hybrid_loss, kd_loss
 from compress.progress import track_steps
 from compress.tasks import TASKS, Task, loss_targets
 
@@ -42,10 +42,13 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def step_loss(task: Task, outputs, batch: dict[str, torch.Tensor], kd: KDConfig | None) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy, or logit KD when `kd` is given, averaged over the task's targets (QA: start and end)."""
+    """Cross-entropy, or the distillation loss `kd` names, averaged over the task's targets (QA: start, end)."""
     losses, terms = [], {}
     for student, teacher, labels in loss_targets(task, outputs, batch):
-        if kd is not None:
+        if kd is not None and kd.method == "hybrid":
+            loss, parts = hybrid_loss(student, teacher, labels, kd.temperature, kd.alpha, kd.confidence_threshold,
+                                      kd.confident_weight)
+        elif kd is not None:
             loss, parts = kd_loss(student, teacher, labels, kd.temperature, kd.alpha)
         else:
             loss = F.cross_entropy(student, labels)

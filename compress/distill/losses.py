@@ -28,3 +28,25 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
                   reduction="batchmean", log_target=True) * (t * t)
     ce = F.cross_entropy(student_logits, labels)
     return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}
+
+
+def hybrid_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                temperature: float, alpha: float, threshold: float,
+                confident_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logit KD plus a confident-teacher term:
+
+    loss = kd_loss + confident_weight * CE(s, argmax t) over the rows where max softmax(t) >= threshold
+
+    The extra term pushes the student hard towards the teacher's answer exactly where the teacher is sure, which
+    the softened KL alone does slowly. Rows where the teacher is unsure add nothing (the term is 0 when none is
+    sure). Terms {"kd", "ce", "confident", "confident_fraction"} are returned for logging.
+    """
+    loss, terms = kd_loss(student_logits, teacher_logits, labels, temperature, alpha)
+    confidence, teacher_choice = teacher_logits.softmax(dim=-1).max(dim=-1)
+    sure = confidence >= threshold
+    if sure.any():
+        confident = F.cross_entropy(student_logits[sure], teacher_choice[sure])
+    else:
+        confident = student_logits.sum() * 0.0  # keeps the graph (and the gradient, zero) defined
+    terms |= {"confident": confident.detach(), "confident_fraction": sure.float().mean()}
+    return loss + confident_weight * confident, terms

@@ -1,11 +1,133 @@
-"""Student builders. Now: the layer-dropped copy of the teacher (DistilBERT's recipe)."""
+"""Student builders, one per kind: a layer-dropped copy of the teacher (DistilBERT's recipe), a pretrained
+checkpoint such as DistilBERT, the from-scratch transformer, and the BiLSTM with Word2Vec embeddings.
+
+Every student reads the teacher's tokenizer, so its tokens, labels and the cached teacher outputs line up.
+"""
 
 from __future__ import annotations
 
-import torch
-from transformers import PreTrainedModel
+import zlib
 
+import torch
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+
+from compress.config import (BiLSTMStudent, CheckpointStudent, CustomTransformerStudent, LayerDroppedStudent,
+                             StudentConfig, TeacherConfig)
 from compress.errors import UserError
+from compress.hub import hub_access
+from compress.models.bilstm import BiLSTMConfig
+from compress.models.custom import CustomTransformerConfig
+from compress.models.teacher import label_settings, load_task_model, load_tokenizer, resolve_model_path
+from compress.tasks import TASKS
+
+# Families written here rather than in transformers (their model_type): optimum cannot export them, torch.onnx does.
+OWN_FAMILIES = (CustomTransformerConfig.model_type, BiLSTMConfig.model_type)
+
+
+def build_student(spec: StudentConfig, task: str, label_names: list[str] | None, teacher: TeacherConfig,
+                  tokenizer: PreTrainedTokenizerBase, train_ids: list[list[int]], seed: int,
+                  where: str) -> PreTrainedModel:
+    """A fresh, untrained student of `spec.kind` with the task's head.
+
+    `train_ids` are the training split's token ids (the BiLSTM learns its Word2Vec embeddings from them).
+    Nothing here reads the fine-tuned teacher, so a KD student and its baseline start identical.
+    """
+    if isinstance(spec, LayerDroppedStudent):
+        model = load_task_model(teacher.model, task, label_names, teacher.trust_remote_code, new_head=True, where=where)
+        return drop_layers(model, spec.layers, where=where)
+    if isinstance(spec, CheckpointStudent):
+        check_same_tokenizer(spec.model, spec.trust_remote_code, tokenizer, f"{where}.model")
+        return load_task_model(spec.model, task, label_names, spec.trust_remote_code, new_head=True,
+                               where=f"{where}.model")
+    if isinstance(spec, CustomTransformerStudent):
+        return build_custom_transformer(spec, task, label_names, teacher, tokenizer)
+    if isinstance(spec, BiLSTMStudent):
+        return build_bilstm(spec, task, label_names, tokenizer, train_ids, seed)
+    raise AssertionError(f"unhandled student kind {spec.kind}")
+
+
+def check_same_tokenizer(name: str, trust_remote_code: bool, teacher_tokenizer: PreTrainedTokenizerBase,
+                         where: str) -> None:
+    student_tokenizer = load_tokenizer(name, trust_remote_code, where=where)
+    if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise UserError("the student's tokenizer is not the teacher's (different vocabulary), so the teacher's "
+                        "outputs do not line up with its tokens", where,
+                        "pick a checkpoint with the teacher's vocabulary (e.g. distilbert-base-uncased for an "
+                        "uncased BERT teacher)")
+
+
+def build_custom_transformer(spec: CustomTransformerStudent, task: str, label_names: list[str] | None,
+                             teacher: TeacherConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    config = CustomTransformerConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
+                                     num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+                                     intermediate_size=spec.ffn_size, hidden_dropout_prob=spec.dropout,
+                                     pad_token_id=tokenizer.pad_token_id, **label_settings(label_names))
+    model = TASKS[task].auto_model.from_config(config)
+    if spec.init_embeddings_from_teacher:
+        with torch.no_grad():
+            target = model.get_input_embeddings().weight
+            source = teacher_embeddings(teacher)[: target.shape[0]]
+            target[: source.shape[0]] = rescale(project_embeddings(source, target.shape[1]), target.std())
+    return model
+
+
+def teacher_embeddings(teacher: TeacherConfig) -> torch.Tensor:
+    """The pretrained teacher checkpoint's token embedding matrix (vocab, hidden)."""
+    path = resolve_model_path(teacher.model)
+    with hub_access():
+        base = AutoModel.from_pretrained(path, trust_remote_code=teacher.trust_remote_code)
+    return base.get_input_embeddings().weight.detach().clone()
+
+
+def project_embeddings(embeddings: torch.Tensor, width: int) -> torch.Tensor:
+    """Embeddings (V, H) brought to (V, width): the top `width` principal components when narrower (the
+    directions that keep most of the variance), zero-padded columns when wider."""
+    vocab, hidden = embeddings.shape
+    if width >= hidden:
+        return torch.cat([embeddings, embeddings.new_zeros(vocab, width - hidden)], dim=1)
+    centred = embeddings - embeddings.mean(dim=0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:width].T
+
+
+def rescale(matrix: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Same spread as the model's own initialisation, so training starts on the scale it was designed for."""
+    return matrix * (std / matrix.std().clamp(min=1e-12))
+
+
+def build_bilstm(spec: BiLSTMStudent, task: str, label_names: list[str] | None, tokenizer: PreTrainedTokenizerBase,
+                 train_ids: list[list[int]], seed: int) -> PreTrainedModel:
+    config = BiLSTMConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding_size, hidden_size=spec.hidden_size,
+                          num_layers=spec.num_layers, dropout=spec.dropout, pad_token_id=tokenizer.pad_token_id,
+                          **label_settings(label_names))
+    model = TASKS[task].auto_model.from_config(config)
+    if spec.word2vec.enabled:
+        vectors = word2vec_vectors(train_ids, spec.embedding_size, spec.word2vec.epochs, spec.word2vec.window,
+                                   spec.word2vec.min_count, seed)
+        ids = torch.tensor(list(vectors))
+        with torch.no_grad():
+            weight = model.get_input_embeddings().weight
+            weight[ids] = rescale(torch.stack(list(vectors.values())), weight.std())
+    return model
+
+
+def word2vec_vectors(sequences: list[list[int]], size: int, epochs: int, window: int, min_count: int,
+                     seed: int) -> dict[int, torch.Tensor]:
+    """Skip-gram Word2Vec (gensim) over token-id sequences; {token id: vector} for every id it learned.
+
+    One worker and a fixed hash make it reproducible, so a resumed run builds the same student.
+    """
+    from gensim.models import Word2Vec
+
+    sentences = [[str(i) for i in ids] for ids in sequences]
+    w2v = Word2Vec(sentences, vector_size=size, window=window, min_count=min_count, sg=1, workers=1, seed=seed,
+                   epochs=epochs, hashfxn=_stable_hash)
+    return {int(token): torch.from_numpy(w2v.wv[token].copy()) for token in w2v.wv.index_to_key}
+
+
+def _stable_hash(text: str) -> int:
+    # gensim seeds each word's initial vector with hashfxn; Python's hash() changes between processes.
+    return zlib.crc32(text.encode())
 
 
 def _layer_list(model: PreTrainedModel) -> tuple[torch.nn.Module, str, str]:

@@ -49,10 +49,7 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
     (QA has no labels: its head gives start and end logits)."""
     path = resolve_model_path(name)
     auto = TASKS[task].auto_model
-    # QA heads give start and end logits: two outputs per token, whatever head the checkpoint had.
-    labels = {"num_labels": 2} if label_names is None else {
-        "num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-        "label2id": {n: i for i, n in enumerate(label_names)}}
+    labels = label_settings(label_names)
     with _access(path) as online:
         try:
             if new_head:
@@ -68,6 +65,14 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
             raise UserError(f"the model's labels {model_labels} are not the data's {label_names} (same order)", where,
                             "set teacher.finetune: true to train a new head, or give data.ner.labels in its order")
     return model
+
+
+def label_settings(label_names: list[str] | None) -> dict:
+    """Config keys for a new head. QA heads give start and end logits: two outputs per token, no labels."""
+    if label_names is None:
+        return {"num_labels": 2}
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)}}
 
 
 def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from compress.errors import UserError
 
@@ -231,8 +232,16 @@ class BiLSTMStudent(StudentBase):
     train: TrainConfig = TrainConfig(epochs=10, learning_rate=2e-3)
 
 
-StudentConfig = Annotated[Union[LayerDroppedStudent, CheckpointStudent, CustomTransformerStudent, BiLSTMStudent],
-                          Field(discriminator="kind")]
+def _student_kind(value: dict | StudentBase) -> str:
+    # A student without `kind` is a layer-dropped copy of the teacher (the first kind, and the common one).
+    return value.get("kind", "layer_dropped") if isinstance(value, dict) else value.kind
+
+
+StudentConfig = Annotated[Union[Annotated[LayerDroppedStudent, Tag("layer_dropped")],
+                                Annotated[CheckpointStudent, Tag("checkpoint")],
+                                Annotated[CustomTransformerStudent, Tag("custom_transformer")],
+                                Annotated[BiLSTMStudent, Tag("bilstm")]],
+                          Discriminator(_student_kind)]
 STUDENT_KINDS = {"layer_dropped", "checkpoint", "custom_transformer", "bilstm"}
 
 

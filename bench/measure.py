@@ -64,15 +64,23 @@ def _measure_onnx(path: Path, device: str, batch_size: int, seq_len: int, warmup
 def _measure_hf_folder(path: Path, device: torch.device, batch_size: int, seq_len: int, warmup: int, iters: int) -> Latency:
     import transformers
 
+    import compress.models  # noqa: F401  (registers the custom transformer and the BiLSTM with the Auto classes)
+    from compress.tasks import TASKS
+
     try:
         config = transformers.AutoConfig.from_pretrained(path)
-        # The saved architecture (e.g. BertForTokenClassification) brings its own head.
-        model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0], transformers.AutoModel)
-        model = model_class.from_pretrained(path).to(device)
-        names = transformers.AutoTokenizer.from_pretrained(path).model_input_names
+        # The saved architecture (e.g. BertForTokenClassification) says which head to load.
+        architecture = (config.architectures or [""])[0]
+        auto = next((t.auto_model for t in TASKS.values()
+                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), transformers.AutoModel)
+        model = auto.from_pretrained(path).to(device)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
-                        "it needs config.json, weights and tokenizer files") from None
+                        "it needs config.json and weights as written by save_pretrained") from None
+    # The tokenizer says which inputs the model takes; an architecture-only folder has none: ids and mask.
+    tokenizer_files = any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+    names = (transformers.AutoTokenizer.from_pretrained(path).model_input_names if tokenizer_files
+             else ["input_ids", "attention_mask"])
     feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, list(names))
     return time_calls(torch_runner(model, feeds), warmup, iters, sync=synchronizer(device))
 

@@ -20,9 +20,11 @@ def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: li
 
 
 def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    from compress.data.batching import accepted_inputs
+
     model.eval()
     device = next(model.parameters()).device
-    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in accepted_inputs(model)}
 
     def run() -> object:
         with torch.inference_mode():

@@ -131,19 +131,33 @@ class TrainConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
+class IntermediateConfig(Strict):
+    """TinyBERT-style terms, added to the logit KD loss when distill.method is `intermediate`."""
+
+    layer_map: list[int] | None = Field(None, description="teacher layer (0-based) for each student layer; default: "
+                                                          "the kept layers of a layer-dropped student, else uniform")
+    hidden_weight: float = Field(1.0, ge=0)
+    attention_weight: float = Field(1.0, ge=0)
+    embedding_weight: float = Field(1.0, ge=0)
+    attention_loss: Literal["mse", "kl"] = "mse"
+
+
 class KDConfig(Strict):
     """How a student learns from the teacher's outputs.
 
     logit:  loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)
     hybrid: the same, plus confident_weight * CE(student, teacher's argmax) over the examples (or tokens) where the
             teacher's top probability is at least confidence_threshold.
+    intermediate: logit, plus hidden-state, attention and embedding terms against mapped teacher layers
+            (see `intermediate`); for transformer students.
     """
 
-    method: Literal["logit", "hybrid"] = "logit"
+    method: Literal["logit", "hybrid", "intermediate"] = "logit"
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     confidence_threshold: float = Field(0.9, gt=0, le=1, description="hybrid: teacher probability that counts as sure")
     confident_weight: float = Field(0.5, ge=0, description="hybrid: weight of the confident-teacher term")
+    intermediate: IntermediateConfig = IntermediateConfig()
 
 
 class TeacherConfig(Strict):
@@ -231,6 +245,13 @@ class BiLSTMStudent(StudentBase):
     word2vec: Word2VecConfig = Word2VecConfig()
     train: TrainConfig = TrainConfig(epochs=10, learning_rate=2e-3)
 
+    @model_validator(mode="after")
+    def _no_layer_transfer(self) -> "BiLSTMStudent":
+        if self.distill.method == "intermediate":
+            raise ValueError("distill.method 'intermediate' needs a transformer student (layers and attention maps "
+                             "to match the teacher's); use logit or hybrid for a BiLSTM")
+        return self
+
 
 def _student_kind(value: dict | StudentBase) -> str:
     # A student without `kind` is a layer-dropped copy of the teacher (the first kind, and the common one).
@@ -300,7 +321,8 @@ class RunConfig(Strict):
         return self.output_dir / self.name
 
 
-# The offline embedded default: BBC News, packaged MiniLM-L6 teacher, a 3-layer copy of it as the student.
+# The offline embedded default: BBC News, packaged MiniLM-L6 teacher; a 3-layer copy of it, a from-scratch
+# transformer and a BiLSTM as students.
 # Sequence length, subset and epochs keep the run within minutes on 2 CPU cores with the teacher >= 95%.
 DEFAULT_CONFIG = RunConfig(
     name="demo",
@@ -312,7 +334,11 @@ DEFAULT_CONFIG = RunConfig(
             layers=[0, 2, 4],
             train=TrainConfig(epochs=2, learning_rate=1e-4),
             distill=KDConfig(temperature=2.0, alpha=0.5),
-        )
+        ),
+        CustomTransformerStudent(name="custom-2x256", hidden_size=256, num_layers=2, num_heads=4, ffn_size=1024,
+                                 train=TrainConfig(epochs=5, learning_rate=5e-4)),
+        BiLSTMStudent(name="bilstm-2x128", embedding_size=128, hidden_size=128, num_layers=2,
+                      train=TrainConfig(epochs=6, learning_rate=2e-3)),
     ],
 )
 

@@ -7,7 +7,6 @@ and a change re-runs only the stages downstream of it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from compress.config import RunConfig, StudentConfig, dump_config, stable_hash
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
 from compress.distill.loop import train_model
 from compress.manifest import Manifest
-from compress.models.students import build_student
+from compress.models.students import OWN_FAMILIES, build_student, layer_transfer
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
@@ -31,7 +30,6 @@ from compress.progress import console
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
-from compress.models.students import OWN_FAMILIES
 from exports.ort import create_session
 
 
@@ -190,9 +188,16 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: d
         model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
                               [f["input_ids"] for f in data.train.features], cfg.seed, where=f"students.{index}")
         train = data.train.with_teacher(teacher_logits) if kd else data.train
+        transfer, teacher_model = None, None
+        if kd and student.distill.method == "intermediate":  # layer features come from the teacher online
+            teacher_model = load_saved_model(cfg.run_dir / teacher["dir"], cfg.task)
+            transfer = layer_transfer(student, model.config, teacher_model.config, where=f"students.{index}")
         seconds = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
-                              description=f"{'distil' if kd else 'train'} {name}").seconds
+                              description=f"{'distil' if kd else 'train'} {name}", transfer=transfer,
+                              teacher=teacher_model).seconds
+        if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
+            tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"students.{index}.model")
         return _finish_model(cfg, name, role, student.kind, model, tokenizer, data, seconds, config_hash)
 
     return stages(f"{role}:{name}", config_hash, work)

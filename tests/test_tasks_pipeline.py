@@ -14,16 +14,27 @@ def config(tmp_path, tiny_bert_dir, task: str, source: dict, **data) -> RunConfi
         "name": task, "task": task, "output_dir": str(tmp_path / "runs"),
         "data": {"source": source, "max_length": 32} | data,
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
-        "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}}],
+        "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}}, *SCRATCH_STUDENTS],
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
     })
+
+
+# Every student family runs every task: the from-scratch transformer and the BiLSTM, tiny.
+SCRATCH_STUDENTS = [
+    {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+     "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}},
+    {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
+     "train": {"epochs": 2, "learning_rate": 3e-3}},
+]
+MODELS = {"teacher", "half", "half-baseline", "scratch", "scratch-baseline", "rnn", "rnn-baseline"}
 
 
 def check_report(cfg: RunConfig, metric_keys: set[str]) -> dict:
     report = json.loads((cfg.run_dir / "report.json").read_text())
     assert report["task"] == cfg.task and report["metric"] == "f1"
     rows = {r["model"]: r for r in report["rows"]}
-    assert set(rows) == {"teacher", "half", "half-baseline"}
+    assert set(rows) == MODELS
+    assert {rows[m]["family"] for m in ("scratch", "rnn")} == {"custom", "bilstm"}
     for row in rows.values():
         assert 0 <= row["metric"] <= 1 and metric_keys <= set(row["metrics"])
         assert row["parity_max_abs_diff"] <= 1e-4 and row["ort_p50_ms"] > 0
@@ -43,9 +54,10 @@ def test_ner_run(tmp_path, tiny_bert_dir):
 
     from compress.data.ner import tag_text
 
-    entities = tag_text(cfg.run_dir / "teacher", "alice smith flew to paris today")
     text = "alice smith flew to paris today"
-    assert all(text[e.start_char:e.end_char] == e.text and e.type in ("PER", "LOC") for e in entities)
+    for model in ("teacher", "students/rnn"):  # any saved model tags, our own families included
+        entities = tag_text(cfg.run_dir / model, text)
+        assert all(text[e.start_char:e.end_char] == e.text and e.type in ("PER", "LOC") for e in entities)
 
 
 def test_qa_run(tmp_path, tiny_bert_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -69,8 +70,15 @@ def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, 
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+def model_inputs(batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The batch's model inputs; with `model`, only those its forward takes (DistilBERT has no token_type_ids)."""
+    names = MODEL_INPUTS if model is None else accepted_inputs(model)
+    return {k: v for k, v in batch.items() if k in names}
+
+
+def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
+    parameters = inspect.signature(model.forward).parameters
+    return tuple(name for name in MODEL_INPUTS if name in parameters)
 
 
 @torch.inference_mode()
@@ -81,7 +89,7 @@ def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names
     device = next(model.parameters()).device
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
     for batch in make_loader(split.head(len(split)), tokenizer, batch_size, shuffle=False):
-        out = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
         for name in output_names:
             value = getattr(out, name).float().cpu()
             if pad_to is not None and value.shape[1] < pad_to:

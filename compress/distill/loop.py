@@ -18,7 +18,8 @@ from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
 from compress.config import KDConfig, TrainConfig
-from compress.data.batching import EncodedSplit, make_loader, model_inputs
+from compress.data.batching import EncodedSplit, accepted_inputs, make_loader, model_inputs
+from compress.distill.intermediate import IntermediateLoss
 from compress.distill.losses import hybrid_loss, kd_loss
 from compress.progress import track_steps
 from compress.tasks import TASKS, Task, loss_targets
@@ -62,19 +63,27 @@ def step_loss(task: Task, outputs, batch: dict[str, torch.Tensor], kd: KDConfig 
 
 def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
                 task: Task = TASKS["classification"], kd: KDConfig | None = None, log_path: Path | None = None,
-                description: str = "training") -> TrainResult:
+                description: str = "training", transfer: IntermediateLoss | None = None,
+                teacher: torch.nn.Module | None = None) -> TrainResult:
     """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
-    With `kd`, `train` must carry the teacher's logits.
+    With `kd`, `train` must carry the teacher's logits. With `transfer`, `teacher` runs alongside (no gradients)
+    and the intermediate terms are added; the transfer's projections train with the student.
 
     Each step's loss terms go to `log_path` as JSON lines, so a user sees which term dominates.
     """
     set_seed(seed)
     accelerator = Accelerator()
     loader = make_loader(train, tokenizer, cfg.batch_size, shuffle=True, seed=seed)
-    optimizer = make_optimizer(model, cfg)
+    trained = model if transfer is None else torch.nn.ModuleList([model, transfer])
+    optimizer = make_optimizer(trained, cfg)
     total = cfg.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if transfer is not None:
+        transfer, teacher = accelerator.prepare(transfer, teacher)
+        teacher.eval()
+    features = {"output_hidden_states": True, "output_attentions": True} if transfer is not None else {}
+    student_inputs = accepted_inputs(accelerator.unwrap_model(model))
 
     log = log_path.open("w", buffering=1) if log_path and accelerator.is_main_process else None
     start, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
@@ -82,9 +91,17 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
         for epoch in range(cfg.epochs):
             model.train()
             for batch in loader:
-                loss, terms = step_loss(task, model(**model_inputs(batch)), batch, kd)
+                inputs = {k: v for k, v in batch.items() if k in student_inputs}
+                outputs = model(**inputs, **features)
+                loss, terms = step_loss(task, outputs, batch, kd)
+                if transfer is not None:
+                    with torch.no_grad():
+                        teacher_outputs = teacher(**model_inputs(batch, accelerator.unwrap_model(teacher)),
+                                                  **features)
+                    extra, extra_terms = transfer(outputs, teacher_outputs, batch["attention_mask"])
+                    loss, terms = loss + extra, terms | extra_terms
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()

@@ -13,6 +13,7 @@ from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.config import (BiLSTMStudent, CheckpointStudent, CustomTransformerStudent, LayerDroppedStudent,
                              StudentConfig, TeacherConfig)
+from compress.distill.intermediate import IntermediateLoss
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.bilstm import BiLSTMConfig
@@ -44,6 +45,17 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
     if isinstance(spec, BiLSTMStudent):
         return build_bilstm(spec, task, label_names, tokenizer, train_ids, seed)
     raise AssertionError(f"unhandled student kind {spec.kind}")
+
+
+def layer_transfer(spec: StudentConfig, student_config, teacher_config, where: str) -> IntermediateLoss:
+    """The intermediate-transfer loss for `spec`. A layer-dropped student maps each layer to the teacher layer it
+    was copied from; other students use the uniform map unless distill.intermediate.layer_map says otherwise."""
+    options = spec.distill.intermediate
+    layer_map = options.layer_map
+    if layer_map is None and isinstance(spec, LayerDroppedStudent):
+        layer_map = spec.layers or default_layers(teacher_config.num_hidden_layers)
+    return IntermediateLoss(student_config, teacher_config, layer_map, options.hidden_weight, options.attention_weight,
+                            options.embedding_weight, options.attention_loss, where)
 
 
 def check_same_tokenizer(name: str, trust_remote_code: bool, teacher_tokenizer: PreTrainedTokenizerBase,

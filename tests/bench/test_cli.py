@@ -36,3 +36,15 @@ def test_unavailable_device_is_one_line_exit_2(onnx_file, device):
 def test_unknown_target_is_one_line_exit_2(tmp_path):
     out = bench("latency", str(tmp_path))
     assert out.returncode == 2 and "not an .onnx file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_latency_on_our_own_families_saved_folders(tmp_path):
+    from compress.models.zoo import build_zoo_model
+
+    folders = []
+    for name in ("custom-2x256", "bilstm-2x128"):
+        build_zoo_model(name, "ner", 5).save_pretrained(tmp_path / name)
+        folders.append(str(tmp_path / name))
+    out = bench("latency", *folders, "--iters", "3", "--warmup", "1", "--seq-len", "16")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("torch") >= 2

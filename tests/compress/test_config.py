@@ -100,3 +100,25 @@ def test_non_utf8_config_is_a_user_error(tmp_path):
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(UserError, match="cannot read the config"):
         load_config(path)
+
+
+def test_student_kinds_and_their_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "students:\n  - {name: a}\n  - {name: b, kind: custom_transformer}\n"
+                                      "  - {name: c, kind: bilstm}\n  - {name: d, kind: checkpoint, model: some/id}\n"))
+    assert [s.kind for s in cfg.students] == ["layer_dropped", "custom_transformer", "bilstm", "checkpoint"]
+    # Students trained from scratch default to more epochs and a higher learning rate than copies of the teacher.
+    assert cfg.students[1].train.learning_rate > cfg.students[0].train.learning_rate
+
+
+@pytest.mark.parametrize("student, fragment", [
+    ("{name: b, kind: custom_transformer, hidden_size: 30, num_heads: 4}", "multiple of num_heads"),
+    ("{name: b, kind: bilstm, hidden_size: 64, heads: 2}", "unknown key 'students.0.heads'"),
+    ("{name: b, kind: bilstm, hidden_size: wide}", "key 'students.0.hidden_size'"),
+    ("{name: b, kind: lstm}", "'lstm'"),
+    ("{name: d, kind: checkpoint}", "students.0.model"),
+    ("{name: s, distill: {method: fancy}}", "students.0.distill.method"),
+])
+def test_bad_student_settings_name_the_key(tmp_path, student, fragment):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, f"students: [{student}]\n"))
+    assert fragment in err.value.line() and "\n" not in err.value.line()

@@ -51,3 +51,29 @@ def test_identical_logits_give_zero_kd_and_gradients_flow():
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-6)
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_hybrid_adds_ce_on_the_teachers_answer_only_where_it_is_confident():
+    from compress.distill.losses import hybrid_loss
+
+    student = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    teacher = torch.tensor([[0.0, 5.0], [0.1, 0.0], [0.0, 4.0]])  # sure of class 1 in rows 0 and 2; unsure in row 1
+    labels = torch.tensor([0, 0, 0])
+    loss, terms = hybrid_loss(student, teacher, labels, temperature=2.0, alpha=0.5, threshold=0.9, confident_weight=0.3)
+    base, _ = kd_loss(student, teacher, labels, 2.0, 0.5)
+    # CE towards class 1 over rows 0 and 2: -log softmax([0, 0])[1] and -log softmax([1, 0])[1].
+    expected_confident = (math.log(2) + (math.log(math.e + 1))) / 2
+    assert terms["confident"].item() == pytest.approx(expected_confident, rel=1e-5)
+    assert terms["confident_fraction"].item() == pytest.approx(2 / 3)
+    assert loss.item() == pytest.approx(base.item() + 0.3 * expected_confident, rel=1e-5)
+
+
+def test_hybrid_with_no_confident_row_is_plain_kd_and_still_differentiable():
+    from compress.distill.losses import hybrid_loss
+
+    student = torch.zeros(2, 3, requires_grad=True)
+    teacher, labels = torch.zeros(2, 3), torch.tensor([0, 1])
+    loss, terms = hybrid_loss(student, teacher, labels, 1.0, 0.5, threshold=0.9, confident_weight=1.0)
+    assert terms["confident"].item() == 0.0 and not math.isnan(loss.item())
+    loss.backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()

@@ -1,0 +1,103 @@
+"""TinyBERT-style intermediate transfer: layer maps, head matching, masking, projections, and a loss that falls."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from compress.config import CustomTransformerStudent, IntermediateConfig, KDConfig, LayerDroppedStudent, TrainConfig
+from compress.data.batching import EncodedSplit
+from compress.distill.intermediate import attention_loss, masked_mse, match_heads, uniform_layer_map
+from compress.distill.loop import train_model
+from compress.errors import UserError
+from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
+from compress.models.students import layer_transfer
+
+
+def test_uniform_map_ends_on_the_last_teacher_layer():
+    assert uniform_layer_map(3, 6) == [1, 3, 5]
+    assert uniform_layer_map(4, 12) == [2, 5, 8, 11]
+    assert uniform_layer_map(2, 2) == [0, 1]
+
+
+def test_heads_are_averaged_in_groups_down_to_the_smaller_count():
+    teacher = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 2, 2)
+    student = torch.zeros(1, 2, 2, 2)
+    s, t = match_heads(student, teacher)
+    assert s.shape == t.shape == (1, 2, 2, 2)
+    assert t[0, :, 0, 0].tolist() == [0.5, 2.5]  # heads (0, 1) and (2, 3)
+    s, t = match_heads(torch.zeros(1, 3, 2, 2), teacher)  # 3 does not divide 4: one averaged map each
+    assert s.shape == t.shape == (1, 1, 2, 2)
+
+
+def test_padding_does_not_count():
+    mask = torch.tensor([[1, 1, 0]])
+    student, teacher = torch.zeros(1, 3, 4), torch.ones(1, 3, 4)
+    assert masked_mse(student, teacher, mask).item() == pytest.approx(1.0)
+    student[0, 2] = 100.0  # a padded position
+    assert masked_mse(student, teacher, mask).item() == pytest.approx(1.0)
+    s_att = torch.tensor([[[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]]]])
+    t_att = torch.tensor([[[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]])
+    # Real queries 0 and 1, real keys 0 and 1: squared errors 0.25 + 0.25 + 0 + 0 over 4 pairs.
+    assert attention_loss(s_att, t_att, mask, "mse").item() == pytest.approx(0.125)
+    assert attention_loss(t_att, t_att, mask, "kl").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_projection_where_widths_differ_and_gradients_reach_it(tiny_bert_dir):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    student = CustomTransformerForSequenceClassification(
+        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                num_labels=3))
+    spec = CustomTransformerStudent(name="c", distill=KDConfig(method="intermediate"))
+    transfer = layer_transfer(spec, student.config, teacher.config, where="students.0")
+    assert transfer.layer_map == [1, 3] and isinstance(transfer.hidden_projections[0], torch.nn.Linear)
+    ids = torch.randint(1000, 2000, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    features = {"output_hidden_states": True, "output_attentions": True}
+    with torch.no_grad():
+        t_out = teacher(input_ids=ids, attention_mask=mask, **features)
+    loss, terms = transfer(student(input_ids=ids, attention_mask=mask, **features), t_out, mask)
+    assert set(terms) == {"hidden", "attention", "embedding"} and loss.item() > 0
+    loss.backward()
+    assert transfer.hidden_projections[0].weight.grad.abs().sum() > 0
+    assert student.transformer.encoder.layers[0].attention.query.weight.grad.abs().sum() > 0
+
+
+def test_layer_dropped_student_maps_to_the_layers_it_was_copied_from(tiny_bert_dir):
+    config = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).config
+    spec = LayerDroppedStudent(name="s", layers=[0, 3], distill=KDConfig(method="intermediate"))
+    transfer = layer_transfer(spec, config.__class__(**(config.to_dict() | {"num_hidden_layers": 2})), config, "s")
+    assert transfer.layer_map == [0, 3] and isinstance(transfer.hidden_projections[0], torch.nn.Identity)
+
+
+def test_a_bad_layer_map_is_a_user_error(tiny_bert_dir):
+    config = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).config  # 4 layers
+    student = CustomTransformerConfig(num_hidden_layers=2)
+    spec = CustomTransformerStudent(name="c", distill=KDConfig(method="intermediate",
+                                                                intermediate=IntermediateConfig(layer_map=[1, 9])))
+    with pytest.raises(UserError) as err:
+        layer_transfer(spec, student, config, where="students.2")
+    assert "students.2.distill.intermediate.layer_map" in err.value.line()
+
+
+def test_training_with_intermediate_transfer_lowers_the_layer_terms(tiny_bert_dir, tmp_path):
+    import json
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    torch.manual_seed(0)
+    student = CustomTransformerForSequenceClassification(
+        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                num_labels=3))
+    texts = ["market shares profit", "match goal team", "software phone digital", "the bank said"] * 6
+    features = [dict(tokenizer(t), labels=i % 3) for i, t in enumerate(texts)]
+    with torch.no_grad():
+        logits = teacher(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    split = EncodedSplit(features).with_teacher({"logits": logits})
+    kd = KDConfig(method="intermediate")
+    transfer = layer_transfer(CustomTransformerStudent(name="c", distill=kd), student.config, teacher.config, "s")
+    log = tmp_path / "log.jsonl"
+    train_model(student, split, tokenizer, TrainConfig(epochs=8, batch_size=8, learning_rate=3e-3, warmup_ratio=0),
+                0, kd=kd, log_path=log, transfer=transfer, teacher=teacher)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"kd", "ce", "hidden", "attention", "embedding"} <= set(rows[0])
+    assert rows[-1]["hidden"] < rows[0]["hidden"] * 0.75

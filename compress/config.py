@@ -129,6 +129,18 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches per optimizer step")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="fp16 needs a GPU; bf16 runs on CPU too")
+    validate_every_epoch: bool = Field(True, description="score the validation split after each epoch and end "
+                                                          "with the best epoch's weights")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without a "
+                                                                        "better validation metric")
+
+    @model_validator(mode="after")
+    def _stopping_needs_validation(self) -> "TrainConfig":
+        if self.early_stopping_patience is not None and not self.validate_every_epoch:
+            raise ValueError("early_stopping_patience needs validate_every_epoch: true")
+        return self
 
 
 class IntermediateConfig(Strict):

@@ -18,9 +18,9 @@ from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_calls
 from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
-from compress.config import RunConfig, StudentConfig, dump_config, stable_hash
+from compress.config import RunConfig, StudentConfig, TrainConfig, dump_config, stable_hash
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
-from compress.distill.loop import train_model
+from compress.distill.loop import TrainResult, train_model
 from compress.manifest import Manifest
 from compress.models.students import OWN_FAMILIES, build_student, layer_transfer
 from compress.errors import UserError
@@ -139,11 +139,12 @@ def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
         set_seed(cfg.seed)  # the new head's initial weights must not depend on what ran before in this process
         model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
                                 new_head=cfg.teacher.finetune)
-        seconds = 0.0
+        trained = None
         if cfg.teacher.finetune:
-            seconds = train_model(model, data.train, tokenizer, cfg.teacher.train, cfg.seed, task=data.task,
-                                  log_path=_log_path(cfg, "teacher"), description="fine-tune teacher").seconds
-        return _finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, seconds, config_hash)
+            trained = train_model(model, data.train, tokenizer, cfg.teacher.train, cfg.seed, task=data.task,
+                                  log_path=_log_path(cfg, "teacher"), description="fine-tune teacher",
+                                  validate=_validator(cfg, cfg.teacher.train, data, tokenizer))
+        return _finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, trained, config_hash)
 
     return stages("teacher", config_hash, work)
 
@@ -192,13 +193,13 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: d
         if kd and student.distill.method == "intermediate":  # layer features come from the teacher online
             teacher_model = load_saved_model(cfg.run_dir / teacher["dir"], cfg.task)
             transfer = layer_transfer(student, model.config, teacher_model.config, where=f"students.{index}")
-        seconds = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
+        trained = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
                               description=f"{'distil' if kd else 'train'} {name}", transfer=transfer,
-                              teacher=teacher_model).seconds
+                              teacher=teacher_model, validate=_validator(cfg, student.train, data, tokenizer))
         if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
             tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"students.{index}.model")
-        return _finish_model(cfg, name, role, student.kind, model, tokenizer, data, seconds, config_hash)
+        return _finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
 
     return stages(f"{role}:{name}", config_hash, work)
 
@@ -270,8 +271,20 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
 
 
+def _validator(cfg: RunConfig, train: TrainConfig, data: Data, tokenizer):
+    """model -> the task's headline metric on the validation split, for best-epoch selection and early stopping."""
+    if not train.validate_every_epoch:
+        return None
+
+    def score(model) -> float:
+        outputs = _predict(model, data.validation, tokenizer, data)
+        return data.task.evaluate(outputs, data.validation, cfg, data.label_names)[data.task.metric]
+
+    return score
+
+
 def _finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
-                  train_seconds: float, config_hash: str) -> tuple[list[str], dict]:
+                  trained: TrainResult | None, config_hash: str) -> tuple[list[str], dict]:
     """Evaluate on the test split, save atomically, and describe the model for the report."""
     metrics = data.task.evaluate(_predict(model, data.test, tokenizer, data), data.test, cfg, data.label_names)
     rel = name if role == "teacher" else f"students/{name}"
@@ -282,7 +295,9 @@ def _finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None
                    "dir": rel,
                    "params": sum(p.numel() for p in model.parameters()),
                    "size_mb": folder_size_mb(cfg.run_dir / rel), "metrics": metrics,
-                   "train_seconds": round(train_seconds, 2), "hash": config_hash}
+                   "train_seconds": round(trained.seconds, 2) if trained else 0.0,
+                   "epochs_run": trained.epochs_run if trained else 0,
+                   "best_epoch": trained.best_epoch if trained else None, "hash": config_hash}
 
 
 def _load_saved(cfg: RunConfig, model_result: dict):

@@ -46,6 +46,8 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "parity_ok": export.get("parity_ok"),
             "student_kind": m.get("student_kind"),
             "train_seconds": m["train_seconds"],
+            "epochs_run": m.get("epochs_run"),
+            "best_epoch": m.get("best_epoch"),
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows,
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},

@@ -7,13 +7,16 @@ yet guarded for several processes, so `compress run` is single-process for now.
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
@@ -30,6 +33,9 @@ class TrainResult:
     steps: int
     seconds: float
     final_loss: float
+    epochs_run: int
+    best_epoch: int | None = None  # with validation: the epoch whose weights the model ends with
+    best_validation: float | None = None
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -61,22 +67,36 @@ def step_loss(task: Task, outputs, batch: dict[str, torch.Tensor], kd: KDConfig 
     return sum(losses) / n, {name: value / n for name, value in terms.items()}
 
 
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """An Accelerator for one model's training. accelerate keeps one process-wide state that refuses a second
+    precision, but a run trains several models, each with its own; only that state is reset (the process and its
+    distributed setup are kept)."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != cfg.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision)
+
+
 def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
                 task: Task = TASKS["classification"], kd: KDConfig | None = None, log_path: Path | None = None,
                 description: str = "training", transfer: IntermediateLoss | None = None,
-                teacher: torch.nn.Module | None = None) -> TrainResult:
+                teacher: torch.nn.Module | None = None,
+                validate: Callable[[torch.nn.Module], float] | None = None) -> TrainResult:
     """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
+
     With `kd`, `train` must carry the teacher's logits. With `transfer`, `teacher` runs alongside (no gradients)
     and the intermediate terms are added; the transfer's projections train with the student.
+    With `validate` (model -> validation metric, higher is better), the model is scored after every epoch, ends
+    with the weights of its best epoch, and stops early after `cfg.early_stopping_patience` epochs without gain.
 
-    Each step's loss terms go to `log_path` as JSON lines, so a user sees which term dominates.
+    Each step's loss terms, and each epoch's validation metric, go to `log_path` as JSON lines.
     """
     set_seed(seed)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(cfg)
     loader = make_loader(train, tokenizer, cfg.batch_size, shuffle=True, seed=seed)
     trained = model if transfer is None else torch.nn.ModuleList([model, transfer])
     optimizer = make_optimizer(trained, cfg)
-    total = cfg.epochs * len(loader)
+    total = cfg.epochs * math.ceil(len(loader) / cfg.gradient_accumulation_steps)  # optimizer steps
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if transfer is not None:
@@ -87,29 +107,58 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
 
     log = log_path.open("w", buffering=1) if log_path and accelerator.is_main_process else None
     start, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
-    with track_steps(description, total) as advance:
+    best = _Best()
+    with track_steps(description, cfg.epochs * len(loader)) as advance:
         for epoch in range(cfg.epochs):
             model.train()
             for batch in loader:
-                inputs = {k: v for k, v in batch.items() if k in student_inputs}
-                outputs = model(**inputs, **features)
-                loss, terms = step_loss(task, outputs, batch, kd)
-                if transfer is not None:
-                    with torch.no_grad():
-                        teacher_outputs = teacher(**model_inputs(batch, accelerator.unwrap_model(teacher)),
-                                                  **features)
-                    extra, extra_terms = transfer(outputs, teacher_outputs, batch["attention_mask"])
-                    loss, terms = loss + extra, terms | extra_terms
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                with accelerator.accumulate(model):
+                    outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **features)
+                    loss, terms = step_loss(task, outputs, batch, kd)
+                    if transfer is not None:
+                        with torch.no_grad():
+                            teacher_outputs = teacher(**model_inputs(batch, accelerator.unwrap_model(teacher)),
+                                                      **features)
+                        extra, extra_terms = transfer(outputs, teacher_outputs, batch["attention_mask"])
+                        loss, terms = loss + extra, terms | extra_terms
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
+                    optimizer.step()  # prepared: steps only when the accumulated gradients are complete
+                    scheduler.step()
+                    optimizer.zero_grad()
                 step += 1
                 if log:
                     record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "loss": loss.item()}
                     log.write(json.dumps(record | {k: v.item() for k, v in terms.items()}) + "\n")
                 advance(loss=loss.item())
+            if validate is not None:
+                metric = validate(accelerator.unwrap_model(model))
+                if log:
+                    log.write(json.dumps({"epoch": epoch, "validation": metric}) + "\n")
+                best.update(epoch, metric, accelerator.unwrap_model(model))
+                if cfg.early_stopping_patience is not None and epoch - best.epoch >= cfg.early_stopping_patience:
+                    break
     if log:
         log.close()
-    return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(loss.item()))
+    best.restore(accelerator.unwrap_model(model))
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(loss.item()),
+                       epochs_run=epoch + 1, best_epoch=best.epoch, best_validation=best.metric)
+
+
+class _Best:
+    """The best epoch so far by validation metric, and a copy of its weights (in memory: students are small)."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.metric: float | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, metric: float, model: torch.nn.Module) -> None:
+        if self.metric is None or metric > self.metric:
+            self.epoch, self.metric = epoch, metric
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)

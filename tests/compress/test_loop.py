@@ -1,3 +1,4 @@
+import math
 import json
 
 import torch
@@ -49,3 +50,65 @@ def test_training_is_seeded(tiny_bert_dir, tiny_csv):
         train_model(model, train, tokenizer, TrainConfig(epochs=1, batch_size=16), seed=3)
         outs.append(predict(model, train, tokenizer, ("logits",))["logits"])
     assert torch.allclose(outs[0], outs[1])
+
+
+def _toy(tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compress.data.batching import EncodedSplit
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
+    texts = [("market shares profit", 0), ("match goal team", 1), ("software phone digital", 2)] * 4
+    return model, tokenizer, EncodedSplit([dict(tokenizer(t), labels=y) for t, y in texts])
+
+
+def test_best_epoch_weights_are_kept_and_patience_stops_early(tiny_bert_dir, tmp_path):
+    import json
+
+    from compress.config import TrainConfig
+    from compress.distill.loop import train_model
+
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    scores = iter([0.5, 0.9, 0.7, 0.6, 0.4, 0.3])
+    snapshots = []
+
+    def validate(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    log = tmp_path / "log.jsonl"
+    cfg = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3, early_stopping_patience=2)
+    result = train_model(model, split, tokenizer, cfg, 0, log_path=log, validate=validate)
+    assert result.epochs_run == 4 and result.best_epoch == 1 and result.best_validation == 0.9
+    assert all(torch.equal(model.state_dict()[k], snapshots[1][k]) for k in snapshots[1])
+    validation = [json.loads(line) for line in log.read_text().splitlines() if "validation" in line]
+    assert [v["validation"] for v in validation] == [0.5, 0.9, 0.7, 0.6]
+
+
+def test_gradient_accumulation_takes_one_optimizer_step_per_group(tiny_bert_dir, tmp_path):
+    import json
+
+    from compress.config import TrainConfig
+    from compress.distill.loop import train_model
+
+    model, tokenizer, split = _toy(tiny_bert_dir)  # 12 examples: 6 batches of 2 -> 3 optimizer steps of 2 batches
+    log = tmp_path / "log.jsonl"
+    cfg = TrainConfig(epochs=1, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0, gradient_accumulation_steps=2)
+    train_model(model, split, tokenizer, cfg, 0, log_path=log)
+    lrs = [json.loads(line)["lr"] for line in log.read_text().splitlines()]
+    changes = sum(a != b for a, b in zip([cfg.learning_rate] + lrs, lrs))
+    assert len(lrs) == 6 and changes == 3  # the schedule moves once per optimizer step, every second batch
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
+    from compress.config import TrainConfig
+    from compress.distill.loop import train_model
+
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    result = train_model(model, split, tokenizer, TrainConfig(epochs=1, batch_size=4, mixed_precision="bf16"), 0)
+    assert result.steps == 3 and math.isfinite(result.final_loss)
+    # ...and a later model in the same process may train in full precision again.
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    assert train_model(model, split, tokenizer, TrainConfig(epochs=1, batch_size=4), 0).steps == 3

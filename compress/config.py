@@ -162,14 +162,18 @@ class KDConfig(Strict):
             teacher's top probability is at least confidence_threshold.
     intermediate: logit, plus hidden-state, attention and embedding terms against mapped teacher layers
             (see `intermediate`); for transformer students.
+    progressive: first one stage per student layer, bottom up: layer k alone learns its teacher layer's hidden
+            states and attention (everything else frozen, `progressive_epochs` each), then logit KD for the whole
+            student (MobileBERT's progressive transfer); for transformer students.
     """
 
-    method: Literal["logit", "hybrid", "intermediate"] = "logit"
+    method: Literal["logit", "hybrid", "intermediate", "progressive"] = "logit"
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     confidence_threshold: float = Field(0.9, gt=0, le=1, description="hybrid: teacher probability that counts as sure")
     confident_weight: float = Field(0.5, ge=0, description="hybrid: weight of the confident-teacher term")
     intermediate: IntermediateConfig = IntermediateConfig()
+    progressive_epochs: int = Field(1, ge=1, description="progressive: epochs for each student layer's stage")
 
 
 class TeacherConfig(Strict):
@@ -259,9 +263,9 @@ class BiLSTMStudent(StudentBase):
 
     @model_validator(mode="after")
     def _no_layer_transfer(self) -> "BiLSTMStudent":
-        if self.distill.method == "intermediate":
-            raise ValueError("distill.method 'intermediate' needs a transformer student (layers and attention maps "
-                             "to match the teacher's); use logit or hybrid for a BiLSTM")
+        if self.distill.method in ("intermediate", "progressive"):
+            raise ValueError(f"distill.method '{self.distill.method}' needs a transformer student (layers and "
+                             "attention maps to match the teacher's); use logit or hybrid for a BiLSTM")
         return self
 
 

@@ -7,7 +7,7 @@ and a change re-runs only the stages downstream of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,8 @@ from compress.config import RunConfig, StudentConfig, TrainConfig, dump_config, 
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
 from compress.distill.loop import TrainResult, train_model
 from compress.manifest import Manifest
-from compress.models.students import OWN_FAMILIES, build_student, layer_transfer
+from compress.distill.progressive import train_layers_progressively
+from compress.models.students import OWN_FAMILIES, build_student, layer_transfer, transformer_layers
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
@@ -189,14 +190,20 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: d
         model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
                               [f["input_ids"] for f in data.train.features], cfg.seed, where=f"students.{index}")
         train = data.train.with_teacher(teacher_logits) if kd else data.train
-        transfer, teacher_model = None, None
-        if kd and student.distill.method == "intermediate":  # layer features come from the teacher online
+        transfer, teacher_model, stage_seconds = None, None, 0.0
+        if kd and student.distill.method in ("intermediate", "progressive"):  # teacher features come online
             teacher_model = load_saved_model(cfg.run_dir / teacher["dir"], cfg.task)
             transfer = layer_transfer(student, model.config, teacher_model.config, where=f"students.{index}")
+        if kd and student.distill.method == "progressive":
+            stage_seconds = train_layers_progressively(
+                model, transformer_layers(model), transfer, teacher_model, train, tokenizer, student.train,
+                student.distill.progressive_epochs, cfg.seed, data.task, _log_path(cfg, name), f"distil {name}")
+            transfer, teacher_model = None, None  # then logit KD for the whole student
         trained = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
                               description=f"{'distil' if kd else 'train'} {name}", transfer=transfer,
                               teacher=teacher_model, validate=_validator(cfg, student.train, data, tokenizer))
+        trained = replace(trained, seconds=trained.seconds + stage_seconds)
         if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
             tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"students.{index}.model")
         return _finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)

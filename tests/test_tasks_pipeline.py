@@ -19,10 +19,11 @@ def config(tmp_path, tiny_bert_dir, task: str, source: dict, **data) -> RunConfi
     })
 
 
-# Every student family runs every task: the from-scratch transformer and the BiLSTM, tiny.
+# Every student family runs every task: the from-scratch transformer (with progressive transfer) and the
+# BiLSTM, tiny.
 SCRATCH_STUDENTS = [
     {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
-     "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}},
+     "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}, "distill": {"method": "progressive"}},
     {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
      "train": {"epochs": 2, "learning_rate": 3e-3}},
 ]
@@ -51,6 +52,8 @@ def test_ner_run(tmp_path, tiny_bert_dir):
     assert manifest["stages"]["teacher_logits"]["result"]["features"] > 0
     log = [json.loads(line) for line in (cfg.run_dir / "logs" / "half.jsonl").read_text().splitlines()]
     assert {"kd", "ce"} <= set(log[0])
+    stage = json.loads((cfg.run_dir / "logs" / "scratch.layer0.jsonl").read_text().splitlines()[0])
+    assert {"hidden", "attention"} <= set(stage)  # the progressive layer stage ran before the KD stage
 
     from compress.data.ner import tag_text
 

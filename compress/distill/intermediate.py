@@ -81,17 +81,20 @@ class IntermediateLoss(nn.Module):
 
         self.hidden_projections = nn.ModuleList(projection() for _ in layer_map)
         self.embedding_projection = projection()
+        self.only_layer: int | None = None  # progressive transfer: the one student layer being trained
 
     def forward(self, student_out, teacher_out, token_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states  # index 0: embeddings
+        layers = range(len(self.layer_map)) if self.only_layer is None else [self.only_layer]
         terms = {
-            "embedding": masked_mse(self.embedding_projection(s_hidden[0]), t_hidden[0], token_mask),
-            "hidden": torch.stack([masked_mse(project(s_hidden[i + 1]), t_hidden[t + 1], token_mask)
-                                   for i, (t, project) in enumerate(zip(self.layer_map, self.hidden_projections))]).mean(),
-            "attention": torch.stack([attention_loss(student_out.attentions[i], teacher_out.attentions[t], token_mask,
-                                                     self.attention_kind)
-                                      for i, t in enumerate(self.layer_map)]).mean(),
+            "hidden": torch.stack([masked_mse(self.hidden_projections[i](s_hidden[i + 1]),
+                                              t_hidden[self.layer_map[i] + 1], token_mask) for i in layers]).mean(),
+            "attention": torch.stack([attention_loss(student_out.attentions[i],
+                                                     teacher_out.attentions[self.layer_map[i]], token_mask,
+                                                     self.attention_kind) for i in layers]).mean(),
         }
+        if self.only_layer is None:
+            terms["embedding"] = masked_mse(self.embedding_projection(s_hidden[0]), t_hidden[0], token_mask)
         loss = sum(self.weights[name] * value for name, value in terms.items())
         return loss, {name: value.detach() for name, value in terms.items()}
 

@@ -81,11 +81,12 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
                 task: Task = TASKS["classification"], kd: KDConfig | None = None, log_path: Path | None = None,
                 description: str = "training", transfer: IntermediateLoss | None = None,
                 teacher: torch.nn.Module | None = None,
-                validate: Callable[[torch.nn.Module], float] | None = None) -> TrainResult:
+                validate: Callable[[torch.nn.Module], float] | None = None, task_loss: bool = True) -> TrainResult:
     """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
 
     With `kd`, `train` must carry the teacher's logits. With `transfer`, `teacher` runs alongside (no gradients)
     and the intermediate terms are added; the transfer's projections train with the student.
+    With `task_loss` False only the transfer terms count (progressive layer stages).
     With `validate` (model -> validation metric, higher is better), the model is scored after every epoch, ends
     with the weights of its best epoch, and stops early after `cfg.early_stopping_patience` epochs without gain.
 
@@ -114,7 +115,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
             for batch in loader:
                 with accelerator.accumulate(model):
                     outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **features)
-                    loss, terms = step_loss(task, outputs, batch, kd)
+                    loss, terms = step_loss(task, outputs, batch, kd) if task_loss else (0.0, {})
                     if transfer is not None:
                         with torch.no_grad():
                             teacher_outputs = teacher(**model_inputs(batch, accelerator.unwrap_model(teacher)),

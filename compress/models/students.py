@@ -58,6 +58,14 @@ def layer_transfer(spec: StudentConfig, student_config, teacher_config, where: s
                             options.embedding_weight, options.attention_loss, where)
 
 
+def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The student's stack of transformer layers, bottom up (progressive transfer trains them one at a time)."""
+    if isinstance(model.config, CustomTransformerConfig):
+        return model.transformer.encoder.layers
+    holder, attr, _ = _layer_list(model)
+    return getattr(holder, attr)
+
+
 def check_same_tokenizer(name: str, trust_remote_code: bool, teacher_tokenizer: PreTrainedTokenizerBase,
                          where: str) -> None:
     student_tokenizer = load_tokenizer(name, trust_remote_code, where=where)

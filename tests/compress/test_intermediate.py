@@ -101,3 +101,34 @@ def test_training_with_intermediate_transfer_lowers_the_layer_terms(tiny_bert_di
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"kd", "ce", "hidden", "attention", "embedding"} <= set(rows[0])
     assert rows[-1]["hidden"] < rows[0]["hidden"] * 0.75
+
+
+def test_progressive_stages_train_each_layer_alone_and_leave_the_rest(tiny_bert_dir, tmp_path):
+    import json
+
+    from compress.distill.progressive import train_layers_progressively
+    from compress.models.students import transformer_layers
+    from compress.tasks import TASKS
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    torch.manual_seed(0)
+    student = CustomTransformerForSequenceClassification(
+        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                num_labels=3))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    spec = CustomTransformerStudent(name="c", distill=KDConfig(method="progressive"))
+    transfer = layer_transfer(spec, student.config, teacher.config, "s")
+    split = EncodedSplit([dict(tokenizer(t), labels=0) for t in ["market shares", "goal team", "phone"] * 4])
+    train_layers_progressively(student, transformer_layers(student), transfer, teacher, split, tokenizer,
+                               TrainConfig(batch_size=4, learning_rate=1e-3), epochs_per_layer=2, seed=0,
+                               task=TASKS["classification"], log_path=tmp_path / "c.jsonl", description="t")
+    after = student.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("transformer.encoder.layers.0.") for k in changed)
+    assert any(k.startswith("transformer.encoder.layers.1.") for k in changed)
+    assert all(k.startswith("transformer.encoder.layers.") for k in changed)  # embeddings, norm, head frozen
+    assert all(p.requires_grad for p in student.parameters()) and transfer.only_layer is None
+    for k in (0, 1):
+        rows = [json.loads(line) for line in (tmp_path / f"c.layer{k}.jsonl").read_text().splitlines()]
+        assert {"hidden", "attention"} <= set(rows[0]) and "kd" not in rows[0] and "embedding" not in rows[0]

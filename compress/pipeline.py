@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
 
 from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
@@ -144,32 +144,35 @@ def train_teacher(cfg: RunConfig, data: Data, stages: _Stages) -> dict:
         if cfg.teacher.finetune:
             trained = train_model(model, data.train, tokenizer, cfg.teacher.train, cfg.seed, task=data.task,
                                   log_path=_log_path(cfg, "teacher"), description="fine-tune teacher",
-                                  validate=_validator(cfg, cfg.teacher.train, data, tokenizer))
+                                  validate=_validator(cfg, cfg.teacher.train, data, tokenizer),
+                                  checkpoint=_checkpoint(cfg, "teacher", config_hash))
         return _finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, trained, config_hash)
 
     return stages("teacher", config_hash, work)
 
 
-def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Stages) -> dict[str, torch.Tensor]:
-    """The teacher's outputs on the training split, computed once and reused by every KD student
-    (per-token outputs padded to max_length)."""
-    path = Path("cache") / "teacher_train_logits.safetensors"
+def teacher_train_logits(cfg: RunConfig, teacher: dict, data: Data, stages: _Stages) -> dict[str, np.ndarray]:
+    """The teacher's outputs on the training split, computed once and reused by every KD student and epoch
+    (per-token outputs padded to max_length). Stored as .npy and memory-mapped, so a large split's outputs
+    (SQuAD: features x positions x 2) are paged in as batches need them instead of held in memory."""
+    paths = {name: Path("cache") / f"teacher_train_{name}.npy" for name in data.task.outputs}
 
     def work() -> tuple[list[str], dict]:
         model, tokenizer = _load_saved(cfg, teacher)
         outputs = _predict(model, data.train, tokenizer, data)
-        (cfg.run_dir / path).parent.mkdir(exist_ok=True)
-        tmp = cfg.run_dir / path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in outputs.items()}, str(tmp))
-        tmp.replace(cfg.run_dir / path)
-        return [str(path)], {"features": len(data.train)}
+        (cfg.run_dir / "cache").mkdir(exist_ok=True)
+        for name, values in outputs.items():
+            tmp = cfg.run_dir / paths[name].with_suffix(".tmp.npy")
+            np.save(tmp, values.numpy())
+            tmp.replace(cfg.run_dir / paths[name])
+        return [str(p) for p in paths.values()], {"features": len(data.train)}
 
     stages("teacher_logits", stable_hash("teacher_logits", teacher["hash"]), work)
-    return load_file(str(cfg.run_dir / path))
+    return {name: np.load(cfg.run_dir / path, mmap_mode="r") for name, path in paths.items()}
 
 
 def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: dict, data: Data,
-                  stages: _Stages, teacher_logits: dict[str, torch.Tensor] | None) -> dict:
+                  stages: _Stages, teacher_logits: dict[str, np.ndarray] | None) -> dict:
     """A student of any kind, trained with KD from the teacher's cached outputs or, as baseline, without."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
@@ -202,7 +205,8 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: d
         trained = train_model(model, train, tokenizer, student.train, cfg.seed, task=data.task,
                               kd=student.distill if kd else None, log_path=_log_path(cfg, name),
                               description=f"{'distil' if kd else 'train'} {name}", transfer=transfer,
-                              teacher=teacher_model, validate=_validator(cfg, student.train, data, tokenizer))
+                              teacher=teacher_model, validate=_validator(cfg, student.train, data, tokenizer),
+                              checkpoint=_checkpoint(cfg, name, config_hash))
         trained = replace(trained, seconds=trained.seconds + stage_seconds)
         if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
             tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"students.{index}.model")
@@ -296,6 +300,7 @@ def _finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None
     metrics = data.task.evaluate(_predict(model, data.test, tokenizer, data), data.test, cfg, data.label_names)
     rel = name if role == "teacher" else f"students/{name}"
     save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
+    _checkpoint(cfg, name, config_hash).unlink(missing_ok=True)  # the saved model supersedes it
     console.print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     # family is the saved architecture (what loads it); student_kind says how the student was made.
     return [rel], {"name": name, "role": role, "family": model.config.model_type, "student_kind": student_kind,
@@ -321,6 +326,12 @@ def _bench_environment(run_dir: Path) -> dict:
     import json
 
     return json.loads((run_dir / "bench.json").read_text())["environment"]
+
+
+def _checkpoint(cfg: RunConfig, name: str, config_hash: str) -> Path:
+    """Where training state is kept between epochs; the hash in the name keeps a changed config from resuming
+    another config's training."""
+    return cfg.run_dir / "checkpoints" / f"{name}-{config_hash}.pt"
 
 
 def _log_path(cfg: RunConfig, name: str) -> Path:

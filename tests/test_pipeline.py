@@ -57,10 +57,11 @@ def test_run_folder_layout(first_run):
     d = cfg.run_dir
     for path in ("manifest.json", "config.yaml", "teacher/model.safetensors", "students/half/config.json",
                  "students/half-baseline/model.safetensors", "exports/half/model.onnx", "bench.json",
-                 "logs/half.jsonl", "cache/teacher_train_logits.safetensors"):
+                 "logs/half.jsonl", "cache/teacher_train_logits.npy"):
         assert (d / path).exists(), path
     assert yaml.safe_load((d / "config.yaml").read_text())["name"] == "tiny"
     assert not list(d.rglob("*.tmp"))
+    assert not list(d.glob("checkpoints/*.pt"))  # training checkpoints go once their model is saved
     kd_log = [json.loads(line) for line in (d / "logs" / "half.jsonl").read_text().splitlines()]
     assert "kd" in kd_log[0] and "kd" not in json.loads((d / "logs" / "half-baseline.jsonl").read_text().splitlines()[0])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -25,7 +26,7 @@ class EncodedSplit(Dataset):
 
     features: list[dict]
     sequence_outputs: bool = False
-    teacher: dict[str, torch.Tensor] | None = None
+    teacher: dict[str, torch.Tensor | np.ndarray] | None = None
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -34,10 +35,11 @@ class EncodedSplit(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = dict(self.features[i])
         for name, values in (self.teacher or {}).items():
-            item[f"teacher_{name}"] = values[i]
+            value = values[i]  # a tensor, or a row of a memory-mapped array read from disk here
+            item[f"teacher_{name}"] = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
         return item
 
-    def with_teacher(self, outputs: dict[str, torch.Tensor]) -> "EncodedSplit":
+    def with_teacher(self, outputs: dict[str, torch.Tensor | np.ndarray]) -> "EncodedSplit":
         assert all(len(v) == len(self.features) for v in outputs.values()), "one teacher output per feature"
         return replace(self, teacher=outputs)
 

@@ -81,7 +81,8 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
                 task: Task = TASKS["classification"], kd: KDConfig | None = None, log_path: Path | None = None,
                 description: str = "training", transfer: IntermediateLoss | None = None,
                 teacher: torch.nn.Module | None = None,
-                validate: Callable[[torch.nn.Module], float] | None = None, task_loss: bool = True) -> TrainResult:
+                validate: Callable[[torch.nn.Module], float] | None = None, task_loss: bool = True,
+                checkpoint: Path | None = None) -> TrainResult:
     """Train `model` in place on `train` (prepare() wraps, never copies, its parameters).
 
     With `kd`, `train` must carry the teacher's logits. With `transfer`, `teacher` runs alongside (no gradients)
@@ -90,11 +91,16 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
     With `validate` (model -> validation metric, higher is better), the model is scored after every epoch, ends
     with the weights of its best epoch, and stops early after `cfg.early_stopping_patience` epochs without gain.
 
+    With `checkpoint` (a file path), the training state is saved there after every epoch, and a run that finds
+    one resumes after its epoch: the data order is seeded per epoch and the random state is saved, so the result
+    is the one an uninterrupted run gives. The caller deletes the file once the model is saved.
+
     Each step's loss terms, and each epoch's validation metric, go to `log_path` as JSON lines.
     """
     set_seed(seed)
     accelerator = make_accelerator(cfg)
     loader = make_loader(train, tokenizer, cfg.batch_size, shuffle=True, seed=seed)
+    order = loader.generator  # reseeded every epoch: the data order depends on (seed, epoch) only
     trained = model if transfer is None else torch.nn.ModuleList([model, transfer])
     optimizer = make_optimizer(trained, cfg)
     total = cfg.epochs * math.ceil(len(loader) / cfg.gradient_accumulation_steps)  # optimizer steps
@@ -106,11 +112,15 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
     features = {"output_hidden_states": True, "output_attentions": True} if transfer is not None else {}
     student_inputs = accepted_inputs(accelerator.unwrap_model(model))
 
-    log = log_path.open("w", buffering=1) if log_path and accelerator.is_main_process else None
-    start, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
-    best = _Best()
-    with track_steps(description, cfg.epochs * len(loader)) as advance:
-        for epoch in range(cfg.epochs):
+    best, first_epoch, step = _Best(), 0, 0
+    resumable = (trained, optimizer, scheduler, best)
+    if checkpoint is not None and checkpoint.is_file():
+        first_epoch, step = _load_checkpoint(checkpoint, *resumable)
+    log = log_path.open("a" if first_epoch else "w", buffering=1) if log_path and accelerator.is_main_process else None
+    start, loss, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
+    with track_steps(description, (cfg.epochs - first_epoch) * len(loader)) as advance:
+        for epoch in range(first_epoch, cfg.epochs):
+            order.manual_seed(seed + epoch)
             model.train()
             for batch in loader:
                 with accelerator.accumulate(model):
@@ -138,13 +148,38 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
                 if log:
                     log.write(json.dumps({"epoch": epoch, "validation": metric}) + "\n")
                 best.update(epoch, metric, accelerator.unwrap_model(model))
-                if cfg.early_stopping_patience is not None and epoch - best.epoch >= cfg.early_stopping_patience:
-                    break
+            if checkpoint is not None and accelerator.is_main_process:
+                _save_checkpoint(checkpoint, epoch, step, *resumable)
+            if validate is not None and cfg.early_stopping_patience is not None \
+                    and epoch - best.epoch >= cfg.early_stopping_patience:
+                break
     if log:
         log.close()
     best.restore(accelerator.unwrap_model(model))
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(loss.item()),
                        epochs_run=epoch + 1, best_epoch=best.epoch, best_validation=best.metric)
+
+
+def _save_checkpoint(path: Path, epoch: int, step: int, trained: torch.nn.Module, optimizer, scheduler,
+                     best: "_Best") -> None:
+    state = {"epoch": epoch, "step": step, "model": trained.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "best_epoch": best.epoch,
+             "best_metric": best.metric, "best_state": best.state}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a kill mid-save leaves the previous epoch's checkpoint whole
+
+
+def _load_checkpoint(path: Path, trained: torch.nn.Module, optimizer, scheduler, best: "_Best") -> tuple[int, int]:
+    """Restore what _save_checkpoint wrote; returns (first epoch to run, steps done)."""
+    state = torch.load(path, weights_only=True)  # tensors and plain values only: no pickled code runs
+    trained.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    best.epoch, best.metric, best.state = state["best_epoch"], state["best_metric"], state["best_state"]
+    return state["epoch"] + 1, state["step"]
 
 
 class _Best:

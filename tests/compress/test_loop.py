@@ -1,3 +1,4 @@
+import pytest
 import math
 import json
 
@@ -112,3 +113,35 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
     # ...and a later model in the same process may train in full precision again.
     model, tokenizer, split = _toy(tiny_bert_dir)
     assert train_model(model, split, tokenizer, TrainConfig(epochs=1, batch_size=4), 0).steps == 3
+
+
+def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
+    from compress.config import TrainConfig
+    from compress.distill.loop import train_model
+
+    import time
+
+    def improving(m):  # every epoch better than the last, so each run ends with its last epoch's weights
+        return time.monotonic()
+
+    cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-3)
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    train_model(model, split, tokenizer, cfg, 0, validate=improving)
+    uninterrupted = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def killed_in_second_epoch(m):
+        killed_in_second_epoch.calls += 1
+        if killed_in_second_epoch.calls == 2:
+            raise KeyboardInterrupt
+        return improving(m)
+    killed_in_second_epoch.calls = 0
+
+    checkpoint = tmp_path / "ckpt" / "model.pt"
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(model, split, tokenizer, cfg, 0, validate=killed_in_second_epoch, checkpoint=checkpoint)
+    assert checkpoint.is_file() and not list(checkpoint.parent.glob("*.tmp"))
+    model, tokenizer, split = _toy(tiny_bert_dir)  # a fresh process: a new model, the checkpoint on disk
+    result = train_model(model, split, tokenizer, cfg, 0, validate=improving, checkpoint=checkpoint)
+    assert result.epochs_run == 3 and result.steps == 9 and result.best_epoch == 2
+    assert all(torch.equal(model.state_dict()[k], uninterrupted[k]) for k in uninterrupted)

@@ -124,3 +124,36 @@ def test_training_a_few_steps_lowers_the_loss(kind, tiny_bert_dir):
     with torch.no_grad():
         after = loss(model(**batch).logits, labels).item()
     assert after < before * 0.5
+
+
+def token_features(tokenizer, task):
+    """NER: a word's tag says whether it is a city; QA: the answer is the city's token."""
+    rows = []
+    for i in range(24):
+        city = ["paris", "london", "berlin"][i % 3]
+        enc = tokenizer(f"alice flew to {city} today")
+        ids = enc["input_ids"]
+        position = ids.index(tokenizer.convert_tokens_to_ids(city))
+        if task == "ner":
+            labels = [-100 if t in (tokenizer.cls_token_id, tokenizer.sep_token_id) else int(j == position)
+                      for j, t in enumerate(ids)]
+            rows.append(dict(enc, labels=labels))
+        else:
+            rows.append(dict(enc, start_positions=position, end_positions=position))
+    return EncodedSplit(rows, sequence_outputs=True)
+
+
+@pytest.mark.parametrize("kind", ["custom", "bilstm"])
+@pytest.mark.parametrize("task", ["ner", "qa"])
+def test_per_token_heads_learn_in_a_few_steps(kind, task, tiny_bert_dir, tmp_path):
+    import json
+
+    model, tokenizer = build(kind, task, tiny_bert_dir)
+    log = tmp_path / "log.jsonl"
+    train_model(model, token_features(tokenizer, task), tokenizer,
+                TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0), 0, task=TASKS[task],
+                log_path=log)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    first = sum(r["loss"] for r in rows if r["epoch"] == 0) / 3
+    last = sum(r["loss"] for r in rows if r["epoch"] == 19) / 3
+    assert last < 0.5 * first

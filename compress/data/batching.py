@@ -79,8 +79,11 @@ def model_inputs(batch: dict[str, torch.Tensor], model: torch.nn.Module | None =
 
 
 def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
+    """The inputs `model.forward` names; a forward that names none but takes **kwargs (a wrapper) gets them all."""
     parameters = inspect.signature(model.forward).parameters
-    return tuple(name for name in MODEL_INPUTS if name in parameters)
+    named = tuple(name for name in MODEL_INPUTS if name in parameters)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return named if named or not takes_any else MODEL_INPUTS
 
 
 @torch.inference_mode()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from compress.data.batching import accepted_inputs
+
 
 def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Random token ids with a full attention mask: dense compute does not depend on which tokens they are."""
@@ -20,11 +22,10 @@ def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: li
 
 
 def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
-    from compress.data.batching import accepted_inputs
-
     model.eval()
     device = next(model.parameters()).device
-    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in accepted_inputs(model)}
+    names = accepted_inputs(model)
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in names}
 
     def run() -> object:
         with torch.inference_mode():

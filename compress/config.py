@@ -32,24 +32,26 @@ class BbcNewsSource(Strict):
     kind: Literal["bbc_news"] = "bbc_news"
 
 
-class LocalSource(Strict):
-    """CSV or JSONL files on disk. Splits that are not given are carved out of `train` (stratified, seeded)."""
+class SplitFiles(Strict):
+    """Split files on disk; the splits that are not given are carved out of `train` (seeded)."""
 
-    kind: Literal["local"] = "local"
     train: Path
     validation: Path | None = None
     test: Path | None = None
+
+
+class LocalSource(SplitFiles):
+    """CSV or JSONL files on disk. Splits that are not given are carved out of `train` (stratified, seeded)."""
+
+    kind: Literal["local"] = "local"
     text_column: str = "text"
     label_column: str = "label"
 
 
-class ConllSource(Strict):
+class ConllSource(SplitFiles):
     """NER: CoNLL column files (one token per line, blank line between sentences, -DOCSTART- skipped)."""
 
     kind: Literal["conll"] = "conll"
-    train: Path
-    validation: Path | None = None
-    test: Path | None = None
     word_column: int = 0
     tag_column: int = Field(-1, description="CoNLL-2003 keeps the NER tag last")
 
@@ -60,13 +62,10 @@ class Wnut16Source(Strict):
     kind: Literal["wnut16"] = "wnut16"
 
 
-class SquadSource(Strict):
+class SquadSource(SplitFiles):
     """Extractive QA: SQuAD-format JSON files (v1.1, or v2.0 with unanswerable questions)."""
 
     kind: Literal["squad"] = "squad"
-    train: Path
-    validation: Path | None = None
-    test: Path | None = None
 
 
 class HubSource(Strict):

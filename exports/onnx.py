@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from compress.artifacts import replace_dir
+from compress.data.batching import accepted_inputs
 from compress.errors import UserError
 
 
@@ -42,11 +43,10 @@ def export_hf_model(model_dir: Path, out_dir: Path, task: str, opset: int) -> Pa
 def parity_max_abs_diff(model: torch.nn.Module, session, feeds: dict[str, np.ndarray]) -> float:
     """Max abs difference between PyTorch and ONNX Runtime on every output the graph has (logits, or start
     and end logits), on the same inputs."""
-    from compress.data.batching import accepted_inputs
-
     model.eval()
+    names = accepted_inputs(model)
     with torch.inference_mode():
-        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in accepted_inputs(model)})
+        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in names})
     names = {i.name for i in session.get_inputs()}
     got = session.run(None, {k: v for k, v in feeds.items() if k in names})
     return max(float(np.abs(getattr(expected, out.name).float().numpy() - value).max())

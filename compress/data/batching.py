@@ -72,14 +72,8 @@ def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, 
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
 
 
-def model_inputs(batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """The batch's model inputs; with `model`, only those its forward takes (DistilBERT has no token_type_ids)."""
-    names = MODEL_INPUTS if model is None else accepted_inputs(model)
-    return {k: v for k, v in batch.items() if k in names}
-
-
 def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
-    """The inputs `model.forward` names; a forward that names none but takes **kwargs (a wrapper) gets them all."""
+    """The model inputs `model.forward` names (DistilBERT has no token_type_ids); a forward that names none but takes **kwargs (a wrapper) gets them all."""
     parameters = inspect.signature(model.forward).parameters
     named = tuple(name for name in MODEL_INPUTS if name in parameters)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -93,8 +87,9 @@ def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names
     model.eval()
     device = next(model.parameters()).device
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
+    names = accepted_inputs(model)
     for batch in make_loader(split.head(len(split)), tokenizer, batch_size, shuffle=False):
-        out = model(**{k: v.to(device) for k, v in model_inputs(batch, model).items()})
+        out = model(**{k: v.to(device) for k, v in batch.items() if k in names})
         for name in output_names:
             value = getattr(out, name).float().cpu()
             if pad_to is not None and value.shape[1] < pad_to:

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
 from compress.config import KDConfig, TrainConfig
-from compress.data.batching import EncodedSplit, accepted_inputs, make_loader, model_inputs
+from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
 from compress.distill.intermediate import IntermediateLoss
 from compress.distill.losses import hybrid_loss, kd_loss
 from compress.progress import track_steps
@@ -111,6 +111,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
         teacher.eval()
     features = {"output_hidden_states": True, "output_attentions": True} if transfer is not None else {}
     student_inputs = accepted_inputs(accelerator.unwrap_model(model))
+    teacher_inputs = accepted_inputs(accelerator.unwrap_model(teacher)) if teacher is not None else ()
 
     best, first_epoch, step = _Best(), 0, 0
     resumable = (trained, optimizer, scheduler, best)
@@ -128,7 +129,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: Tra
                     loss, terms = step_loss(task, outputs, batch, kd) if task_loss else (0.0, {})
                     if transfer is not None:
                         with torch.no_grad():
-                            teacher_outputs = teacher(**model_inputs(batch, accelerator.unwrap_model(teacher)),
+                            teacher_outputs = teacher(**{k: v for k, v in batch.items() if k in teacher_inputs},
                                                       **features)
                         extra, extra_terms = transfer(outputs, teacher_outputs, batch["attention_mask"])
                         loss, terms = loss + extra, terms | extra_terms

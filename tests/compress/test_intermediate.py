@@ -13,6 +13,18 @@ from compress.models.custom import CustomTransformerConfig, CustomTransformerFor
 from compress.models.students import layer_transfer
 
 
+def tiny_pair(tiny_bert_dir):
+    """The tiny BERT as teacher (eager attention, so it returns attention maps) and a seeded 2-layer, 16-wide
+    custom student: narrower than the teacher, with half its heads."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    torch.manual_seed(0)
+    student = CustomTransformerForSequenceClassification(
+        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                num_labels=3))
+    return tokenizer, teacher, student
+
+
 def test_uniform_map_ends_on_the_last_teacher_layer():
     assert uniform_layer_map(3, 6) == [1, 3, 5]
     assert uniform_layer_map(4, 12) == [2, 5, 8, 11]
@@ -43,10 +55,7 @@ def test_padding_does_not_count():
 
 
 def test_projection_where_widths_differ_and_gradients_reach_it(tiny_bert_dir):
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
-    student = CustomTransformerForSequenceClassification(
-        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                num_labels=3))
+    _, teacher, student = tiny_pair(tiny_bert_dir)
     spec = CustomTransformerStudent(name="c", distill=KDConfig(method="intermediate"))
     transfer = layer_transfer(spec, student.config, teacher.config, where="students.0")
     assert transfer.layer_map == [1, 3] and isinstance(transfer.hidden_projections[0], torch.nn.Linear)
@@ -82,12 +91,7 @@ def test_a_bad_layer_map_is_a_user_error(tiny_bert_dir):
 def test_training_with_intermediate_transfer_lowers_the_layer_terms(tiny_bert_dir, tmp_path):
     import json
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
-    torch.manual_seed(0)
-    student = CustomTransformerForSequenceClassification(
-        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                num_labels=3))
+    tokenizer, teacher, student = tiny_pair(tiny_bert_dir)
     texts = ["market shares profit", "match goal team", "software phone digital", "the bank said"] * 6
     features = [dict(tokenizer(t), labels=i % 3) for i, t in enumerate(texts)]
     with torch.no_grad():
@@ -110,12 +114,7 @@ def test_progressive_stages_train_each_layer_alone_and_leave_the_rest(tiny_bert_
     from compress.models.students import transformer_layers
     from compress.tasks import TASKS
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
-    torch.manual_seed(0)
-    student = CustomTransformerForSequenceClassification(
-        CustomTransformerConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                num_labels=3))
+    tokenizer, teacher, student = tiny_pair(tiny_bert_dir)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     spec = CustomTransformerStudent(name="c", distill=KDConfig(method="progressive"))
     transfer = layer_transfer(spec, student.config, teacher.config, "s")

@@ -40,3 +40,19 @@ def save_pretrained_atomic(model, tokenizer, dest: Path) -> None:
 
 def folder_size_mb(path: Path, pattern: str = "*.safetensors") -> float:
     return sum(f.stat().st_size for f in Path(path).glob(pattern)) / 1e6
+
+
+def compressed_size_mb(path: Path, pattern: str = "*.safetensors", chunk_mb: int = 4) -> float:
+    """Size of the weight files after zlib (level 1, in independent 4 MB chunks, compressed on all cores):
+    what zeroed weights save on disk or over the wire, where the dense file size does not move."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunks():
+        for file in sorted(Path(path).glob(pattern)):
+            with file.open("rb") as f:
+                while block := f.read(chunk_mb * 1_000_000):
+                    yield block
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # zlib releases the GIL
+        return sum(pool.map(lambda block: len(zlib.compress(block, 1)), chunks())) / 1e6

@@ -281,6 +281,83 @@ StudentConfig = Annotated[Union[Annotated[LayerDroppedStudent, Tag("layer_droppe
 STUDENT_KINDS = {"layer_dropped", "checkpoint", "custom_transformer", "bilstm"}
 
 
+# ---------------------------------------------------------------- pruning and quantisation
+
+
+class RecoveryConfig(Strict):
+    """Fine-tuning against the teacher after each pruning step (KD recovery); `epochs: 0` turns it off."""
+
+    epochs: int = Field(1, ge=0, description="per pruning step")
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    distill: KDConfig = KDConfig()
+
+    @field_validator("distill")
+    @classmethod
+    def _logit_methods_only(cls, kd: KDConfig) -> KDConfig:
+        if kd.method not in ("logit", "hybrid"):
+            raise ValueError(f"recovery uses logit or hybrid KD (the pruned shapes no longer match the teacher's "
+                             f"layer by layer), not '{kd.method}'")
+        return kd
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=max(self.epochs, 1), batch_size=self.batch_size, learning_rate=self.learning_rate,
+                           weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+                           max_grad_norm=self.max_grad_norm)
+
+
+class PruneBase(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(description="the model to prune: a student, '<student>-baseline' or an earlier prune entry")
+    steps: int = Field(1, ge=1, description="reach the target in this many prune + recover steps")
+    recovery: RecoveryConfig = RecoveryConfig()
+
+
+class StructuredPrune(PruneBase):
+    """Remove whole attention heads and FFN neurons (torch-pruning), so the matrices really shrink."""
+
+    kind: Literal["structured"] = "structured"
+    head_ratio: float = Field(0.5, ge=0, lt=1, description="share of attention heads to remove")
+    ffn_ratio: float = Field(0.5, ge=0, lt=1, description="share of feed-forward neurons to remove")
+    importance: Literal["magnitude", "taylor"] = Field("magnitude", description="L1 of the weights, or "
+                                                       "|weight x gradient| over a few training batches")
+    scope: Literal["local", "global"] = Field("local", description="local: the same share in every layer; global: "
+                                              "ranked across layers, so layers may end with different sizes")
+
+    @model_validator(mode="after")
+    def _something_to_prune(self) -> "StructuredPrune":
+        if self.head_ratio == 0 and self.ffn_ratio == 0:
+            raise ValueError("head_ratio and ffn_ratio are both 0: nothing to prune")
+        return self
+
+
+class UnstructuredPrune(PruneBase):
+    """L1 unstructured: zero the smallest weights (torch.nn.utils.prune), made permanent. The matrices keep
+    their shape, so dense kernels do not get faster; the file compresses."""
+
+    kind: Literal["unstructured"] = "unstructured"
+    amount: float = Field(0.5, gt=0, lt=1, description="share of the pruned layers' weights to zero")
+    scope: Literal["global", "per_layer"] = Field("global", description="global: smallest weights across all "
+                                                  "pruned layers; per_layer: the same share in each")
+    layers: list[str] | None = Field(None, description="module names to prune (Linear, LSTM, Embedding); default: "
+                                     "every Linear and LSTM but the task head")
+
+
+PruneConfig = Annotated[Union[StructuredPrune, UnstructuredPrune], Field(discriminator="kind")]
+PRUNE_KINDS = {"structured", "unstructured"}
+
+
+class QuantizeConfig(Strict):
+    """PyTorch dynamic int8: Linear and LSTM weights stored in int8, activations quantised on the fly."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(description="the model to quantise: a student, '<student>-baseline' or a prune entry")
+    method: Literal["dynamic_int8"] = "dynamic_int8"
+
+
 # ---------------------------------------------------------------- export and bench
 
 
@@ -309,6 +386,8 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
     students: list[StudentConfig] = []
+    prune: list[PruneConfig] = []
+    quantize: list[QuantizeConfig] = []
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
 
@@ -324,12 +403,28 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _unique_model_names(self) -> "RunConfig":
         # Every model gets a folder, an export and a report row by name: baselines are "<name>-baseline".
-        names = ["teacher"] + [n for s in self.students for n in ([s.name, f"{s.name}-baseline"] if s.baseline else [s.name])]
+        names = ["teacher"] + self.student_names() + [p.name for p in self.prune] + [q.name for q in self.quantize]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique ('teacher' and '<student>-baseline' are taken), "
                              f"repeated: {', '.join(dupes)}")
         return self
+
+    @model_validator(mode="after")
+    def _compress_known_models(self) -> "RunConfig":
+        # Pruning and quantisation start from a trained student or an earlier prune entry (they run in order).
+        known = self.student_names()
+        for key, entries in (("prune", self.prune), ("quantize", self.quantize)):
+            for i, entry in enumerate(entries):
+                if entry.model not in known:
+                    raise ValueError(f"{key}.{i}.model '{entry.model}' is not a model of this run before it "
+                                     f"(choose from: {', '.join(known) or 'none; add a student'})")
+                if key == "prune":
+                    known = known + [entry.name]
+        return self
+
+    def student_names(self) -> list[str]:
+        return [n for s in self.students for n in ([s.name, f"{s.name}-baseline"] if s.baseline else [s.name])]
 
     @property
     def run_dir(self) -> Path:
@@ -388,7 +483,7 @@ def _first_problem(err: ValidationError, path: Path) -> UserError:
     problem = err.errors()[0]
     # Drop the union tags pydantic puts in the path (data.source.local.train -> data.source.train,
     # students.0.bilstm.hidden_size -> students.0.hidden_size).
-    loc = [p for i, p in enumerate(problem["loc"]) if not (i and p in SOURCE_KINDS | STUDENT_KINDS
+    loc = [p for i, p in enumerate(problem["loc"]) if not (i and p in SOURCE_KINDS | STUDENT_KINDS | PRUNE_KINDS
                                                           and (problem["loc"][i - 1] == "source" or isinstance(problem["loc"][i - 1], int)))]
     key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""

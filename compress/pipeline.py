@@ -1,4 +1,4 @@
-"""`compress run`: data -> teacher -> students (KD + baseline) -> export -> bench -> report.
+"""`compress run`: data -> teacher -> students (KD + baseline) -> prune -> quantise -> export -> bench -> report.
 
 Each stage is a plain function that writes under the run folder and records itself in manifest.json with a hash
 of the config it depends on (chained through the hashes of the stages it reads), so an interrupted run resumes
@@ -7,6 +7,7 @@ and a change re-runs only the stages downstream of it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from accelerate.utils import set_seed
 from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_calls
-from compress.artifacts import folder_size_mb, save_pretrained_atomic, write_json_atomic, write_text_atomic
-from compress.config import RunConfig, StudentConfig, TrainConfig, dump_config, stable_hash
-from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict
-from compress.distill.loop import TrainResult, train_model
+from bench.flops import count_flops
+from compress.artifacts import (compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic,
+                                write_text_atomic)
+from compress.config import (KDConfig, PruneConfig, QuantizeConfig, RunConfig, StructuredPrune, StudentConfig,
+                             TrainConfig, dump_config, stable_hash)
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, make_loader, predict
+from compress.distill.loop import TrainResult, step_loss, train_model
 from compress.manifest import Manifest
 from compress.distill.progressive import train_layers_progressively
 from compress.models.students import OWN_FAMILIES, build_student, layer_transfer, transformer_layers
@@ -28,6 +32,9 @@ from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.progress import console
+from compress.prune import (count_nonzero, layer_parts, layer_sparsity, make_permanent, prune_structured,
+                            prune_unstructured, target_sparsity, unstructured_targets)
+from compress.quantize import argmax_agreement, quantize_dynamic_int8, save_quantized
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
@@ -90,7 +97,16 @@ def run(cfg: RunConfig) -> RunResult:
         models.append(train_student(cfg, index, student, teacher, data, stages, teacher_logits=logits))
         if student.baseline:
             models.append(train_student(cfg, index, student, teacher, data, stages, teacher_logits=None))
-    exports = {m["name"]: export_model(cfg, m, data, stages) for m in models} if cfg.export.enabled else {}
+    for index, spec in enumerate(cfg.prune):
+        logits = teacher_train_logits(cfg, teacher, data, stages)
+        source = next(m for m in models if m["name"] == spec.model)
+        models.append(prune_model(cfg, index, spec, source, teacher, data, stages, logits))
+    for spec in cfg.quantize:
+        source = next(m for m in models if m["name"] == spec.model)
+        models.append(quantize_model(cfg, spec, source, data, stages))
+    # PyTorch int8 models have no ONNX export (ONNX Runtime quantises the fp32 export instead).
+    exports = {m["name"]: export_model(cfg, m, data, stages) for m in models
+               if m["role"] != "quantized"} if cfg.export.enabled else {}
     bench = benchmark(cfg, models, exports, stages)
 
     report = build_report(cfg, models, exports, bench, _bench_environment(run_dir))
@@ -215,6 +231,105 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: d
     return stages(f"{role}:{name}", config_hash, work)
 
 
+def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: dict, teacher: dict, data: Data,
+                stages: _Stages, teacher_logits: dict[str, np.ndarray]) -> dict:
+    """Prune `source` to the target in `spec.steps` steps; after each, recover with KD against the teacher's
+    cached outputs and score the validation split (logged, and kept in the report row)."""
+    name, where = spec.name, f"prune.{index}"
+    config_hash = stable_hash("prune", source["hash"], teacher["hash"], spec.model_dump(mode="json", exclude={"name"}))
+    structured = isinstance(spec, StructuredPrune)
+
+    def work() -> tuple[list[str], dict]:
+        model, tokenizer = _load_saved(cfg, source)
+        train = data.train.with_teacher(teacher_logits)
+        validate = _validation_scorer(cfg, data, tokenizer)
+        if structured:
+            parts = layer_parts(model, where)
+            start_heads, start_neurons = [p.heads for p in parts], [p.neurons for p in parts]
+        else:
+            targets = unstructured_targets(model, spec.layers, where)
+        history, seconds, log = [], 0.0, _log_path(cfg, name)
+        log.write_text("")
+        for step in range(1, spec.steps + 1):
+            share = step / spec.steps  # of the target, reached linearly
+            set_seed(cfg.seed + step)
+            if structured:
+                if spec.importance == "taylor":
+                    accumulate_gradients(model, train, tokenizer, data.task, spec.recovery.distill, cfg.seed)
+                prune_structured(model, spec.head_ratio * share, spec.ffn_ratio * share, spec.importance,
+                                 spec.scope, start_heads, start_neurons, where)
+            else:
+                prune_unstructured(targets, spec.amount * share, spec.scope)
+            before = validate(model)
+            if spec.recovery.epochs:
+                trained = train_model(model, train, tokenizer, spec.recovery.train_config(), cfg.seed,
+                                      task=data.task, kd=spec.recovery.distill,
+                                      log_path=_log_path(cfg, f"{name}.step{step}"),
+                                      description=f"recover {name} ({step}/{spec.steps})", validate=validate,
+                                      checkpoint=_checkpoint(cfg, f"{name}.step{step}", config_hash))
+                seconds += trained.seconds
+            record = {"step": step, "params": sum(p.numel() for p in model.parameters()) if structured else None,
+                      "sparsity": None if structured else target_sparsity(targets),
+                      "heads": [p.heads for p in layer_parts(model, where)] if structured else None,
+                      "ffn_sizes": [p.neurons for p in layer_parts(model, where)] if structured else None,
+                      "validation_after_prune": before, "validation": validate(model)}
+            history.append(record)
+            with log.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            console.print(f"{name} step {step}/{spec.steps}: validation {before:.4f} after pruning, "
+                          f"{record['validation']:.4f} after recovery")
+        if not structured:
+            make_permanent(targets)
+        trained = TrainResult(steps=0, seconds=seconds, final_loss=0.0, epochs_run=spec.recovery.epochs * spec.steps)
+        files, result = _finish_model(cfg, name, "pruned", source["student_kind"], model, tokenizer, data, trained,
+                                      config_hash, rel=f"pruned/{name}")
+        for step in range(1, spec.steps + 1):
+            _checkpoint(cfg, f"{name}.step{step}", config_hash).unlink(missing_ok=True)
+        sparsity = {k: v for k, v in layer_sparsity(model).items() if v > 0}
+        return files, result | {"source": source["name"], "prune": {"kind": spec.kind, "steps": history,
+                                                                     "layer_sparsity": sparsity}}
+
+    return stages(f"prune:{name}", config_hash, work)
+
+
+def accumulate_gradients(model, train: EncodedSplit, tokenizer, task: Task, kd: KDConfig, seed: int,
+                         batches: int = 8) -> None:
+    """Gradients of the distillation loss over a few training batches, left in .grad for Taylor importance."""
+    model.zero_grad(set_to_none=True)
+    model.train()
+    inputs = accepted_inputs(model)
+    for i, batch in enumerate(make_loader(train, tokenizer, batch_size=16, shuffle=True, seed=seed)):
+        if i == batches:
+            break
+        outputs = model(**{k: v for k, v in batch.items() if k in inputs})
+        step_loss(task, outputs, batch, kd)[0].backward()
+    model.eval()
+
+
+def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: dict, data: Data, stages: _Stages) -> dict:
+    """PyTorch dynamic int8 of `source`; how often it picks what the fp32 model picks is measured on the test split."""
+    config_hash = stable_hash("quantize", source["hash"], spec.model_dump(mode="json", exclude={"name"}))
+
+    def work() -> tuple[list[str], dict]:
+        fp32, tokenizer = _load_saved(cfg, source)
+        model = quantize_dynamic_int8(fp32)
+        mask = _token_mask(data.test) if data.task.per_token else None
+        agreement = argmax_agreement(_predict(fp32, data.test, tokenizer, data),
+                                     _predict(model, data.test, tokenizer, data), mask)
+        files, result = _finish_model(cfg, spec.name, "quantized", source["student_kind"], model, tokenizer, data,
+                                      None, config_hash, rel=f"quantized/{spec.name}", weights_of=fp32)
+        return files, result | {"source": source["name"], "argmax_agreement": agreement}
+
+    return stages(f"quantize:{spec.name}", config_hash, work)
+
+
+def _token_mask(split: EncodedSplit) -> torch.Tensor:
+    """(N, max_length) 1 on real tokens, as predict() pads per-token outputs."""
+    lengths = [len(f["input_ids"]) for f in split.features]
+    width = max(lengths)
+    return torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+
+
 def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages) -> dict:
     """ONNX (optimum for HF families, torch.onnx for ours), then parity against PyTorch on held-out text."""
     name = model_result["name"]
@@ -226,8 +341,7 @@ def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages
         if model_result["family"] in OWN_FAMILIES:  # optimum knows only HF architectures
             onnx_path = export_torch_model(model, tokenizer, out_dir, data.task.outputs, cfg.export.opset)
         else:
-            onnx_path = export_hf_model(cfg.run_dir / model_result["dir"], out_dir, data.task.export_task,
-                                        cfg.export.opset)
+            onnx_path = export_hf_model(model, tokenizer, out_dir, data.task.export_task, cfg.export.opset)
         batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
         feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
         diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
@@ -253,7 +367,8 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
             feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
             console.print(f"bench {m['name']}: batch {b.batch_size}, {b.seq_len} tokens")
-            entry = {"torch": time_calls(torch_runner(model, feeds), b.warmup, b.iters).to_dict(), "ort": None}
+            entry = {"torch": time_calls(torch_runner(model, feeds), b.warmup, b.iters).to_dict(), "ort": None,
+                     "flops": count_flops(model, feeds)}
             if m["name"] in exports:
                 session = create_session(cfg.run_dir / exports[m["name"]]["onnx_path"], threads=b.threads)
                 entry["ort"] = time_calls(ort_runner(session, feeds), b.warmup, b.iters).to_dict()
@@ -284,9 +399,10 @@ def quiet_libraries() -> None:
 
 def _validator(cfg: RunConfig, train: TrainConfig, data: Data, tokenizer):
     """model -> the task's headline metric on the validation split, for best-epoch selection and early stopping."""
-    if not train.validate_every_epoch:
-        return None
+    return _validation_scorer(cfg, data, tokenizer) if train.validate_every_epoch else None
 
+
+def _validation_scorer(cfg: RunConfig, data: Data, tokenizer):
     def score(model) -> float:
         outputs = _predict(model, data.validation, tokenizer, data)
         return data.task.evaluate(outputs, data.validation, cfg, data.label_names)[data.task.metric]
@@ -295,18 +411,26 @@ def _validator(cfg: RunConfig, train: TrainConfig, data: Data, tokenizer):
 
 
 def _finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
-                  trained: TrainResult | None, config_hash: str) -> tuple[list[str], dict]:
-    """Evaluate on the test split, save atomically, and describe the model for the report."""
+                  trained: TrainResult | None, config_hash: str, rel: str | None = None,
+                  weights_of=None) -> tuple[list[str], dict]:
+    """Evaluate on the test split, save atomically, and describe the model for the report. `weights_of` is the
+    fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters())."""
     metrics = data.task.evaluate(_predict(model, data.test, tokenizer, data), data.test, cfg, data.label_names)
-    rel = name if role == "teacher" else f"students/{name}"
-    save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
+    rel = rel or (name if role == "teacher" else f"students/{name}")
+    if role == "quantized":
+        save_quantized(model, tokenizer, cfg.run_dir / rel)
+    else:
+        save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
     _checkpoint(cfg, name, config_hash).unlink(missing_ok=True)  # the saved model supersedes it
     console.print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    weights = weights_of if weights_of is not None else model
+    params = sum(p.numel() for p in weights.parameters())
+    nonzero = count_nonzero(weights)
     # family is the saved architecture (what loads it); student_kind says how the student was made.
     return [rel], {"name": name, "role": role, "family": model.config.model_type, "student_kind": student_kind,
-                   "dir": rel,
-                   "params": sum(p.numel() for p in model.parameters()),
-                   "size_mb": folder_size_mb(cfg.run_dir / rel), "metrics": metrics,
+                   "dir": rel, "params": params, "nonzero_params": nonzero, "sparsity": 1 - nonzero / params,
+                   "size_mb": folder_size_mb(cfg.run_dir / rel),
+                   "size_mb_compressed": compressed_size_mb(cfg.run_dir / rel), "metrics": metrics,
                    "train_seconds": round(trained.seconds, 2) if trained else 0.0,
                    "epochs_run": trained.epochs_run if trained else 0,
                    "best_epoch": trained.best_epoch if trained else None, "hash": config_hash}
@@ -323,8 +447,6 @@ def _predict(model, split: EncodedSplit, tokenizer, data: Data) -> dict[str, tor
 
 def _bench_environment(run_dir: Path) -> dict:
     """The machine the latencies were measured on (bench.json), which a resumed run may not be running on."""
-    import json
-
     return json.loads((run_dir / "bench.json").read_text())["environment"]
 
 

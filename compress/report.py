@@ -48,10 +48,39 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "train_seconds": m["train_seconds"],
             "epochs_run": m.get("epochs_run"),
             "best_epoch": m.get("best_epoch"),
+            # Pruning and quantisation (issue 5): sparsity is measured from the weights; the compressed size is
+            # what zeros save; FLOPs per forward at the bench shape (None where the counter cannot see the work).
+            "nonzero_params": m.get("nonzero_params"),
+            "sparsity": m.get("sparsity"),
+            "size_mb_compressed": _round(m.get("size_mb_compressed"), 3),
+            "flops": bench.get(m["name"], {}).get("flops"),
+            "source": m.get("source"),
+            "model_dir": m["dir"],
+            "prune_kind": m.get("prune", {}).get("kind"),
+            "prune_steps": m.get("prune", {}).get("steps"),
+            "argmax_agreement": m.get("argmax_agreement"),
         })
-    return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows,
+    return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
             "environment": environment}
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    """What a reader could misread from the columns alone."""
+    notes = []
+    sparse = [r["model"] for r in rows if r["prune_kind"] == "unstructured"]
+    if sparse:
+        notes.append(f"{', '.join(sparse)}: unstructured sparsity zeroes weights inside dense matrices; the file "
+                     "shrinks only compressed, and dense kernels do not skip zeros, so latency is as measured "
+                     "(any change there is noise, not a speed-up from sparsity)")
+    if any(r["role"] == "quantized" for r in rows):
+        notes.append("PyTorch int8 rows: dynamic quantisation of Linear/LSTM weights, CPU kernels; no ONNX export "
+                     "(ONNX Runtime quantises the fp32 export); params are the fp32 model's")
+    return notes
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _latency(bench: dict, name: str, backend: str, key: str) -> float | None:
@@ -81,12 +110,19 @@ def print_report(report: dict) -> None:
     b = report["bench"]
     table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
-    for column in ("model", "role", "family", "params", "size MB", report["metric"], "% of teacher",
-                   "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)", "ONNX parity"):
+    for column in ("model", "role", "family", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
+                   report["metric"], "% of teacher", "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)",
+                   "ONNX parity"):
         table.add_column(column, justify="left" if column in ("model", "role", "family") else "right")
     for r in report["rows"]:
-        table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M", f"{r['size_mb']:.1f}",
+        table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M",
+                      _fmt(None if r.get("nonzero_params") is None else r["nonzero_params"] / 1e6, ".2f", "M"),
+                      _fmt(None if r.get("sparsity") is None else r["sparsity"] * 100, ".1f", "%"),
+                      f"{r['size_mb']:.1f}", _fmt(r.get("size_mb_compressed"), ".1f"),
+                      _fmt(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
                       f"{r['metric']:.4f}", _fmt(r["retained"] and r["retained"] * 100, ".1f", "%"),
                       _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"),
                       _parity(r))
     console.print(table)
+    for note in report.get("notes", []):
+        console.print(f"[dim]note:[/dim] {note}")

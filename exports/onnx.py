@@ -14,28 +14,30 @@ from compress.data.batching import accepted_inputs
 from compress.errors import UserError
 
 
-def export_hf_model(model_dir: Path, out_dir: Path, task: str, opset: int) -> Path:
-    """Export a saved HF model with optimum for `task` (optimum's name, e.g. "text-classification"), with
-    dynamic batch and sequence axes.
+def export_hf_model(model, tokenizer, out_dir: Path, task: str, opset: int) -> Path:
+    """Export a loaded HF model with optimum for `task` (optimum's name, e.g. "text-classification"), with
+    dynamic batch and sequence axes. Taking the model object, not its folder, lets models only our loader builds
+    (structured-pruned ones with per-layer FFN sizes) export the same way.
 
     The folder holds model.onnx, config.json and the tokenizer, so it loads with optimum's ORTModelFor* and
     runs in transformers' pipeline().
     """
-    from optimum.exporters.onnx import main_export
+    from optimum.exporters.onnx import onnx_export_from_model
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    model.eval()
     try:
         with warnings.catch_warnings():
             # Tracing chatter (TracerWarning, the legacy-exporter notice) is expected for BERT graphs; the parity
             # check is what tells whether the export is right, so optimum's own validation is skipped too.
             warnings.simplefilter("ignore")
-            main_export(str(model_dir), output=tmp, task=task, opset=opset, do_validation=False,
-                        local_files_only=True)
+            onnx_export_from_model(model, tmp, opset=opset, task=task, do_validation=False,
+                                   preprocessors=[tokenizer])
     except Exception as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
-                        str(model_dir), "check export.opset and that the model folder loads") from None
+                        str(out_dir), "check export.opset and that the model folder loads") from None
     replace_dir(tmp, out_dir)
     return out_dir / "model.onnx"
 

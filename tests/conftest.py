@@ -54,6 +54,16 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_onnx(tiny_bert_dir, tmp_path_factory) -> Path:
+    """tiny_bert_dir exported with optimum (text-classification, opset 18): its model.onnx."""
+    from exports.onnx import export_hf_model
+
+    model = BertForSequenceClassification.from_pretrained(tiny_bert_dir)
+    out = tmp_path_factory.mktemp("tiny-onnx") / "tiny"
+    return export_hf_model(model, AutoTokenizer.from_pretrained(tiny_bert_dir), out, "text-classification", opset=18)
+
+
+@pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "train.csv", make_texts(40))
 

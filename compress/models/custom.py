@@ -23,8 +23,9 @@ class CustomTransformerConfig(PretrainedConfig):
 
     def __init__(self, vocab_size: int = 30522, hidden_size: int = 256, num_hidden_layers: int = 2,
                  num_attention_heads: int = 4, intermediate_size: int = 1024, hidden_dropout_prob: float = 0.1,
-                 max_position_embeddings: int = 512, type_vocab_size: int = 2, layer_norm_eps: float = 1e-6, initializer_range: float = 0.02,
-                 **kwargs) -> None:
+                 max_position_embeddings: int = 512, type_vocab_size: int = 2, layer_norm_eps: float = 1e-6,
+                 initializer_range: float = 0.02, layer_num_heads: list[int] | None = None,
+                 layer_intermediate_sizes: list[int] | None = None, **kwargs) -> None:
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
         self.vocab_size = vocab_size
@@ -37,7 +38,17 @@ class CustomTransformerConfig(PretrainedConfig):
         self.type_vocab_size = type_vocab_size
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        # Per-layer sizes after structured pruning (None: every layer has num_attention_heads heads of
+        # hidden_size / num_attention_heads dimensions, and intermediate_size FFN neurons).
+        self.layer_num_heads = layer_num_heads
+        self.layer_intermediate_sizes = layer_intermediate_sizes
         super().__init__(**kwargs)
+
+    def heads_of(self, layer: int) -> int:
+        return self.layer_num_heads[layer] if self.layer_num_heads else self.num_attention_heads
+
+    def ffn_size_of(self, layer: int) -> int:
+        return self.layer_intermediate_sizes[layer] if self.layer_intermediate_sizes else self.intermediate_size
 
 
 # ---------------------------------------------------------------- parts
@@ -113,20 +124,21 @@ class ResidualConnection(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention over `num_heads` heads; padded keys are masked out.
+    """Scaled dot-product attention over `num_heads` heads of `head_dim`; padded keys are masked out.
 
     Returns the output and the attention probabilities (B, heads, T, T), which intermediate distillation compares
-    with the teacher's.
+    with the teacher's. Heads x head_dim is d_model until structured pruning removes heads.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, dropout: float) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.output = nn.Linear(d_model, d_model)
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        self.query = nn.Linear(d_model, inner)
+        self.key = nn.Linear(d_model, inner)
+        self.value = nn.Linear(d_model, inner)
+        self.output = nn.Linear(inner, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,16 +151,17 @@ class MultiHeadAttention(nn.Module):
         # key_mask (B, 1, 1, T) is 0 where the key is padding: those scores get the most negative float.
         scores = scores.masked_fill(key_mask == 0, torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
-        context = (self.dropout(probs) @ v).transpose(1, 2).reshape(x.shape)
+        b, t, _ = x.shape
+        context = (self.dropout(probs) @ v).transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
         return self.output(context), probs
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, config: CustomTransformerConfig) -> None:
+    def __init__(self, config: CustomTransformerConfig, index: int) -> None:
         super().__init__()
         d, p, eps = config.hidden_size, config.hidden_dropout_prob, config.layer_norm_eps
-        self.attention = MultiHeadAttention(d, config.num_attention_heads, p)
-        self.feed_forward = FeedForwardBlock(d, config.intermediate_size, p)
+        self.attention = MultiHeadAttention(d, config.heads_of(index), d // config.num_attention_heads, p)
+        self.feed_forward = FeedForwardBlock(d, config.ffn_size_of(index), p)
         self.attention_residual = ResidualConnection(d, p, eps)
         self.feed_forward_residual = ResidualConnection(d, p, eps)
 
@@ -169,7 +182,7 @@ class Encoder(nn.Module):
 
     def __init__(self, config: CustomTransformerConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = LayerNormalization(config.hidden_size, config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> tuple[torch.Tensor, list, list]:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from safetensors.torch import load_model
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.tasks import TASKS
 
@@ -88,8 +89,24 @@ def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, Pre
 
 
 def load_saved_model(path: Path, task: str) -> PreTrainedModel:
-    """A model this tool saved (config.json + model.safetensors), with its task head, in eval mode."""
-    return TASKS[task].auto_model.from_pretrained(path).eval()
+    """A model this tool saved, with its task head, in eval mode: config.json + model.safetensors (from_pretrained),
+    an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
+    describes), or a PyTorch int8 model (model.int8.safetensors)."""
+    from compress.prune import resize_ffn
+    from compress.quantize import is_quantized_dir, load_quantized
+
+    auto = TASKS[task].auto_model
+    config = AutoConfig.from_pretrained(path)
+    ffn_sizes = getattr(config, "layer_intermediate_sizes", None) if config.model_type != "custom" else None
+    if not ffn_sizes and not is_quantized_dir(path):
+        return auto.from_pretrained(path).eval()
+    model = auto.from_config(config)  # config.pruned_heads are applied here, as from_pretrained does
+    if ffn_sizes:
+        resize_ffn(model, ffn_sizes)
+    if is_quantized_dir(path):
+        return load_quantized(model, path)
+    load_model(model, str(Path(path) / "model.safetensors"))
+    return model.eval()
 
 
 @contextmanager

@@ -5,15 +5,14 @@ import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bench.runners import dummy_inputs, ort_runner, torch_runner
-from exports.onnx import export_hf_model
 from exports.ort import create_session
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_bert_dir, tmp_path_factory):
-    return export_hf_model(tiny_bert_dir, tmp_path_factory.mktemp("bench") / "tiny", "text-classification", opset=18)
+def tiny_onnx(tiny_bert_onnx):
+    return tiny_bert_onnx
 
 
 @pytest.mark.bench

@@ -3,7 +3,6 @@ import sys
 
 import pytest
 
-from exports.onnx import export_hf_model
 
 
 def bench(*args):
@@ -11,8 +10,8 @@ def bench(*args):
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tiny_bert_dir, tmp_path_factory):
-    return export_hf_model(tiny_bert_dir, tmp_path_factory.mktemp("b") / "tiny", "text-classification", opset=18)
+def onnx_file(tiny_bert_onnx):
+    return tiny_bert_onnx
 
 
 def test_latency_on_onnx_and_model_folder(onnx_file, tiny_bert_dir):

@@ -3,14 +3,13 @@ from transformers import AutoModelForSequenceClassification
 
 from bench.runners import dummy_inputs
 from compress.errors import UserError
-from exports.onnx import export_hf_model, parity_max_abs_diff
+from exports.onnx import parity_max_abs_diff
 from exports.ort import create_session
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_bert_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    return export_hf_model(tiny_bert_dir, out, "text-classification", opset=18)
+def exported(tiny_bert_onnx):
+    return tiny_bert_onnx
 
 
 def test_export_writes_a_loadable_folder(exported):

@@ -1,0 +1,282 @@
+"""Pruning that really shrinks models, and sparsity measured from the weights.
+
+- Unstructured: L1 (torch.nn.utils.prune) on Linear/LSTM (or named) weights, global or per layer. Masks stay on
+  while the model recovers between steps (so pruned weights stay zero), then are made permanent. The matrices
+  keep their shape: the file compresses, dense kernels do not get faster.
+- Structured: whole attention heads and FFN neurons are cut out of the weight matrices with torch-pruning's
+  pruning functions, and the new sizes are written back into the modules and the config, so the model saves,
+  reloads and exports with its smaller shapes. torch-pruning's traced dependency graph is not used for the
+  coupling: with eager attention it ties the query to the output projection and misses the key and value, so
+  the coupling of one head (Q, K, V rows, O columns) and one neuron (FFN up row, down column) is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from compress.errors import UserError
+
+PRUNABLE = (nn.Linear, nn.LSTM, nn.Embedding)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Share of exact zeros in every weight matrix (parameters with 2+ dimensions), by parameter name."""
+    return {name: 1.0 - int(torch.count_nonzero(p)) / p.numel()
+            for name, p in model.named_parameters() if p.ndim >= 2}
+
+
+# ---------------------------------------------------------------- unstructured
+
+
+def unstructured_targets(model: nn.Module, layers: list[str] | None, where: str) -> list[tuple[nn.Module, str]]:
+    """(module, weight name) pairs to prune: the named modules, or by default every Linear and LSTM of the encoder
+    (model.base_model), so the task head stays dense."""
+    modules = dict(model.named_modules())
+    if layers is None:
+        encoder = model.base_model if hasattr(model, "base_model") else model
+        chosen = [m for m in encoder.modules() if isinstance(m, (nn.Linear, nn.LSTM))]
+    else:
+        chosen = []
+        for name in layers:
+            if name not in modules or not isinstance(modules[name], PRUNABLE):
+                examples = [n for n, m in modules.items() if isinstance(m, PRUNABLE)][:3]
+                raise UserError(f"no Linear, LSTM or Embedding layer named '{name}' in the model", where,
+                                f"use module names such as {', '.join(examples)}")
+            chosen.append(modules[name])
+    return [(m, n) for m in chosen for n, _ in m.named_parameters(recurse=False) if n.startswith("weight")]
+
+
+def prune_unstructured(targets: list[tuple[nn.Module, str]], amount: float, scope: str) -> None:
+    """Zero the `amount` share of smallest-magnitude weights among `targets` (global) or in each (per_layer).
+
+    `amount` is cumulative: weights zeroed by an earlier call are the smallest, so they stay zeroed and the
+    share grows to `amount`. Masks stay on (pruned weights stay zero while the model recovers); call
+    make_permanent() at the end.
+    """
+    make_permanent(targets)  # bake earlier masks in, so the new amount counts them
+    if scope == "global":
+        torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=amount)
+    else:
+        for module, name in targets:
+            torch_prune.l1_unstructured(module, name, amount=amount)
+
+
+def make_permanent(targets: list[tuple[nn.Module, str]]) -> None:
+    """Remove the masks: weight = weight_orig * mask becomes the plain parameter again, zeros in it."""
+    for module, name in targets:
+        if torch_prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
+            torch_prune.remove(module, name)
+
+
+def target_sparsity(targets: list[tuple[nn.Module, str]]) -> float:
+    """Share of zeros over the pruned weights as the model sees them (masks applied)."""
+    total = sum(getattr(m, n).numel() for m, n in targets)
+    zeros = sum(getattr(m, n).numel() - int(torch.count_nonzero(getattr(m, n))) for m, n in targets)
+    return zeros / total
+
+
+# ---------------------------------------------------------------- structured
+
+
+@dataclass
+class LayerParts:
+    """One transformer layer as the pruner sees it: the projections that carry heads and FFN neurons."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    output: nn.Linear  # attention output projection: heads are its input columns
+    up: nn.Linear      # FFN: neurons are up's rows and down's columns
+    down: nn.Linear
+    head_dim: int
+
+    @property
+    def heads(self) -> int:
+        return self.query.out_features // self.head_dim
+
+    @property
+    def neurons(self) -> int:
+        return self.up.out_features
+
+
+def layer_parts(model: nn.Module, where: str) -> list[LayerParts]:
+    """The layers of a BERT-style (BERT, MiniLM, RoBERTa, ...), DistilBERT or custom transformer model."""
+    family = model.config.model_type
+    base = model.base_model
+    if family == "custom":
+        return [LayerParts(b.attention.query, b.attention.key, b.attention.value, b.attention.output,
+                           b.feed_forward.up, b.feed_forward.down, b.attention.head_dim) for b in base.encoder.layers]
+    if family == "distilbert":
+        return [LayerParts(b.attention.q_lin, b.attention.k_lin, b.attention.v_lin, b.attention.out_lin,
+                           b.ffn.lin1, b.ffn.lin2, b.attention.attention_head_size) for b in base.transformer.layer]
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is None or not hasattr(layers[0], "intermediate"):
+        raise UserError(f"structured pruning needs a transformer; a '{family}' model has no attention heads to "
+                        "remove", where, "use kind: unstructured for this model")
+    return [LayerParts(b.attention.self.query, b.attention.self.key, b.attention.self.value,
+                       b.attention.output.dense, b.intermediate.dense, b.output.dense,
+                       b.attention.self.attention_head_size) for b in layers]
+
+
+def head_scores(parts: LayerParts, importance: str) -> torch.Tensor:
+    """(heads,) score of each head: the L1 of its weights (Q, K, V rows, O columns), or with "taylor" the
+    first-order estimate of the loss change from removing them, sum |w * dL/dw| (Molchanov et al. 2019)."""
+    channels = (_row_scores(parts.query, importance) + _row_scores(parts.key, importance)
+                + _row_scores(parts.value, importance) + _column_scores(parts.output, importance))
+    return channels.view(parts.heads, parts.head_dim).sum(dim=1)
+
+
+def neuron_scores(parts: LayerParts, importance: str) -> torch.Tensor:
+    """(neurons,) score of each FFN neuron: its up-projection row and down-projection column."""
+    return _row_scores(parts.up, importance) + _column_scores(parts.down, importance)
+
+
+def _saliency(linear: nn.Linear, importance: str) -> torch.Tensor:
+    w = linear.weight.detach()
+    if importance == "taylor":
+        if linear.weight.grad is None:
+            raise AssertionError("taylor importance needs gradients: run backward on a few batches first")
+        return (w * linear.weight.grad).abs()
+    return w.abs()
+
+
+def _row_scores(linear: nn.Linear, importance: str) -> torch.Tensor:
+    return _saliency(linear, importance).sum(dim=1)
+
+
+def _column_scores(linear: nn.Linear, importance: str) -> torch.Tensor:
+    return _saliency(linear, importance).sum(dim=0)
+
+
+def choose_removals(scores: list[torch.Tensor], start_sizes: list[int], ratio: float, scope: str, unit: str,
+                    where: str) -> list[list[int]]:
+    """Indices (in each layer's current numbering) to remove so that `ratio` of the `start_sizes` units are gone.
+
+    local: each layer loses its own share, lowest scores first. global: the lowest scores across layers go,
+    each layer's scores divided by their mean first so layers of different scale compete fairly; layers may
+    then end with different sizes. A layer left with no unit at all is refused.
+    """
+    if scope == "local":
+        counts = [_round(ratio * n) - (n - len(s)) for s, n in zip(scores, start_sizes)]
+    else:
+        ranked = sorted((float(v) / float(s.mean().clamp(min=1e-12)), layer, i)
+                        for layer, s in enumerate(scores) for i, v in enumerate(s))
+        remove = _round(ratio * sum(start_sizes)) - sum(n - len(s) for s, n in zip(scores, start_sizes))
+        counts = [0] * len(scores)
+        for _, layer, _ in ranked[:max(remove, 0)]:
+            counts[layer] += 1
+    removals = []
+    for layer, (s, count) in enumerate(zip(scores, counts)):
+        if count >= len(s):
+            raise UserError(f"pruning would remove every {unit} of layer {layer} ({len(s)} left)", where,
+                            f"lower the ratio, or use scope: local to keep a share in every layer")
+        removals.append(sorted(torch.argsort(s)[:max(count, 0)].tolist()))
+    return removals
+
+
+def _round(x: float) -> int:
+    return int(x + 0.5)  # half up: 0.5 of 3 heads removes 2, the way a user reads "half"
+
+
+def remove_heads(parts: LayerParts, heads: list[int]) -> None:
+    """Cut `heads` (current numbering) out of Q, K, V (output rows) and O (input columns)."""
+    channels = [h * parts.head_dim + d for h in heads for d in range(parts.head_dim)]
+    for linear in (parts.query, parts.key, parts.value):
+        tp.prune_linear_out_channels(linear, channels)
+    tp.prune_linear_in_channels(parts.output, channels)
+
+
+def remove_neurons(parts: LayerParts, neurons: list[int]) -> None:
+    tp.prune_linear_out_channels(parts.up, neurons)
+    tp.prune_linear_in_channels(parts.down, neurons)
+
+
+def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, importance: str, scope: str,
+                     start_heads: list[int], start_neurons: list[int], where: str) -> None:
+    """Remove heads and FFN neurons until `head_ratio` / `ffn_ratio` of `start_*` (per-layer sizes when the
+    pruning began) are gone, then write the new sizes back. With "taylor", gradients must be in `.grad`."""
+    parts = layer_parts(model, where)
+    heads = choose_removals([head_scores(p, importance) for p in parts], start_heads, head_ratio, scope, "head",
+                            where)
+    neurons = choose_removals([neuron_scores(p, importance) for p in parts], start_neurons, ffn_ratio, scope,
+                              "FFN neuron", where)
+    record_pruned_heads(model, heads)
+    for p, h, n in zip(parts, heads, neurons):
+        remove_heads(p, h)
+        remove_neurons(p, n)
+    write_back_sizes(model, parts)
+    model.zero_grad(set_to_none=True)  # old gradients have the old shapes
+
+
+def record_pruned_heads(model: nn.Module, heads: list[list[int]]) -> None:
+    """HF models rebuild pruned heads from config.pruned_heads ({layer: original head ids}) when they load; map
+    the current numbering back to the original ids, which earlier steps may have thinned already."""
+    config = model.config
+    if config.model_type == "custom":
+        return  # our model stores per-layer head counts instead
+    original = config.n_heads if config.model_type == "distilbert" else config.num_attention_heads
+    pruned = {int(k): set(v) for k, v in (config.pruned_heads or {}).items()}
+    for layer, current in enumerate(heads):
+        kept = [h for h in range(original) if h not in pruned.get(layer, set())]
+        if current:
+            pruned.setdefault(layer, set()).update(kept[i] for i in current)
+    config.pruned_heads = {layer: sorted(ids) for layer, ids in pruned.items() if ids}
+    for layer, attention in enumerate(_hf_attention_modules(model)):
+        attention.pruned_heads = set(config.pruned_heads.get(layer, []))
+
+
+def _hf_attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules HF keeps `pruned_heads` on (and calls prune_heads on)."""
+    if model.config.model_type == "distilbert":
+        return [b.attention for b in model.base_model.transformer.layer]
+    return [b.attention for b in model.base_model.encoder.layer]
+
+
+def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
+    """Set the head counts the attention forward reshapes by, and the config sizes a reload builds from."""
+    config, family = model.config, model.config.model_type
+    heads = [p.heads for p in parts]
+    neurons = [p.neurons for p in parts]
+    for p, attention in zip(parts, _attention_holders(model)):
+        if family == "custom":
+            attention.num_heads = p.heads
+        elif family == "distilbert":
+            attention.n_heads, attention.dim = p.heads, p.heads * p.head_dim
+        else:
+            attention.num_attention_heads, attention.all_head_size = p.heads, p.heads * p.head_dim
+    if family == "custom":
+        config.layer_num_heads, config.layer_intermediate_sizes = heads, neurons
+        return
+    ffn_key = "hidden_dim" if family == "distilbert" else "intermediate_size"
+    uniform = len(set(neurons)) == 1
+    setattr(config, ffn_key, neurons[0] if uniform else max(neurons))
+    # Different FFN sizes per layer have no HF config key: our loader (load_saved_model) reads this one.
+    config.layer_intermediate_sizes = None if uniform else neurons
+
+
+def _attention_holders(model: nn.Module) -> list[nn.Module]:
+    """The modules whose head count the forward pass reads."""
+    family = model.config.model_type
+    if family == "custom":
+        return [b.attention for b in model.base_model.encoder.layers]
+    if family == "distilbert":
+        return [b.attention for b in model.base_model.transformer.layer]
+    return [b.attention.self for b in model.base_model.encoder.layer]
+
+
+def resize_ffn(model: nn.Module, sizes: list[int]) -> None:
+    """Give each layer's FFN the size a pruned HF model was saved with (before its weights load)."""
+    for p, size in zip(layer_parts(model, "config.json"), sizes):
+        remove_neurons(p, list(range(size, p.neurons)))

@@ -1,0 +1,122 @@
+"""Pruning and quantisation inside `compress run`, on the tiny BERT: report rows, columns, artifacts."""
+
+import json
+
+import pytest
+import torch
+
+from compress.config import RunConfig
+from compress.data.batching import MODEL_INPUTS
+from compress.models.teacher import load_saved_model
+from compress.pipeline import run
+from exports.ort import create_session
+
+RECOVERY = {"epochs": 1, "learning_rate": 3e-3}
+
+
+def compression_config(tmp_path, tiny_bert_dir, tiny_csv) -> RunConfig:
+    return RunConfig.model_validate({
+        "name": "squeeze",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 24},
+        "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
+        "students": [{"name": "half", "baseline": False, "train": {"epochs": 2, "learning_rate": 3e-3}}],
+        "prune": [
+            {"name": "half-heads", "model": "half", "kind": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5,
+             "importance": "taylor", "scope": "global", "steps": 2, "recovery": RECOVERY},
+            {"name": "half-sparse", "model": "half", "kind": "unstructured", "amount": 0.9, "steps": 2,
+             "recovery": RECOVERY},
+        ],
+        "quantize": [{"name": "half-int8", "model": "half"}, {"name": "half-heads-int8", "model": "half-heads"}],
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+
+
+@pytest.fixture(scope="module")
+def squeezed(tmp_path_factory, tiny_bert_dir, tiny_csv):
+    cfg = compression_config(tmp_path_factory.mktemp("squeeze"), tiny_bert_dir, tiny_csv)
+    result = run(cfg)
+    return cfg, {r["model"]: r for r in result.report["rows"]}, result.report
+
+
+def test_every_variant_is_a_row_with_the_new_columns(squeezed):
+    _, rows, report = squeezed
+    assert [rows[m]["role"] for m in ("half-heads", "half-sparse", "half-int8", "half-heads-int8")] == \
+        ["pruned", "pruned", "quantized", "quantized"]
+    for row in rows.values():
+        assert {"nonzero_params", "sparsity", "size_mb_compressed", "flops"} <= set(row)
+        assert 0 <= row["metric"] <= 1 and row["torch_p50_ms"] > 0
+        assert row["sparsity"] == pytest.approx(1 - row["nonzero_params"] / row["params"])
+    assert rows["half-heads"]["source"] == "half" and rows["half-heads-int8"]["source"] == "half-heads"
+    assert any("unstructured sparsity" in note for note in report["notes"])
+
+
+def test_structured_pruning_really_shrinks(squeezed):
+    cfg, rows, _ = squeezed
+    half, pruned = rows["half"], rows["half-heads"]
+    assert pruned["params"] < half["params"] and pruned["flops"] < half["flops"]
+    assert pruned["size_mb"] < half["size_mb"]
+    steps = pruned["prune_steps"]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(0 <= s["validation"] <= 1 for s in steps)
+    # 2 layers x 4 heads, half of them removed across layers by step 2 (a quarter by step 1).
+    assert sum(steps[0]["heads"]) == 6 and sum(steps[1]["heads"]) == 4
+    assert sum(steps[1]["ffn_sizes"]) == 64
+    # Reloads (our loader: layers may differ in FFN size) and still exports with parity.
+    assert pruned["parity_ok"] is True and (cfg.run_dir / pruned["onnx_path"]).is_file()
+
+
+def test_unstructured_sparsity_is_exact_and_compresses(squeezed):
+    cfg, rows, _ = squeezed
+    half, sparse = rows["half"], rows["half-sparse"]
+    assert sparse["params"] == half["params"]  # same shapes: zeros inside dense matrices
+    assert sparse["size_mb"] == pytest.approx(half["size_mb"], rel=0.01)
+    assert sparse["size_mb_compressed"] < half["size_mb_compressed"]
+    model = load_saved_model(cfg.run_dir / "pruned" / "half-sparse", "classification")
+    pruned = [m.weight for m in model.base_model.modules() if isinstance(m, torch.nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in pruned)
+    total = sum(w.numel() for w in pruned)
+    assert zeros == round(0.9 * total)  # global L1 to 90% of the encoder's Linear weights, made permanent
+    assert not any(n.endswith(("_orig", "_mask")) for n, _ in model.named_parameters())
+    assert [s["sparsity"] for s in sparse["prune_steps"]] == pytest.approx([0.45, 0.9], abs=1e-3)
+
+
+def test_int8_rows_measure_agreement_and_shrink(squeezed):
+    cfg, rows, _ = squeezed
+    for name, source in (("half-int8", "half"), ("half-heads-int8", "half-heads")):
+        row = rows[name]
+        assert 0.5 <= row["argmax_agreement"] <= 1
+        assert row["params"] == rows[source]["params"] and row["onnx_path"] is None and row["flops"] is None
+        assert (cfg.run_dir / "quantized" / name / "model.int8.safetensors").is_file()
+    # The tiny model is mostly its 30k x 32 embedding table, which stays fp32; the Linear weights shrink 4x.
+    assert rows["half-int8"]["size_mb"] < rows["half"]["size_mb"]
+
+
+def test_saved_variants_reload_with_identical_outputs(squeezed, tiny_bert_dir):
+    cfg, rows, _ = squeezed
+    ids = torch.randint(1000, 2000, (2, 12))
+    feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for name in ("half-heads", "half-heads-int8"):
+        folder = cfg.run_dir / rows[name]["model_dir"]
+        first, second = (load_saved_model(folder, "classification")(**feeds).logits for _ in range(2))
+        assert torch.equal(first, second)
+    # The ONNX export of the pruned model matches the reloaded PyTorch model.
+    session = create_session(cfg.run_dir / rows["half-heads"]["onnx_path"])
+    model = load_saved_model(cfg.run_dir / rows["half-heads"]["model_dir"], "classification")
+    names = {i.name for i in session.get_inputs()}
+    full = feeds | {"token_type_ids": torch.zeros_like(ids)}
+    got = session.run(None, {k: v.numpy() for k, v in full.items() if k in names and k in MODEL_INPUTS})[0]
+    assert abs(got - model(**full).logits.detach().numpy()).max() < 1e-4
+
+
+def test_prune_log_has_a_line_per_step(squeezed):
+    cfg, _, _ = squeezed
+    lines = [json.loads(x) for x in (cfg.run_dir / "logs" / "half-heads.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2] and all("validation_after_prune" in x for x in lines)
+
+
+def test_rerun_skips_every_compression_stage(squeezed):
+    cfg, rows, _ = squeezed
+    result = run(cfg)
+    assert result.ran == [] and {"prune:half-heads", "quantize:half-int8"} <= set(result.skipped)
+    assert {r["model"]: r["metric"] for r in result.report["rows"]} == {k: r["metric"] for k, r in rows.items()}

@@ -313,7 +313,14 @@ class PruneBase(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     model: str = Field(description="the model to prune: a student, '<student>-baseline' or an earlier prune entry")
     steps: int = Field(1, ge=1, description="reach the target in this many prune + recover steps")
+    schedule: Literal["cubic", "linear"] = Field("cubic", description="share of the target reached after step k of "
+                                                 "n: cubic 1 - (1 - k/n)^3 (large steps first, small near the "
+                                                 "target; Zhu & Gupta 2017), or linear k/n")
     recovery: RecoveryConfig = RecoveryConfig()
+
+    def share_after(self, step: int) -> float:
+        done = step / self.steps
+        return 1 - (1 - done) ** 3 if self.schedule == "cubic" else done
 
 
 class StructuredPrune(PruneBase):
@@ -434,6 +441,7 @@ class RunConfig(Strict):
 # The offline embedded default: BBC News, packaged MiniLM-L6 teacher; a 3-layer copy of it, a from-scratch
 # transformer and a BiLSTM as students.
 # Sequence length, subset and epochs keep the run within minutes on 2 CPU cores with the teacher >= 95%.
+_DEMO_RECOVERY = RecoveryConfig(epochs=1, learning_rate=1e-4, distill=KDConfig(temperature=2.0, alpha=0.5))
 DEFAULT_CONFIG = RunConfig(
     name="demo",
     data=DataConfig(source=BbcNewsSource(), max_length=64, max_train_examples=1000),
@@ -450,6 +458,14 @@ DEFAULT_CONFIG = RunConfig(
         BiLSTMStudent(name="bilstm-2x128", embedding_size=128, hidden_size=128, num_layers=2,
                       train=TrainConfig(epochs=6, learning_rate=2e-3)),
     ],
+    prune=[
+        StructuredPrune(name="minilm-l3-heads50", model="minilm-l3", head_ratio=0.5, ffn_ratio=0.5,
+                        importance="taylor", scope="local", steps=2, schedule="linear", recovery=_DEMO_RECOVERY),
+        UnstructuredPrune(name="minilm-l3-sparse90", model="minilm-l3", amount=0.9, scope="global", steps=3,
+                          schedule="cubic", recovery=RecoveryConfig(epochs=1, learning_rate=3e-4,
+                                                                    distill=KDConfig(temperature=2.0, alpha=0.5))),
+    ],
+    quantize=[QuantizeConfig(name="minilm-l3-int8", model="minilm-l3")],
 )
 
 

@@ -251,7 +251,7 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: dict, tea
         history, seconds, log = [], 0.0, _log_path(cfg, name)
         log.write_text("")
         for step in range(1, spec.steps + 1):
-            share = step / spec.steps  # of the target, reached linearly
+            share = spec.share_after(step)
             set_seed(cfg.seed + step)
             if structured:
                 if spec.importance == "taylor":

@@ -113,7 +113,8 @@ def print_report(report: dict) -> None:
     for column in ("model", "role", "family", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
                    report["metric"], "% of teacher", "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)",
                    "ONNX parity"):
-        table.add_column(column, justify="left" if column in ("model", "role", "family") else "right")
+        table.add_column(column, justify="left" if column in ("model", "role", "family") else "right",
+                         no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
     for r in report["rows"]:
         table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M",
                       _fmt(None if r.get("nonzero_params") is None else r["nonzero_params"] / 1e6, ".2f", "M"),

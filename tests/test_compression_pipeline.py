@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from compress.config import RunConfig
+from compress.errors import UserError
 from compress.data.batching import MODEL_INPUTS
 from compress.models.teacher import load_saved_model
 from compress.pipeline import run
@@ -23,9 +24,9 @@ def compression_config(tmp_path, tiny_bert_dir, tiny_csv) -> RunConfig:
         "students": [{"name": "half", "baseline": False, "train": {"epochs": 2, "learning_rate": 3e-3}}],
         "prune": [
             {"name": "half-heads", "model": "half", "kind": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5,
-             "importance": "taylor", "scope": "global", "steps": 2, "recovery": RECOVERY},
+             "importance": "taylor", "scope": "global", "steps": 2, "schedule": "linear", "recovery": RECOVERY},
             {"name": "half-sparse", "model": "half", "kind": "unstructured", "amount": 0.9, "steps": 2,
-             "recovery": RECOVERY},
+             "recovery": RECOVERY},  # cubic schedule: 0.9 x 7/8 after step 1
         ],
         "quantize": [{"name": "half-int8", "model": "half"}, {"name": "half-heads-int8", "model": "half-heads"}],
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
@@ -73,12 +74,12 @@ def test_unstructured_sparsity_is_exact_and_compresses(squeezed):
     assert sparse["size_mb"] == pytest.approx(half["size_mb"], rel=0.01)
     assert sparse["size_mb_compressed"] < half["size_mb_compressed"]
     model = load_saved_model(cfg.run_dir / "pruned" / "half-sparse", "classification")
-    pruned = [m.weight for m in model.base_model.modules() if isinstance(m, torch.nn.Linear)]
+    pruned = [m.weight for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
     zeros = sum(int((w == 0).sum()) for w in pruned)
     total = sum(w.numel() for w in pruned)
-    assert zeros == round(0.9 * total)  # global L1 to 90% of the encoder's Linear weights, made permanent
+    assert zeros == round(0.9 * total)  # global L1 to 90% of the layers' Linear weights, made permanent
     assert not any(n.endswith(("_orig", "_mask")) for n, _ in model.named_parameters())
-    assert [s["sparsity"] for s in sparse["prune_steps"]] == pytest.approx([0.45, 0.9], abs=1e-3)
+    assert [s["sparsity"] for s in sparse["prune_steps"]] == pytest.approx([0.7875, 0.9], abs=1e-3)
 
 
 def test_int8_rows_measure_agreement_and_shrink(squeezed):
@@ -120,3 +121,15 @@ def test_rerun_skips_every_compression_stage(squeezed):
     result = run(cfg)
     assert result.ran == [] and {"prune:half-heads", "quantize:half-int8"} <= set(result.skipped)
     assert {r["model"]: r["metric"] for r in result.report["rows"]} == {k: r["metric"] for k, r in rows.items()}
+
+
+def test_unknown_layer_fails_in_one_line_and_keeps_what_was_done(squeezed):
+    cfg, _, _ = squeezed
+    bad = cfg.model_copy(update={"prune": [cfg.prune[1].model_copy(update={"name": "half-odd",
+                                                                          "layers": ["bert.nope"]})],
+                                 "quantize": []})
+    with pytest.raises(UserError) as err:
+        run(bad)
+    assert "no Linear, LSTM or Embedding layer named 'bert.nope'" in err.value.line() and "prune.0" in err.value.line()
+    assert (cfg.run_dir / "students" / "half" / "model.safetensors").is_file()
+    assert not (cfg.run_dir / "pruned" / "half-odd").exists()

@@ -123,3 +123,25 @@ def test_bad_student_settings_name_the_key(tmp_path, student, fragment):
     with pytest.raises(UserError) as err:
         load_config(write(tmp_path, f"students: [{student}]\n"))
     assert fragment in err.value.line() and "\n" not in err.value.line()
+
+
+@pytest.mark.parametrize("compress, fragment", [
+    ("prune: [{name: p, model: s, kind: structured, head_ratio: 1.0}]", "key 'prune.0.head_ratio'"),
+    ("prune: [{name: p, model: s, kind: unstructured, amount: -0.1}]", "key 'prune.0.amount'"),
+    ("prune: [{name: p, model: s, kind: unstructured, amount: 1}]", "less than 1"),
+    ("prune: [{name: p, model: nobody, kind: structured}]", "prune.0.model 'nobody' is not a model of this run"),
+    ("prune: [{name: p, model: s, kind: structured, head_ratio: 0, ffn_ratio: 0}]", "nothing to prune"),
+    ("prune: [{name: p, model: s, kind: sparse}]", "'sparse'"),
+    ("prune: [{name: p, model: s, kind: structured, recovery: {distill: {method: intermediate}}}]",
+     "recovery uses logit or hybrid KD"),
+    ("quantize: [{name: q, model: later}]\nprune: [{name: later, model: s, kind: unstructured}]", None),
+    ("quantize: [{name: s, model: s}]", "model names must be unique"),
+])
+def test_pruning_and_quantisation_entries_are_checked_when_the_file_loads(tmp_path, compress, fragment):
+    path = write(tmp_path, f"students: [{{name: s}}]\n{compress}\n")
+    if fragment is None:  # quantising a prune entry is allowed (prune runs first)
+        assert load_config(path).quantize[0].model == "later"
+        return
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert fragment in err.value.line() and "\n" not in err.value.line()

@@ -1,0 +1,186 @@
+"""Pruning: exact sparsity, structured shrinkage that survives save/reload/ONNX, and the bad-input lines."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
+
+from bench.flops import count_flops
+from compress.errors import UserError
+from compress.models.bilstm import BiLSTMConfig
+from compress.models.custom import CustomTransformerConfig
+from compress.models.teacher import load_saved_model, resolve_model_path
+from compress.prune import (layer_parts, make_permanent, prune_structured, prune_unstructured, target_sparsity,
+                            unstructured_targets)
+from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
+from exports.ort import create_session
+
+CONFIGS = {
+    "bert": BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, num_labels=3),
+    "distilbert": DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                   max_position_embeddings=64, num_labels=3),
+    "custom": CustomTransformerConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=64, num_labels=3),
+}
+
+
+def tiny(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(copy.deepcopy(CONFIGS[family])).eval()
+
+
+def feeds(n: int = 2, length: int = 12) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1000, 5000, (n, length), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0  # padding must still be handled after pruning
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def start_sizes(model):
+    parts = layer_parts(model, "test")
+    return [p.heads for p in parts], [p.neurons for p in parts]
+
+
+# ---------------------------------------------------------------- unstructured
+
+
+@pytest.mark.parametrize("scope", ["global", "per_layer"])
+def test_l1_unstructured_reaches_the_exact_sparsity_and_is_made_permanent(scope):
+    model = tiny("bert")
+    targets = unstructured_targets(model, None, "prune.0")
+    assert targets and all(n == "weight" for _, n in targets)
+    pruned = [m for m, _ in targets]
+    assert model.classifier not in pruned and model.bert.pooler.dense not in pruned  # the path to the labels
+    prune_unstructured(targets, 0.7, scope)
+    make_permanent(targets)
+    weights = [getattr(m, n) for m, n in targets]
+    zeros = [int((w == 0).sum()) for w in weights]
+    if scope == "per_layer":
+        assert zeros == [round(0.7 * w.numel()) for w in weights]
+    else:
+        assert sum(zeros) == round(0.7 * sum(w.numel() for w in weights))
+    assert not any(name.endswith("_orig") for name, _ in model.named_parameters())
+    assert target_sparsity(targets) == pytest.approx(0.7, abs=1e-3)
+
+
+def test_iterative_unstructured_keeps_earlier_zeros_through_recovery():
+    model = tiny("bert")
+    targets = unstructured_targets(model, None, "prune.0")
+    prune_unstructured(targets, 0.5, "global")
+    first_zeros = [getattr(m, n) == 0 for m, n in targets]
+    # A recovery step: masks on, so the optimizer cannot bring pruned weights back.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model(**feeds()).logits.sum().backward()
+    optimizer.step()
+    prune_unstructured(targets, 0.8, "global")
+    make_permanent(targets)
+    assert all(bool((getattr(m, n)[z] == 0).all()) for (m, n), z in zip(targets, first_zeros))
+    assert target_sparsity(targets) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_unstructured_prunes_named_lstm_and_embedding_weights():
+    model = AutoModelForSequenceClassification.from_config(BiLSTMConfig(vocab_size=500, embedding_size=16,
+                                                                        hidden_size=8, num_labels=2))
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LSTM)][:1]
+    embedding = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding))
+    targets = unstructured_targets(model, names + [embedding], "prune.0")
+    assert {n for _, n in targets} >= {"weight_ih_l0", "weight_hh_l0", "weight"}
+    prune_unstructured(targets, 0.6, "per_layer")
+    ids = torch.randint(0, 500, (2, 7))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))  # the LSTM runs with its masked weights
+    make_permanent(targets)
+    for module, name in targets:
+        weight = getattr(module, name)
+        assert int((weight == 0).sum()) == round(0.6 * weight.numel())
+
+
+def test_unknown_layer_name_is_one_clear_error():
+    with pytest.raises(UserError) as err:
+        unstructured_targets(tiny("bert"), ["bert.encoder.layer.9.output.dense"], "prune.1.layers")
+    assert "no Linear, LSTM or Embedding layer named 'bert.encoder.layer.9.output.dense'" in str(err.value)
+    assert "prune.1.layers" in str(err.value) and "bert.embeddings" in str(err.value)
+
+
+# ---------------------------------------------------------------- structured
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "custom"])
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_structured_pruning_shrinks_and_reloads_identically(family, importance, tmp_path):
+    model = tiny(family)
+    params, flops = sum(p.numel() for p in model.parameters()), count_flops(model, _np(feeds()))
+    if importance == "taylor":
+        model(**feeds()).logits.logsumexp(-1).sum().backward()
+    heads, neurons = start_sizes(model)
+    prune_structured(model, 0.5, 0.5, importance, "local", heads, neurons, "prune.0")
+    assert start_sizes(model) == ([2, 2], [32, 32])
+    assert sum(p.numel() for p in model.parameters()) < params and count_flops(model, _np(feeds())) < flops
+    expected = model(**feeds()).logits
+    model.save_pretrained(tmp_path)
+    reloaded = load_saved_model(tmp_path, "classification")
+    assert torch.equal(reloaded(**feeds()).logits, expected)
+    if family != "custom":  # HF's own from_pretrained rebuilds the pruned heads from config.pruned_heads
+        assert torch.equal(AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()(**feeds()).logits,
+                           expected)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "custom"])
+def test_global_pruning_leaves_layers_uneven_and_still_reloads_and_exports(family, tmp_path):
+    model = tiny(family)
+    # One head and a few neurons of layer 0 dominate it, so relative to their layer the others look weak.
+    parts = layer_parts(model, "test")
+    with torch.no_grad():
+        parts[0].query.weight[: parts[0].head_dim] *= 50
+        parts[0].up.weight[:4] *= 50
+    heads, neurons = start_sizes(model)
+    prune_structured(model, 0.5, 0.5, "magnitude", "global", heads, neurons, "prune.0")
+    heads_after, neurons_after = start_sizes(model)
+    assert sum(heads_after) == 4 and heads_after[0] < heads_after[1]
+    assert sum(neurons_after) == 64 and neurons_after[0] < neurons_after[1]
+    expected = model(**feeds()).logits
+    save = tmp_path / "model"
+    model.save_pretrained(save)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6"))
+    tokenizer.save_pretrained(save)
+    reloaded = load_saved_model(save, "classification")
+    assert torch.equal(reloaded(**feeds()).logits, expected)
+    if family == "custom":
+        onnx = export_torch_model(reloaded, tokenizer, tmp_path / "onnx", ("logits",), opset=18)
+    else:
+        onnx = export_hf_model(reloaded, tokenizer, tmp_path / "onnx", "text-classification", opset=18)
+    ids = feeds()
+    ids["token_type_ids"] = torch.zeros_like(ids["input_ids"])
+    assert parity_max_abs_diff(reloaded, create_session(onnx), _np(ids)) < 1e-4
+
+
+def test_iterative_structured_steps_count_from_the_start():
+    model = tiny("bert")
+    heads, neurons = start_sizes(model)
+    prune_structured(model, 0.25, 0.25, "magnitude", "local", heads, neurons, "prune.0")
+    assert start_sizes(model) == ([3, 3], [48, 48])
+    prune_structured(model, 0.5, 0.5, "magnitude", "local", heads, neurons, "prune.0")
+    assert start_sizes(model) == ([2, 2], [32, 32])
+    # The two steps' removals, in the original head numbering, are what a reload rebuilds.
+    assert all(len(ids) == 2 for ids in model.config.pruned_heads.values())
+
+
+def test_pruning_every_head_of_a_layer_is_refused():
+    model = tiny("bert")
+    heads, neurons = start_sizes(model)
+    with pytest.raises(UserError) as err:
+        prune_structured(model, 0.9, 0.1, "magnitude", "local", heads, neurons, "prune.0")
+    assert "every head of layer 0" in str(err.value) and "prune.0" in str(err.value)
+
+
+def test_structured_pruning_of_a_bilstm_is_refused():
+    model = AutoModelForSequenceClassification.from_config(BiLSTMConfig(vocab_size=50, num_labels=2))
+    with pytest.raises(UserError, match="no attention heads"):
+        layer_parts(model, "prune.0")
+
+
+def _np(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in tensors.items()}

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.runners import torch_runner
+
 
 def count_flops(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> int | None:
     """FLOPs (a multiply-add counts 2) of one forward on `feeds`; None where the counter cannot see the work:
@@ -14,8 +16,8 @@ def count_flops(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> int | N
     if any(isinstance(m, torch.nn.RNNBase) or type(m).__module__.startswith("torch.ao.nn.quantized")
            for m in model.modules()):
         return None
-    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    forward = torch_runner(model, feeds)  # the inputs the model takes, as the timed calls get them
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(**inputs)
+    with counter:
+        forward()
     return int(counter.get_total_flops())

@@ -260,7 +260,7 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: dict, tea
                                  spec.scope, start_heads, start_neurons, where)
             else:
                 prune_unstructured(targets, spec.amount * share, spec.scope)
-            before = validate(model)
+            before = after = validate(model)
             if spec.recovery.epochs:
                 trained = train_model(model, train, tokenizer, spec.recovery.train_config(), cfg.seed,
                                       task=data.task, kd=spec.recovery.distill,
@@ -268,11 +268,12 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: dict, tea
                                       description=f"recover {name} ({step}/{spec.steps})", validate=validate,
                                       checkpoint=_checkpoint(cfg, f"{name}.step{step}", config_hash))
                 seconds += trained.seconds
+                after = validate(model)
             record = {"step": step, "params": sum(p.numel() for p in model.parameters()) if structured else None,
                       "sparsity": None if structured else target_sparsity(targets),
                       "heads": [p.heads for p in layer_parts(model, where)] if structured else None,
                       "ffn_sizes": [p.neurons for p in layer_parts(model, where)] if structured else None,
-                      "validation_after_prune": before, "validation": validate(model)}
+                      "validation_after_prune": before, "validation": after}
             history.append(record)
             with log.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -313,7 +314,7 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: dict, data: Dat
     def work() -> tuple[list[str], dict]:
         fp32, tokenizer = _load_saved(cfg, source)
         model = quantize_dynamic_int8(fp32)
-        mask = _token_mask(data.test) if data.task.per_token else None
+        mask = _token_mask(data.test, data.max_length) if data.task.per_token else None
         agreement = argmax_agreement(_predict(fp32, data.test, tokenizer, data),
                                      _predict(model, data.test, tokenizer, data), mask)
         files, result = _finish_model(cfg, spec.name, "quantized", source["student_kind"], model, tokenizer, data,
@@ -323,10 +324,9 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: dict, data: Dat
     return stages(f"quantize:{spec.name}", config_hash, work)
 
 
-def _token_mask(split: EncodedSplit) -> torch.Tensor:
-    """(N, max_length) 1 on real tokens, as predict() pads per-token outputs."""
+def _token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
+    """(N, width) 1 on real tokens, 0 on the padding predict() adds to per-token outputs."""
     lengths = [len(f["input_ids"]) for f in split.features]
-    width = max(lengths)
     return torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
 
 

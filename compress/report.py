@@ -110,13 +110,13 @@ def print_report(report: dict) -> None:
     b = report["bench"]
     table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
-    for column in ("model", "role", "family", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
+    for column in ("model", "role", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
                    report["metric"], "% of teacher", "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)",
                    "ONNX parity"):
-        table.add_column(column, justify="left" if column in ("model", "role", "family") else "right",
+        table.add_column(column, justify="left" if column in ("model", "role") else "right",
                          no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
-    for r in report["rows"]:
-        table.add_row(r["model"], r["role"], r["family"], f"{r['params'] / 1e6:.2f}M",
+    for r in report["rows"]:  # the family (what loads the model) is in report.json
+        table.add_row(r["model"], r["role"], f"{r['params'] / 1e6:.2f}M",
                       _fmt(None if r.get("nonzero_params") is None else r["nonzero_params"] / 1e6, ".2f", "M"),
                       _fmt(None if r.get("sparsity") is None else r["sparsity"] * 100, ".1f", "%"),
                       f"{r['size_mb']:.1f}", _fmt(r.get("size_mb_compressed"), ".1f"),

@@ -15,6 +15,8 @@ def config(tmp_path, tiny_bert_dir, task: str, source: dict, **data) -> RunConfi
         "data": {"source": source, "max_length": 32} | data,
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
         "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}}, *SCRATCH_STUDENTS],
+        "prune": COMPRESSED,
+        "quantize": [{"name": "rnn-int8", "model": "rnn"}, {"name": "half-int8", "model": "half"}],
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
     })
 
@@ -27,7 +29,16 @@ SCRATCH_STUDENTS = [
     {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
      "train": {"epochs": 2, "learning_rate": 3e-3}},
 ]
-MODELS = {"teacher", "half", "half-baseline", "scratch", "scratch-baseline", "rnn", "rnn-baseline"}
+# Pruned and int8 variants with per-token heads: the custom transformer loses heads, the BiLSTM's LSTMs are
+# sparsified and quantised.
+RECOVERY = {"epochs": 1, "learning_rate": 3e-3}
+COMPRESSED = [
+    {"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5,
+     "recovery": RECOVERY},
+    {"name": "rnn-sparse", "model": "rnn", "kind": "unstructured", "amount": 0.5, "recovery": RECOVERY},
+]
+MODELS = {"teacher", "half", "half-baseline", "scratch", "scratch-baseline", "rnn", "rnn-baseline",
+          "scratch-pruned", "rnn-sparse", "rnn-int8", "half-int8"}
 
 
 def check_report(cfg: RunConfig, metric_keys: set[str]) -> dict:
@@ -38,7 +49,12 @@ def check_report(cfg: RunConfig, metric_keys: set[str]) -> dict:
     assert {rows[m]["family"] for m in ("scratch", "rnn")} == {"custom", "bilstm"}
     for row in rows.values():
         assert 0 <= row["metric"] <= 1 and metric_keys <= set(row["metrics"])
-        assert row["parity_max_abs_diff"] <= 1e-4 and row["ort_p50_ms"] > 0
+        if row["role"] == "quantized":
+            assert 0 <= row["argmax_agreement"] <= 1 and row["onnx_path"] is None
+        else:
+            assert row["parity_max_abs_diff"] <= 1e-4 and row["ort_p50_ms"] > 0
+    assert rows["scratch-pruned"]["params"] < rows["scratch"]["params"]
+    assert rows["rnn-sparse"]["sparsity"] > rows["rnn"]["sparsity"]
     return rows
 
 

@@ -65,15 +65,22 @@ def _measure_hf_folder(path: Path, device: torch.device, batch_size: int, seq_le
     import transformers
 
     import compress.models  # noqa: F401  (registers the custom transformer and the BiLSTM with the Auto classes)
+    from compress.models.teacher import load_saved_model
+    from compress.quantize import is_quantized_dir
     from compress.tasks import TASKS
 
+    if is_quantized_dir(path) and device.type != "cpu":
+        raise UserError("a PyTorch int8 model runs on CPU only (its quantised kernels are CPU kernels)", str(path),
+                        "use --device cpu, or time its fp32 model or ONNX export on the GPU")
     try:
         config = transformers.AutoConfig.from_pretrained(path)
-        # The saved architecture (e.g. BertForTokenClassification) says which head to load.
+        # The saved architecture (e.g. BertForTokenClassification) says which head to load; our loader also takes
+        # pruned models with per-layer FFN sizes and int8 models.
         architecture = (config.architectures or [""])[0]
-        auto = next((t.auto_model for t in TASKS.values()
-                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), transformers.AutoModel)
-        model = auto.from_pretrained(path).to(device)
+        task = next((name for name, t in TASKS.items()
+                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), None)
+        model = load_saved_model(path, task) if task else transformers.AutoModel.from_pretrained(path)
+        model = model.to(device)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
                         "it needs config.json and weights as written by save_pretrained") from None

@@ -1,6 +1,8 @@
 """Pruning and quantisation inside `compress run`, on the tiny BERT: report rows, columns, artifacts."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -133,3 +135,12 @@ def test_unknown_layer_fails_in_one_line_and_keeps_what_was_done(squeezed):
     assert "no Linear, LSTM or Embedding layer named 'bert.nope'" in err.value.line() and "prune.0" in err.value.line()
     assert (cfg.run_dir / "students" / "half" / "model.safetensors").is_file()
     assert not (cfg.run_dir / "pruned" / "half-odd").exists()
+
+
+def test_bench_latency_loads_pruned_and_int8_folders(squeezed):
+    cfg, rows, _ = squeezed
+    folders = [str(cfg.run_dir / rows[name]["model_dir"]) for name in ("half-heads", "half-int8")]
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "latency", *folders, "--iters", "3", "--warmup", "1",
+                          "--seq-len", "16"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "half-heads" in out.stdout and "half-int8" in out.stdout

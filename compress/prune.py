@@ -184,8 +184,9 @@ def choose_removals(scores: list[torch.Tensor], start_sizes: list[int], ratio: f
     removals = []
     for layer, (s, count) in enumerate(zip(scores, counts)):
         if count >= len(s):
+            hint = " or use scope: local, which keeps a share in every layer" if scope == "global" else ""
             raise UserError(f"pruning would remove every {unit} of layer {layer} ({len(s)} left)", where,
-                            f"lower the ratio, or use scope: local to keep a share in every layer")
+                            f"lower the ratio{hint}")
         removals.append(sorted(torch.argsort(s)[:max(count, 0)].tolist()))
     return removals
 
@@ -213,9 +214,9 @@ def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, impo
     pruning began) are gone, then write the new sizes back. With "taylor", gradients must be in `.grad`."""
     parts = layer_parts(model, where)
     heads = choose_removals([head_scores(p, importance) for p in parts], start_heads, head_ratio, scope, "head",
-                            where)
+                            f"{where}.head_ratio")
     neurons = choose_removals([neuron_scores(p, importance) for p in parts], start_neurons, ffn_ratio, scope,
-                              "FFN neuron", where)
+                              "FFN neuron", f"{where}.ffn_ratio")
     record_pruned_heads(model, heads)
     for p, h, n in zip(parts, heads, neurons):
         remove_heads(p, h)

@@ -4,7 +4,6 @@ import sys
 import pytest
 
 
-
 def bench(*args):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True)
 

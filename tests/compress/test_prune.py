@@ -173,7 +173,7 @@ def test_pruning_every_head_of_a_layer_is_refused():
     heads, neurons = start_sizes(model)
     with pytest.raises(UserError) as err:
         prune_structured(model, 0.9, 0.1, "magnitude", "local", heads, neurons, "prune.0")
-    assert "every head of layer 0" in str(err.value) and "prune.0" in str(err.value)
+    assert "every head of layer 0" in str(err.value) and "prune.0.head_ratio" in str(err.value)
 
 
 def test_structured_pruning_of_a_bilstm_is_refused():

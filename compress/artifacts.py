@@ -48,11 +48,11 @@ def compressed_size_mb(path: Path, pattern: str = "*.safetensors", chunk_mb: int
     import zlib
     from concurrent.futures import ThreadPoolExecutor
 
-    def chunks():
+    workers = os.cpu_count() or 1
+    total = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # zlib releases the GIL
         for file in sorted(Path(path).glob(pattern)):
             with file.open("rb") as f:
-                while block := f.read(chunk_mb * 1_000_000):
-                    yield block
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # zlib releases the GIL
-        return sum(pool.map(lambda block: len(zlib.compress(block, 1)), chunks())) / 1e6
+                while blocks := [b for b in (f.read(chunk_mb * 1_000_000) for _ in range(workers)) if b]:
+                    total += sum(pool.map(lambda block: len(zlib.compress(block, 1)), blocks))
+    return total / 1e6

@@ -349,8 +349,16 @@ class UnstructuredPrune(PruneBase):
     amount: float = Field(0.5, gt=0, lt=1, description="share of the pruned layers' weights to zero")
     scope: Literal["global", "per_layer"] = Field("global", description="global: smallest weights across all "
                                                   "pruned layers; per_layer: the same share in each")
-    layers: list[str] | None = Field(None, description="module names to prune (Linear, LSTM, Embedding); default: "
-                                     "every Linear and LSTM of the encoder (embeddings, pooler, task head stay dense)")
+    layers: list[str] | None = Field(None, min_length=1, description="module names to prune (Linear, LSTM, "
+                                     "Embedding); default: every Linear and LSTM of the encoder (embeddings, pooler, "
+                                     "task head stay dense)")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_once(cls, layers: list[str] | None) -> list[str] | None:
+        if layers and len(set(layers)) != len(layers):
+            raise ValueError(f"a layer is listed twice: {sorted({n for n in layers if layers.count(n) > 1})}")
+        return layers
 
 
 PruneConfig = Annotated[Union[StructuredPrune, UnstructuredPrune], Field(discriminator="kind")]

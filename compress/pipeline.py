@@ -299,9 +299,11 @@ def accumulate_gradients(model, train: EncodedSplit, tokenizer, task: Task, kd: 
     model.zero_grad(set_to_none=True)
     model.train()
     inputs = accepted_inputs(model)
+    device = next(model.parameters()).device  # recovery (Accelerate) may have moved the model to a GPU
     for i, batch in enumerate(make_loader(train, tokenizer, batch_size=16, shuffle=True, seed=seed)):
         if i == batches:
             break
+        batch = {k: v.to(device) for k, v in batch.items()}
         outputs = model(**{k: v for k, v in batch.items() if k in inputs})
         step_loss(task, outputs, batch, kd)[0].backward()
     model.eval()

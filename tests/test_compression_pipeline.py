@@ -95,21 +95,18 @@ def test_int8_rows_measure_agreement_and_shrink(squeezed):
     assert rows["half-int8"]["size_mb"] < rows["half"]["size_mb"]
 
 
-def test_saved_variants_reload_with_identical_outputs(squeezed, tiny_bert_dir):
+def test_pruned_model_reloads_and_its_export_matches(squeezed):
+    # Exact reload against the in-memory model is tested in tests/compress (test_prune, test_quantize); here the
+    # saved pruned folder, whose layers differ in FFN size, loads and agrees with its ONNX export.
     cfg, rows, _ = squeezed
     ids = torch.randint(1000, 2000, (2, 12))
-    feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    for name in ("half-heads", "half-heads-int8"):
-        folder = cfg.run_dir / rows[name]["model_dir"]
-        first, second = (load_saved_model(folder, "classification")(**feeds).logits for _ in range(2))
-        assert torch.equal(first, second)
-    # The ONNX export of the pruned model matches the reloaded PyTorch model.
-    session = create_session(cfg.run_dir / rows["half-heads"]["onnx_path"])
+    feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     model = load_saved_model(cfg.run_dir / rows["half-heads"]["model_dir"], "classification")
+    assert len({layer.intermediate.dense.out_features for layer in model.bert.encoder.layer}) > 1
+    session = create_session(cfg.run_dir / rows["half-heads"]["onnx_path"])
     names = {i.name for i in session.get_inputs()}
-    full = feeds | {"token_type_ids": torch.zeros_like(ids)}
-    got = session.run(None, {k: v.numpy() for k, v in full.items() if k in names and k in MODEL_INPUTS})[0]
-    assert abs(got - model(**full).logits.detach().numpy()).max() < 1e-4
+    got = session.run(None, {k: v.numpy() for k, v in feeds.items() if k in names and k in MODEL_INPUTS})[0]
+    assert abs(got - model(**feeds).logits.detach().numpy()).max() < 1e-4
 
 
 def test_prune_log_has_a_line_per_step(squeezed):

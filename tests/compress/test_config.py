@@ -136,6 +136,8 @@ def test_bad_student_settings_name_the_key(tmp_path, student, fragment):
      "recovery uses logit or hybrid KD"),
     ("quantize: [{name: q, model: later}]\nprune: [{name: later, model: s, kind: unstructured}]", None),
     ("quantize: [{name: s, model: s}]", "model names must be unique"),
+    ("prune: [{name: p, model: s, kind: unstructured, layers: []}]", "key 'prune.0.layers'"),
+    ("prune: [{name: p, model: s, kind: unstructured, layers: [a, a]}]", "listed twice"),
 ])
 def test_pruning_and_quantisation_entries_are_checked_when_the_file_loads(tmp_path, compress, fragment):
     path = write(tmp_path, f"students: [{{name: s}}]\n{compress}\n")

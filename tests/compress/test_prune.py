@@ -157,15 +157,25 @@ def test_global_pruning_leaves_layers_uneven_and_still_reloads_and_exports(famil
     assert parity_max_abs_diff(reloaded, create_session(onnx), _np(ids)) < 1e-4
 
 
-def test_iterative_structured_steps_count_from_the_start():
+def test_iterative_and_chained_structured_pruning_reload_identically(tmp_path):
     model = tiny("bert")
     heads, neurons = start_sizes(model)
     prune_structured(model, 0.25, 0.25, "magnitude", "local", heads, neurons, "prune.0")
     assert start_sizes(model) == ([3, 3], [48, 48])
     prune_structured(model, 0.5, 0.5, "magnitude", "local", heads, neurons, "prune.0")
     assert start_sizes(model) == ([2, 2], [32, 32])
-    # The two steps' removals, in the original head numbering, are what a reload rebuilds.
-    assert all(len(ids) == 2 for ids in model.config.pruned_heads.values())
+    model.save_pretrained(tmp_path / "two-steps")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two-steps").eval()
+    assert torch.equal(reloaded(**feeds()).logits, model(**feeds()).logits)  # HF rebuilds both steps' heads
+    # A later prune entry starts from the saved, already pruned model: head ids must stay the original ones.
+    chained = load_saved_model(tmp_path / "two-steps", "classification")
+    heads, neurons = start_sizes(chained)
+    prune_structured(chained, 0.5, 0.5, "magnitude", "global", heads, neurons, "prune.1")
+    assert sum(start_sizes(chained)[0]) == 2
+    assert all(len(ids) == 4 - n for ids, n in zip(chained.config.pruned_heads.values(), start_sizes(chained)[0]))
+    expected = chained(**feeds()).logits
+    chained.save_pretrained(tmp_path / "chained")
+    assert torch.equal(load_saved_model(tmp_path / "chained", "classification")(**feeds()).logits, expected)
 
 
 def test_pruning_every_head_of_a_layer_is_refused():

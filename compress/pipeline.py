@@ -38,7 +38,7 @@ from compress.quantize import argmax_agreement, quantize_dynamic_int8, save_quan
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
-from exports.ort import create_session
+from exports.ort import create_session, predict_session
 
 
 @dataclass(frozen=True)
@@ -346,13 +346,20 @@ def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages
             onnx_path = export_hf_model(model, tokenizer, out_dir, data.task.export_task, cfg.export.opset)
         batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
         feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
-        diff = parity_max_abs_diff(model, create_session(onnx_path), feeds)
+        session = create_session(onnx_path)
+        diff = parity_max_abs_diff(model, session, feeds)
         if diff > cfg.export.parity_atol:
             console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {diff:.2e} "
                           f"(> export.parity_atol {cfg.export.parity_atol:.0e}); check the export before shipping it")
+        # The task metric again, with ONNX Runtime on the whole test split: what the export will score.
+        outputs = predict_session(session, data.test, tokenizer, data.task.outputs,
+                                  pad_to=data.max_length if data.task.per_token else None)
+        ort_metrics = data.task.evaluate(outputs, data.test, cfg, data.label_names)
+        console.print(f"{name} (ONNX Runtime): {data.task.metric} {ort_metrics[data.task.metric]:.4f}")
         rel = str(onnx_path.relative_to(cfg.run_dir))
         return [rel], {"onnx_path": rel, "parity_max_abs_diff": diff, "parity_ok": diff <= cfg.export.parity_atol,
-                       "onnx_size_mb": onnx_path.stat().st_size / 1e6, "hash": config_hash}
+                       "onnx_size_mb": onnx_path.stat().st_size / 1e6, "ort_metrics": ort_metrics,
+                       "hash": config_hash}
 
     return stages(f"export:{name}", config_hash, work)
 

@@ -59,6 +59,9 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "prune_kind": m.get("prune", {}).get("kind"),
             "prune_steps": m.get("prune", {}).get("steps"),
             "argmax_agreement": m.get("argmax_agreement"),
+            # The headline metric re-measured on the ONNX export with ONNX Runtime (issue 6).
+            "ort_metric": export.get("ort_metrics", {}).get(metric),
+            "ort_metrics": export.get("ort_metrics"),
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},

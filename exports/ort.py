@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnxruntime as ort
+import torch
 
 from compress.errors import UserError
 
@@ -30,3 +31,18 @@ def create_session(path: Path, threads: int | None = None,
         raise UserError(f"session runs on {session.get_providers()[0]}, not {provider}", str(path),
                         "check the onnxruntime build and drivers")
     return session
+
+
+def predict_session(session: ort.InferenceSession, split, tokenizer, output_names: tuple[str, ...],
+                    pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """The session's outputs for every feature of `split`, in the layout compress.data.batching.predict gives
+    for a PyTorch model, so the task's metric is computed on the export the same way."""
+    from compress.data.batching import collect_outputs
+
+    inputs = {i.name for i in session.get_inputs()}
+
+    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        values = session.run(list(output_names), {k: v.numpy() for k, v in batch.items() if k in inputs})
+        return {name: torch.from_numpy(value).float() for name, value in zip(output_names, values)}
+
+    return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)

@@ -37,6 +37,7 @@ bench: {{warmup: 2, iters: 5}}
     assert rows["minilm-l3"]["params"] < teacher["params"]
     for row in rows.values():
         assert row["parity_max_abs_diff"] <= 1e-4 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
+        assert row["ort_metric"] == row["metric"]  # trained models: the export scores exactly what PyTorch did
 
 
 CAPITALS = {"Germany": "Berlin", "Spain": "Madrid", "Italy": "Rome", "Portugal": "Lisbon", "Poland": "Warsaw",

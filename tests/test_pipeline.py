@@ -45,6 +45,7 @@ def test_report_json_holds_the_contract(first_run):
         assert REPORT_KEYS <= set(row)
         assert 0 <= row["metric"] <= 1 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
         assert row["parity_max_abs_diff"] <= 1e-4 and row["parity_ok"] is True
+        assert row["ort_metric"] == pytest.approx(row["metric"], abs=1e-9)  # the export scores what PyTorch did
     assert rows["teacher"]["retained"] == 1.0 and rows["teacher"]["speedup"] == 1.0
     # Half the layers: fewer parameters, counted from the saved model.
     assert rows["half"]["params"] < rows["teacher"]["params"]

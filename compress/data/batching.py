@@ -80,18 +80,30 @@ def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
     return named if named or not takes_any else MODEL_INPUTS
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names: tuple[str, ...],
             pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """The model's outputs for every feature, in order; sequence outputs padded to `pad_to` positions."""
     model.eval()
     device = next(model.parameters()).device
-    collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
     names = accepted_inputs(model)
-    for batch in make_loader(split.head(len(split)), tokenizer, batch_size, shuffle=False):
+
+    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = model(**{k: v.to(device) for k, v in batch.items() if k in names})
+        return {name: getattr(out, name).float().cpu() for name in output_names}
+
+    with torch.inference_mode():
+        return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
+
+
+def collect_outputs(forward, split: EncodedSplit, tokenizer, output_names: tuple[str, ...], pad_to: int | None,
+                    batch_size: int) -> dict[str, torch.Tensor]:
+    """`forward(batch) -> {output name: tensor}` over every feature in order, concatenated; sequence outputs
+    padded to `pad_to` positions. Shared by PyTorch models and ONNX Runtime sessions, so both are scored alike."""
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
+    for batch in make_loader(split.head(len(split)), tokenizer, batch_size, shuffle=False):
+        out = forward(batch)
         for name in output_names:
-            value = getattr(out, name).float().cpu()
+            value = out[name]
             if pad_to is not None and value.shape[1] < pad_to:
                 pad = [0, 0] * (value.ndim - 2) + [0, pad_to - value.shape[1]]
                 value = F.pad(value, pad)

@@ -269,10 +269,11 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: dict, tea
                                       checkpoint=_checkpoint(cfg, f"{name}.step{step}", config_hash))
                 seconds += trained.seconds
                 after = validate(model)
+            parts = layer_parts(model, where) if structured else []
             record = {"step": step, "params": sum(p.numel() for p in model.parameters()) if structured else None,
                       "sparsity": None if structured else target_sparsity(targets),
-                      "heads": [p.heads for p in layer_parts(model, where)] if structured else None,
-                      "ffn_sizes": [p.neurons for p in layer_parts(model, where)] if structured else None,
+                      "heads": [p.heads for p in parts] if structured else None,
+                      "ffn_sizes": [p.neurons for p in parts] if structured else None,
                       "validation_after_prune": before, "validation": after}
             history.append(record)
             with log.open("a") as f:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from compress.errors import UserError
+from compress.models.students import transformer_layers
 
 PRUNABLE = (nn.Linear, nn.LSTM, nn.Embedding)
 
@@ -118,14 +119,14 @@ class LayerParts:
 def layer_parts(model: nn.Module, where: str) -> list[LayerParts]:
     """The layers of a BERT-style (BERT, MiniLM, RoBERTa, ...), DistilBERT or custom transformer model."""
     family = model.config.model_type
-    base = model.base_model
     if family == "custom":
         return [LayerParts(b.attention.query, b.attention.key, b.attention.value, b.attention.output,
-                           b.feed_forward.up, b.feed_forward.down, b.attention.head_dim) for b in base.encoder.layers]
+                           b.feed_forward.up, b.feed_forward.down, b.attention.head_dim)
+                for b in transformer_layers(model)]
     if family == "distilbert":
         return [LayerParts(b.attention.q_lin, b.attention.k_lin, b.attention.v_lin, b.attention.out_lin,
-                           b.ffn.lin1, b.ffn.lin2, b.attention.attention_head_size) for b in base.transformer.layer]
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
+                           b.ffn.lin1, b.ffn.lin2, b.attention.attention_head_size) for b in transformer_layers(model)]
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if layers is None or not hasattr(layers[0], "intermediate"):
         raise UserError(f"structured pruning needs a transformer; a '{family}' model has no attention heads to "
                         "remove", where, "use kind: unstructured for this model")
@@ -238,15 +239,8 @@ def record_pruned_heads(model: nn.Module, heads: list[list[int]]) -> None:
         if current:
             pruned.setdefault(layer, set()).update(kept[i] for i in current)
     config.pruned_heads = {layer: sorted(ids) for layer, ids in pruned.items() if ids}
-    for layer, attention in enumerate(_hf_attention_modules(model)):
-        attention.pruned_heads = set(config.pruned_heads.get(layer, []))
-
-
-def _hf_attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules HF keeps `pruned_heads` on (and calls prune_heads on)."""
-    if model.config.model_type == "distilbert":
-        return [b.attention for b in model.base_model.transformer.layer]
-    return [b.attention for b in model.base_model.encoder.layer]
+    for layer, block in enumerate(transformer_layers(model)):  # where HF keeps them (and calls prune_heads)
+        block.attention.pruned_heads = set(config.pruned_heads.get(layer, []))
 
 
 def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
@@ -254,13 +248,14 @@ def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
     config, family = model.config, model.config.model_type
     heads = [p.heads for p in parts]
     neurons = [p.neurons for p in parts]
-    for p, attention in zip(parts, _attention_holders(model)):
+    for p, block in zip(parts, transformer_layers(model)):  # the head counts the forward pass reshapes by
         if family == "custom":
-            attention.num_heads = p.heads
+            block.attention.num_heads = p.heads
         elif family == "distilbert":
-            attention.n_heads, attention.dim = p.heads, p.heads * p.head_dim
+            block.attention.n_heads, block.attention.dim = p.heads, p.heads * p.head_dim
         else:
-            attention.num_attention_heads, attention.all_head_size = p.heads, p.heads * p.head_dim
+            block.attention.self.num_attention_heads = p.heads
+            block.attention.self.all_head_size = p.heads * p.head_dim
     if family == "custom":
         config.layer_num_heads, config.layer_intermediate_sizes = heads, neurons
         return
@@ -269,16 +264,6 @@ def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
     setattr(config, ffn_key, neurons[0] if uniform else max(neurons))
     # Different FFN sizes per layer have no HF config key: our loader (load_saved_model) reads this one.
     config.layer_intermediate_sizes = None if uniform else neurons
-
-
-def _attention_holders(model: nn.Module) -> list[nn.Module]:
-    """The modules whose head count the forward pass reads."""
-    family = model.config.model_type
-    if family == "custom":
-        return [b.attention for b in model.base_model.encoder.layers]
-    if family == "distilbert":
-        return [b.attention for b in model.base_model.transformer.layer]
-    return [b.attention.self for b in model.base_model.encoder.layer]
 
 
 def resize_ffn(model: nn.Module, sizes: list[int]) -> None:

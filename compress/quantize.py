@@ -83,31 +83,25 @@ def load_quantized(fp32_skeleton: nn.Module, path: Path) -> nn.Module:
 def _flat_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every tensor of the quantised model, int8 weights as int8 + scale + zero point."""
     out: dict[str, torch.Tensor] = {}
+    quantized: list[str] = []  # prefixes of quantised modules: their own state-dict entries are packed formats
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(module, qdynamic.Linear):
+            quantized.append(prefix)
             _put_qtensor(out, prefix + "weight", module.weight())
             if module.bias() is not None:
                 out[prefix + "bias"] = module.bias().detach().contiguous()
         elif isinstance(module, qdynamic.LSTM):
+            quantized.append(prefix)
             parts = module._weight_bias()
             for weight_name, weight in parts["weight"].items():
                 _put_qtensor(out, prefix + weight_name, weight)
             for bias_name, bias in parts["bias"].items():
                 out[prefix + bias_name] = bias.detach().contiguous()
     for key, value in model.state_dict().items():
-        if isinstance(value, torch.Tensor) and not value.is_quantized and not _is_quantized_key(key, model):
+        if isinstance(value, torch.Tensor) and not value.is_quantized and not key.startswith(tuple(quantized)):
             out[key] = value.detach().contiguous().clone()  # clone: tied weights must not share storage
     return out
-
-
-def _is_quantized_key(key: str, model: nn.Module) -> bool:
-    """State-dict entries of quantised modules (their scale, zero point and packed weights), or our int8 keys."""
-    owner = key.rsplit(".", 1)[0]
-    modules = dict(model.named_modules())
-    while owner and owner not in modules:
-        owner = owner.rsplit(".", 1)[0] if "." in owner else ""
-    return isinstance(modules.get(owner), (qdynamic.Linear, qdynamic.LSTM))
 
 
 def _put_qtensor(out: dict[str, torch.Tensor], key: str, q: torch.Tensor) -> None:

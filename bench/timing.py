@@ -49,3 +49,24 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int,
         sync()
         times.append(time.perf_counter() - start)
     return summarize(times)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: int, rounds: int = 5,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, Latency]:
+    """Time several callables side by side: after each one's warm-up, `rounds` passes over all of them, each pass
+    timing a share of every one's `iters` calls. Slow drift of the machine (clock, other load) then lands on all of
+    them alike, so their ratios hold even where the absolute numbers wander."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    shares = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+    for share in shares:
+        for name, fn in fns.items():
+            for _ in range(share):
+                start = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - start)
+    return {name: summarize(values) for name, values in times.items()}

@@ -376,10 +376,41 @@ class QuantizeConfig(Strict):
 # ---------------------------------------------------------------- export and bench
 
 
+# ONNX Runtime int8 variants of an export: dynamic (weights int8, activations quantised per call) with signed or
+# unsigned weights, one scale per tensor or per output channel; static (activations too, ranges calibrated on
+# training batches, QDQ format, uint8 activations with int8 weights as x86 kernels want).
+ORT_INT8_VARIANTS = ("dynamic-qint8", "dynamic-qint8-per-channel", "dynamic-quint8", "dynamic-quint8-per-channel",
+                     "static-qint8", "static-qint8-per-channel")
+OrtInt8Variant = Literal["dynamic-qint8", "dynamic-qint8-per-channel", "dynamic-quint8",
+                         "dynamic-quint8-per-channel", "static-qint8", "static-qint8-per-channel"]
+
+
+class OrtQuantizeConfig(Strict):
+    """ONNX Runtime int8 of the exports; per model the fastest variant (fp32 included) whose metric stays within
+    `max_metric_drop` of the fp32 export is kept."""
+
+    enabled: bool = True
+    models: list[str] | None = Field(None, description="models whose exports to quantise; default: every student, "
+                                                       "baseline and pruned model (not the teacher)")
+    variants: list[OrtInt8Variant] = Field(list(ORT_INT8_VARIANTS), min_length=1)
+    max_metric_drop: float = Field(0.01, ge=0, le=1, description="largest metric loss vs the fp32 export to keep int8")
+    calibration_batches: int = Field(8, ge=1, description="training batches (16 examples) that calibrate static int8")
+
+    @field_validator("variants", "models")
+    @classmethod
+    def _no_repeats(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) < len(values):
+            raise ValueError(f"listed twice: {sorted({v for v in values if values.count(v) > 1})}")
+        return values
+
+
 class ExportConfig(Strict):
     enabled: bool = True
     opset: int = Field(18, ge=14, le=21, description="optimum recommends >= 18 for BERT")
     parity_atol: float = Field(1e-4, gt=0, description="max abs logit difference ONNX vs PyTorch")
+    optimize: bool = Field(True, description="ONNX Runtime graph optimisation (transformer fusions for BERT-family "
+                                             "graphs), saved beside the plain export")
+    quantize: OrtQuantizeConfig = OrtQuantizeConfig()
 
 
 class BenchConfig(Strict):
@@ -436,7 +467,18 @@ class RunConfig(Strict):
                                      f"(choose from: {', '.join(known) or 'none; add a student'})")
                 if key == "prune":
                     known = known + [entry.name]
+        for name in self.export.quantize.models or []:
+            if name not in ["teacher", *known]:  # PyTorch int8 models have no export to quantise
+                raise ValueError(f"export.quantize.models: '{name}' is not an exported model of this run "
+                                 f"(choose from: {', '.join(['teacher', *known])})")
         return self
+
+    def ort_quantized_models(self) -> list[str]:
+        """The models whose ONNX exports get ONNX Runtime int8 variants."""
+        q = self.export.quantize
+        if not (self.export.enabled and q.enabled):
+            return []
+        return q.models if q.models is not None else self.student_names() + [p.name for p in self.prune]
 
     def student_names(self) -> list[str]:
         return [n for s in self.students for n in ([s.name, f"{s.name}-baseline"] if s.baseline else [s.name])]
@@ -474,6 +516,8 @@ DEFAULT_CONFIG = RunConfig(
                                                                     distill=KDConfig(temperature=2.0, alpha=0.5))),
     ],
     quantize=[QuantizeConfig(name="minilm-l3-int8", model="minilm-l3")],
+    export=ExportConfig(quantize=OrtQuantizeConfig(
+        models=["minilm-l3", "minilm-l3-heads50", "custom-2x256", "bilstm-2x128"])),
 )
 
 

@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 
 from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
-from bench.timing import time_calls
+from bench.timing import time_interleaved
 from bench.flops import count_flops
 from compress.artifacts import (compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic,
                                 write_text_atomic)
@@ -38,7 +38,7 @@ from compress.quantize import argmax_agreement, quantize_dynamic_int8, save_quan
 from compress.report import build_report, print_report, write_report_files
 from compress.tasks import TASKS, Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
-from exports.ort import create_session, predict_session
+from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
 
 
 @dataclass(frozen=True)
@@ -334,35 +334,96 @@ def _token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
 
 
 def export_model(cfg: RunConfig, model_result: dict, data: Data, stages: _Stages) -> dict:
-    """ONNX (optimum for HF families, torch.onnx for ours), then parity against PyTorch on held-out text."""
+    """ONNX (optimum for HF families, torch.onnx for ours), parity against PyTorch, the metric again with ONNX
+    Runtime; then the optimised graph and the int8 variants beside it, each scored the same way."""
     name = model_result["name"]
-    config_hash = stable_hash("export", model_result["hash"], cfg.export)
+    int8_variants = cfg.export.quantize.variants if name in cfg.ort_quantized_models() else []
+    config_hash = stable_hash("export", model_result["hash"], cfg.export.opset, cfg.export.optimize, int8_variants,
+                              cfg.export.quantize.calibration_batches if int8_variants else None)
 
     def work() -> tuple[list[str], dict]:
         model, tokenizer = _load_saved(cfg, model_result)
         out_dir = cfg.run_dir / "exports" / name
-        if model_result["family"] in OWN_FAMILIES:  # optimum knows only HF architectures
-            onnx_path = export_torch_model(model, tokenizer, out_dir, data.task.outputs, cfg.export.opset)
-        else:
+        transformer = model_result["family"] not in OWN_FAMILIES  # optimum and ORT's fusions know HF architectures
+        if transformer:
             onnx_path = export_hf_model(model, tokenizer, out_dir, data.task.export_task, cfg.export.opset)
-        batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
-        feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
-        session = create_session(onnx_path)
-        diff = parity_max_abs_diff(model, session, feeds)
-        if diff > cfg.export.parity_atol:
-            console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {diff:.2e} "
-                          f"(> export.parity_atol {cfg.export.parity_atol:.0e}); check the export before shipping it")
-        # The task metric again, with ONNX Runtime on the whole test split: what the export will score.
-        outputs = predict_session(session, data.test, tokenizer, data.task.outputs,
-                                  pad_to=data.max_length if data.task.per_token else None)
-        ort_metrics = data.task.evaluate(outputs, data.test, cfg, data.label_names)
-        console.print(f"{name} (ONNX Runtime): {data.task.metric} {ort_metrics[data.task.metric]:.4f}")
-        rel = str(onnx_path.relative_to(cfg.run_dir))
-        return [rel], {"onnx_path": rel, "parity_max_abs_diff": diff, "parity_ok": diff <= cfg.export.parity_atol,
-                       "onnx_size_mb": onnx_path.stat().st_size / 1e6, "ort_metrics": ort_metrics,
-                       "hash": config_hash}
+        else:
+            onnx_path = export_torch_model(model, tokenizer, out_dir, data.task.outputs, cfg.export.opset)
+        score = _export_scorer(cfg, model, tokenizer, data, with_reference=bool(int8_variants))
+        variants = [score(onnx_path, "fp32")]
+        fused = None
+        if cfg.export.optimize:
+            fused = optimize_graph(onnx_path, out_dir / "model_optimized.onnx", transformer)
+            variants.append(score(out_dir / "model_optimized.onnx", "fp32-optimized"))
+        calibration = _calibration_batches(cfg, data, tokenizer) if any(
+            v.startswith("static") for v in int8_variants) else None
+        for variant in int8_variants:
+            # Dynamic int8 quantises the fused graph (QAttention); static calibration needs the plain one, whose
+            # every activation the calibrator can observe.
+            src = out_dir / "model_optimized.onnx" if cfg.export.optimize and variant.startswith("dynamic") \
+                else onnx_path
+            path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
+            try:
+                quantize_graph(src, path, variant, calibration)
+            except Exception as err:  # one variant ORT cannot quantise is a finding for the report, not a crash
+                console.print(f"[yellow]{name}: {variant} failed[/]: {str(err).splitlines()[0][:160]}")
+                variants.append({"variant": variant, "precision": "int8", "error": str(err).splitlines()[0][:300]})
+                continue
+            variants.append(score(path, variant))
+        plain = variants[0]
+        for v in variants:
+            if "error" not in v:
+                v["metric_drop"] = plain["ort_metric"] - v["ort_metric"]
+                v["eligible"] = (v["metric_drop"] <= cfg.export.quantize.max_metric_drop if v["precision"] == "int8"
+                                 else v["parity_max_abs_diff"] <= cfg.export.parity_atol)
+        if plain["parity_max_abs_diff"] > cfg.export.parity_atol:
+            console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain['parity_max_abs_diff']:.2e}"
+                          f" (> export.parity_atol {cfg.export.parity_atol:.0e}); check the export before shipping it")
+        console.print(f"{name} (ONNX Runtime): " + ", ".join(
+            f"{v['variant']} {v['ort_metric']:.4f}" for v in variants if "error" not in v))
+        return [str(out_dir.relative_to(cfg.run_dir))], {
+            "onnx_path": plain["onnx_path"], "parity_max_abs_diff": plain["parity_max_abs_diff"],
+            "parity_ok": plain["parity_max_abs_diff"] <= cfg.export.parity_atol, "onnx_size_mb": plain["size_mb"],
+            "ort_metrics": plain["ort_metrics"], "fused_operators": fused, "variants": variants, "hash": config_hash}
 
     return stages(f"export:{name}", config_hash, work)
+
+
+def _export_scorer(cfg: RunConfig, model, tokenizer, data: Data, with_reference: bool):
+    """(graph path, variant) -> the variant's entry: the task metric with ONNX Runtime on the whole test split,
+    and against PyTorch fp32: max abs output difference on 16 held-out examples for fp32 graphs, argmax agreement
+    over the test split for int8 ones (real tokens only for NER)."""
+    batch = next(iter(make_loader(data.test.head(16), tokenizer, batch_size=16, shuffle=False)))
+    feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
+    reference = _predict(model, data.test, tokenizer, data) if with_reference else None
+    mask = _token_mask(data.test, data.max_length) if data.task.per_token else None
+
+    def score(path: Path, variant: str) -> dict:
+        session = create_session(path)
+        outputs = predict_session(session, data.test, tokenizer, data.task.outputs,
+                                  pad_to=data.max_length if data.task.per_token else None)
+        metrics = data.task.evaluate(outputs, data.test, cfg, data.label_names)
+        entry = {"variant": variant, "precision": "int8" if "int8" in variant else "fp32",
+                 "onnx_path": str(path.relative_to(cfg.run_dir)), "size_mb": path.stat().st_size / 1e6,
+                 "ort_metric": metrics[data.task.metric], "ort_metrics": metrics}
+        if entry["precision"] == "fp32":
+            entry["parity_max_abs_diff"] = parity_max_abs_diff(model, session, feeds)
+        else:
+            entry["argmax_agreement"] = argmax_agreement(reference, outputs, mask)
+        return entry
+
+    return score
+
+
+def _calibration_batches(cfg: RunConfig, data: Data, tokenizer) -> list[dict[str, np.ndarray]]:
+    """Static int8's activation ranges come from real training text: the first shuffled training batches."""
+    loader = make_loader(data.train, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed)
+    batches = []
+    for batch in loader:
+        batches.append({k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS})
+        if len(batches) == cfg.export.quantize.calibration_batches:
+            break
+    return batches
 
 
 def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stages: _Stages) -> dict:
@@ -377,11 +438,16 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
             feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
             console.print(f"bench {m['name']}: batch {b.batch_size}, {b.seq_len} tokens")
-            entry = {"torch": time_calls(torch_runner(model, feeds), b.warmup, b.iters).to_dict(), "ort": None,
+            runners = {"torch": torch_runner(model, feeds)}
+            export = exports.get(m["name"])
+            if export:
+                # The export and its optimised and int8 graphs, timed side by side with PyTorch on the same
+                # inputs: the choice of a graph to ship rests on these ratios.
+                runners |= {v["variant"]: ort_runner(create_session(cfg.run_dir / v["onnx_path"], threads=b.threads),
+                                                     feeds) for v in export["variants"] if "error" not in v}
+            timings = {name: t.to_dict() for name, t in time_interleaved(runners, b.warmup, b.iters).items()}
+            entry = {"torch": timings.pop("torch"), "ort": timings.pop("fp32", None), "ort_variants": timings,
                      "flops": count_flops(model, feeds)}
-            if m["name"] in exports:
-                session = create_session(cfg.run_dir / exports[m["name"]]["onnx_path"], threads=b.threads)
-                entry["ort"] = time_calls(ort_runner(session, feeds), b.warmup, b.iters).to_dict()
             results[m["name"]] = entry
         write_json_atomic(cfg.run_dir / "bench.json", {"settings": b.model_dump(), "results": results,
                                                        "environment": capture_environment()})

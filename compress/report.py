@@ -14,6 +14,7 @@ from compress.artifacts import write_json_atomic
 from compress.config import RunConfig
 from compress.progress import console
 from compress.tasks import TASKS
+from exports.ort import choose_variant
 
 
 def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict) -> dict:
@@ -25,6 +26,11 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
     for m in models:
         export = exports.get(m["name"], {})
         torch_p50, ort_p50 = _p50(bench, m["name"], "torch"), _p50(bench, m["name"], "ort")
+        variants = _ort_variants(export, bench.get(m["name"], {}), torch_p50)
+        kept_name, reason = choose_variant(variants, cfg.export.quantize.max_metric_drop) if variants else (None, None)
+        kept = next((v for v in variants if v["variant"] == kept_name), {})
+        for v in variants:
+            v["kept"] = v is kept
         rows.append({
             "model": m["name"],
             "role": m["role"],
@@ -62,6 +68,17 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             # The headline metric re-measured on the ONNX export with ONNX Runtime (issue 6).
             "ort_metric": export.get("ort_metrics", {}).get(metric),
             "ort_metrics": export.get("ort_metrics"),
+            # ONNX Runtime variants of the export (issue 6): the plain graph, the optimised one and int8 ones, each
+            # scored and timed; the one to ship is the fastest within export.quantize.max_metric_drop.
+            "onnx_optimized_path": next((v["onnx_path"] for v in variants if v["variant"] == "fp32-optimized"), None),
+            "fused_operators": export.get("fused_operators"),
+            "ort_variants": variants or None,
+            "ort_kept": kept_name,
+            "ort_kept_path": kept.get("onnx_path"),
+            "ort_kept_p50_ms": kept.get("ort_p50_ms"),
+            "ort_kept_metric": kept.get("ort_metric"),
+            "ort_kept_speedup": teacher_torch / kept["ort_p50_ms"] if teacher_torch and kept else None,
+            "ort_kept_reason": reason,
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
@@ -80,6 +97,17 @@ def _notes(rows: list[dict]) -> list[str]:
         notes.append("PyTorch int8 rows: dynamic quantisation of Linear/LSTM weights, CPU kernels; no ONNX export "
                      "(ONNX Runtime quantises the fp32 export); params are the fp32 model's")
     return notes
+
+
+def _ort_variants(export: dict, timings: dict, torch_p50: float | None) -> list[dict]:
+    """The export's variants with their latencies (bench stage) beside their scores (export stage)."""
+    variants = []
+    for v in export.get("variants", []):
+        timing = timings.get("ort") if v["variant"] == "fp32" else timings.get("ort_variants", {}).get(v["variant"])
+        p50 = timing["latency_ms_p50"] if timing else None
+        variants.append(v | {"ort_p50_ms": p50, "ort_p95_ms": timing["latency_ms_p95"] if timing else None,
+                             "speedup_vs_torch": torch_p50 / p50 if torch_p50 and p50 else None})
+    return variants
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -109,13 +137,43 @@ def _parity(row: dict) -> str:
     return f"{'ok' if row['parity_ok'] else '[bold red]FAIL[/]'} {row['parity_max_abs_diff']:.0e}"
 
 
+def _kept(row: dict) -> str:
+    return "n/a" if row.get("ort_kept") is None else f"{row['ort_kept']} ({row['ort_kept_p50_ms']:.1f})"
+
+
+def print_ort_variants(report: dict) -> None:
+    """Every ONNX Runtime variant of the models that have int8 ones, and why the kept one (*) was kept."""
+    rows = [r for r in report["rows"] if any(v["precision"] == "int8" for v in r.get("ort_variants") or [])]
+    if not rows:
+        return
+    table = Table(title=f"ONNX Runtime variants (* kept: the fastest whose {report['metric']} stays within "
+                        "max_metric_drop of fp32)")
+    for column in ("model", "variant", "size MB", report["metric"], "vs fp32", "parity / agreement", "ORT p50 ms",
+                   "vs PyTorch", "kept"):
+        table.add_column(column, justify="left" if column in ("model", "variant") else "right")
+    for r in rows:
+        for v in r["ort_variants"]:
+            if "error" in v:
+                table.add_row(r["model"], v["variant"], "", "", "", "", "", "", f"failed: {v['error'][:60]}")
+                continue
+            check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
+                     else f"{v['argmax_agreement'] * 100:.1f}%")
+            table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
+                          f"{0.0 - v['metric_drop']:+.4f}", check, _fmt(v["ort_p50_ms"], ".2f"),
+                          _fmt(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")
+        table.add_section()
+    console.print(table)
+    for r in rows:
+        console.print(f"[dim]kept:[/dim] {r['model']}: {r['ort_kept']}: {r['ort_kept_reason']}")
+
+
 def print_report(report: dict) -> None:
     b = report["bench"]
     table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
     for column in ("model", "role", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
                    report["metric"], "% of teacher", "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)",
-                   "ONNX parity"):
+                   "ONNX parity", "ORT kept (p50 ms)"):
         table.add_column(column, justify="left" if column in ("model", "role") else "right",
                          no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
     for r in report["rows"]:  # the family (what loads the model) is in report.json
@@ -126,7 +184,8 @@ def print_report(report: dict) -> None:
                       _fmt(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
                       f"{r['metric']:.4f}", _fmt(r["retained"] and r["retained"] * 100, ".1f", "%"),
                       _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"),
-                      _parity(r))
+                      _parity(r), _kept(r))
     console.print(table)
+    print_ort_variants(report)
     for note in report.get("notes", []):
         console.print(f"[dim]note:[/dim] {note}")

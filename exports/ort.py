@@ -1,11 +1,21 @@
-"""ONNX Runtime sessions that run where they were asked to, or say why not."""
+"""ONNX Runtime: sessions that run where they were asked to (or say why not), optimised and int8 graphs, and the
+choice of which variant to ship."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                      quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.errors import UserError
 
@@ -46,3 +56,109 @@ def predict_session(session: ort.InferenceSession, split, tokenizer, output_name
         return {name: torch.from_numpy(value).float() for name, value in zip(output_names, values)}
 
     return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
+
+
+# ---------------------------------------------------------------- graph optimisation and int8
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """ONNX Runtime's optimizer and quantizer log advice on the root logger ("consider pre-processing", fusion
+    notices); what they did is in the report, so keep the console for the run's own progress."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def optimize_graph(onnx_path: Path, out_path: Path, transformer: bool) -> dict[str, int]:
+    """Save an optimised copy of `onnx_path` at `out_path`; returns the fused operators it holds.
+
+    BERT-family graphs get ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu,
+    EmbedLayerNormalization); `num_heads=0` makes the optimizer read each attention's head count from the graph,
+    so structured-pruned layers with different head counts fuse too. Other graphs (our custom transformer, the
+    BiLSTM) get ONNX Runtime's own extended session-level optimisation, written out once instead of at each load.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with _quiet_quantizer():
+        if transformer:
+            optimized = optimize_model(str(onnx_path), model_type="bert", num_heads=0, hidden_size=0)
+            fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+            optimized.save_model_to_file(str(tmp))
+        else:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            options.optimized_model_filepath = str(tmp)
+            ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+            fused = {}
+    os.replace(tmp, out_path)
+    return fused
+
+
+class _Batches(CalibrationDataReader):
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[str, np.ndarray]] | None = None) -> None:
+    """Write the int8 `variant` (one of compress.config.ORT_INT8_VARIANTS) of the fp32 graph `src` to `dst`.
+    Static variants calibrate activation ranges (min/max) on `calibration`, feeds named as the graph's inputs."""
+    mode, _, rest = variant.partition("-")
+    weight_type = QuantType.QUInt8 if rest.startswith("quint8") else QuantType.QInt8
+    per_channel = rest.endswith("per-channel")
+    # The fused graph's contrib ops carry no type information for the quantizer; say their tensors are float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    tmp = dst.with_name(dst.name + ".tmp")
+    with _quiet_quantizer(), tempfile.TemporaryDirectory() as work:
+        if mode == "dynamic":
+            quantize_dynamic(src, tmp, weight_type=weight_type, per_channel=per_channel, extra_options=extra)
+        else:
+            if not calibration:
+                raise ValueError("static int8 needs calibration batches")
+            prepared = Path(work) / "prepared.onnx"
+            # Symbolic shape inference fails on BERT graphs; ONNX's own shape inference is enough here.
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            inputs = {i.name for i in onnx.load(str(prepared)).graph.input}  # a graph may not use every input
+            batches = [{k: v for k, v in feeds.items() if k in inputs} for feeds in calibration]
+            quantize_static(prepared, tmp, _Batches(batches), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=weight_type,
+                            extra_options=extra)
+    os.replace(tmp, dst)
+
+
+def choose_variant(variants: list[dict], max_metric_drop: float) -> tuple[str | None, str]:
+    """The variant to ship: the fastest (p50) that kept its metric within `max_metric_drop` of the fp32 export
+    (fp32 graphs: that also passed parity). Returns its name and why, in words a report can print."""
+    timed = [v for v in variants if v.get("ort_p50_ms") is not None]
+    eligible = [v for v in timed if v["eligible"]]
+    if not eligible:
+        return None, "no variant was measured"
+    kept = min(eligible, key=lambda v: v["ort_p50_ms"])
+    fp32 = min((v for v in eligible if v["precision"] == "fp32"), key=lambda v: v["ort_p50_ms"], default=None)
+    int8 = [v for v in timed if v["precision"] == "int8"]
+    if kept["precision"] == "int8":
+        versus = f" vs fp32 {fp32['ort_p50_ms']:.2f} ms" if fp32 else ""
+        return kept["variant"], (f"fastest within max_metric_drop {max_metric_drop:g}: {kept['ort_p50_ms']:.2f} ms"
+                                 f"{versus}, {_change(kept)} vs fp32")
+    if not int8:
+        return kept["variant"], "fastest fp32 graph (no int8 variant measured)"
+    within = [v for v in int8 if v["eligible"]]
+    if not within:
+        least = min(int8, key=lambda v: v["metric_drop"])
+        return kept["variant"], (f"fp32 kept: every int8 variant lost more than max_metric_drop {max_metric_drop:g} "
+                                 f"(least: {least['variant']}, {_change(least)})")
+    fastest = min(within, key=lambda v: v["ort_p50_ms"])
+    return kept["variant"], (f"fp32 kept: int8 is not faster on this machine ({fastest['variant']} "
+                             f"{fastest['ort_p50_ms']:.2f} ms vs {kept['variant']} {kept['ort_p50_ms']:.2f} ms)")
+
+
+def _change(variant: dict) -> str:
+    return f"metric {0.0 - variant['metric_drop']:+.4f}"  # 0.0 - 0.0 prints +0.0000, where -0.0 would not

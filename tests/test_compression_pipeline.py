@@ -1,6 +1,7 @@
 """Pruning and quantisation inside `compress run`, on the tiny BERT: report rows, columns, artifacts."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -141,3 +142,26 @@ def test_bench_latency_loads_pruned_and_int8_folders(squeezed):
                           "--seq-len", "16"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "half-heads" in out.stdout and "half-int8" in out.stdout
+
+
+def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tmp_path):
+    cfg, rows, _ = squeezed
+    shutil.copytree(cfg.run_dir, tmp_path / "squeeze")
+    moved = cfg.model_copy(update={"output_dir": tmp_path})
+
+    def with_quantize(**changes) -> RunConfig:
+        quantize = moved.export.quantize.model_copy(update=changes)
+        return moved.model_copy(update={"export": moved.export.model_copy(update={"quantize": quantize})})
+
+    # No accuracy loss allowed: nothing is re-exported or re-timed, only the choice changes.
+    strict = run(with_quantize(max_metric_drop=0.0))
+    assert strict.ran == []
+    for row in strict.report["rows"]:
+        kept = next((v for v in row["ort_variants"] or [] if v["kept"]), None)
+        assert kept is None or kept["precision"] == "fp32" or kept["metric_drop"] <= 0
+    # Fewer variants: only the exports that had int8 ones run again, then the bench.
+    fewer = run(with_quantize(variants=["dynamic-qint8"]))
+    assert sorted(fewer.ran) == ["bench", "export:half", "export:half-heads", "export:half-sparse"]
+    row = next(r for r in fewer.report["rows"] if r["model"] == "half")
+    assert [v["variant"] for v in row["ort_variants"]] == ["fp32", "fp32-optimized", "dynamic-qint8"]
+    assert not (tmp_path / "squeeze" / "exports" / "half" / "model_static_qint8.onnx").exists()

@@ -9,6 +9,7 @@ from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceC
 from compress.config import RunConfig
 from compress.errors import UserError
 from compress.pipeline import run
+from tests.test_tasks_pipeline import check_ort_variants
 
 TRAIN = {"epochs": 2, "learning_rate": 3e-3}
 
@@ -52,6 +53,11 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
             assert (row["family"], row["role"]) == (family, role)
             assert row["parity_ok"] is True and row["ort_p50_ms"] > 0 and row["torch_p50_ms"] > 0
             assert row["params"] > 0 and row["size_mb"] > 0
+    # BERT and DistilBERT graphs get ORT's transformer fusions; ours get session-level optimisation.
+    for name in ("teacher", "half", "distil"):
+        assert rows[name]["fused_operators"]["Attention"] > 0
+    assert rows["scratch"]["fused_operators"] == rows["rnn"]["fused_operators"] == {}
+    check_ort_variants(cfg, rows)
     # Built from scratch at width 16, the custom student is far smaller than the 32-wide teacher.
     assert rows["scratch"]["params"] < rows["teacher"]["params"]
     first_step = {name: json.loads((cfg.run_dir / "logs" / f"{name}.jsonl").read_text().splitlines()[0])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from compress.config import RunConfig
+from compress.config import ORT_INT8_VARIANTS, RunConfig
 from compress.pipeline import run
 from tests.conftest import make_conll, make_squad
 
@@ -58,7 +58,31 @@ def check_report(cfg: RunConfig, metric_keys: set[str]) -> dict:
             assert metric_keys <= set(row["ort_metrics"])
     assert rows["scratch-pruned"]["params"] < rows["scratch"]["params"]
     assert rows["rnn-sparse"]["sparsity"] > rows["rnn"]["sparsity"]
+    check_ort_variants(cfg, rows)
     return rows
+
+
+def check_ort_variants(cfg: RunConfig, rows: dict) -> None:
+    """Every export has its optimised graph and, for students, its int8 variants, each scored on the whole test
+    split and timed, with exactly one kept."""
+    for name, row in rows.items():
+        if row["role"] == "quantized":
+            assert row["ort_variants"] is None and row["ort_kept"] is None
+            continue
+        variants = {v["variant"]: v for v in row["ort_variants"]}
+        expected = {"fp32", "fp32-optimized"} | (set() if name == "teacher" else set(ORT_INT8_VARIANTS))
+        assert set(variants) == expected
+        assert [v["variant"] for v in row["ort_variants"] if v["kept"]] == [row["ort_kept"]]
+        assert row["ort_kept_reason"] and row["ort_kept_p50_ms"] > 0
+        assert variants["fp32-optimized"]["parity_max_abs_diff"] <= 1e-4
+        for v in variants.values():
+            if "error" in v:  # ORT refused to quantise this graph: reported, never kept
+                assert v["precision"] == "int8" and not v["kept"]
+                continue
+            assert (cfg.run_dir / v["onnx_path"]).is_file() and v["ort_p50_ms"] > 0
+            assert 0 <= v["ort_metric"] <= 1 and v["metric_drop"] == pytest.approx(row["ort_metric"] - v["ort_metric"])
+            if v["precision"] == "int8":
+                assert 0 <= v["argmax_agreement"] <= 1 and v["size_mb"] < variants["fp32"]["size_mb"]
 
 
 def test_ner_run(tmp_path, tiny_bert_dir):

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.timing import summarize, time_calls
+from bench.timing import summarize, time_calls, time_interleaved
 
 
 def test_percentiles_on_synthetic_timings():
@@ -28,3 +28,13 @@ def test_time_calls_runs_warmup_then_timed_iterations_and_syncs():
     lat = time_calls(lambda: calls.append(1), warmup=3, iters=7, sync=lambda: syncs.append(1))
     assert len(calls) == 10 and lat.iters == 7
     assert len(syncs) == 8  # once after warm-up, once per timed call
+
+
+def test_interleaved_timing_alternates_between_callables_in_rounds():
+    order = []
+    result = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                              warmup=2, iters=7, rounds=3)
+    assert order[:4] == ["a", "a", "b", "b"]  # each warmed up first
+    # Then rounds of 3, 2, 2 calls each (7 split over 3 rounds), alternating a-block, b-block.
+    assert order[4:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
+    assert result["a"].iters == result["b"].iters == 7

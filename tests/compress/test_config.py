@@ -138,6 +138,11 @@ def test_bad_student_settings_name_the_key(tmp_path, student, fragment):
     ("quantize: [{name: s, model: s}]", "model names must be unique"),
     ("prune: [{name: p, model: s, kind: unstructured, layers: []}]", "key 'prune.0.layers'"),
     ("prune: [{name: p, model: s, kind: unstructured, layers: [a, a]}]", "listed twice"),
+    ("export: {quantize: {models: [nobody]}}", "export.quantize.models: 'nobody' is not an exported model"),
+    ("quantize: [{name: q, model: s}]\nexport: {quantize: {models: [q]}}", "'q' is not an exported model"),
+    ("export: {quantize: {variants: [dynamic-int4]}}", "key 'export.quantize.variants.0'"),
+    ("export: {quantize: {variants: []}}", "key 'export.quantize.variants'"),
+    ("export: {quantize: {max_metric_drop: -0.1}}", "key 'export.quantize.max_metric_drop'"),
 ])
 def test_pruning_and_quantisation_entries_are_checked_when_the_file_loads(tmp_path, compress, fragment):
     path = write(tmp_path, f"students: [{{name: s}}]\n{compress}\n")

@@ -1,0 +1,168 @@
+"""ONNX Runtime graph optimisation, int8 variants and the choice of which to ship, on tiny exports."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import (AutoModelForQuestionAnswering, AutoModelForTokenClassification, AutoTokenizer,
+                          BertForSequenceClassification, pipeline)
+
+from bench.runners import dummy_inputs
+from compress.config import ORT_INT8_VARIANTS
+from compress.errors import UserError
+from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
+from exports.ort import choose_variant, create_session, optimize_graph, quantize_graph
+
+BERT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def padded_feeds(batch: int, seq: int, vocab: int = 30522) -> dict[str, np.ndarray]:
+    feeds = dummy_inputs(vocab, batch, seq, BERT_INPUTS, seed=batch)
+    feeds["attention_mask"][:, seq // 2:] = 0
+    return feeds
+
+
+def max_diff(a, b, feeds) -> float:
+    names_a, names_b = {i.name for i in a.get_inputs()}, {i.name for i in b.get_inputs()}
+    out_a = a.run(None, {k: v for k, v in feeds.items() if k in names_a})[0]
+    out_b = b.run(None, {k: v for k, v in feeds.items() if k in names_b})[0]
+    return float(np.abs(out_a - out_b).max())
+
+
+@pytest.fixture(scope="module")
+def optimized(tiny_bert_onnx):
+    path = tiny_bert_onnx.parent / "model_optimized.onnx"
+    return path, optimize_graph(tiny_bert_onnx, path, transformer=True)
+
+
+def test_bert_graph_gets_transformer_fusions_with_parity(tiny_bert_dir, tiny_bert_onnx, optimized):
+    path, fused = optimized
+    assert fused["Attention"] == 4 and fused["SkipLayerNormalization"] == 8 and fused["EmbedLayerNormalization"] == 1
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops and "Softmax" not in ops  # attention really fused
+    model = BertForSequenceClassification.from_pretrained(tiny_bert_dir)
+    session = create_session(path)
+    for batch, seq in ((1, 8), (3, 40)):  # dynamic axes survive the fusions
+        assert parity_max_abs_diff(model, session, padded_feeds(batch, seq)) <= 1e-4
+
+
+def test_other_graphs_get_session_level_optimisation(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    model = BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=30522, embedding_size=16, hidden_size=16,
+                                                        num_labels=3))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    plain = export_torch_model(model, tokenizer, tmp_path / "rnn", ("logits",), opset=18)
+    assert optimize_graph(plain, tmp_path / "rnn" / "model_optimized.onnx", transformer=False) == {}
+    feeds = padded_feeds(2, 12)
+    assert parity_max_abs_diff(model, create_session(tmp_path / "rnn" / "model_optimized.onnx"), feeds) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ORT_INT8_VARIANTS)
+def test_every_int8_variant_quantises_and_stays_close(tiny_bert_onnx, optimized, tmp_path, variant):
+    calibration = [padded_feeds(4, 16) for _ in range(2)] if variant.startswith("static") else None
+    src = optimized[0] if variant.startswith("dynamic") else tiny_bert_onnx
+    out = tmp_path / f"{variant}.onnx"
+    quantize_graph(src, out, variant, calibration)
+    graph = onnx.load(str(out)).graph
+    ops = {node.op_type for node in graph.node}
+    if variant.startswith("dynamic"):
+        assert ops & {"DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul", "MatMulInteger"}
+    else:
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = {init.name: init for init in graph.initializer}
+    int8 = [w for w in weights.values() if w.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    assert int8, "no weight was stored in 8 bits"
+    expected = onnx.TensorProto.UINT8 if "quint8" in variant else onnx.TensorProto.INT8
+    assert any(w.data_type == expected and len(w.dims) == 2 for w in int8)
+    # Per-channel variants keep one scale per output channel of some weight; per-tensor ones one scale each.
+    scale_lengths = {int(np.prod(w.dims)) for name, w in weights.items() if name.endswith("_scale")}
+    assert (max(scale_lengths) > 1) == variant.endswith("per-channel")
+    assert out.stat().st_size < tiny_bert_onnx.stat().st_size / 2.5
+    assert max_diff(create_session(tiny_bert_onnx), create_session(out), padded_feeds(2, 16)) < 0.5
+
+
+def test_static_int8_without_calibration_is_refused(tiny_bert_onnx, tmp_path):
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_graph(tiny_bert_onnx, tmp_path / "static.onnx", "static-qint8", None)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def variant(name: str, p50: float, drop: float = 0.0, eligible: bool = True, precision: str | None = None) -> dict:
+    return {"variant": name, "precision": precision or ("int8" if "int8" in name else "fp32"), "ort_p50_ms": p50,
+            "metric_drop": drop, "eligible": eligible}
+
+
+def test_the_fastest_int8_within_budget_is_kept():
+    kept, reason = choose_variant([variant("fp32", 10.0), variant("fp32-optimized", 9.0),
+                                   variant("dynamic-qint8", 6.0, drop=0.02, eligible=False),
+                                   variant("dynamic-quint8", 7.0, drop=0.005)], max_metric_drop=0.01)
+    assert kept == "dynamic-quint8"
+    assert "7.00 ms vs fp32 9.00 ms" in reason and "metric -0.0050" in reason
+
+
+def test_fp32_is_kept_when_int8_is_not_faster():
+    kept, reason = choose_variant([variant("fp32", 10.0), variant("fp32-optimized", 9.0),
+                                   variant("dynamic-qint8", 9.5)], max_metric_drop=0.01)
+    assert kept == "fp32-optimized"
+    assert reason.startswith("fp32 kept: int8 is not faster on this machine (dynamic-qint8 9.50 ms")
+
+
+def test_fp32_is_kept_when_every_int8_loses_too_much():
+    kept, reason = choose_variant([variant("fp32", 10.0), variant("static-qint8", 5.0, drop=0.05, eligible=False),
+                                   variant("dynamic-qint8", 6.0, drop=0.03, eligible=False)], max_metric_drop=0.01)
+    assert kept == "fp32"
+    assert "lost more than max_metric_drop 0.01 (least: dynamic-qint8, metric -0.0300)" in reason
+
+
+def test_a_graph_failing_parity_or_quantisation_is_never_kept():
+    variants = [variant("fp32", 10.0), variant("fp32-optimized", 1.0, eligible=False),
+                {"variant": "static-qint8", "precision": "int8", "error": "boom", "ort_p50_ms": None}]
+    assert choose_variant(variants, 0.01)[0] == "fp32"
+    assert choose_variant([], 0.01) == (None, "no variant was measured")
+
+
+def test_an_opset_the_runtime_lacks_is_a_user_error(tmp_path):
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([node], "g", [value("x", onnx.TensorProto.FLOAT, [1])],
+                                   [value("y", onnx.TensorProto.FLOAT, [1])])
+    path = tmp_path / "future.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 99)]), str(path))
+    with pytest.raises(UserError, match="cannot load it.*opset"):
+        create_session(path)
+
+
+@pytest.mark.parametrize("task,auto,ort_class", [
+    ("token-classification", AutoModelForTokenClassification, "ORTModelForTokenClassification"),
+    ("question-answering", AutoModelForQuestionAnswering, "ORTModelForQuestionAnswering"),
+])
+def test_hf_exports_load_in_optimum_and_pipeline_for_every_task(tiny_bert_dir, tmp_path, task, auto, ort_class):
+    import optimum.onnxruntime
+
+    torch.manual_seed(0)
+    model = auto.from_pretrained(tiny_bert_dir, num_labels=3 if task == "token-classification" else 2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    onnx_path = export_hf_model(model, tokenizer, tmp_path / "export", task, opset=18)
+    optimize_graph(onnx_path, onnx_path.parent / "model_optimized.onnx", transformer=True)
+    quantize_graph(onnx_path.parent / "model_optimized.onnx", onnx_path.parent / "model_dynamic_qint8.onnx",
+                   "dynamic-qint8")
+    for file_name in ("model.onnx", "model_optimized.onnx", "model_dynamic_qint8.onnx"):
+        loaded = getattr(optimum.onnxruntime, ort_class).from_pretrained(onnx_path.parent, file_name=file_name)
+        run = pipeline(task, model=loaded, tokenizer=tokenizer)
+        if task == "token-classification":
+            assert all(e["entity"] in loaded.config.id2label.values() for e in run("alice flew to paris"))
+        else:
+            answer = run(question="who flew?", context="alice flew to paris")
+            assert answer["answer"] in "alice flew to paris" and 0 <= answer["score"] <= 1
+
+
+def test_int8_classification_export_loads_in_optimum(tiny_bert_onnx, optimized, tiny_bert_dir):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    quantize_graph(optimized[0], tiny_bert_onnx.parent / "model_dynamic_quint8.onnx", "dynamic-quint8")
+    model = ORTModelForSequenceClassification.from_pretrained(tiny_bert_onnx.parent,
+                                                             file_name="model_dynamic_quint8.onnx")
+    out = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_bert_dir))(
+        "the market rallied")
+    assert out[0]["label"] in model.config.id2label.values()

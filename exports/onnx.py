@@ -23,7 +23,17 @@ def export_hf_model(model, tokenizer, out_dir: Path, task: str, opset: int) -> P
     runs in transformers' pipeline().
     """
     from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.tasks import TasksManager
 
+    model_type = model.config.model_type
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
+    except KeyError:
+        tasks = {}
+    if task not in tasks:
+        raise UserError(f"optimum has no ONNX export for {model_type} models ({task})", str(out_dir),
+                        "pick a teacher or student optimum can export (BERT, DistilBERT, RoBERTa, ALBERT, ...) "
+                        "or set export.enabled: false")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.eval()

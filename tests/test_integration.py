@@ -24,6 +24,7 @@ output_dir: {tmp_path / 'runs'}
 data: {{source: {{kind: bbc_news}}, max_length: 32, max_train_examples: 160, max_eval_examples: 60}}
 teacher: {{model: minilm-l6, train: {{epochs: 2, learning_rate: 2.0e-4}}}}
 students: [{{name: minilm-l3, train: {{epochs: 2, learning_rate: 2.0e-4}}}}]
+export: {{quantize: {{models: [minilm-l3], variants: [dynamic-qint8, static-qint8]}}}}
 bench: {{warmup: 2, iters: 5}}
 """)
     out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(config)], capture_output=True, text=True)
@@ -38,6 +39,12 @@ bench: {{warmup: 2, iters: 5}}
     for row in rows.values():
         assert row["parity_max_abs_diff"] <= 1e-4 and row["torch_p50_ms"] > 0 and row["ort_p50_ms"] > 0
         assert row["ort_metric"] == row["metric"]  # trained models: the export scores exactly what PyTorch did
+        assert row["fused_operators"]["Attention"] == (6 if row["model"] == "teacher" else 3)
+    int8 = {v["variant"]: v for v in rows["minilm-l3"]["ort_variants"] if v["precision"] == "int8"}
+    assert set(int8) == {"dynamic-qint8", "static-qint8"}
+    # Real MiniLM weights: int8 mostly picks what fp32 picks (static is calibrated on the training split).
+    assert all(v["argmax_agreement"] >= 0.8 for v in int8.values())
+    assert rows["minilm-l3"]["ort_kept"] and rows["minilm-l3"]["ort_kept_reason"]
 
 
 CAPITALS = {"Germany": "Berlin", "Spain": "Madrid", "Italy": "Rome", "Portugal": "Lisbon", "Poland": "Warsaw",

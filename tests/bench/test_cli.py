@@ -46,3 +46,11 @@ def test_latency_on_our_own_families_saved_folders(tmp_path):
     out = bench("latency", *folders, "--iters", "3", "--warmup", "1", "--seq-len", "16")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("torch") >= 2
+
+
+def test_corrupt_onnx_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    out = bench("latency", str(bad), "--iters", "3")
+    assert out.returncode == 2 and "ONNX Runtime cannot load it" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

@@ -52,3 +52,18 @@ def test_corrupt_onnx_is_a_user_error(tmp_path):
 def test_unavailable_provider_is_a_user_error(exported):
     with pytest.raises(UserError, match="not available"):
         create_session(exported, provider="MadeUpExecutionProvider")
+
+
+def test_a_model_optimum_cannot_export_is_a_user_error(tiny_bert_dir, tmp_path):
+    from transformers import AutoTokenizer, ErnieConfig, ErnieForSequenceClassification
+
+    from exports.onnx import export_hf_model
+
+    model = ErnieForSequenceClassification(ErnieConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=16))
+    with pytest.raises(UserError) as err:
+        export_hf_model(model, AutoTokenizer.from_pretrained(tiny_bert_dir), tmp_path / "out", "text-classification",
+                        opset=18)
+    assert "optimum has no ONNX export for ernie models" in err.value.line() and "export.enabled: false" in \
+        err.value.line()
+    assert not list(tmp_path.iterdir())

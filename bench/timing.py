@@ -52,10 +52,15 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int,
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: int, rounds: int = 5,
-                     sync: Callable[[], None] = lambda: None) -> dict[str, Latency]:
+                     pause_s: float = 0.05, sync: Callable[[], None] = lambda: None) -> dict[str, Latency]:
     """Time several callables side by side: after each one's warm-up, `rounds` passes over all of them, each pass
     timing a share of every one's `iters` calls. Slow drift of the machine (clock, other load) then lands on all of
-    them alike, so their ratios hold even where the absolute numbers wander."""
+    them alike, so their ratios hold even where the absolute numbers wander.
+
+    Each block starts after `pause_s` of sleep: thread pools (ONNX Runtime's, OpenMP's) keep spinning for a while
+    after their last call, and on a small machine the previous block's spinning threads would steal the cores the
+    next one is timed on (measured here: ORT sessions 40-70% slower without the pause).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -64,6 +69,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: i
     shares = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
     for share in shares:
         for name, fn in fns.items():
+            time.sleep(pause_s)
             for _ in range(share):
                 start = time.perf_counter()
                 fn()

@@ -33,7 +33,7 @@ def test_time_calls_runs_warmup_then_timed_iterations_and_syncs():
 def test_interleaved_timing_alternates_between_callables_in_rounds():
     order = []
     result = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                              warmup=2, iters=7, rounds=3)
+                              warmup=2, iters=7, rounds=3, pause_s=0)
     assert order[:4] == ["a", "a", "b", "b"]  # each warmed up first
     # Then rounds of 3, 2, 2 calls each (7 split over 3 rounds), alternating a-block, b-block.
     assert order[4:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2

@@ -66,6 +66,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: i
             fn()
     sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    rounds = max(1, min(rounds, iters))
     shares = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
     for share in shares:
         for name, fn in fns.items():

@@ -38,3 +38,9 @@ def test_interleaved_timing_alternates_between_callables_in_rounds():
     # Then rounds of 3, 2, 2 calls each (7 split over 3 rounds), alternating a-block, b-block.
     assert order[4:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
     assert result["a"].iters == result["b"].iters == 7
+
+
+def test_interleaved_timing_never_runs_an_empty_round():
+    order = []
+    result = time_interleaved({"a": lambda: order.append("a")}, warmup=0, iters=2, rounds=5, pause_s=0)
+    assert order == ["a", "a"] and result["a"].iters == 2

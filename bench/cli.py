@@ -1,16 +1,34 @@
-"""`bench`: measure finished artifacts (ONNX files, HF model folders) on this machine."""
+"""`bench`: measure models on this machine -- run folders, .onnx files, HF model folders and zoo shapes."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from compress.entry import run_app
+from compress.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Latency of exported and saved models, measured on this machine.")
+                  help="Latency, memory and profiles of models, measured on this machine.")
+
+TARGETS_HELP = "run folders, .onnx files, HF model folders or zoo names (bench zoo --help lists them)"
+Targets = Annotated[list[str], typer.Argument(help=TARGETS_HELP, show_default=False)]
+Device = Annotated[str, typer.Option(help="cpu | cuda | mps")]
+Backends = Annotated[list[str] | None, typer.Option(
+    "--backend", help="torch | ort, repeatable; default: each target's own (.onnx: ort, folders and zoo: torch, "
+                      "run folders: both). A PyTorch model on ort is exported first.", show_default=False)]
+BatchSizes = Annotated[str, typer.Option("--batch-sizes", "--batch-size", help="comma-separated, e.g. 1,8,32")]
+SeqLens = Annotated[str, typer.Option("--seq-lens", "--seq-len", help="comma-separated, e.g. 32,128")]
+Warmup = Annotated[int, typer.Option(min=0, help="untimed calls first")]
+Iters = Annotated[int, typer.Option(min=3, help="timed calls (at least)")]
+MinSeconds = Annotated[float, typer.Option(min=0.0, help="time each model for at least this long")]
+Threads = Annotated[int | None, typer.Option(min=1, help="intra-op threads (PyTorch and ORT); default: all")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="write the result as JSON", show_default=False)]
+CsvOut = Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV", show_default=False)]
+Task = Annotated[str, typer.Option(help="head for zoo shapes: classification | ner | qa")]
 
 
 @app.callback()
@@ -19,30 +37,223 @@ def _group() -> None:
 
 
 @app.command()
-def latency(
-    targets: Annotated[list[Path], typer.Argument(help=".onnx files or HF model folders")],
-    device: Annotated[str, typer.Option(help="cpu | cuda | mps")] = "cpu",
-    batch_size: Annotated[int, typer.Option(min=1)] = 1,
-    seq_len: Annotated[int, typer.Option(min=1)] = 128,
-    warmup: Annotated[int, typer.Option(min=0)] = 5,
-    iters: Annotated[int, typer.Option(min=3)] = 30,
-    threads: Annotated[int | None, typer.Option(min=1)] = None,
-) -> None:
-    """p50/p90/p95/p99 latency per target at one batch size and sequence length."""
-    from bench.measure import measure_target
-    from rich.table import Table
+def latency(targets: Targets, device: Device = "cpu", backend: Backends = None, batch_sizes: BatchSizes = "1",
+            seq_lens: SeqLens = "128", warmup: Warmup = 5, iters: Iters = 30, min_seconds: MinSeconds = 0.0,
+            threads: Threads = None, task: Task = "classification", json: JsonOut = None,
+            csv: CsvOut = None) -> None:
+    """p50/p90/p95/p99, mean, std and throughput of each target at each batch size and sequence length, timed
+    side by side; FLOPs and efficiency (achieved FLOP/s over this machine's GEMM peak) beside them."""
+    settings = _settings(locals())
+    from bench.measure import latency_rows
 
+    _setup(device, threads)
+    with tempfile.TemporaryDirectory() as exports:
+        runnables = _resolve(targets, backend, Path(exports), task)
+        rows = latency_rows(runnables, device, _ints(batch_sizes, "--batch-sizes"), _ints(seq_lens, "--seq-lens"),
+                            warmup, iters, min_seconds, threads)
+    _finish("latency", settings, rows, json, csv, _latency_table(rows, f"latency on {device}", device))
+
+
+@app.command()
+def memory(targets: Targets, device: Device = "cpu", backend: Backends = None, batch_size: int = 1,
+           seq_len: int = 128, iters: Annotated[int, typer.Option(min=1, help="forwards run")] = 5,
+           threads: Threads = None, task: Task = "classification",
+           json: JsonOut = None, csv: CsvOut = None) -> None:
+    """Peak process RSS (and how much the model added to it), CUDA max allocated, MPS current and driver
+    allocated: each target loaded and run in a fresh process. "n/a" where a device has no such figure."""
+    settings = _settings(locals())
+    from bench.memory import memory_rows
+
+    _setup(device, threads)
+    with tempfile.TemporaryDirectory() as exports:
+        rows = memory_rows(_resolve(targets, backend, Path(exports), task), device, batch_size, seq_len, iters,
+                           threads)
+    table = _table(f"memory on {device}, batch {batch_size}, {seq_len} tokens", rows, {
+        "name": "model", "backend": "backend", "peak_rss_mb": "peak RSS MB", "rss_increase_mb": "model RSS MB",
+        "cuda_max_allocated_mb": "CUDA max MB", "mps_current_allocated_mb": "MPS MB",
+        "mps_driver_allocated_mb": "MPS driver MB"})
+    _finish("memory", settings, rows, json, csv, table)
+
+
+@app.command()
+def profile(target: Annotated[str, typer.Argument(help="one model: " + TARGETS_HELP)], device: Device = "cpu",
+            backend: Backends = None, batch_size: int = 1, seq_len: int = 128, warmup: Warmup = 3,
+            iters: Annotated[int, typer.Option(min=1)] = 10, top: int = 15, threads: Threads = None,
+            task: Task = "classification",
+            trace: Annotated[Path, typer.Option(help="Chrome trace file to write")] = Path("bench-trace.json"),
+            json: JsonOut = None, csv: CsvOut = None) -> None:
+    """Top operators by self time per forward (torch.profiler; ONNX Runtime's profile per operator type) and a
+    Chrome trace of the profiled forwards."""
+    settings = _settings(locals())
+    from bench.profile import profile_runnable
+
+    _setup(device, threads)
+    with tempfile.TemporaryDirectory() as exports:
+        runnables = _resolve([target], backend, Path(exports), task)
+        if len(runnables) != 1:
+            raise UserError(f"profile takes one model on one backend; this names {len(runnables)}", target,
+                            "name one model folder or .onnx file, or pass one --backend")
+        rows = profile_runnable(runnables[0], device, batch_size, seq_len, warmup, iters, top, trace)
+    table = _table(f"{runnables[0].name} on {runnables[0].backend}/{device}: top operators per forward", rows, {
+        "operator": "operator", "calls_per_forward": "calls", "self_ms_per_forward": "self ms",
+        "total_ms_per_forward": "total ms", "share": "share"})
+    _finish("profile", settings, rows, json, csv, table, trace=str(trace))
+
+
+@app.command()
+def compare(a: Annotated[Path, typer.Argument(help="baseline: a `bench --json` file or a run's bench.json")],
+            b: Annotated[Path, typer.Argument(help="candidate, the same kinds of file")],
+            metric: Annotated[str, typer.Option(help="field to compare")] = "latency_ms_p50",
+            threshold: Annotated[float, typer.Option(min=0.0, help="0.1: flag B worse than A by more than 10%")] = 0.1,
+            json: JsonOut = None, csv: CsvOut = None) -> None:
+    """B next to A with the ratio B/A; exits 1 when a row regressed past the threshold."""
+    settings = _settings(locals())
+    from bench.compare import compare_rows, load_rows
+
+    rows = compare_rows(load_rows(a), load_rows(b), metric, threshold)
+    table = _table(f"{metric}: {b} over {a} (regression past {threshold:.0%})", rows, {
+        "name": "model", "backend": "backend", "batch_size": "batch", "seq_len": "tokens", "a": "A", "b": "B",
+        "ratio": "B/A", "regression": "regression"})
+    _finish("compare", settings, rows, json, csv, table)
+    regressions = [r for r in rows if r["regression"]]
+    if regressions:
+        typer.echo(f"{len(regressions)} regression(s) past {threshold:.0%} on {metric}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; default: all", show_default=False)] = None,
+        device: Device = "cpu", batch_size: int = 1, seq_len: int = 128, warmup: Warmup = 3, iters: Iters = 20,
+        threads: Threads = None, task: Task = "classification", json: JsonOut = None, csv: CsvOut = None) -> None:
+    """The architecture-only table: BERT-base, DistilBERT-base, TinyBERT-4, MobileBERT, our custom transformer and
+    BiLSTM, with random weights -- exact params, FLOPs, PyTorch and ONNX Runtime latency timed side by side, and
+    speed-up over BERT-base on each backend."""
+    settings = _settings(locals())
+    from bench.measure import latency_rows
+    from compress.models.zoo import ZOO
+
+    _setup(device, threads)
+    unknown = [n for n in names or [] if n not in ZOO]
+    if unknown:
+        raise UserError(f"not a zoo shape: {', '.join(unknown)}", "bench zoo", f"zoo names: {', '.join(ZOO)}")
+    backends = ["torch", "ort"] if device != "mps" else ["torch"]  # ONNX Runtime has no MPS provider
+    with tempfile.TemporaryDirectory() as exports:
+        runnables = _resolve(names or list(ZOO), backends, Path(exports), task)
+        rows = latency_rows(runnables, device, [batch_size], [seq_len], warmup, iters, 0.0, threads)
+    for row in rows:
+        reference = next((r for r in rows if r["name"] == "bert-base" and r["backend"] == row["backend"]), None)
+        row["speedup_vs_bert_base"] = (reference["latency_ms_p50"] / row["latency_ms_p50"]) if reference else None
+    _finish("zoo", settings, rows, json, csv,
+            _zoo_table(rows, f"zoo on {device}, batch {batch_size}, {seq_len} tokens", device))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _settings(arguments: dict) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in arguments.items()}
+
+
+def _setup(device: str, threads: int | None) -> None:
+    import torch
+
+    from bench.devices import check_device
+
+    check_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _resolve(targets: list[str], backends: list[str] | None, export_dir: Path, task: str) -> list:
+    from bench.targets import BACKENDS, resolve
+    from compress.tasks import TASKS
+
+    bad = [b for b in backends or [] if b not in BACKENDS]
+    if bad:
+        raise UserError(f"unknown backend '{bad[0]}'", "--backend", "use torch or ort")
+    if task not in TASKS:
+        raise UserError(f"unknown task '{task}'", "--task", "use classification, ner or qa")
+    return [r for target in targets for r in resolve(target, backends, export_dir, task)]
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UserError(f"'{text}' is not a list of positive whole numbers", option, "e.g. 1,8,32")
+    return values
+
+
+def _finish(command: str, settings: dict, rows: list[dict], json_path: Path | None, csv_path: Path | None,
+            table, **extra: object) -> None:
+    from bench.results import result_document, write_outputs
     from compress.progress import console
 
-    table = Table(title=f"latency on {device}, batch {batch_size}, {seq_len} tokens")
-    for column in ("target", "backend", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "samples/s"):
-        table.add_column(column, justify="left" if column in ("target", "backend") else "right")
-    for target in targets:
-        backend, lat = measure_target(target, device, batch_size, seq_len, warmup, iters, threads)
-        table.add_row(str(target), backend, f"{lat.latency_ms_p50:.2f}", f"{lat.latency_ms_p90:.2f}",
-                      f"{lat.latency_ms_p95:.2f}", f"{lat.latency_ms_p99:.2f}",
-                      f"{batch_size * 1e3 / lat.latency_ms_mean:.1f}")
     console.print(table)
+    if json_path or csv_path:
+        if command in ("latency", "zoo"):
+            extra["gemm_peak_flops_s"] = _gemm_peak(settings["device"])
+        write_outputs(result_document(command, settings, rows, **extra), json_path, csv_path)
+        console.print(f"written: {', '.join(str(p) for p in (json_path, csv_path) if p)}")
+
+
+def _table(title: str, rows: list[dict], columns: dict[str, str]):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key, header in columns.items():
+        table.add_column(header, justify="left" if key in ("name", "backend", "operator") else "right")
+    for row in rows:
+        table.add_row(*(_cell(key, row.get(key)) for key in columns))
+    return table
+
+
+def _latency_table(rows: list[dict], title: str, device: str):
+    return _with_peak(device, _table(title, rows, {
+        "name": "model", "backend": "backend", "batch_size": "batch", "seq_len": "tokens", "params": "params",
+        "flops": "GFLOPs", "latency_ms_p50": "p50 ms", "latency_ms_p90": "p90 ms", "latency_ms_p95": "p95 ms",
+        "latency_ms_p99": "p99 ms", "latency_ms_std": "std ms", "throughput_samples_s": "samples/s",
+        "throughput_tokens_s": "tokens/s", "efficiency": "of GEMM peak"}))
+
+
+def _zoo_table(rows: list[dict], title: str, device: str):
+    return _with_peak(device, _table(title, rows, {
+        "name": "model", "backend": "backend", "params": "params", "flops": "GFLOPs", "latency_ms_p50": "p50 ms",
+        "latency_ms_p95": "p95 ms", "speedup_vs_bert_base": "vs BERT-base", "efficiency": "of GEMM peak"}))
+
+
+def _with_peak(device: str, table):
+    table.caption = f"GEMM peak of this {device}, measured now: {_gemm_peak(device) / 1e9:.1f} GFLOP/s"
+    return table
+
+
+def _gemm_peak(device: str) -> float:
+    import torch
+
+    from bench.devices import check_device
+    from bench.flops import gemm_peak_flops
+
+    return gemm_peak_flops(check_device(device), torch.get_num_threads())
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "REGRESSION" if value else ""
+    if key == "flops":
+        return f"{value / 1e9:.3f}"
+    if key in ("share", "efficiency"):
+        return f"{value:.0%}"
+    if key in ("params", "batch_size", "seq_len"):
+        return f"{value:,}"
+    if key in ("ratio", "speedup_vs_bert_base"):
+        return f"{value:.2f}x"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 1000 else f"{value:,.0f}"
+    return str(value)
 
 
 def main() -> None:

@@ -1,6 +1,9 @@
-"""FLOPs per forward pass, counted by PyTorch's FlopCounterMode over the operators actually run."""
+"""FLOPs per forward pass (PyTorch's FlopCounterMode over the operators actually run), parameter counts, and the
+machine's measured GEMM peak that efficiency is a share of."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -30,3 +33,30 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
 # PyTorch's counter knows the CUDA attention kernels but counts the CPU one, which HF models call through
 # scaled_dot_product_attention, as zero: without this their attention matmuls would be left out.
 _UNCOUNTED_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters, counting the packed weights of dynamic int8 Linear layers, which parameters() does not list."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, DynamicInt8Linear):
+            bias = module.bias()
+            total += module.weight().numel() + (bias.numel() if bias is not None else 0)
+    return total
+
+
+@lru_cache(maxsize=None)
+def gemm_peak_flops(device: torch.device, threads: int) -> float:
+    """FLOP/s of the fastest of ten fp32 square matrix products on `device` with `threads` threads: the practical
+    ceiling that dense BERT layers run against. Measured once per process and setting."""
+    from bench.devices import torch_clock
+
+    n = 1024 if device.type == "cpu" else 4096  # ~2 GFLOP on a CPU, long enough to time; 137 GFLOP on a GPU
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    clock = torch_clock(device)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = min(clock(lambda: torch.mm(a, b)) for _ in range(10))
+    return 2 * n**3 / best

@@ -1,98 +1,96 @@
-"""Open a target (an .onnx file or an HF model folder) and time it on a device."""
+"""Latency of runnables on a device: timed side by side at each batch size and sequence length, with FLOPs,
+efficiency and throughput beside the percentiles."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from bench.devices import check_device, ort_provider, torch_clock
+from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.runners import dummy_inputs, ort_runner, torch_runner
-from bench.timing import Latency, time_calls
-from compress.errors import UserError
-
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-def check_device(device: str) -> torch.device:
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" and torch.cuda.is_available():
-        return torch.device("cuda")
-    if device == "mps" and torch.backends.mps.is_available():
-        return torch.device("mps")
-    if device not in ("cuda", "mps"):
-        raise UserError(f"unknown device '{device}'", "--device", "use cpu, cuda or mps")
-    raise UserError(f"device '{device}' is not available on this machine", "--device", "use --device cpu")
+from bench.targets import Runnable, onnx_vocab_size, open_torch
+from bench.timing import Clock, time_interleaved, wall_clock
+from compress.data.batching import MODEL_INPUTS
 
 
-def synchronizer(device: torch.device):
-    if device.type == "cuda":
-        return torch.cuda.synchronize
-    if device.type == "mps":
-        return torch.mps.synchronize
-    return lambda: None
+@dataclass
+class Opened:
+    """A runnable ready to time: a runner for given inputs, and what a row says about it."""
+
+    runnable: Runnable
+    runner: Callable[[dict[str, np.ndarray]], Callable[[], object]]
+    vocab_size: int
+    clock: Clock
+    provider: str
 
 
-def measure_target(target: Path, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
-                   threads: int | None) -> tuple[str, Latency]:
-    """Returns (backend, latency) for one target."""
+def open_runnable(runnable: Runnable, device: str, threads: int | None) -> Opened:
     dev = check_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    if target.suffix == ".onnx":
-        return "ort", _measure_onnx(target, device, batch_size, seq_len, warmup, iters, threads)
-    if (target / "config.json").is_file():
-        return "torch", _measure_hf_folder(target, dev, batch_size, seq_len, warmup, iters)
-    raise UserError("not an .onnx file or a model folder with config.json", str(target),
-                    "point at runs/<name>/exports/<model>/model.onnx or a saved model folder")
+    if runnable.backend == "ort":
+        from exports.ort import create_session
+
+        session = create_session(Path(runnable.path), threads=threads, provider=ort_provider(device))
+        # session.run hands back host arrays, so the wall clock covers the device's work on every provider.
+        return Opened(runnable, lambda feeds: ort_runner(session, feeds), onnx_vocab_size(Path(runnable.path)),
+                      wall_clock(), session.get_providers()[0])
+    model = open_torch(runnable.path, dev, runnable.task)
+    return Opened(runnable, lambda feeds: torch_runner(model, feeds), model.config.vocab_size, torch_clock(dev),
+                  f"torch-{dev.type}")
 
 
-def _measure_onnx(path: Path, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
-                  threads: int | None) -> Latency:
-    from exports.ort import create_session
-
-    if device not in ORT_PROVIDERS:
-        raise UserError(f"ONNX Runtime has no provider here for '{device}'", str(path), "use --device cpu or cuda")
-    session = create_session(path, threads=threads, provider=ORT_PROVIDERS[device])
-    names = [i.name for i in session.get_inputs()]
-    config = path.parent / "config.json"
-    vocab_size = _vocab_size(config) if config.is_file() else 30522
-    feeds = dummy_inputs(vocab_size, batch_size, seq_len, names)
-    return time_calls(ort_runner(session, feeds), warmup, iters)
-
-
-def _measure_hf_folder(path: Path, device: torch.device, batch_size: int, seq_len: int, warmup: int, iters: int) -> Latency:
-    import transformers
-
-    import compress.models  # noqa: F401  (registers the custom transformer and the BiLSTM with the Auto classes)
-    from compress.models.teacher import load_saved_model
-    from compress.quantize import is_quantized_dir
-    from compress.tasks import TASKS
-
-    if is_quantized_dir(path) and device.type != "cpu":
-        raise UserError("a PyTorch int8 model runs on CPU only (its quantised kernels are CPU kernels)", str(path),
-                        "use --device cpu, or time its fp32 model or ONNX export on the GPU")
-    try:
-        config = transformers.AutoConfig.from_pretrained(path)
-        # The saved architecture (e.g. BertForTokenClassification) says which head to load; our loader also takes
-        # pruned models with per-layer FFN sizes and int8 models.
-        architecture = (config.architectures or [""])[0]
-        task = next((name for name, t in TASKS.items()
-                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), None)
-        model = load_saved_model(path, task) if task else transformers.AutoModel.from_pretrained(path)
-        model = model.to(device)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
-                        "it needs config.json and weights as written by save_pretrained") from None
-    # The tokenizer says which inputs the model takes; an architecture-only folder has none: ids and mask.
-    tokenizer_files = any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
-    names = (transformers.AutoTokenizer.from_pretrained(path).model_input_names if tokenizer_files
-             else ["input_ids", "attention_mask"])
-    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, list(names))
-    return time_calls(torch_runner(model, feeds), warmup, iters, sync=synchronizer(device))
+def latency_rows(runnables: list[Runnable], device: str, batch_sizes: list[int], seq_lens: list[int], warmup: int,
+                 iters: int, min_seconds: float, threads: int | None) -> list[dict]:
+    """One row per runnable and shape. At each shape every runnable is timed interleaved with the others, so
+    their ratios are measured side by side."""
+    dev = check_device(device)
+    opened = [open_runnable(r, device, threads) for r in runnables]
+    described = _Describer()
+    peak = gemm_peak_flops(dev, torch.get_num_threads())
+    rows = []
+    for batch_size in batch_sizes:
+        for seq_len in seq_lens:
+            feeds = [dummy_inputs(o.vocab_size, batch_size, seq_len, list(MODEL_INPUTS)) for o in opened]
+            timings = time_interleaved({i: o.runner(f) for i, (o, f) in enumerate(zip(opened, feeds))}, warmup,
+                                       iters, clocks={i: o.clock for i, o in enumerate(opened)},
+                                       min_seconds=min_seconds)
+            for i, (o, f) in enumerate(zip(opened, feeds)):
+                params, flops = described(o.runnable, f)
+                rows.append(latency_row(o, device, batch_size, seq_len, params, flops, timings[i].to_dict(), peak))
+    return rows
 
 
-def _vocab_size(config: Path) -> int:
-    import json
+def latency_row(o: Opened, device: str, batch_size: int, seq_len: int, params: int | None, flops: int | None,
+                timing: dict, peak_flops_s: float) -> dict:
+    seconds = timing["latency_ms_p50"] / 1e3
+    achieved = flops / seconds if flops else None
+    return {"name": o.runnable.name, "backend": o.runnable.backend, "path": o.runnable.path, "device": device,
+            "provider": o.provider, "batch_size": batch_size, "seq_len": seq_len, "params": params, "flops": flops,
+            **timing,
+            "throughput_samples_s": batch_size * 1e3 / timing["latency_ms_mean"],
+            "throughput_tokens_s": batch_size * seq_len * 1e3 / timing["latency_ms_mean"],
+            "achieved_flops_s": achieved, "efficiency": achieved / peak_flops_s if achieved else None}
 
-    return int(json.loads(config.read_text()).get("vocab_size", 30522))
+
+class _Describer:
+    """Parameters and FLOPs per forward of a runnable's PyTorch source (None for a bare .onnx file), counted on
+    CPU and once per source and shape."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, torch.nn.Module] = {}
+        self.counted: dict[tuple, tuple[int | None, int | None]] = {}
+
+    def __call__(self, runnable: Runnable, feeds: dict[str, np.ndarray]) -> tuple[int | None, int | None]:
+        if runnable.source is None:
+            return None, None
+        key = (runnable.source, feeds["input_ids"].shape)
+        if key not in self.counted:
+            if runnable.source not in self.models:
+                self.models[runnable.source] = open_torch(runnable.source, torch.device("cpu"), runnable.task)
+            model = self.models[runnable.source]
+            self.counted[key] = count_params(model), count_flops(model, feeds)
+        return self.counted[key]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import platform
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 
 @lru_cache(maxsize=1)
@@ -35,3 +39,30 @@ def capture_environment() -> dict[str, object]:
         "ort_providers": onnxruntime.get_available_providers(),
         "versions": versions,
     }
+
+
+def result_document(command: str, settings: dict, rows: list[dict], **environment_extra: object) -> dict:
+    """What `--json` writes: the command, its settings, the machine and one row per measurement, with units in
+    the field names (latency_ms_p50, throughput_samples_s, peak_rss_mb, ...)."""
+    return {"command": command, "settings": settings, "environment": {**capture_environment(), **environment_extra},
+            "results": rows}
+
+
+def write_outputs(document: dict, json_path: Path | None, csv_path: Path | None) -> None:
+    from compress.artifacts import write_json_atomic, write_text_atomic
+
+    if json_path:
+        write_json_atomic(json_path, document)
+    if csv_path:
+        write_text_atomic(csv_path, rows_to_csv(document["results"]))
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """One line per row; columns in first-seen order; nested values as JSON."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+    return out.getvalue()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from compress.artifacts import replace_dir
-from compress.data.batching import accepted_inputs
+from compress.data.batching import MODEL_INPUTS, accepted_inputs
 from compress.errors import UserError
 
 
@@ -82,27 +82,38 @@ def export_torch_model(model: torch.nn.Module, tokenizer, out_dir: Path, output_
     """Export a model optimum does not know (our custom transformer and BiLSTM) with torch.onnx, batch and
     sequence axes dynamic, inputs and outputs named as optimum names them. The folder also holds config.json and
     the tokenizer, like optimum's."""
-    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    input_names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
     # Two rows of different lengths, so nothing shape-dependent gets frozen into the graph as a constant.
     sample = tokenizer(["a short text", "a somewhat longer text to trace the export with"], padding=True,
                        return_tensors="pt")
-    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in (*input_names, *output_names)}
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer chatter; the parity check judges the export
-            torch.onnx.export(_OutputsAsTuple(model, input_names, output_names),
-                              tuple(sample[n] for n in input_names), str(tmp / "model.onnx"), dynamo=False,
-                              input_names=input_names, output_names=list(output_names), dynamic_axes=axes,
-                              opset_version=opset)
-    except Exception as err:
+        trace_to_onnx(model, {n: sample[n] for n in input_names}, tmp / "model.onnx", output_names, opset)
+    except UserError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
-                        str(out_dir), "check export.opset") from None
+        raise UserError(err.what, str(out_dir), err.fix) from None
     model.config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)
     return out_dir / "model.onnx"
+
+
+def trace_to_onnx(model: torch.nn.Module, sample: dict[str, torch.Tensor], path: Path,
+                  output_names: tuple[str, ...], opset: int) -> Path:
+    """torch.onnx export of `model` traced on `sample` (inputs by name), batch and sequence axes dynamic. Works
+    for any model in this suite, HF or ours; `bench` uses it to time a PyTorch model in ONNX Runtime."""
+    input_names = list(sample)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in (*input_names, *output_names)}
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer chatter; the parity check judges the export
+            torch.onnx.export(_OutputsAsTuple(model, input_names, output_names), tuple(sample.values()), str(path),
+                              dynamo=False, input_names=input_names, output_names=list(output_names),
+                              dynamic_axes=axes, opset_version=opset)
+    except Exception as err:
+        raise UserError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+                        str(path), "check the opset and that the model runs in PyTorch") from None
+    return path

@@ -20,9 +20,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compress.errors import UserError
 
 
-def create_session(path: Path, threads: int | None = None,
-                   provider: str = "CPUExecutionProvider") -> ort.InferenceSession:
-    """Open `path` on `provider` and check that it really runs there (ORT silently falls back to CPU)."""
+def create_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
+                   profile_prefix: str | None = None) -> ort.InferenceSession:
+    """Open `path` on `provider` and check that it really runs there (ORT silently falls back to CPU). With
+    `profile_prefix`, ORT profiles every run into a file of that prefix (see session.end_profiling())."""
     if not Path(path).is_file():
         raise UserError("ONNX file not found", str(path), "export the model first (compress run)")
     if provider not in ort.get_available_providers():
@@ -32,6 +33,9 @@ def create_session(path: Path, threads: int | None = None,
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
     except Exception as err:  # ORT raises its own exception types for corrupt graphs and unknown opsets

@@ -33,7 +33,7 @@ def test_unavailable_device_is_one_line_exit_2(onnx_file, device):
 
 def test_unknown_target_is_one_line_exit_2(tmp_path):
     out = bench("latency", str(tmp_path))
-    assert out.returncode == 2 and "not an .onnx file" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "not a run folder, .onnx file" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_latency_on_our_own_families_saved_folders(tmp_path):

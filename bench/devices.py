@@ -1,0 +1,59 @@
+"""cpu / cuda / mps: availability, the clock to time a device with, and what it can say about memory."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.timing import Clock, cuda_event_clock, wall_clock
+from compress.errors import UserError
+
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device for `device`, or a one-line error when this machine does not have it."""
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if device == "mps" and torch.backends.mps.is_available():
+        return torch.device("mps")
+    if device not in ("cuda", "mps"):
+        raise UserError(f"unknown device '{device}'", "--device", "use cpu, cuda or mps")
+    raise UserError(f"device '{device}' is not available on this machine", "--device", "use --device cpu")
+
+
+def ort_provider(device: str) -> str:
+    if device not in ORT_PROVIDERS:
+        raise UserError(f"ONNX Runtime has no execution provider for '{device}'", "--backend ort",
+                        "use --device cpu or cuda, or --backend torch")
+    return ORT_PROVIDERS[device]
+
+
+def synchronizer(device: torch.device):
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def torch_clock(device: torch.device) -> Clock:
+    """CUDA: events on the stream; MPS: wall clock after torch.mps.synchronize; CPU: wall clock."""
+    return cuda_event_clock() if device.type == "cuda" else wall_clock(synchronizer(device))
+
+
+def reset_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def device_memory_mb(device: torch.device) -> dict[str, float | None]:
+    """What the device reports after the runs: CUDA's peak allocated by PyTorch, MPS's current and driver
+    allocations. None (printed "n/a") where the device has no such figure."""
+    mb = 2**20
+    return {
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / mb if device.type == "cuda" else None,
+        "mps_current_allocated_mb": torch.mps.current_allocated_memory() / mb if device.type == "mps" else None,
+        "mps_driver_allocated_mb": torch.mps.driver_allocated_memory() / mb if device.type == "mps" else None,
+    }

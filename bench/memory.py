@@ -1,0 +1,87 @@
+"""Peak memory of running a model: each runnable is probed in a fresh process, so one model's peak never hides
+inside another's and the figure is the process a user would deploy.
+
+`python -m bench.memory SPEC_JSON` is the probe; `memory_rows` starts one per runnable.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+
+from compress.errors import UserError
+
+MB = 2**20
+
+
+def memory_rows(runnables: list, device: str, batch_size: int, seq_len: int, iters: int,
+                threads: int | None) -> list[dict]:
+    rows = []
+    for runnable in runnables:
+        spec = {"runnable": runnable.to_dict(), "device": device, "batch_size": batch_size, "seq_len": seq_len,
+                "iters": iters, "threads": threads}
+        done = subprocess.run([sys.executable, "-m", "bench.memory", json.dumps(spec)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or ["no output"]
+            if done.returncode == 2:  # the probe's own one-line error
+                raise UserError(lines[-1].removeprefix("error: "))
+            raise UserError(f"the memory probe failed ({lines[-1][:200]})", runnable.path,
+                            "run `bench latency` on it to see whether it loads and runs")
+        rows.append({"name": runnable.name, "backend": runnable.backend, "path": runnable.path, "device": device,
+                     "batch_size": batch_size, "seq_len": seq_len, **json.loads(done.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def probe(spec: dict) -> dict:
+    """Load the runnable, run `iters` forwards, and read the peaks. `rss_increase_mb` is the peak above what the
+    process held after its imports: the model, its activations and the runtime's buffers."""
+    import torch
+
+    from bench.devices import check_device, device_memory_mb, reset_device_memory, synchronizer
+    from bench.measure import open_runnable
+    from bench.runners import dummy_inputs
+    from bench.targets import Runnable
+    from compress.data.batching import MODEL_INPUTS
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    device = check_device(spec["device"])
+    baseline = psutil.Process().memory_info().rss
+    reset_device_memory(device)
+    opened = open_runnable(Runnable(**spec["runnable"]), spec["device"], spec["threads"])
+    run = opened.runner(dummy_inputs(opened.vocab_size, spec["batch_size"], spec["seq_len"], list(MODEL_INPUTS)))
+    for _ in range(spec["iters"]):
+        run()
+    synchronizer(device)()
+    peak = _peak_rss_bytes()
+    # PyTorch's CUDA and MPS counters do not see ONNX Runtime's allocations: n/a rather than a misleading 0.
+    on_device = device_memory_mb(device)
+    if opened.runnable.backend == "ort":
+        on_device = dict.fromkeys(on_device)
+    return {"peak_rss_mb": peak / MB, "rss_increase_mb": max(peak - baseline, 0) / MB, **on_device,
+            "provider": opened.provider}
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return psutil.Process().memory_info().peak_wset
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux kilobytes
+
+
+def main() -> None:
+    try:
+        print(json.dumps(probe(json.loads(sys.argv[1]))))
+    except UserError as err:
+        print(f"error: {err.line()}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

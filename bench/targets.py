@@ -1,0 +1,170 @@
+"""What `bench` measures: a run folder, an .onnx file, an HF model folder or a zoo name, resolved into runnables
+(one model on one backend) and opened on a device."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from compress.errors import UserError
+
+BACKENDS = ("torch", "ort")
+WEIGHT_FILES = ("model.safetensors", "model.int8.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """One model on one backend. `path` is what runs: a model folder or zoo name (torch), an .onnx file (ort).
+    `source` is the PyTorch model behind it, where there is one, for its parameter count and FLOPs."""
+
+    name: str
+    backend: str
+    path: str
+    source: str | None
+    task: str = "classification"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve(target: str, backends: list[str] | None, export_dir: Path, task: str = "classification") -> list[Runnable]:
+    """The runnables `target` stands for. Without `backends`, each kind of target runs on its own: a run folder on
+    both (each model in PyTorch and its kept ONNX Runtime graph), an .onnx file on ort, a model folder or a zoo
+    name on torch. A PyTorch model asked for on ort is exported to `export_dir` first."""
+    from compress.models.zoo import ZOO
+
+    path = Path(target)
+    if path.is_dir() and (path / "report.json").is_file():
+        return _run_folder(path, backends)
+    if path.suffix == ".onnx" or (path.is_dir() and (path / "model.onnx").is_file() and not _has_weights(path)):
+        onnx = path if path.suffix == ".onnx" else path / "model.onnx"
+        if not onnx.is_file():
+            raise UserError("ONNX file not found", str(onnx), "check the path")
+        if backends and "torch" in backends:
+            raise UserError("an .onnx file runs on ONNX Runtime only", target,
+                            "use --backend ort, or point at the PyTorch model folder")
+        return [Runnable(_label(onnx), "ort", str(onnx), None)]
+    if path.is_dir() and (path / "config.json").is_file():
+        source = str(path)
+    elif target in ZOO:
+        source = target
+    elif path.exists():
+        raise UserError("not a run folder, .onnx file or model folder with config.json", target,
+                        "point at runs/<name>, an exported model.onnx or a folder written by save_pretrained")
+    else:
+        raise UserError("no such file or folder, and not a zoo name", target, f"zoo names: {', '.join(ZOO)}")
+    name = path.name if path.is_dir() else target
+    runnables = []
+    for backend in backends or ["torch"]:
+        if backend == "ort":
+            onnx = Path(tempfile.mkdtemp(dir=export_dir)) / f"{name}.onnx"
+            runnables.append(Runnable(name, "ort", str(export_for_ort(source, onnx, task)), source, task))
+        else:
+            runnables.append(Runnable(name, "torch", source, source, task))
+    return runnables
+
+
+def open_torch(source: str, device: torch.device, task: str = "classification") -> torch.nn.Module:
+    """A model folder (any task head, pruned or int8) or a zoo name, in eval mode on `device`."""
+    from compress.quantize import is_quantized_dir
+
+    path = Path(source)
+    model = _load_folder(path) if path.is_dir() else _zoo(source, task)
+    if path.is_dir() and is_quantized_dir(path) and device.type != "cpu":
+        raise UserError("a PyTorch int8 model runs on CPU only (its quantised kernels are CPU kernels)", source,
+                        "use --device cpu, or time its fp32 model or ONNX export on the GPU")
+    return model.to(device)
+
+
+def export_for_ort(source: str, onnx: Path, task: str = "classification", opset: int = 17) -> Path:
+    """Trace the PyTorch model at `source` to ONNX, so a model folder or zoo shape can be timed in ONNX Runtime."""
+    from compress.data.batching import accepted_inputs
+    from compress.quantize import is_quantized_dir
+    from exports.onnx import trace_to_onnx
+
+    if Path(source).is_dir() and is_quantized_dir(Path(source)):
+        raise UserError("a PyTorch int8 model has no ONNX export", source,
+                        "time it with --backend torch, or export its fp32 source (compress run exports it)")
+    model = open_torch(source, torch.device("cpu"), task)
+    ids = torch.randint(low=model.config.vocab_size // 2, high=model.config.vocab_size, size=(2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0  # rows of different lengths, so no padding-dependent shape is frozen into the graph
+    sample = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    sample = {k: v for k, v in sample.items() if k in accepted_inputs(model)}
+    return trace_to_onnx(model, sample, onnx, _output_names(model), opset)
+
+
+def onnx_vocab_size(path: Path) -> int:
+    """The vocabulary the graph's input_ids index: rows of the embedding table that input_ids gathers from."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    tables = {init.name: init.dims for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Gather" and "input_ids" in node.input[1:] and node.input[0] in tables:
+            return int(tables[node.input[0]][0])
+    config = path.parent / "config.json"
+    return int(json.loads(config.read_text()).get("vocab_size", 30522)) if config.is_file() else 30522
+
+
+def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
+    try:
+        rows = json.loads((run / "report.json").read_text())["rows"]
+    except (ValueError, KeyError) as err:
+        raise UserError(f"report.json cannot be read ({err})", str(run / "report.json"),
+                        "run `compress run` again to rewrite it") from None
+    runnables = []
+    for row in rows:
+        folder = str(run / row["model_dir"])
+        graph = row.get("ort_kept_path") or row.get("onnx_path")
+        if not backends or "torch" in backends:
+            runnables.append(Runnable(row["model"], "torch", folder, folder))
+        if graph and (not backends or "ort" in backends):
+            runnables.append(Runnable(row["model"], "ort", str(run / graph), folder))
+    return runnables
+
+
+def _load_folder(path: Path) -> torch.nn.Module:
+    import transformers
+
+    import compress.models  # noqa: F401  (registers the custom transformer and the BiLSTM with the Auto classes)
+    from compress.models.teacher import load_saved_model
+    from compress.tasks import TASKS
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        # The saved architecture (e.g. BertForTokenClassification) says which head to load; our loader also takes
+        # pruned models with per-layer FFN sizes and int8 models.
+        architecture = (config.architectures or [""])[0]
+        task = next((name for name, t in TASKS.items()
+                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), None)
+        return load_saved_model(path, task) if task else transformers.AutoModel.from_pretrained(path).eval()
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
+                        "it needs config.json and weights as written by save_pretrained") from None
+
+
+def _zoo(name: str, task: str) -> torch.nn.Module:
+    from compress.models.zoo import build_zoo_model
+
+    return build_zoo_model(name, task, num_labels=9 if task == "ner" else 2)  # 9: CoNLL-2003's tags
+
+
+def _output_names(model: torch.nn.Module) -> tuple[str, ...]:
+    architecture = type(model).__name__
+    if architecture.endswith("QuestionAnswering"):
+        return "start_logits", "end_logits"
+    return ("logits",) if "For" in architecture else ("last_hidden_state",)
+
+
+def _has_weights(path: Path) -> bool:
+    return any((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def _label(onnx: Path) -> str:
+    """exports/minilm-l3/model.onnx -> minilm-l3; model_dynamic_qint8.onnx beside it -> minilm-l3/model_dynamic_qint8."""
+    return onnx.parent.name if onnx.name == "model.onnx" else f"{onnx.parent.name}/{onnx.stem}"

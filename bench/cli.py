@@ -129,7 +129,7 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
     BiLSTM, with random weights -- exact params, FLOPs, PyTorch and ONNX Runtime latency timed side by side, and
     speed-up over BERT-base on each backend."""
     settings = _settings(locals())
-    from bench.measure import latency_rows
+    from bench.measure import add_speedups, latency_rows
     from compress.models.zoo import ZOO
 
     _setup(device, threads)
@@ -140,9 +140,7 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
     with tempfile.TemporaryDirectory() as exports:
         runnables = _resolve(names or list(ZOO), backends, Path(exports), task)
         rows = latency_rows(runnables, device, [batch_size], [seq_len], warmup, iters, 0.0, threads)
-    for row in rows:
-        reference = next((r for r in rows if r["name"] == "bert-base" and r["backend"] == row["backend"]), None)
-        row["speedup_vs_bert_base"] = (reference["latency_ms_p50"] / row["latency_ms_p50"]) if reference else None
+    add_speedups(rows, reference="bert-base")
     _finish("zoo", settings, rows, json, csv,
             _zoo_table(rows, f"zoo on {device}, batch {batch_size}, {seq_len} tokens", device))
 

@@ -76,6 +76,16 @@ def latency_row(o: Opened, device: str, batch_size: int, seq_len: int, params: i
             "achieved_flops_s": achieved, "efficiency": achieved / peak_flops_s if achieved else None}
 
 
+def add_speedups(rows: list[dict], reference: str) -> None:
+    """`speedup_vs_<reference>` on each row: the reference model's p50 over the row's, on the same backend and
+    shape (None where the reference was not measured there)."""
+    key = f"speedup_vs_{reference.replace('-', '_')}"
+    for row in rows:
+        ref = next((r for r in rows if r["name"] == reference and all(
+            r[f] == row[f] for f in ("backend", "batch_size", "seq_len"))), None)
+        row[key] = ref["latency_ms_p50"] / row["latency_ms_p50"] if ref else None
+
+
 class _Describer:
     """Parameters and FLOPs per forward of a runnable's PyTorch source (None for a bare .onnx file), counted on
     CPU and once per source and shape."""

@@ -1,30 +1,65 @@
 """pytest-benchmark regression suite (`make bench`). Under `make test` benchmarking is disabled and each body
-runs once as a plain test, so CI checks they work without ever failing on timing noise."""
+runs once as a plain test, so CI checks they work without ever failing on timing noise.
+
+Inference of each student family (tiny configs) in PyTorch and ONNX Runtime, tokenisation, and one distillation
+step: the hot paths whose slowdown a user would feel."""
 
 import pytest
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from bench.runners import dummy_inputs, ort_runner, torch_runner
+from bench.targets import export_for_ort
+from compress.config import KDConfig
+from compress.distill.loop import step_loss
+from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
+from compress.tasks import TASKS
 from exports.ort import create_session
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+VOCAB = 30522
+FAMILIES = {
+    "bert": lambda: BertForSequenceClassification(BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3)),
+    "custom": lambda: CustomTransformerForSequenceClassification(CustomTransformerConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3)),
+    "bilstm": lambda: BiLSTMForSequenceClassification(BiLSTMConfig(
+        embedding_size=64, hidden_size=64, num_layers=1, num_labels=3)),
+}
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_bert_onnx):
-    return tiny_bert_onnx
+def family_folders(tmp_path_factory):
+    """Each family saved as a model folder (what bench and the pipeline load) with random weights."""
+    root = tmp_path_factory.mktemp("families")
+    torch.manual_seed(0)
+    for name, build in FAMILIES.items():
+        build().eval().save_pretrained(root / name)
+    return root
 
 
 @pytest.mark.bench
-def test_torch_inference(benchmark, tiny_bert_dir):
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
-    out = benchmark(torch_runner(model, dummy_inputs(30522, 1, 128, NAMES)))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_torch_inference(benchmark, family_folders, family):
+    from bench.targets import open_torch
+
+    model = open_torch(str(family_folders / family), torch.device("cpu"))
+    out = benchmark(torch_runner(model, dummy_inputs(VOCAB, 1, 128, NAMES)))
     assert out.logits.shape == (1, 3)
 
 
 @pytest.mark.bench
-def test_ort_inference(benchmark, tiny_onnx):
-    out = benchmark(ort_runner(create_session(tiny_onnx), dummy_inputs(30522, 1, 128, NAMES)))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_ort_inference(benchmark, family_folders, family, tmp_path):
+    onnx = export_for_ort(str(family_folders / family), tmp_path / f"{family}.onnx")
+    out = benchmark(ort_runner(create_session(onnx), dummy_inputs(VOCAB, 1, 128, NAMES)))
+    assert out[0].shape == (1, 3)
+
+
+@pytest.mark.bench
+def test_optimum_export_inference(benchmark, tiny_bert_onnx):
+    out = benchmark(ort_runner(create_session(tiny_bert_onnx), dummy_inputs(VOCAB, 1, 128, NAMES)))
     assert out[0].shape == (1, 3)
 
 
@@ -34,3 +69,22 @@ def test_tokenisation(benchmark, tiny_bert_dir):
     texts = ["The market rallied after the central bank held rates steady."] * 32
     enc = benchmark(lambda: tokenizer(texts, truncation=True, max_length=128))
     assert len(enc["input_ids"]) == 32
+
+
+@pytest.mark.bench
+def test_distillation_step(benchmark, tiny_bert_dir):
+    """Forward, logit-KD loss against cached teacher logits, backward and an optimiser step: one training step."""
+    student = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    inputs = {k: torch.from_numpy(v) for k, v in dummy_inputs(VOCAB, 16, 64, NAMES).items()}
+    batch = {**inputs, "labels": torch.randint(0, 3, (16,)), "teacher_logits": torch.randn(16, 3)}
+    kd = KDConfig(method="logit", temperature=2.0, alpha=0.5)
+
+    def step() -> float:
+        loss, _ = step_loss(TASKS["classification"], student(**inputs), batch, kd)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item()
+
+    assert benchmark(step) > 0

@@ -44,3 +44,25 @@ def test_interleaved_timing_never_runs_an_empty_round():
     order = []
     result = time_interleaved({"a": lambda: order.append("a")}, warmup=0, iters=2, rounds=5, pause_s=0)
     assert order == ["a", "a"] and result["a"].iters == 2
+
+
+def test_min_seconds_sets_each_callables_count_from_its_own_speed():
+    import time
+
+    result = time_interleaved({"slow": lambda: time.sleep(0.01), "fast": lambda: None}, warmup=1, iters=3,
+                              pause_s=0, min_seconds=0.1)
+    assert 3 <= result["slow"].iters <= 11  # ~0.1 s / 0.01 s
+    assert result["fast"].iters > 100
+
+
+def test_a_callable_timed_by_its_own_clock():
+    fake_clock = lambda fn: (fn(), 0.004)[1]  # noqa: E731  (a device clock reporting 4 ms per call)
+    result = time_interleaved({"gpu": lambda: None, "cpu": lambda: None}, warmup=0, iters=4, pause_s=0,
+                              clocks={"gpu": fake_clock})
+    assert result["gpu"].latency_ms_p50 == pytest.approx(4.0) and result["cpu"].latency_ms_p50 < 1.0
+
+
+def test_a_pause_is_followed_by_one_untimed_wake_up_call():
+    calls = []
+    result = time_interleaved({"a": lambda: calls.append(1)}, warmup=0, iters=6, rounds=3, pause_s=0.001)
+    assert len(calls) == 6 + 3 and result["a"].iters == 6

@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_interleaved
-from bench.flops import count_flops
+from bench.flops import count_flops, gemm_peak_flops
 from compress.artifacts import (compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic,
                                 write_text_atomic)
 from compress.config import (KDConfig, PruneConfig, QuantizeConfig, RunConfig, StructuredPrune, StudentConfig,
@@ -433,6 +433,7 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
 
     def work() -> tuple[list[str], dict]:
         results = {}
+        peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())
         for m in models:
             model, tokenizer = _load_saved(cfg, m)
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
@@ -445,12 +446,16 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
                 # inputs: the choice of a graph to ship rests on these ratios.
                 runners |= {v["variant"]: ort_runner(create_session(cfg.run_dir / v["onnx_path"], threads=b.threads),
                                                      feeds) for v in export["variants"] if "error" not in v}
-            timings = {name: t.to_dict() for name, t in time_interleaved(runners, b.warmup, b.iters).items()}
+            flops = count_flops(model, feeds)
+            # Efficiency: the FLOP/s each timing achieved, as a share of this machine's measured GEMM peak.
+            timings = {name: t.to_dict() | {"efficiency": flops / (t.latency_ms_p50 / 1e3) / peak if flops else None}
+                       for name, t in time_interleaved(runners, b.warmup, b.iters).items()}
             entry = {"torch": timings.pop("torch"), "ort": timings.pop("fp32", None), "ort_variants": timings,
-                     "flops": count_flops(model, feeds)}
+                     "flops": flops}
             results[m["name"]] = entry
         write_json_atomic(cfg.run_dir / "bench.json", {"settings": b.model_dump(), "results": results,
-                                                       "environment": capture_environment()})
+                                                       "environment": capture_environment()
+                                                       | {"gemm_peak_flops_s": peak}})
         return ["bench.json"], results
 
     return stages("bench", config_hash, work)

@@ -78,6 +78,9 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "ort_kept_p50_ms": kept.get("ort_p50_ms"),
             "ort_kept_metric": kept.get("ort_metric"),
             "ort_kept_speedup": teacher_torch / kept["ort_p50_ms"] if teacher_torch and kept else None,
+            # Achieved FLOP/s over this machine's measured GEMM peak (issue 7), PyTorch and ORT fp32.
+            "torch_efficiency": _latency(bench, m["name"], "torch", "efficiency"),
+            "ort_efficiency": _latency(bench, m["name"], "ort", "efficiency"),
             "ort_kept_reason": reason,
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
@@ -116,7 +119,7 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def _latency(bench: dict, name: str, backend: str, key: str) -> float | None:
     entry = bench.get(name, {}).get(backend)
-    return entry[key] if entry else None
+    return entry.get(key) if entry else None
 
 
 def _p50(bench: dict, name: str, backend: str) -> float | None:

@@ -67,6 +67,22 @@ def test_run_folder_layout(first_run):
     assert "kd" in kd_log[0] and "kd" not in json.loads((d / "logs" / "half-baseline.jsonl").read_text().splitlines()[0])
 
 
+def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, tmp_path):
+    from pathlib import Path
+
+    from bench.targets import resolve
+
+    _, cfg, result = first_run
+    bench_json = json.loads((cfg.run_dir / "bench.json").read_text())
+    assert bench_json["environment"]["gemm_peak_flops_s"] > 0
+    for row in result.report["rows"]:
+        assert 0 < row["torch_efficiency"] and 0 < row["ort_efficiency"]
+    runnables = resolve(str(cfg.run_dir), None, tmp_path)
+    assert {(r.name, r.backend) for r in runnables} == {(m, b) for m in ("teacher", "half", "half-baseline")
+                                                        for b in ("torch", "ort")}
+    assert all(Path(r.path).exists() for r in runnables)
+
+
 def test_second_run_resumes_without_recomputing(first_run):
     _, cfg, first = first_run
     again = run(cfg)

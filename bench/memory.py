@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -37,22 +38,33 @@ def memory_rows(runnables: list, device: str, batch_size: int, seq_len: int, ite
 
 
 def probe(spec: dict) -> dict:
-    """Load the runnable, run `iters` forwards, and read the peaks. `rss_increase_mb` is the peak above what the
-    process held after its imports: the model, its activations and the runtime's buffers."""
+    """Load the runnable, run `iters` forwards, and read the peaks. `peak_rss_mb` is the process's peak while it
+    loaded and ran the model; `rss_increase_mb` that peak above what the process held after its imports: the
+    model, its activations and the runtime's buffers."""
     import torch
 
     from bench.devices import check_device, device_memory_mb, reset_device_memory, synchronizer
     from bench.measure import open_runnable
     from bench.runners import dummy_inputs
-    from bench.targets import Runnable
+    from bench.targets import Runnable, onnx_vocab_size
     from compress.data.batching import MODEL_INPUTS
 
+    # The libraries a model needs are imported before the baseline, so their ~300 MB (transformers, ORT, the model
+    # code) is not counted as the model's.
+    import compress.models.teacher  # noqa: F401
+    import compress.models.zoo  # noqa: F401
+    import exports.ort  # noqa: F401
+
+    runnable = Runnable(**spec["runnable"])
+    if runnable.backend == "ort":
+        onnx_vocab_size(Path(runnable.path))  # reads the whole graph once; cached, so not inside the measurement
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     device = check_device(spec["device"])
     baseline = psutil.Process().memory_info().rss
+    _reset_peak_rss()
     reset_device_memory(device)
-    opened = open_runnable(Runnable(**spec["runnable"]), spec["device"], spec["threads"])
+    opened = open_runnable(runnable, spec["device"], spec["threads"])
     run = opened.runner(dummy_inputs(opened.vocab_size, spec["batch_size"], spec["seq_len"], list(MODEL_INPUTS)))
     for _ in range(spec["iters"]):
         run()
@@ -66,7 +78,22 @@ def probe(spec: dict) -> dict:
             "provider": opened.provider}
 
 
+def _reset_peak_rss() -> None:
+    """Linux: restart the process's RSS high-water mark from its current RSS (clear_refs "5", Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # other systems: the peak since the process started, imports included
+
+
 def _peak_rss_bytes() -> int:
+    # Linux: VmHWM, the high-water mark of this process's own memory. Not ru_maxrss: Linux keeps that across
+    # execve, so a probe started by a parent that held a big model would report the parent's peak.
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     try:
         import resource
     except ImportError:  # Windows

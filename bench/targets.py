@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -98,6 +99,7 @@ def export_for_ort(source: str, onnx: Path, task: str = "classification", opset:
     return trace_to_onnx(model, sample, onnx, _output_names(model), opset)
 
 
+@lru_cache(maxsize=None)
 def onnx_vocab_size(path: Path) -> int:
     """The vocabulary the graph's input_ids index: rows of the embedding table that input_ids gathers from."""
     import onnx

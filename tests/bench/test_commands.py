@@ -91,6 +91,18 @@ def test_memory_reports_peaks_per_target_and_na_for_absent_devices(tiny_bert_onn
     assert "n/a" in result.output and " 0.00 " not in result.output
 
 
+def test_memory_is_each_models_own(tiny_bert_dir):
+    # A probe measures only itself: the process that starts it (here pytest, holding many models) does not leak
+    # its peak into the figure, and a model with 14M more parameters (56 MB of fp32) adds at least that much.
+    from bench.memory import memory_rows
+    from bench.targets import Runnable
+
+    rows = memory_rows([Runnable("tiny", "torch", str(tiny_bert_dir), str(tiny_bert_dir)),
+                        Runnable("tinybert-4", "torch", "tinybert-4", "tinybert-4")], "cpu", 1, 16, 1, None)
+    tiny, tinybert = (r["rss_increase_mb"] for r in rows)
+    assert tinybert - tiny > 40
+
+
 @pytest.mark.parametrize("backend", ["torch", "ort"])
 def test_profile_lists_top_operators_and_writes_a_chrome_trace(tiny_bert_dir, tmp_path, backend):
     trace, out = tmp_path / "trace.json", tmp_path / "prof.json"

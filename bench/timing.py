@@ -69,13 +69,6 @@ def cuda_event_clock() -> Clock:
     return clock
 
 
-def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None] = lambda: None,
-               clock: Clock | None = None, min_seconds: float = 0.0) -> Latency:
-    """Call `fn` `warmup` times untimed, then `iters` times timed (more if `min_seconds` asks for it)."""
-    return time_interleaved({"call": fn}, warmup, iters, rounds=1, pause_s=0.0, sync=sync,
-                            clocks={"call": clock} if clock else None, min_seconds=min_seconds)["call"]
-
-
 def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: int, rounds: int = 5,
                      pause_s: float = 0.05, sync: Callable[[], None] = lambda: None,
                      clocks: dict[str, Clock] | None = None, min_seconds: float = 0.0) -> dict[str, Latency]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
@@ -379,10 +379,9 @@ class QuantizeConfig(Strict):
 # ONNX Runtime int8 variants of an export: dynamic (weights int8, activations quantised per call) with signed or
 # unsigned weights, one scale per tensor or per output channel; static (activations too, ranges calibrated on
 # training batches, QDQ format, uint8 activations with int8 weights as x86 kernels want).
-ORT_INT8_VARIANTS = ("dynamic-qint8", "dynamic-qint8-per-channel", "dynamic-quint8", "dynamic-quint8-per-channel",
-                     "static-qint8", "static-qint8-per-channel")
 OrtInt8Variant = Literal["dynamic-qint8", "dynamic-qint8-per-channel", "dynamic-quint8",
                          "dynamic-quint8-per-channel", "static-qint8", "static-qint8-per-channel"]
+ORT_INT8_VARIANTS: tuple[str, ...] = get_args(OrtInt8Variant)
 
 
 class OrtQuantizeConfig(Strict):

@@ -14,7 +14,7 @@ from compress.artifacts import write_json_atomic
 from compress.config import RunConfig
 from compress.progress import console
 from compress.tasks import TASKS
-from exports.ort import choose_variant
+from exports.ort import choose_variant, metric_change
 
 
 def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict) -> dict:
@@ -26,7 +26,7 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
     for m in models:
         export = exports.get(m["name"], {})
         torch_p50, ort_p50 = _p50(bench, m["name"], "torch"), _p50(bench, m["name"], "ort")
-        variants = _ort_variants(export, bench.get(m["name"], {}), torch_p50)
+        variants = _ort_variants(cfg, export, bench.get(m["name"], {}), torch_p50)
         kept_name, reason = choose_variant(variants, cfg.export.quantize.max_metric_drop) if variants else (None, None)
         kept = next((v for v in variants if v["variant"] == kept_name), {})
         for v in variants:
@@ -49,7 +49,7 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "metrics": m["metrics"],
             "onnx_path": export.get("onnx_path"),
             "parity_max_abs_diff": export.get("parity_max_abs_diff"),
-            "parity_ok": export.get("parity_ok"),
+            "parity_ok": export["parity_max_abs_diff"] <= cfg.export.parity_atol if export else None,
             "student_kind": m.get("student_kind"),
             "train_seconds": m["train_seconds"],
             "epochs_run": m.get("epochs_run"),
@@ -70,7 +70,8 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
             "ort_metrics": export.get("ort_metrics"),
             # ONNX Runtime variants of the export (issue 6): the plain graph, the optimised one and int8 ones, each
             # scored and timed; the one to ship is the fastest within export.quantize.max_metric_drop.
-            "onnx_optimized_path": next((v["onnx_path"] for v in variants if v["variant"] == "fp32-optimized"), None),
+            "onnx_optimized_path": next((v.get("onnx_path") for v in variants if v["variant"] == "fp32-optimized"),
+                                        None),
             "fused_operators": export.get("fused_operators"),
             "ort_variants": variants or None,
             "ort_kept": kept_name,
@@ -102,13 +103,21 @@ def _notes(rows: list[dict]) -> list[str]:
     return notes
 
 
-def _ort_variants(export: dict, timings: dict, torch_p50: float | None) -> list[dict]:
-    """The export's variants with their latencies (bench stage) beside their scores (export stage)."""
+def _ort_variants(cfg: RunConfig, export: dict, timings: dict, torch_p50: float | None) -> list[dict]:
+    """The export's variants with their latencies (bench stage) beside their scores (export stage), and whether
+    each may be shipped under this config: fp32 graphs within export.parity_atol of PyTorch, int8 ones within
+    export.quantize.max_metric_drop of the fp32 export. Judged here, not in the export stage, so changing either
+    setting re-judges without re-exporting."""
     variants = []
     for v in export.get("variants", []):
         timing = timings.get("ort") if v["variant"] == "fp32" else timings.get("ort_variants", {}).get(v["variant"])
         p50 = timing["latency_ms_p50"] if timing else None
-        variants.append(v | {"ort_p50_ms": p50, "ort_p95_ms": timing["latency_ms_p95"] if timing else None,
+        eligible = None
+        if "error" not in v:
+            eligible = (v["metric_drop"] <= cfg.export.quantize.max_metric_drop if v["precision"] == "int8"
+                        else v["parity_max_abs_diff"] <= cfg.export.parity_atol)
+        variants.append(v | {"eligible": eligible, "ort_p50_ms": p50,
+                             "ort_p95_ms": timing["latency_ms_p95"] if timing else None,
                              "speedup_vs_torch": torch_p50 / p50 if torch_p50 and p50 else None})
     return variants
 
@@ -162,7 +171,7 @@ def print_ort_variants(report: dict) -> None:
             check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
                      else f"{v['argmax_agreement'] * 100:.1f}%")
             table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
-                          f"{0.0 - v['metric_drop']:+.4f}", check, _fmt(v["ort_p50_ms"], ".2f"),
+                          metric_change(v), check, _fmt(v["ort_p50_ms"], ".2f"),
                           _fmt(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")
         table.add_section()
     console.print(table)

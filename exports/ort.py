@@ -66,7 +66,7 @@ def predict_session(session: ort.InferenceSession, split, tokenizer, output_name
 
 
 @contextlib.contextmanager
-def _quiet_quantizer():
+def _quiet_ort_logging():
     """ONNX Runtime's optimizer and quantizer log advice on the root logger ("consider pre-processing", fusion
     notices); what they did is in the report, so keep the console for the run's own progress."""
     root = logging.getLogger()
@@ -89,18 +89,21 @@ def optimize_graph(onnx_path: Path, out_path: Path, transformer: bool) -> dict[s
     from onnxruntime.transformers.optimizer import optimize_model
 
     tmp = out_path.with_name(out_path.name + ".tmp")
-    with _quiet_quantizer():
-        if transformer:
-            optimized = optimize_model(str(onnx_path), model_type="bert", num_heads=0, hidden_size=0)
-            fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-            optimized.save_model_to_file(str(tmp))
-        else:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            options.optimized_model_filepath = str(tmp)
-            ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-            fused = {}
-    os.replace(tmp, out_path)
+    try:
+        with _quiet_ort_logging():
+            if transformer:
+                optimized = optimize_model(str(onnx_path), model_type="bert", num_heads=0, hidden_size=0)
+                fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+                optimized.save_model_to_file(str(tmp))
+            else:
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                options.optimized_model_filepath = str(tmp)
+                ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+                fused = {}
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed optimisation leaves no stray file in the export folder
     return fused
 
 
@@ -118,10 +121,19 @@ def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[st
     mode, _, rest = variant.partition("-")
     weight_type = QuantType.QUInt8 if rest.startswith("quint8") else QuantType.QInt8
     per_channel = rest.endswith("per-channel")
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        _quantize(src, tmp, mode, weight_type, per_channel, calibration)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed quantisation leaves no stray file in the export folder
+
+
+def _quantize(src: Path, tmp: Path, mode: str, weight_type: QuantType, per_channel: bool,
+              calibration: list[dict[str, np.ndarray]] | None) -> None:
     # The fused graph's contrib ops carry no type information for the quantizer; say their tensors are float.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    tmp = dst.with_name(dst.name + ".tmp")
-    with _quiet_quantizer(), tempfile.TemporaryDirectory() as work:
+    with _quiet_ort_logging(), tempfile.TemporaryDirectory() as work:
         if mode == "dynamic":
             quantize_dynamic(src, tmp, weight_type=weight_type, per_channel=per_channel, extra_options=extra)
         else:
@@ -135,34 +147,40 @@ def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[st
             quantize_static(prepared, tmp, _Batches(batches), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=weight_type,
                             extra_options=extra)
-    os.replace(tmp, dst)
 
 
 def choose_variant(variants: list[dict], max_metric_drop: float) -> tuple[str | None, str]:
-    """The variant to ship: the fastest (p50) that kept its metric within `max_metric_drop` of the fp32 export
-    (fp32 graphs: that also passed parity). Returns its name and why, in words a report can print."""
+    """The variant to ship: the fastest (p50) of the eligible ones -- fp32 graphs that passed parity, int8 ones
+    whose metric stayed within `max_metric_drop` of the fp32 export. Returns its name and why, in words a report
+    can print."""
     timed = [v for v in variants if v.get("ort_p50_ms") is not None]
     eligible = [v for v in timed if v["eligible"]]
+    int8 = [v for v in timed if v["precision"] == "int8"]
+    if not timed:
+        return None, "no variant was timed"
     if not eligible:
-        return None, "no variant was measured"
+        return None, (f"none passed: the fp32 graphs differ from PyTorch beyond export.parity_atol and no int8 "
+                      f"variant stayed within max_metric_drop {max_metric_drop:g}")
     kept = min(eligible, key=lambda v: v["ort_p50_ms"])
     fp32 = min((v for v in eligible if v["precision"] == "fp32"), key=lambda v: v["ort_p50_ms"], default=None)
-    int8 = [v for v in timed if v["precision"] == "int8"]
     if kept["precision"] == "int8":
         versus = f" vs fp32 {fp32['ort_p50_ms']:.2f} ms" if fp32 else ""
         return kept["variant"], (f"fastest within max_metric_drop {max_metric_drop:g}: {kept['ort_p50_ms']:.2f} ms"
-                                 f"{versus}, {_change(kept)} vs fp32")
+                                 f"{versus}, metric {metric_change(kept)} vs fp32")
     if not int8:
-        return kept["variant"], "fastest fp32 graph (no int8 variant measured)"
+        failed = any(v["precision"] == "int8" and "error" in v for v in variants)
+        return kept["variant"], ("fastest fp32 graph (every int8 variant failed to quantise or run)" if failed
+                                 else "fastest fp32 graph (no int8 variant configured)")
     within = [v for v in int8 if v["eligible"]]
     if not within:
         least = min(int8, key=lambda v: v["metric_drop"])
         return kept["variant"], (f"fp32 kept: every int8 variant lost more than max_metric_drop {max_metric_drop:g} "
-                                 f"(least: {least['variant']}, {_change(least)})")
+                                 f"(least: {least['variant']}, metric {metric_change(least)})")
     fastest = min(within, key=lambda v: v["ort_p50_ms"])
     return kept["variant"], (f"fp32 kept: int8 is not faster on this machine ({fastest['variant']} "
                              f"{fastest['ort_p50_ms']:.2f} ms vs {kept['variant']} {kept['ort_p50_ms']:.2f} ms)")
 
 
-def _change(variant: dict) -> str:
-    return f"metric {0.0 - variant['metric_drop']:+.4f}"  # 0.0 - 0.0 prints +0.0000, where -0.0 would not
+def metric_change(variant: dict) -> str:
+    """The variant's metric minus the fp32 export's, signed: "+0.0000", "-0.0123"."""
+    return f"{0.0 - variant['metric_drop']:+.4f}"  # 0.0 - 0.0 prints +0.0000, where -0.0 would not

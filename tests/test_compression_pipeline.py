@@ -159,6 +159,18 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
     for row in strict.report["rows"]:
         kept = next((v for v in row["ort_variants"] or [] if v["kept"]), None)
         assert kept is None or kept["precision"] == "fp32" or kept["metric_drop"] <= 0
+    # Any int8 loss allowed and a parity tolerance no fp32 graph meets: still nothing re-runs, and the eligibility
+    # stored nowhere but judged by the report follows the new settings.
+    loose = with_quantize(max_metric_drop=1.0)
+    loose = loose.model_copy(update={"export": loose.export.model_copy(update={"parity_atol": 1e-12})})
+    rejudged = run(loose)
+    assert rejudged.ran == []
+    for row in rejudged.report["rows"]:
+        variants = row["ort_variants"] or []
+        assert all(v["eligible"] is (v["parity_max_abs_diff"] <= 1e-12) for v in variants if v["precision"] == "fp32")
+        if any(v["precision"] == "int8" for v in variants):
+            assert all(v["eligible"] for v in variants if v["precision"] == "int8" and "error" not in v)
+            assert row["ort_kept"] and "int8" in row["ort_kept"]
     # Fewer variants: only the exports that had int8 ones run again, then the bench.
     fewer = run(with_quantize(variants=["dynamic-qint8"]))
     assert sorted(fewer.ran) == ["bench", "export:half", "export:half-heads", "export:half-sparse"]

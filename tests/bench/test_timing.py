@@ -1,6 +1,6 @@
 import pytest
 
-from bench.timing import summarize, time_calls, time_interleaved
+from bench.timing import summarize, time_interleaved
 
 
 def test_percentiles_on_synthetic_timings():
@@ -23,9 +23,10 @@ def test_empty_timings_rejected():
         summarize([])
 
 
-def test_time_calls_runs_warmup_then_timed_iterations_and_syncs():
+def test_warmup_then_timed_iterations_with_a_sync_after_each():
     calls, syncs = [], []
-    lat = time_calls(lambda: calls.append(1), warmup=3, iters=7, sync=lambda: syncs.append(1))
+    lat = time_interleaved({"a": lambda: calls.append(1)}, warmup=3, iters=7, rounds=1, pause_s=0,
+                           sync=lambda: syncs.append(1))["a"]
     assert len(calls) == 10 and lat.iters == 7
     assert len(syncs) == 8  # once after warm-up, once per timed call
 

@@ -118,8 +118,12 @@ def test_fp32_is_kept_when_every_int8_loses_too_much():
 def test_a_graph_failing_parity_or_quantisation_is_never_kept():
     variants = [variant("fp32", 10.0), variant("fp32-optimized", 1.0, eligible=False),
                 {"variant": "static-qint8", "precision": "int8", "error": "boom", "ort_p50_ms": None}]
-    assert choose_variant(variants, 0.01)[0] == "fp32"
-    assert choose_variant([], 0.01) == (None, "no variant was measured")
+    assert choose_variant(variants, 0.01) == ("fp32", "fastest fp32 graph (every int8 variant failed to quantise "
+                                                      "or run)")
+    assert choose_variant([], 0.01) == (None, "no variant was timed")
+    rejected = [variant("fp32", 10.0, eligible=False), variant("dynamic-qint8", 5.0, drop=0.1, eligible=False)]
+    kept, reason = choose_variant(rejected, 0.01)
+    assert kept is None and reason.startswith("none passed")
 
 
 def test_an_opset_the_runtime_lacks_is_a_user_error(tmp_path):
@@ -166,3 +170,15 @@ def test_int8_classification_export_loads_in_optimum(tiny_bert_onnx, optimized, 
     out = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_bert_dir))(
         "the market rallied")
     assert out[0]["label"] in model.config.id2label.values()
+
+
+def test_a_failed_optimisation_or_quantisation_leaves_no_file_behind(tmp_path):
+    from exports.ort import optimize_graph, quantize_graph
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(Exception):
+        optimize_graph(bad, tmp_path / "model_optimized.onnx", transformer=False)
+    with pytest.raises(Exception):
+        quantize_graph(bad, tmp_path / "model_dynamic_qint8.onnx", "dynamic-qint8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

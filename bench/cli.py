@@ -130,6 +130,7 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
     speed-up over BERT-base on each backend."""
     settings = _settings(locals())
     from bench.measure import add_speedups, latency_rows
+    from compress.anchors import add_zoo_anchors
     from compress.models.zoo import ZOO
 
     _setup(device, threads)
@@ -141,6 +142,7 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
         runnables = _resolve(names or list(ZOO), backends, Path(exports), task)
         rows = latency_rows(runnables, device, [batch_size], [seq_len], warmup, iters, 0.0, threads)
     add_speedups(rows, reference="bert-base")
+    add_zoo_anchors(rows)
     _finish("zoo", settings, rows, json, csv,
             _zoo_table(rows, f"zoo on {device}, batch {batch_size}, {seq_len} tokens", device))
 
@@ -219,7 +221,8 @@ def _latency_table(rows: list[dict], title: str, device: str):
 def _zoo_table(rows: list[dict], title: str, device: str):
     return _with_peak(device, _table(title, rows, {
         "name": "model", "backend": "backend", "params": "params", "flops": "GFLOPs", "latency_ms_p50": "p50 ms",
-        "latency_ms_p95": "p95 ms", "speedup_vs_bert_base": "vs BERT-base", "efficiency": "of GEMM peak"}))
+        "latency_ms_p95": "p95 ms", "speedup_vs_bert_base": "vs BERT-base", "published_speedup": "published",
+        "vs_published": "", "efficiency": "of GEMM peak"}))
 
 
 def _with_peak(device: str, table):
@@ -247,7 +250,7 @@ def _cell(key: str, value) -> str:
         return f"{value:.0%}"
     if key in ("params", "batch_size", "seq_len"):
         return f"{value:,}"
-    if key in ("ratio", "speedup_vs_bert_base"):
+    if key in ("ratio", "speedup_vs_bert_base", "published_speedup"):
         return f"{value:.2f}x"
     if isinstance(value, float):
         return f"{value:,.2f}" if value < 1000 else f"{value:,.0f}"

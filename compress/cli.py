@@ -18,14 +18,26 @@ def _config(path: Path | None) -> RunConfig:
     return DEFAULT_CONFIG if path is None else load_config(path)
 
 
-@app.command()
-def run(config: Annotated[Optional[Path], typer.Argument(help="run YAML; omit for the offline demo")] = None) -> None:
-    """Run data -> teacher -> students -> export -> bench -> report; resumes from the run folder."""
-    from compress.pipeline import run as run_pipeline  # heavy imports only when running
+STAGE_NAMES = "teacher, students, prune, quantize, export, bench, report"
 
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="run YAML; omit for the offline demo")] = None,
+    start: Annotated[Optional[str], typer.Option(
+        "--from", help=f"re-run this stage and every later one ({STAGE_NAMES})", show_default=False)] = None,
+    only: Annotated[Optional[str], typer.Option(
+        "--only", help="re-run this stage alone; earlier stages must have finished", show_default=False)] = None,
+) -> None:
+    """Run data -> teacher -> students -> prune -> quantize -> export -> bench -> report; resumes from the run
+    folder (a stage that finished under the same settings is skipped)."""
     cfg = _config(config)
-    result = run_pipeline(cfg)
-    typer.echo(f"report: {result.run_dir / 'report.json'}")
+    from compress.pipeline import StageSelection, run as run_pipeline  # heavy imports only when running
+
+    result = run_pipeline(cfg, StageSelection(start=start, only=only))
+    if result.report is not None:
+        files = ", ".join(f"report.{ext}" for ext in ("json", "csv", "md", "html")) + ", pareto.png"
+        typer.echo(f"report: {result.run_dir}/ ({files})")
 
 
 @app.command()

@@ -45,12 +45,13 @@ class Manifest:
                               "seconds": round(seconds, 3), "result": result}
         write_json_atomic(self.path, {"stages": self.stages})
 
-    def run_stage(self, stage: str, config_hash: str, work: Callable[[], tuple[list[str], dict]]) -> tuple[dict, bool]:
-        """Run `work` unless the stage is already done with this hash; returns (result, was_skipped).
+    def run_stage(self, stage: str, config_hash: str, work: Callable[[], tuple[list[str], dict]],
+                  force: bool = False) -> tuple[dict, bool]:
+        """Run `work` unless the stage is already done with this hash (or `force`); returns (result, was_skipped).
 
         `work` returns the outputs it wrote (paths relative to the run folder) and a JSON-able result.
         """
-        if self.is_done(stage, config_hash):
+        if not force and self.is_done(stage, config_hash):
             return self.result(stage), True
         start = time.perf_counter()
         outputs, result = work()

@@ -8,6 +8,7 @@ and a change re-runs only the stages downstream of it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_interleaved
 from bench.flops import count_flops, gemm_peak_flops
-from compress.artifacts import (compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic,
-                                write_text_atomic)
+from compress.artifacts import (compressed_size_mb, folder_size_mb, remove_stale_temporaries, save_pretrained_atomic,
+                                write_json_atomic, write_text_atomic)
 from compress.config import (KDConfig, PruneConfig, QuantizeConfig, RunConfig, StructuredPrune, StudentConfig,
                              TrainConfig, dump_config, stable_hash)
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, make_loader, predict
@@ -31,11 +32,12 @@ from compress.models.students import OWN_FAMILIES, build_student, layer_transfer
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.teacher import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
-from compress.progress import console
+from compress.progress import console, track_steps
 from compress.prune import (count_nonzero, layer_parts, layer_sparsity, make_permanent, prune_structured,
                             prune_unstructured, target_sparsity, unstructured_targets)
 from compress.quantize import argmax_agreement, quantize_dynamic_int8, save_quantized
-from compress.report import build_report, print_report, write_report_files
+from compress.report import build_report, print_report, print_timeline
+from compress.report_files import write_report_files
 from compress.tasks import TASKS, Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
@@ -55,41 +57,119 @@ class Data:
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    report: dict
+    report: dict | None  # None when --only stopped before the report
     ran: list[str]
     skipped: list[str]
 
 
-class _Stages:
-    """Runs stages through the manifest and remembers which ran and which were skipped."""
+# The stage groups `--from` and `--only` name, in pipeline order.
+STAGES = ("teacher", "students", "prune", "quantize", "export", "bench", "report")
 
-    def __init__(self, run_dir: Path) -> None:
+
+def stage_group(stage: str) -> str:
+    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' -> teacher."""
+    kind = stage.split(":")[0]
+    return {"teacher_logits": "teacher", "student": "students", "baseline": "students"}.get(kind, kind)
+
+
+@dataclass(frozen=True)
+class StageSelection:
+    """Which stages to re-run. `start` (--from): that group and every later one run again, earlier ones resume as
+    usual. `only` (--only): that group runs again; earlier ones must have finished under this config, later ones are
+    reused where they have and not run where they have not."""
+
+    start: str | None = None
+    only: str | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--from", self.start), ("--only", self.only)):
+            if value is not None and value not in STAGES:
+                raise UserError(f"unknown stage '{value}'", flag, f"stages: {', '.join(STAGES)}")
+        if self.start and self.only:
+            raise UserError("--from and --only were both given", "compress run", "give one of them")
+
+    def position(self, group: str) -> int:
+        """-1 before the selected group, 0 at it, 1 after it (0 everywhere when nothing is selected)."""
+        chosen = self.start or self.only
+        if chosen is None:
+            return 0
+        here, there = STAGES.index(group), STAGES.index(chosen)
+        return (here > there) - (here < there)
+
+
+class LaterStageNotRun(Exception):
+    """--only reached a later stage that has not run under this config: the run stops before the report."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(stage)
+
+
+class _Stages:
+    """Runs stages through the manifest, as the selection asks, and remembers which ran and which were skipped."""
+
+    def __init__(self, run_dir: Path, selection: StageSelection) -> None:
         self.manifest = Manifest(run_dir)
+        self.selection = selection
         self.ran: list[str] = []
         self.skipped: list[str] = []
 
     def __call__(self, stage: str, config_hash: str, work) -> dict:
-        result, skipped = self.manifest.run_stage(stage, config_hash, work)
+        position = self.selection.position(stage_group(stage))
+        force = position == 0 if self.selection.only else (self.selection.start is not None and position >= 0)
+        if self.selection.only and position != 0 and not self.manifest.is_done(stage, config_hash):
+            if position > 0:
+                raise LaterStageNotRun(stage)
+            raise UserError(f"--only {self.selection.only} needs stage '{stage}', which has not finished under "
+                            "this config", str(self.manifest.path),
+                            f"run without --only first, or use --from {stage_group(stage)}")
+        result, skipped = self.manifest.run_stage(stage, config_hash, work, force=force)
         (self.skipped if skipped else self.ran).append(stage)
         console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
         return result
 
+    def timeline(self) -> list[dict]:
+        """This run's stages in pipeline order, with the seconds each took when it last ran."""
+        order = sorted(dict.fromkeys(self.ran + self.skipped), key=lambda s: STAGES.index(stage_group(s)))
+        return [{"stage": s, "seconds": self.manifest.stages[s]["seconds"]} for s in order]
 
-def run(cfg: RunConfig) -> RunResult:
-    """Run the whole pipeline for `cfg`, resuming from the run folder's manifest."""
+
+def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResult:
+    """Run the whole pipeline for `cfg`, resuming from the run folder's manifest; `selection` re-runs parts."""
     quiet_libraries()
     run_dir = cfg.run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     except OSError as err:
         raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
                         "set output_dir to a writable folder") from None
-    stages = _Stages(run_dir)
+    stages = _Stages(run_dir, selection)
     if cfg.bench.threads:
         torch.set_num_threads(cfg.bench.threads)
 
+    started = time.perf_counter()
     data = prepare_data(cfg)
+    data_seconds = time.perf_counter() - started
+    try:
+        models, exports, bench = run_stages(cfg, data, stages)
+    except LaterStageNotRun as stopped:
+        console.print(f"[yellow]report not updated[/]: stage {stopped.stage} has not run under this config "
+                      f"(--only {selection.only} runs no later stage); run without --only to finish")
+        return RunResult(run_dir, None, stages.ran, stages.skipped)
+
+    started = time.perf_counter()
+    timeline = [{"stage": "data", "seconds": round(data_seconds, 3)}] + stages.timeline()
+    report = build_report(cfg, models, exports, bench, _bench_environment(run_dir), timeline)
+    write_report_files(run_dir, report)
+    print_report(report)
+    print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}], stages.ran)
+    return RunResult(run_dir, report, stages.ran, stages.skipped)
+
+
+def run_stages(cfg: RunConfig, data: Data, stages: _Stages) -> tuple[list[dict], dict[str, dict], dict]:
+    """teacher -> students -> prune -> quantize -> export -> bench; returns the models, exports and bench results."""
     teacher = train_teacher(cfg, data, stages)
     models = [teacher]
     for index, student in enumerate(cfg.students):
@@ -104,15 +184,16 @@ def run(cfg: RunConfig) -> RunResult:
     for spec in cfg.quantize:
         source = next(m for m in models if m["name"] == spec.model)
         models.append(quantize_model(cfg, spec, source, data, stages))
-    # PyTorch int8 models have no ONNX export (ONNX Runtime quantises the fp32 export instead).
-    exports = {m["name"]: export_model(cfg, m, data, stages) for m in models
-               if m["role"] != "quantized"} if cfg.export.enabled else {}
+    exports = {}
+    if cfg.export.enabled:
+        # PyTorch int8 models have no ONNX export (ONNX Runtime quantises the fp32 export instead).
+        exportable = [m for m in models if m["role"] != "quantized"]
+        with track_steps("export", len(exportable)) as advance:
+            for m in exportable:
+                exports[m["name"]] = export_model(cfg, m, data, stages)
+                advance()
     bench = benchmark(cfg, models, exports, stages)
-
-    report = build_report(cfg, models, exports, bench, _bench_environment(run_dir))
-    write_report_files(run_dir, report)
-    print_report(report)
-    return RunResult(run_dir, report, stages.ran, stages.skipped)
+    return models, exports, bench
 
 
 # ---------------------------------------------------------------- stages
@@ -443,33 +524,37 @@ def benchmark(cfg: RunConfig, models: list[dict], exports: dict[str, dict], stag
     def work() -> tuple[list[str], dict]:
         results = {}
         peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())
-        for m in models:
-            model, tokenizer = _load_saved(cfg, m)
-            names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-            feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
-            console.print(f"bench {m['name']}: batch {b.batch_size}, {b.seq_len} tokens")
-            runners = {"torch": torch_runner(model, feeds)}
-            export = exports.get(m["name"])
-            if export:
-                # The export and its optimised and int8 graphs, timed side by side with PyTorch on the same
-                # inputs: the choice of a graph to ship rests on these ratios.
-                runners |= {v["variant"]: ort_runner(create_session(cfg.run_dir / v["onnx_path"], threads=b.threads),
-                                                     feeds) for v in export["variants"] if "error" not in v}
-            flops = count_flops(model, feeds)
-            # Efficiency: the FLOP/s each fp32 timing achieved, as a share of this machine's measured fp32 GEMM peak
-            # (none for int8 graphs: their work is not fp32 FLOPs, and the share could pass 100%).
-            timings = {name: t.to_dict() | {"efficiency": flops / (t.latency_ms_p50 / 1e3) / peak
-                                            if flops and "int8" not in name else None}
-                       for name, t in time_interleaved(runners, b.warmup, b.iters).items()}
-            entry = {"torch": timings.pop("torch"), "ort": timings.pop("fp32", None), "ort_variants": timings,
-                     "flops": flops}
-            results[m["name"]] = entry
+        with track_steps("bench", len(models)) as advance:
+            for m in models:
+                results[m["name"]] = _bench_model(cfg, m, exports.get(m["name"]), peak)
+                advance()
         write_json_atomic(cfg.run_dir / "bench.json", {"settings": b.model_dump(), "results": results,
                                                        "environment": capture_environment()
                                                        | {"gemm_peak_flops_s": peak}})
         return ["bench.json"], results
 
     return stages("bench", config_hash, work)
+
+
+def _bench_model(cfg: RunConfig, m: dict, export: dict | None, peak_flops_s: float) -> dict:
+    """One model in PyTorch and, interleaved with it, every ONNX graph of its export."""
+    b = cfg.bench
+    model, tokenizer = _load_saved(cfg, m)
+    names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
+    feeds = dummy_inputs(model.config.vocab_size, b.batch_size, b.seq_len, names, seed=cfg.seed)
+    runners = {"torch": torch_runner(model, feeds)}
+    if export:
+        # The export and its optimised and int8 graphs, timed side by side with PyTorch on the same inputs: the
+        # choice of a graph to ship rests on these ratios.
+        runners |= {v["variant"]: ort_runner(create_session(cfg.run_dir / v["onnx_path"], threads=b.threads), feeds)
+                    for v in export["variants"] if "error" not in v}
+    flops = count_flops(model, feeds)
+    # Efficiency: the FLOP/s each fp32 timing achieved, as a share of this machine's measured fp32 GEMM peak (none
+    # for int8 graphs: their work is not fp32 FLOPs, and the share could pass 100%).
+    timings = {name: t.to_dict() | {"efficiency": flops / (t.latency_ms_p50 / 1e3) / peak_flops_s
+                                    if flops and "int8" not in name else None}
+               for name, t in time_interleaved(runners, b.warmup, b.iters).items()}
+    return {"torch": timings.pop("torch"), "ort": timings.pop("fp32", None), "ort_variants": timings, "flops": flops}
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""The comparison table people decide by: console (rich) and report.json.
+"""The comparison table people decide by: built once, printed with rich, written by compress.report_files.
 
 report.json is a contract for users' scripts (documented in the README). Later versions add keys; they never
 rename or remove one.
@@ -6,18 +6,23 @@ rename or remove one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.table import Table
 
-from compress.artifacts import write_json_atomic
+from compress.anchors import compare_with_anchors
 from compress.config import RunConfig
 from compress.progress import console
+from compress.report_files import anchors_table, headline
 from compress.tasks import TASKS
 from exports.ort import choose_variant, metric_change
 
 
-def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict) -> dict:
+# A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline
+# names the fastest ones that do.
+RETAINED_FLOOR = 0.97
+
+
+def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict,
+                 timeline: list[dict]) -> dict:
     """One row per model; `retained` and `speedup` are ratios to the teacher measured in the same run."""
     metric = TASKS[cfg.task].metric
     teacher = next(m for m in models if m["role"] == "teacher")
@@ -86,7 +91,50 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
         })
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
-            "environment": environment}
+            "environment": environment,
+            # Keys added by issue 8: the headline, published anchors, the plotted points, stage seconds.
+            "best": _best(rows), "anchors": compare_with_anchors(rows, cfg.run_dir), "pareto": _pareto(rows),
+            "timeline": timeline}
+
+
+def _best(rows: list[dict]) -> dict:
+    """The fastest non-teacher model keeping >= RETAINED_FLOOR of the teacher, in PyTorch fp32 and as its kept
+    ONNX Runtime graph (that graph's own metric), each against the teacher's PyTorch fp32 latency."""
+    teacher_metric = next(r["metric"] for r in rows if r["role"] == "teacher")
+    others = [r for r in rows if r["role"] != "teacher"]
+    in_torch = [r for r in others if r["speedup"] and r["retained"] is not None and r["retained"] >= RETAINED_FLOOR]
+    exported = [(r, r["ort_kept_metric"] / teacher_metric) for r in others
+                if r.get("ort_kept_speedup") and teacher_metric and r["ort_kept_metric"] / teacher_metric >= RETAINED_FLOOR]
+    fastest_torch = max(in_torch, key=lambda r: r["speedup"], default=None)
+    fastest_export = max(exported, key=lambda pair: pair[0]["ort_kept_speedup"], default=None)
+    return {
+        "retained_at_least": RETAINED_FLOOR,
+        "fastest_pytorch": fastest_torch and {"model": fastest_torch["model"], "speedup": fastest_torch["speedup"],
+                                              "retained": fastest_torch["retained"]},
+        "fastest_export": fastest_export and {"model": fastest_export[0]["model"],
+                                              "variant": fastest_export[0]["ort_kept"],
+                                              "speedup": fastest_export[0]["ort_kept_speedup"],
+                                              "retained": fastest_export[1]},
+    }
+
+
+def _pareto(rows: list[dict]) -> list[dict]:
+    """Metric vs latency points: each model in PyTorch and its kept ONNX Runtime graph; a point is on the front
+    when no other point is at least as fast and as accurate and strictly better at one of them."""
+    points = []
+    for r in rows:
+        base = {"model": r["model"], "role": r["role"], "params": r["params"]}
+        if r["torch_p50_ms"]:
+            points.append(base | {"label": r["model"], "runtime": "pytorch", "variant": None,
+                                  "latency_ms": r["torch_p50_ms"], "metric": r["metric"]})
+        if r.get("ort_kept_p50_ms"):
+            points.append(base | {"label": f"{r['model']} ORT {r['ort_kept']}", "runtime": "onnxruntime",
+                                  "variant": r["ort_kept"], "latency_ms": r["ort_kept_p50_ms"],
+                                  "metric": r["ort_kept_metric"]})
+    for p in points:
+        p["on_front"] = not any(q["latency_ms"] <= p["latency_ms"] and q["metric"] >= p["metric"]
+                                and (q["latency_ms"], q["metric"]) != (p["latency_ms"], p["metric"]) for q in points)
+    return points
 
 
 def _notes(rows: list[dict]) -> list[str]:
@@ -133,10 +181,6 @@ def _latency(bench: dict, name: str, backend: str, key: str) -> float | None:
 
 def _p50(bench: dict, name: str, backend: str) -> float | None:
     return _latency(bench, name, backend, "latency_ms_p50")
-
-
-def write_report_files(run_dir: Path, report: dict) -> None:
-    write_json_atomic(run_dir / "report.json", report)
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -199,5 +243,35 @@ def print_report(report: dict) -> None:
                       _parity(r), _kept(r))
     console.print(table)
     print_ort_variants(report)
+    print_anchors(report)
     for note in report.get("notes", []):
         console.print(f"[dim]note:[/dim] {note}")
+    for line in headline(report):
+        console.print(f"[bold]{line}[/bold]")
+
+
+def print_anchors(report: dict) -> None:
+    """Published teacher/student pairs beside the measured ones, PASS/WARN."""
+    if not report.get("anchors"):
+        return
+    header, cells = anchors_table(report)
+    table = Table(title="Published anchors (our student of the same relative shape, measured in this run)")
+    for column in header:
+        table.add_column(column, justify="left" if column in ("model", "published pair") else "right")
+    for row, anchor in zip(cells, report["anchors"]):
+        colour = "green" if anchor["verdict"] == "PASS" else "yellow"
+        table.add_row(*row[:-1], f"[{colour}]{row[-1]}[/]")
+    console.print(table)
+
+
+def print_timeline(timeline: list[dict], ran: list[str]) -> None:
+    """Where the run's time went: each stage's seconds (from when it last ran) with a bar, and whether it ran now."""
+    table = Table(title="Stage timeline")
+    for column in ("stage", "this run", "seconds", ""):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    longest = max((t["seconds"] for t in timeline), default=0) or 1
+    for t in timeline:
+        status = "reused" if t["stage"] not in ran and t["stage"] not in ("data", "report") else "ran"
+        table.add_row(t["stage"], status, f"{t['seconds']:.1f}", "█" * max(1, round(30 * t["seconds"] / longest)))
+    table.add_row("total", "", f"{sum(t['seconds'] for t in timeline):.1f}", "")
+    console.print(table)

@@ -55,6 +55,29 @@ def test_every_variant_is_a_row_with_the_new_columns(squeezed):
     assert any("unstructured sparsity" in note for note in report["notes"])
 
 
+def test_every_model_and_variant_is_in_every_report_file(squeezed):
+    import csv
+
+    cfg, _, report = squeezed
+    d = cfg.run_dir
+    assert json.loads((d / "report.json").read_text()) == report
+    expected = [(r["model"], "pytorch", "int8-dynamic" if r["role"] == "quantized" else "fp32") for r in report["rows"]]
+    expected += [(r["model"], "onnxruntime", v["variant"]) for r in report["rows"] for v in r["ort_variants"] or []]
+    assert any(runtime == "onnxruntime" and "static" in variant for _, runtime, variant in expected)
+    with (d / "report.csv").open(newline="") as f:
+        assert sorted((t["model"], t["runtime"], t["variant"]) for t in csv.DictReader(f)) == sorted(expected)
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    for model, runtime, variant in expected:
+        assert f"| {model} | {runtime} | {variant} |" in md
+        assert f"<td>{model}</td><td>{runtime}</td><td>{variant}</td>" in page
+    for r in report["rows"]:  # and each model in the comparison table
+        assert f"| {r['model']} | {r['role']} |" in md and f"<td>{r['model']}</td><td>{r['role']}</td>" in page
+    assert (d / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    plotted = {(p["model"], p["runtime"]) for p in report["pareto"]}
+    assert plotted >= {(r["model"], "pytorch") for r in report["rows"]}
+    assert any(p["on_front"] for p in report["pareto"])
+
+
 def test_structured_pruning_really_shrinks(squeezed):
     cfg, rows, _ = squeezed
     half, pruned = rows["half"], rows["half-heads"]

@@ -1,13 +1,17 @@
 """The whole pipeline on a tiny random BERT and a small CSV: report contract, resume, invalidation."""
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import yaml
 
-from compress.config import RunConfig
-from compress.pipeline import run
+from compress.config import RunConfig, dump_config
+from compress.errors import UserError
+from compress.pipeline import StageSelection, run
 
 REPORT_KEYS = {"model", "role", "family", "params", "size_mb", "metric", "retained", "torch_p50_ms", "ort_p50_ms",
                "speedup"}
@@ -88,6 +92,93 @@ def test_second_run_resumes_without_recomputing(first_run):
     again = run(cfg)
     assert again.ran == [] and set(again.skipped) == set(first.ran)
     assert [r["metric"] for r in again.report["rows"]] == [r["metric"] for r in first.report["rows"]]
+
+
+def metrics(report: dict) -> list[tuple]:
+    """What a report says about the models, without the timings a re-measured bench changes."""
+    return [(r["model"], r["role"], r["params"], r["metrics"], r["ort_metric"]) for r in report["rows"]]
+
+
+def test_from_reruns_that_stage_and_every_later_one(first_run):
+    _, cfg, first = first_run
+    result = run(cfg, StageSelection(start="export"))
+    assert set(result.ran) == {"export:teacher", "export:half", "export:half-baseline", "bench"}
+    assert {"teacher", "teacher_logits", "student:half", "baseline:half-baseline"} == set(result.skipped)
+    assert metrics(result.report) == metrics(first.report)
+
+
+def test_only_reruns_one_stage_and_only_report_rewrites_the_files(first_run):
+    _, cfg, first = first_run
+    assert run(cfg, StageSelection(only="bench")).ran == ["bench"]
+    for name in ("report.json", "report.csv", "report.md", "report.html", "pareto.png"):
+        (cfg.run_dir / name).unlink()
+    result = run(cfg, StageSelection(only="report"))
+    assert result.ran == [] and metrics(result.report) == metrics(first.report)
+    assert all((cfg.run_dir / name).stat().st_size > 0
+               for name in ("report.json", "report.csv", "report.md", "report.html", "pareto.png"))
+
+
+def test_only_needs_the_earlier_stages_and_stops_before_missing_later_ones(tmp_path, tiny_bert_dir, tiny_csv):
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
+    with pytest.raises(UserError, match="--only students needs stage 'teacher'.*--from teacher"):
+        run(cfg, StageSelection(only="students"))
+    result = run(cfg, StageSelection(only="teacher"))
+    assert result.report is None and set(result.ran) == {"teacher", "teacher_logits"}
+    assert not (cfg.run_dir / "report.json").exists() and not (cfg.run_dir / "students").exists()
+
+
+@pytest.mark.parametrize("selection, message", [
+    ({"start": "student"}, "unknown stage 'student'"), ({"only": "exports"}, "unknown stage 'exports'"),
+    ({"start": "bench", "only": "report"}, "--from and --only were both given")])
+def test_bad_stage_selection(selection, message):
+    with pytest.raises(UserError, match=message):
+        StageSelection(**selection)
+
+
+def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path, tiny_bert_dir, tiny_csv,
+                                                              monkeypatch):
+    import compress.pipeline as pipeline
+
+    _, _, first = first_run
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
+    real_export, calls = pipeline.export_hf_model, []
+
+    def export_failing_second_time(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "export_hf_model", export_failing_second_time)
+    with pytest.raises(OSError):
+        run(cfg)
+    assert not (cfg.run_dir / "report.json").exists()
+    monkeypatch.setattr(pipeline, "export_hf_model", real_export)
+    result = run(cfg)
+    assert set(result.ran) == {"export:half", "export:half-baseline", "bench"}
+    assert {"teacher", "student:half", "baseline:half-baseline", "export:teacher"} <= set(result.skipped)
+    assert metrics(result.report) == metrics(first.report)  # the same report as an uninterrupted run
+
+
+def test_killed_run_resumes_to_the_same_report(first_run, tmp_path, tiny_bert_dir, tiny_csv):
+    """kill -9 while the students train, then run again: the same models and metrics, nothing half-written."""
+    _, _, first = first_run
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(cfg))
+    process = subprocess.Popen([sys.executable, "-m", "compress.cli", "run", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest, deadline = cfg.run_dir / "manifest.json", time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if manifest.exists() and '"student:half"' in manifest.read_text():
+            break
+        time.sleep(0.02)
+    process.kill()
+    assert process.wait() == -9, "the run finished before it could be killed"
+    result = run(cfg)
+    assert {"teacher", "student:half"} <= set(result.skipped) and "bench" in result.ran
+    assert metrics(result.report) == metrics(first.report)
+    assert not [p for p in cfg.run_dir.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]
 
 
 def test_student_change_reruns_only_downstream(first_run, tiny_bert_dir, tiny_csv):

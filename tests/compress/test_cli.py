@@ -92,3 +92,8 @@ def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_ber
                     f"teacher: {{model: {tiny_bert_dir}}}\nbench: {{seq_len: 512}}\n")
     assert_one_line_error(compress("run", str(path)), "bench.seq_len is 512 but the teacher takes at most 128")
     assert not (tmp_path / "runs" / "long" / "teacher").exists()
+
+
+def test_unknown_stage_name():
+    out = compress("run", "--from", "studnets")
+    assert_one_line_error(out, "--from: unknown stage 'studnets'", "stages: teacher, students")

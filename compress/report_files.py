@@ -1,0 +1,253 @@
+"""The report as files in the run folder: report.json, report.csv, report.md, report.html and pareto.png.
+
+Every file is written from the same report dict (compress.report.build_report), so they cannot disagree. The CSV
+and the Markdown/HTML variants table have one row per deployable artifact: each model in PyTorch and each of its
+ONNX Runtime graphs (fp32, optimised, int8 variants), so every variant a run made is in every file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+from compress.artifacts import write_json_atomic, write_text_atomic
+
+CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "variant", "precision", "kept",
+               "params", "nonzero_params", "sparsity", "size_mb", "size_mb_compressed", "flops", "metric",
+               "retained", "latency_ms_p50", "latency_ms_p95", "speedup", "parity_max_abs_diff", "argmax_agreement",
+               "eligible", "path", "error")
+
+
+def write_report_files(run_dir: Path, report: dict) -> None:
+    """All five files, each written atomically."""
+    png = pareto_png(report)
+    write_json_atomic(run_dir / "report.json", report)
+    write_text_atomic(run_dir / "report.csv", artifacts_csv(report))
+    write_text_atomic(run_dir / "report.md", markdown(report))
+    write_text_atomic(run_dir / "report.html", html_page(report, png))
+    _write_bytes_atomic(run_dir / "pareto.png", png)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- one row per artifact
+
+
+def artifact_rows(report: dict) -> list[dict]:
+    """Each model in PyTorch, then each of its ONNX Runtime graphs, with the columns of CSV_COLUMNS."""
+    teacher = next(r for r in report["rows"] if r["role"] == "teacher")
+    teacher_metric, teacher_p50 = teacher["metric"], teacher["torch_p50_ms"]
+    rows = []
+    for r in report["rows"]:
+        model = {k: r.get(k) for k in ("model", "role", "family", "student_kind", "source", "params",
+                                       "nonzero_params", "sparsity")}
+        rows.append(model | {
+            "runtime": "pytorch", "variant": "int8-dynamic" if r["role"] == "quantized" else "fp32",
+            "precision": "int8" if r["role"] == "quantized" else "fp32", "kept": None,
+            "size_mb": r["size_mb"], "size_mb_compressed": r.get("size_mb_compressed"), "flops": r.get("flops"),
+            "metric": r["metric"], "retained": r["retained"], "latency_ms_p50": r["torch_p50_ms"],
+            "latency_ms_p95": r.get("torch_p95_ms"), "speedup": r["speedup"], "parity_max_abs_diff": None,
+            "argmax_agreement": r.get("argmax_agreement"), "eligible": None, "path": r["model_dir"], "error": None})
+        for v in r.get("ort_variants") or []:
+            failed = "error" in v
+            rows.append(model | {
+                "runtime": "onnxruntime", "variant": v["variant"], "precision": v["precision"],
+                "kept": v.get("kept"), "size_mb": v.get("size_mb"), "size_mb_compressed": None,
+                "flops": r.get("flops") if v["precision"] == "fp32" else None,
+                "metric": None if failed else v["ort_metric"],
+                "retained": None if failed or not teacher_metric else v["ort_metric"] / teacher_metric,
+                "latency_ms_p50": v.get("ort_p50_ms"), "latency_ms_p95": v.get("ort_p95_ms"),
+                "speedup": teacher_p50 / v["ort_p50_ms"] if teacher_p50 and v.get("ort_p50_ms") else None,
+                "parity_max_abs_diff": v.get("parity_max_abs_diff"), "argmax_agreement": v.get("argmax_agreement"),
+                "eligible": v.get("eligible"), "path": v.get("onnx_path"), "error": v.get("error")})
+    return rows
+
+
+def artifacts_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in artifact_rows(report):
+        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- tables as text
+
+
+def _num(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _percent(value: float | None) -> str:
+    return _num(None if value is None else value * 100, ".1f", "%")
+
+
+def summary_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison table (one row per model), as header and cells."""
+    header = ["model", "role", "params", "sparsity", "size MB", "GFLOPs", report["metric"], "% of teacher",
+              "PyTorch p50 ms", "PyTorch p95 ms", "speed-up (PyTorch)", "ORT kept", "kept p50 ms",
+              "speed-up (kept ORT)"]
+    cells = []
+    for r in report["rows"]:
+        cells.append([r["model"], r["role"], f"{r['params'] / 1e6:.2f}M", _percent(r.get("sparsity")),
+                      f"{r['size_mb']:.1f}", _num(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
+                      f"{r['metric']:.4f}", _percent(r["retained"]), _num(r["torch_p50_ms"], ".2f"),
+                      _num(r.get("torch_p95_ms"), ".2f"), _num(r["speedup"], ".2f", "x"), r.get("ort_kept") or "n/a",
+                      _num(r.get("ort_kept_p50_ms"), ".2f"), _num(r.get("ort_kept_speedup"), ".2f", "x")])
+    return header, cells
+
+
+def variants_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Every artifact: the model in PyTorch and each ONNX Runtime graph, kept ones starred."""
+    header = ["model", "runtime", "variant", "size MB", report["metric"], "% of teacher", "p50 ms", "p95 ms",
+              "speed-up vs teacher PyTorch", "parity / agreement", "kept"]
+    cells = []
+    for a in artifact_rows(report):
+        check = (_num(a["parity_max_abs_diff"], ".0e") if a["parity_max_abs_diff"] is not None
+                 else _percent(a["argmax_agreement"]))
+        kept = "*" if a["kept"] else (f"failed: {a['error'][:80]}" if a["error"] else "")
+        cells.append([a["model"], a["runtime"], a["variant"], _num(a["size_mb"], ".1f"),
+                      _num(a["metric"], ".4f"), _percent(a["retained"]), _num(a["latency_ms_p50"], ".2f"),
+                      _num(a["latency_ms_p95"], ".2f"), _num(a["speedup"], ".2f", "x"), check, kept])
+    return header, cells
+
+
+def anchors_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "published pair", "published kept", "measured kept", "published speed-up",
+              "measured speed-up (PyTorch)", "verdict"]
+    cells = [[a["model"], a["pair"], _percent(a["published_retained"]), _percent(a["measured_retained"]),
+              f"{a['published_speedup']:.1f}x", _num(a["measured_speedup"], ".2f", "x"),
+              f"{a['verdict']} ({a['why']})"] for a in report.get("anchors", [])]
+    return header, cells
+
+
+def timeline_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["stage", "seconds"]
+    return header, [[t["stage"], f"{t['seconds']:.1f}"] for t in report.get("timeline", [])]
+
+
+def headline(report: dict) -> list[str]:
+    """The sentences a reader wants first: the fastest students that keep enough of the teacher."""
+    best, lines = report.get("best") or {}, []
+    floor = _percent(best.get("retained_at_least"))
+    torch_best, export_best = best.get("fastest_pytorch"), best.get("fastest_export")
+    if torch_best:
+        lines.append(f"Fastest model keeping >= {floor} of the teacher in PyTorch fp32: {torch_best['model']}, "
+                     f"{torch_best['speedup']:.1f}x the teacher's speed, {_percent(torch_best['retained'])} kept.")
+    if export_best:
+        lines.append(f"Fastest exported graph keeping >= {floor}: {export_best['model']} ({export_best['variant']}), "
+                     f"{export_best['speedup']:.1f}x the teacher's PyTorch speed, {_percent(export_best['retained'])} "
+                     "kept.")
+    if not lines:
+        lines.append(f"No student kept >= {floor} of the teacher's {report['metric']}.")
+    return lines
+
+
+def _md_table(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _sections(report: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    sections = [("Comparison", summary_table(report)), ("Every model and ONNX Runtime graph", variants_table(report))]
+    if report.get("anchors"):
+        sections.append(("Published anchors", anchors_table(report)))
+    sections.append(("Stage timeline", timeline_table(report)))
+    return sections
+
+
+def _title(report: dict) -> str:
+    b = report["bench"]
+    return (f"{report['run']}: {report['task']}, {report['metric']} on the test split; latency at batch "
+            f"{b['batch_size']}, {b['seq_len']} tokens")
+
+
+def _environment_line(report: dict) -> str:
+    env = report.get("environment", {})
+    versions = env.get("versions", {})
+    return (f"Measured on {env.get('cpu', 'unknown CPU')}, {env.get('torch_threads', '?')} threads; torch "
+            f"{versions.get('torch', '?')}, onnxruntime {versions.get('onnxruntime', '?')}.")
+
+
+def markdown(report: dict) -> str:
+    parts = [f"# {_title(report)}", "", *headline(report), "", _environment_line(report), "",
+             "![metric vs latency](pareto.png)", ""]
+    for name, (header, cells) in _sections(report):
+        parts += [f"## {name}", "", _md_table(header, cells), ""]
+    if report.get("notes"):
+        parts += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
+    return "\n".join(parts)
+
+
+def html_page(report: dict, png: bytes) -> str:
+    """One file with everything in it: the plot is embedded as base64, the style inline."""
+    e = html.escape
+    body = [f"<h1>{e(_title(report))}</h1>"] + [f"<p><b>{e(line)}</b></p>" for line in headline(report)]
+    body += [f"<p>{e(_environment_line(report))}</p>",
+             f'<img alt="metric vs latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">']
+    for name, (header, cells) in _sections(report):
+        rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells)
+        body.append(f"<h2>{e(name)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>{rows}</table>")
+    if report.get("notes"):
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child"
+             "{text-align:left}img{max-width:100%}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(report['run'])} report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------- the plot
+
+
+def pareto_png(report: dict) -> bytes:
+    """Metric vs latency (log scale) for every point of report['pareto']: marker area by parameters, the teacher
+    as a star, PyTorch models as circles and their kept ONNX Runtime graphs as triangles, the front as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    points = report["pareto"]
+    largest = max(p["params"] for p in points) or 1
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    for p in points:
+        teacher = p["role"] == "teacher" and p["runtime"] == "pytorch"
+        marker = "*" if teacher else ("o" if p["runtime"] == "pytorch" else "^")
+        size = (600 if teacher else 40 + 500 * p["params"] / largest)
+        ax.scatter(p["latency_ms"], p["metric"], s=size, marker=marker, alpha=0.6,
+                   color="crimson" if teacher else ("tab:blue" if p["runtime"] == "pytorch" else "tab:green"),
+                   edgecolors="black", linewidths=0.5)
+        ax.annotate(p["label"], (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = sorted((p for p in points if p["on_front"]), key=lambda p: p["latency_ms"])
+    # A staircase: between two points of the front, the best reachable metric is the faster point's.
+    ax.plot([p["latency_ms"] for p in front], [p["metric"] for p in front], "--", color="gray", label="Pareto front",
+            drawstyle="steps-post")
+    for marker, color, label in (("*", "crimson", "teacher (PyTorch)"), ("o", "tab:blue", "PyTorch"),
+                                 ("^", "tab:green", "ONNX Runtime, kept graph")):
+        ax.scatter([], [], marker=marker, color=color, label=label)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    b = report["bench"]
+    ax.set_xlabel(f"p50 latency, ms (batch {b['batch_size']}, {b['seq_len']} tokens; log scale)")
+    ax.set_ylabel(f"{report['metric']} (test split)")
+    ax.set_title(f"{report['run']}: {report['metric']} vs latency (marker area ~ parameters)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()

@@ -1,0 +1,126 @@
+"""Report pieces that need no run: published anchors, the Pareto front, the headline, the files' rendering."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from compress.anchors import Shape, add_zoo_anchors, compare_with_anchors, read_shape
+from compress.report import _best, _pareto
+from compress.report_files import artifact_rows, artifacts_csv, html_page, markdown, pareto_png
+
+
+def row(model, role, metric, torch_p50, params=1_000_000, kept=None, retained=None, speedup=None, **extra):
+    kept_variant, kept_p50, kept_metric, kept_speedup = kept or (None, None, None, None)
+    return {"model": model, "role": role, "family": "bert", "params": params, "size_mb": params * 4 / 1e6,
+            "metric": metric, "retained": retained, "torch_p50_ms": torch_p50, "speedup": speedup,
+            "model_dir": f"students/{model}", "ort_kept": kept_variant, "ort_kept_p50_ms": kept_p50,
+            "ort_kept_metric": kept_metric, "ort_kept_speedup": kept_speedup, "ort_variants": None} | extra
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    rows = [row("teacher", "teacher", 0.90, 20.0), row("fast", "student", 0.85, 2.0),
+            row("slow-and-worse", "student", 0.80, 10.0), row("tie", "baseline", 0.85, 2.0),
+            row("best", "student", 0.90, 5.0, kept=("dynamic-qint8", 1.0, 0.84, 20.0))]
+    front = {p["label"] for p in _pareto(rows) if p["on_front"]}
+    # 'teacher' is dominated by 'best' (as accurate, faster); 'slow-and-worse' by 'fast'; equal points both stay.
+    assert front == {"fast", "tie", "best", "best ORT dynamic-qint8"}
+
+
+def test_best_needs_97_percent_of_the_teacher():
+    rows = [row("teacher", "teacher", 1.0, 20.0, retained=1.0, speedup=1.0),
+            row("fastest-but-lossy", "student", 0.90, 1.0, retained=0.90, speedup=20.0,
+                kept=("fp32", 0.5, 0.90, 40.0)),
+            row("keeper", "student", 0.98, 2.0, retained=0.98, speedup=10.0, kept=("dynamic-qint8", 1.0, 0.97, 20.0))]
+    best = _best(rows)
+    assert best["fastest_pytorch"] == {"model": "keeper", "speedup": 10.0, "retained": 0.98}
+    assert best["fastest_export"] == {"model": "keeper", "variant": "dynamic-qint8", "speedup": 20.0,
+                                      "retained": pytest.approx(0.97)}
+    assert _best(rows[:2])["fastest_pytorch"] is None
+
+
+def save_config(path, **config):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_anchors_match_by_shape_relative_to_the_teacher(tmp_path):
+    save_config(tmp_path / "teacher", model_type="bert", num_hidden_layers=6, hidden_size=384)
+    save_config(tmp_path / "students/half", model_type="bert", num_hidden_layers=3, hidden_size=384)
+    save_config(tmp_path / "students/tiny", model_type="custom", num_hidden_layers=2, hidden_size=160)
+    save_config(tmp_path / "students/narrow", model_type="custom", num_hidden_layers=2, hidden_size=256)
+    save_config(tmp_path / "students/half-baseline", model_type="bert", num_hidden_layers=3, hidden_size=384)
+    rows = [row("teacher", "teacher", 0.9, 20.0, model_dir="teacher", retained=1.0, speedup=1.0),
+            row("half", "student", 0.88, 10.0, retained=0.88 / 0.9, speedup=2.0),
+            row("tiny", "student", 0.85, 1.0, retained=0.85 / 0.9, speedup=20.0),
+            row("narrow", "student", 0.9, 2.0, retained=1.0, speedup=10.0),
+            row("half-baseline", "baseline", 0.9, 10.0, retained=1.0, speedup=2.0)]
+    entries = {(e["anchor"], e["model"]): e for e in compare_with_anchors(rows, tmp_path)}
+    # narrow: a third of the depth but 2/3 of the width (TinyBERT-4 is 41%); baselines are not distilled.
+    assert set(entries) == {("DistilBERT", "half"), ("TinyBERT-4", "tiny")}
+    half = entries["DistilBERT", "half"]
+    assert (half["published_retained"], half["published_speedup"]) == (0.97, 1.6)
+    assert half["verdict"] == "PASS"  # 97.8% kept at 2.0x
+    tiny = entries["TinyBERT-4", "tiny"]
+    assert tiny["verdict"] == "WARN" and tiny["why"] == "kept less of the teacher"  # 94.4% < 96.8%, 20x >= 9.4x
+
+
+def test_read_shape_knows_distilbert_names(tmp_path):
+    save_config(tmp_path, model_type="distilbert", n_layers=6, dim=768)
+    assert read_shape(tmp_path) == Shape("distilbert", 6, 768)
+
+
+def test_zoo_rows_get_the_published_speedup():
+    rows = [{"name": "bert-base", "speedup_vs_bert_base": 1.0}, {"name": "distilbert-base", "speedup_vs_bert_base": 2.0},
+            {"name": "tinybert-4", "speedup_vs_bert_base": 9.0}, {"name": "custom-2x256", "speedup_vs_bert_base": 30.0}]
+    add_zoo_anchors(rows)
+    assert [(r["published_speedup"], r["vs_published"]) for r in rows] == [
+        (None, None), (1.6, "PASS"), (9.4, "WARN"), (None, None)]
+
+
+def small_report():
+    teacher = row("teacher", "teacher", 0.9, 20.0, retained=1.0, speedup=1.0, model_dir="teacher")
+    variants = [
+        {"variant": "fp32", "precision": "fp32", "onnx_path": "exports/s/model.onnx", "size_mb": 4.0,
+         "ort_metric": 0.88, "parity_max_abs_diff": 1e-6, "eligible": True, "ort_p50_ms": 3.0, "ort_p95_ms": 3.5,
+         "kept": False},
+        {"variant": "dynamic-qint8", "precision": "int8", "onnx_path": "exports/s/model_dynamic_qint8.onnx",
+         "size_mb": 1.0, "ort_metric": 0.88, "argmax_agreement": 0.99, "eligible": True, "ort_p50_ms": 2.0,
+         "ort_p95_ms": 2.5, "kept": True},
+        {"variant": "static-qint8", "precision": "int8", "error": "ORT could not quantise it"},
+    ]
+    student = row("s", "student", 0.88, 5.0, retained=0.88 / 0.9, speedup=4.0,
+                  kept=("dynamic-qint8", 2.0, 0.88, 10.0), ort_variants=variants)
+    rows = [teacher, student]
+    return {"run": "r", "task": "classification", "metric": "accuracy", "rows": rows, "notes": ["a note"],
+            "bench": {"batch_size": 1, "seq_len": 128, "iters": 5}, "environment": {"cpu": "test CPU"},
+            "best": _best(rows), "anchors": [], "pareto": _pareto(rows),
+            "timeline": [{"stage": "teacher", "seconds": 3.0}]}
+
+
+def test_every_artifact_is_a_csv_row():
+    report = small_report()
+    table = list(csv.DictReader(io.StringIO(artifacts_csv(report))))
+    assert [(r["model"], r["runtime"], r["variant"]) for r in table] == [
+        ("teacher", "pytorch", "fp32"), ("s", "pytorch", "fp32"), ("s", "onnxruntime", "fp32"),
+        ("s", "onnxruntime", "dynamic-qint8"), ("s", "onnxruntime", "static-qint8")]
+    kept = table[3]
+    assert kept["kept"] == "True" and float(kept["speedup"]) == 10.0  # teacher PyTorch 20 ms / 2 ms
+    assert float(kept["retained"]) == pytest.approx(0.88 / 0.9)
+    assert table[4]["error"] == "ORT could not quantise it" and table[4]["metric"] == ""
+    assert len(artifact_rows(report)) == 5
+
+
+def test_markdown_and_html_hold_every_artifact_and_the_plot():
+    report = small_report()
+    png = pareto_png(report)
+    assert png.startswith(b"\x89PNG")
+    md, page = markdown(report), html_page(report, png)
+    for text in (md, page):
+        for variant in ("dynamic-qint8", "static-qint8", "fp32"):
+            assert variant in text
+        assert "a note" in text and "Stage timeline" in text
+        assert "Fastest exported graph keeping &gt;= 97.0%" in text or "Fastest exported graph keeping >= 97.0%" in text
+    assert "![metric vs latency](pareto.png)" in md
+    assert "data:image/png;base64," in page and "<script" not in page and "src=\"http" not in page

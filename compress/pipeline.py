@@ -117,6 +117,7 @@ class _Stages:
     def __call__(self, stage: str, config_hash: str, work) -> dict:
         position = self.selection.position(stage_group(stage))
         force = position == 0 if self.selection.only else (self.selection.start is not None and position >= 0)
+        force = force and stage not in self.ran  # teacher_logits is asked for once per student: re-run it once
         if self.selection.only and position != 0 and not self.manifest.is_done(stage, config_hash):
             if position > 0:
                 raise LaterStageNotRun(stage)

@@ -216,7 +216,7 @@ def pareto_png(report: dict) -> bytes:
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     points = report["pareto"]
     largest = max(p["params"] for p in points) or 1
@@ -228,7 +228,15 @@ def pareto_png(report: dict) -> bytes:
         ax.scatter(p["latency_ms"], p["metric"], s=size, marker=marker, alpha=0.6,
                    color="crimson" if teacher else ("tab:blue" if p["runtime"] == "pytorch" else "tab:green"),
                    edgecolors="black", linewidths=0.5)
-        ax.annotate(p["label"], (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        # Every PyTorch point is named; an ONNX graph only where it is on the front, so names stay legible.
+        # ONNX graphs below their point, PyTorch models above, so a model and its graph do not overwrite each other.
+        if p["runtime"] == "pytorch":
+            ax.annotate(p["label"], (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        elif p["on_front"]:
+            short = f"{p['model']} ORT {'int8' if 'int8' in p['variant'] else 'fp32'}"
+            ax.annotate(short, (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, -10),
+                        textcoords="offset points")
     front = sorted((p for p in points if p["on_front"]), key=lambda p: p["latency_ms"])
     # A staircase: between two points of the front, the best reachable metric is the faster point's.
     ax.plot([p["latency_ms"] for p in front], [p["metric"] for p in front], "--", color="gray", label="Pareto front",
@@ -237,9 +245,9 @@ def pareto_png(report: dict) -> bytes:
                                  ("^", "tab:green", "ONNX Runtime, kept graph")):
         ax.scatter([], [], marker=marker, color=color, label=label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     b = report["bench"]
     ax.set_xlabel(f"p50 latency, ms (batch {b['batch_size']}, {b['seq_len']} tokens; log scale)")
     ax.set_ylabel(f"{report['metric']} (test split)")

@@ -45,6 +45,12 @@ bench: {{warmup: 2, iters: 5}}
     # Real MiniLM weights: int8 mostly picks what fp32 picks (static is calibrated on the training split).
     assert all(v["argmax_agreement"] >= 0.8 for v in int8.values())
     assert rows["minilm-l3"]["ort_kept"] and rows["minilm-l3"]["ort_kept_reason"]
+    # Half the teacher's layers at its width: DistilBERT's recipe, set beside the published figures.
+    anchor = report["anchors"][0]
+    assert (len(report["anchors"]), anchor["anchor"], anchor["model"]) == (1, "DistilBERT", "minilm-l3")
+    assert anchor["verdict"] in ("PASS", "WARN") and anchor["measured_speedup"] == rows["minilm-l3"]["speedup"]
+    assert "Published anchors" in (tmp_path / "runs" / "bbc-small" / "report.md").read_text()
+    assert "report.html" in out.stdout and "Stage timeline" in out.stdout
 
 
 CAPITALS = {"Germany": "Berlin", "Spain": "Madrid", "Italy": "Rome", "Portugal": "Lisbon", "Poland": "Warsaw",

@@ -11,6 +11,7 @@ import base64
 import csv
 import html
 import io
+import re
 from pathlib import Path
 
 from compress.artifacts import write_json_atomic, write_text_atomic
@@ -188,6 +189,11 @@ def markdown(report: dict) -> str:
     return "\n".join(parts)
 
 
+def _numeric_class(cell: str) -> str:
+    """Numbers (and n/a in their columns) align right, so digits line up; words align left."""
+    return ' class="n"' if re.fullmatch(r"[+-]?[\d.,]+(e[+-]?\d+)?[%xM]?|n/a", cell) else ""
+
+
 def html_page(report: dict, png: bytes) -> str:
     """One file with everything in it: the plot is embedded as base64, the style inline."""
     e = html.escape
@@ -195,13 +201,13 @@ def html_page(report: dict, png: bytes) -> str:
     body += [f"<p>{e(_environment_line(report))}</p>",
              f'<img alt="metric vs latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">']
     for name, (header, cells) in _sections(report):
-        rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells)
+        rows = "".join("<tr>" + "".join(f"<td{_numeric_class(c)}>{e(c)}</td>" for c in row) + "</tr>" for row in cells)
         body.append(f"<h2>{e(name)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>{rows}</table>")
     if report.get("notes"):
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child"
-             "{text-align:left}img{max-width:100%}")
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}td.n{text-align:right;"
+             "white-space:nowrap}td:first-child{white-space:nowrap}img{max-width:100%}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(report['run'])} report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 

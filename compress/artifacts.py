@@ -13,7 +13,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """What a killed run left half-written (temp files and folders it had not renamed yet): nothing reads them,
     and the stage that wrote them runs again, so they go. Returns what was removed."""
     stale = [p for p in Path(run_dir).rglob("*")
-             if re.search(r"\.tmp\d*$|\.tmp\.npy$", p.name) or (p.is_dir() and p.name.endswith(".old"))]
+             if re.search(r"^\..+\.tmp\d+$|\.tmp$|\.tmp\.npy$", p.name) or (p.is_dir() and p.name.endswith(".old"))]
     for path in sorted(stale, key=lambda p: len(p.parts), reverse=True):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

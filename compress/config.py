@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
 from compress.errors import UserError
@@ -185,10 +185,21 @@ class TeacherConfig(Strict):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def _not_a_temporary_name(name: str) -> str:
+    """Folders are written as '<name>.tmp' and swapped through '<name>.old', and a resumed run deletes both."""
+    if name.endswith((".tmp", ".old")):
+        raise ValueError(f"'{name}' ends like the run's temporary folders (.tmp, .old); choose another name")
+    return name
+
+
+# A run, model or variant name: it names a folder in the run folder and a row of the report.
+Name = Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_not_a_temporary_name)]
+
+
 class StudentBase(Strict):
     """What every student has: a name (its folder and report row), training, KD settings, and a no-KD baseline."""
 
-    name: str = Field(..., pattern=NAME_PATTERN)
+    name: Name
     train: TrainConfig = TrainConfig()
     distill: KDConfig = KDConfig()
     baseline: bool = Field(True, description="also train the same student without KD")
@@ -310,7 +321,7 @@ class RecoveryConfig(Strict):
 
 
 class PruneBase(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     model: str = Field(description="the model to prune: a student, '<student>-baseline' or an earlier prune entry")
     steps: int = Field(1, ge=1, description="reach the target in this many prune + recover steps")
     schedule: Literal["cubic", "linear"] = Field("cubic", description="share of the target reached after step k of "
@@ -368,7 +379,7 @@ PRUNE_KINDS = {"structured", "unstructured"}
 class QuantizeConfig(Strict):
     """PyTorch dynamic int8: Linear and LSTM weights stored in int8, activations quantised on the fly."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     model: str = Field(description="the model to quantise: a student, '<student>-baseline' or a prune entry")
     method: Literal["dynamic_int8"] = "dynamic_int8"
 
@@ -424,7 +435,7 @@ class BenchConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field("demo", pattern=NAME_PATTERN)
+    name: Name = "demo"
     task: Literal["classification", "ner", "qa"] = "classification"
     seed: int = 0
     output_dir: Path = Path("runs")

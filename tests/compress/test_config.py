@@ -118,6 +118,7 @@ def test_student_kinds_and_their_defaults(tmp_path):
     ("{name: d, kind: checkpoint}", "students.0.model"),
     ("{name: s, distill: {method: fancy}}", "students.0.distill.method"),
     ("{name: b, kind: bilstm, distill: {method: progressive}}", "needs a transformer student"),
+    ("{name: small.old}", "'small.old' ends like the run's temporary folders"),  # a resumed run would delete it
 ])
 def test_bad_student_settings_name_the_key(tmp_path, student, fragment):
     with pytest.raises(UserError) as err:

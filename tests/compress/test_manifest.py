@@ -48,3 +48,19 @@ def test_manifest_entry_missing_keys_is_a_user_error(tmp_path):
     (tmp_path / "manifest.json").write_text('{"stages": {"teacher": {"status": "done"}}}')
     with pytest.raises(UserError, match="manifest is unreadable"):
         Manifest(tmp_path)
+
+
+def test_a_killed_runs_temporaries_are_removed_and_nothing_else(tmp_path):
+    from compress.artifacts import remove_stale_temporaries
+
+    stale = [".manifest.json.tmp4242", "students/half.tmp/model.safetensors", "students/half.old/config.json",
+             "cache/teacher_train_logits.tmp.npy", "exports/half/model_dynamic_qint8.onnx.tmp",
+             "checkpoints/half-0123.pt.tmp"]
+    kept = ["manifest.json", "students/half/model.safetensors", "students/v1.tmp5/config.json",
+            "exports/half/model.onnx", "checkpoints/half-0123.pt", "report.md"]
+    for name in stale + kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    remove_stale_temporaries(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+    assert not (tmp_path / "students" / "half.tmp").exists() and not (tmp_path / "students" / "half.old").exists()

@@ -70,9 +70,13 @@ def add_zoo_anchors(rows: list[dict]) -> None:
 
 
 def read_shape(model_dir: Path) -> Shape:
-    """Depth and width from a saved config.json, whatever the family names them."""
+    """Depth and width of a transformer from its saved config.json, whatever the family names them. Other
+    families (a BiLSTM's layers and per-direction width are another kind of size) get None: no published
+    transformer recipe is theirs."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    layers = next((config[k] for k in ("num_hidden_layers", "n_layers", "num_layers") if k in config), None)
+    if not any(k in config for k in ("num_attention_heads", "n_heads")):
+        return Shape(config.get("model_type", ""), None, None)
+    layers = next((config[k] for k in ("num_hidden_layers", "n_layers") if k in config), None)
     width = next((config[k] for k in ("hidden_size", "dim") if k in config), None)
     return Shape(config.get("model_type", ""), layers, width)
 

@@ -6,26 +6,58 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from compress.errors import UserError
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """What a killed run left half-written (temp files and folders it had not renamed yet): nothing reads them,
-    and the stage that wrote them runs again, so they go. Returns what was removed."""
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Tidy what a killed run left half-written: temp files and folders it had not renamed yet go (nothing reads
+    them, and the stage that wrote them runs again); a '<name>.old' folder whose '<name>' is missing was the whole
+    previous version, caught between replace_dir's two renames, and is put back."""
     stale = [p for p in Path(run_dir).rglob("*")
              if re.search(r"^\..+\.tmp\d+$|\.tmp$|\.tmp\.npy$", p.name) or (p.is_dir() and p.name.endswith(".old"))]
     for path in sorted(stale, key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir():
+        original = path.with_name(path.name.removesuffix(".old"))
+        if path.name.endswith(".old") and not original.exists():
+            os.replace(path, original)
+        elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    return stale
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """One `compress run` per run folder at a time: a second would take the first one's temporaries for a killed
+    run's and delete them. The lock is the operating system's, so a killed run never leaves it held."""
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock; one run per folder is then up to the user
+        yield
+        return
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError("another compress run is using this run folder", str(run_dir),
+                            "wait for it to finish, or give this run another name or output_dir") from None
+        yield
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from compress.config import DEFAULT_CONFIG, RunConfig, load_config
 from compress.entry import run_app
+from compress.manifest import STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil, prune, quantise, export and benchmark BERT-family models.")
@@ -18,7 +19,7 @@ def _config(path: Path | None) -> RunConfig:
     return DEFAULT_CONFIG if path is None else load_config(path)
 
 
-STAGE_NAMES = "teacher, students, prune, quantize, export, bench, report"
+STAGE_NAMES = ", ".join(STAGES)
 
 
 @app.command()

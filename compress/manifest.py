@@ -17,6 +17,15 @@ from compress.errors import UserError
 
 ENTRY_KEYS = {"status", "config_hash", "outputs", "result"}
 
+# The stage groups `compress run --from/--only` name, in pipeline order.
+STAGES = ("teacher", "students", "prune", "quantize", "export", "bench", "report")
+
+
+def stage_group(stage: str) -> str:
+    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' -> teacher."""
+    kind = stage.split(":")[0]
+    return {"teacher_logits": "teacher", "student": "students", "baseline": "students"}.get(kind, kind)
+
 
 class Manifest:
     def __init__(self, run_dir: Path) -> None:
@@ -39,6 +48,15 @@ class Manifest:
 
     def result(self, stage: str) -> dict:
         return self.stages[stage]["result"]
+
+    def forget_after(self, group: str) -> None:
+        """Drop every entry of a group after `group`: their hashes come from the config, not from the files the
+        re-run group just rewrote, so they would otherwise pass as done on results they were not made from."""
+        later = [s for s in self.stages if STAGES.index(stage_group(s)) > STAGES.index(group)]
+        if later:
+            for stage in later:
+                del self.stages[stage]
+            write_json_atomic(self.path, {"stages": self.stages})
 
     def record(self, stage: str, config_hash: str, outputs: list[str], seconds: float, result: dict) -> None:
         self.stages[stage] = {"status": "done", "config_hash": config_hash, "outputs": outputs,

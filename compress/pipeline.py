@@ -20,13 +20,13 @@ from bench.results import capture_environment
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.timing import time_interleaved
 from bench.flops import count_flops, gemm_peak_flops
-from compress.artifacts import (compressed_size_mb, folder_size_mb, remove_stale_temporaries, save_pretrained_atomic,
-                                write_json_atomic, write_text_atomic)
+from compress.artifacts import (compressed_size_mb, folder_size_mb, remove_stale_temporaries, run_folder_lock,
+                                save_pretrained_atomic, write_json_atomic, write_text_atomic)
 from compress.config import (KDConfig, PruneConfig, QuantizeConfig, RunConfig, StructuredPrune, StudentConfig,
                              TrainConfig, dump_config, stable_hash)
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, make_loader, predict
 from compress.distill.loop import TrainResult, step_loss, train_model
-from compress.manifest import Manifest
+from compress.manifest import STAGES, Manifest, stage_group
 from compress.distill.progressive import train_layers_progressively
 from compress.models.students import OWN_FAMILIES, build_student, layer_transfer, transformer_layers
 from compress.errors import UserError
@@ -62,21 +62,12 @@ class RunResult:
     skipped: list[str]
 
 
-# The stage groups `--from` and `--only` name, in pipeline order.
-STAGES = ("teacher", "students", "prune", "quantize", "export", "bench", "report")
-
-
-def stage_group(stage: str) -> str:
-    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' -> teacher."""
-    kind = stage.split(":")[0]
-    return {"teacher_logits": "teacher", "student": "students", "baseline": "students"}.get(kind, kind)
-
-
 @dataclass(frozen=True)
 class StageSelection:
     """Which stages to re-run. `start` (--from): that group and every later one run again, earlier ones resume as
-    usual. `only` (--only): that group runs again; earlier ones must have finished under this config, later ones are
-    reused where they have and not run where they have not."""
+    usual. `only` (--only): that group runs again; earlier ones must have finished under this config; later ones
+    are forgotten (they were made from what the group just rewrote) and run on the next plain `compress run`,
+    except the report, which is rewritten after --only bench."""
 
     start: str | None = None
     only: str | None = None
@@ -125,6 +116,8 @@ class _Stages:
                             "this config", str(self.manifest.path),
                             f"run without --only first, or use --from {stage_group(stage)}")
         result, skipped = self.manifest.run_stage(stage, config_hash, work, force=force)
+        if force and self.selection.only:
+            self.manifest.forget_after(self.selection.only)
         (self.skipped if skipped else self.ran).append(stage)
         console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
         return result
@@ -138,26 +131,31 @@ class _Stages:
 def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResult:
     """Run the whole pipeline for `cfg`, resuming from the run folder's manifest; `selection` re-runs parts."""
     quiet_libraries()
+    check_selection(cfg, selection)
     run_dir = cfg.run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
-        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     except OSError as err:
         raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
                         "set output_dir to a writable folder") from None
+    with run_folder_lock(run_dir):
+        remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+        return _run_in(run_dir, cfg, selection)
+
+
+def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResult:
     stages = _Stages(run_dir, selection)
     if cfg.bench.threads:
         torch.set_num_threads(cfg.bench.threads)
-
     started = time.perf_counter()
     data = prepare_data(cfg)
     data_seconds = time.perf_counter() - started
     try:
         models, exports, bench = run_stages(cfg, data, stages)
     except LaterStageNotRun as stopped:
-        console.print(f"[yellow]report not updated[/]: stage {stopped.stage} has not run under this config "
-                      f"(--only {selection.only} runs no later stage); run without --only to finish")
+        console.print(f"[yellow]report not updated[/]: stage {stopped.stage} is not up to date after --only "
+                      f"{selection.only}; run without --only to bring the later stages up to date")
         return RunResult(run_dir, None, stages.ran, stages.skipped)
 
     started = time.perf_counter()
@@ -167,6 +165,16 @@ def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResu
     print_report(report)
     print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}], stages.ran)
     return RunResult(run_dir, report, stages.ran, stages.skipped)
+
+
+def check_selection(cfg: RunConfig, selection: StageSelection) -> None:
+    """--from/--only naming a stage this config does not have would silently re-run nothing."""
+    chosen = selection.start or selection.only
+    empty = {"prune": not cfg.prune, "quantize": not cfg.quantize, "export": not cfg.export.enabled}
+    if empty.get(chosen):
+        flag = "--from" if selection.start else "--only"
+        raise UserError(f"this config has no {chosen} stage", f"{flag} {chosen}",
+                        "add it to the config, or name another stage")
 
 
 def run_stages(cfg: RunConfig, data: Data, stages: _Stages) -> tuple[list[dict], dict[str, dict], dict]:

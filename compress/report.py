@@ -11,7 +11,7 @@ from rich.table import Table
 from compress.anchors import compare_with_anchors
 from compress.config import RunConfig
 from compress.progress import console
-from compress.report_files import anchors_table, headline
+from compress.report_files import anchors_table, fmt_number, headline
 from compress.tasks import TASKS
 from exports.ort import choose_variant, metric_change
 
@@ -183,10 +183,6 @@ def _p50(bench: dict, name: str, backend: str) -> float | None:
     return _latency(bench, name, backend, "latency_ms_p50")
 
 
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
 def _parity(row: dict) -> str:
     if row["parity_max_abs_diff"] is None:
         return "n/a"
@@ -215,8 +211,8 @@ def print_ort_variants(report: dict) -> None:
             check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
                      else f"{v['argmax_agreement'] * 100:.1f}%")
             table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
-                          metric_change(v), check, _fmt(v["ort_p50_ms"], ".2f"),
-                          _fmt(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")
+                          metric_change(v), check, fmt_number(v["ort_p50_ms"], ".2f"),
+                          fmt_number(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")
         table.add_section()
     console.print(table)
     for r in rows:
@@ -234,12 +230,12 @@ def print_report(report: dict) -> None:
                          no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
     for r in report["rows"]:  # the family (what loads the model) is in report.json
         table.add_row(r["model"], r["role"], f"{r['params'] / 1e6:.2f}M",
-                      _fmt(None if r.get("nonzero_params") is None else r["nonzero_params"] / 1e6, ".2f", "M"),
-                      _fmt(None if r.get("sparsity") is None else r["sparsity"] * 100, ".1f", "%"),
-                      f"{r['size_mb']:.1f}", _fmt(r.get("size_mb_compressed"), ".1f"),
-                      _fmt(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
-                      f"{r['metric']:.4f}", _fmt(r["retained"] and r["retained"] * 100, ".1f", "%"),
-                      _fmt(r["torch_p50_ms"], ".1f"), _fmt(r["ort_p50_ms"], ".1f"), _fmt(r["speedup"], ".2f", "x"),
+                      fmt_number(None if r.get("nonzero_params") is None else r["nonzero_params"] / 1e6, ".2f", "M"),
+                      fmt_number(None if r.get("sparsity") is None else r["sparsity"] * 100, ".1f", "%"),
+                      f"{r['size_mb']:.1f}", fmt_number(r.get("size_mb_compressed"), ".1f"),
+                      fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
+                      f"{r['metric']:.4f}", fmt_number(r["retained"] and r["retained"] * 100, ".1f", "%"),
+                      fmt_number(r["torch_p50_ms"], ".1f"), fmt_number(r["ort_p50_ms"], ".1f"), fmt_number(r["speedup"], ".2f", "x"),
                       _parity(r), _kept(r))
     console.print(table)
     print_ort_variants(report)
@@ -270,8 +266,11 @@ def print_timeline(timeline: list[dict], ran: list[str]) -> None:
     for column in ("stage", "this run", "seconds", ""):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     longest = max((t["seconds"] for t in timeline), default=0) or 1
+    this_run = 0.0
     for t in timeline:
-        status = "reused" if t["stage"] not in ran and t["stage"] not in ("data", "report") else "ran"
-        table.add_row(t["stage"], status, f"{t['seconds']:.1f}", "█" * max(1, round(30 * t["seconds"] / longest)))
-    table.add_row("total", "", f"{sum(t['seconds'] for t in timeline):.1f}", "")
+        reused = t["stage"] not in ran and t["stage"] not in ("data", "report")
+        this_run += 0.0 if reused else t["seconds"]
+        table.add_row(t["stage"], "reused" if reused else "ran", f"{t['seconds']:.1f}",
+                      "█" * max(1, round(30 * t["seconds"] / longest)))
+    table.add_row("this run", "", f"{this_run:.1f}", "")
     console.print(table)

@@ -14,7 +14,7 @@ import io
 import re
 from pathlib import Path
 
-from compress.artifacts import write_json_atomic, write_text_atomic
+from compress.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "variant", "precision", "kept",
                "params", "nonzero_params", "sparsity", "size_mb", "size_mb_compressed", "flops", "metric",
@@ -29,13 +29,7 @@ def write_report_files(run_dir: Path, report: dict) -> None:
     write_text_atomic(run_dir / "report.csv", artifacts_csv(report))
     write_text_atomic(run_dir / "report.md", markdown(report))
     write_text_atomic(run_dir / "report.html", html_page(report, png))
-    _write_bytes_atomic(run_dir / "pareto.png", png)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_bytes_atomic(run_dir / "pareto.png", png)
 
 
 # ---------------------------------------------------------------- one row per artifact
@@ -83,12 +77,13 @@ def artifacts_csv(report: dict) -> str:
 # ---------------------------------------------------------------- tables as text
 
 
-def _num(value: float | None, spec: str, suffix: str = "") -> str:
+def fmt_number(value: float | None, spec: str, suffix: str = "") -> str:
+    """A number as the tables print it, or n/a where it was not measured (never 0)."""
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
 def _percent(value: float | None) -> str:
-    return _num(None if value is None else value * 100, ".1f", "%")
+    return fmt_number(None if value is None else value * 100, ".1f", "%")
 
 
 def summary_table(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -99,10 +94,10 @@ def summary_table(report: dict) -> tuple[list[str], list[list[str]]]:
     cells = []
     for r in report["rows"]:
         cells.append([r["model"], r["role"], f"{r['params'] / 1e6:.2f}M", _percent(r.get("sparsity")),
-                      f"{r['size_mb']:.1f}", _num(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
-                      f"{r['metric']:.4f}", _percent(r["retained"]), _num(r["torch_p50_ms"], ".2f"),
-                      _num(r.get("torch_p95_ms"), ".2f"), _num(r["speedup"], ".2f", "x"), r.get("ort_kept") or "n/a",
-                      _num(r.get("ort_kept_p50_ms"), ".2f"), _num(r.get("ort_kept_speedup"), ".2f", "x")])
+                      f"{r['size_mb']:.1f}", fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
+                      f"{r['metric']:.4f}", _percent(r["retained"]), fmt_number(r["torch_p50_ms"], ".2f"),
+                      fmt_number(r.get("torch_p95_ms"), ".2f"), fmt_number(r["speedup"], ".2f", "x"), r.get("ort_kept") or "n/a",
+                      fmt_number(r.get("ort_kept_p50_ms"), ".2f"), fmt_number(r.get("ort_kept_speedup"), ".2f", "x")])
     return header, cells
 
 
@@ -112,12 +107,12 @@ def variants_table(report: dict) -> tuple[list[str], list[list[str]]]:
               "speed-up vs teacher PyTorch", "parity / agreement", "kept"]
     cells = []
     for a in artifact_rows(report):
-        check = (_num(a["parity_max_abs_diff"], ".0e") if a["parity_max_abs_diff"] is not None
+        check = (fmt_number(a["parity_max_abs_diff"], ".0e") if a["parity_max_abs_diff"] is not None
                  else _percent(a["argmax_agreement"]))
         kept = "*" if a["kept"] else (f"failed: {a['error'][:80]}" if a["error"] else "")
-        cells.append([a["model"], a["runtime"], a["variant"], _num(a["size_mb"], ".1f"),
-                      _num(a["metric"], ".4f"), _percent(a["retained"]), _num(a["latency_ms_p50"], ".2f"),
-                      _num(a["latency_ms_p95"], ".2f"), _num(a["speedup"], ".2f", "x"), check, kept])
+        cells.append([a["model"], a["runtime"], a["variant"], fmt_number(a["size_mb"], ".1f"),
+                      fmt_number(a["metric"], ".4f"), _percent(a["retained"]), fmt_number(a["latency_ms_p50"], ".2f"),
+                      fmt_number(a["latency_ms_p95"], ".2f"), fmt_number(a["speedup"], ".2f", "x"), check, kept])
     return header, cells
 
 
@@ -125,7 +120,7 @@ def anchors_table(report: dict) -> tuple[list[str], list[list[str]]]:
     header = ["model", "published pair", "published kept", "measured kept", "published speed-up",
               "measured speed-up (PyTorch)", "verdict"]
     cells = [[a["model"], a["pair"], _percent(a["published_retained"]), _percent(a["measured_retained"]),
-              f"{a['published_speedup']:.1f}x", _num(a["measured_speedup"], ".2f", "x"),
+              f"{a['published_speedup']:.1f}x", fmt_number(a["measured_speedup"], ".2f", "x"),
               f"{a['verdict']} ({a['why']})"] for a in report.get("anchors", [])]
     return header, cells
 
@@ -180,7 +175,8 @@ def _environment_line(report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    parts = [f"# {_title(report)}", "", *headline(report), "", _environment_line(report), "",
+    parts = [f"# {_title(report)}", ""] + [part for line in headline(report) for part in (line, "")]
+    parts += [_environment_line(report), "",
              "![metric vs latency](pareto.png)", ""]
     for name, (header, cells) in _sections(report):
         parts += [f"## {name}", "", _md_table(header, cells), ""]
@@ -225,7 +221,7 @@ def pareto_png(report: dict) -> bytes:
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     points = report["pareto"]
-    largest = max(p["params"] for p in points) or 1
+    largest = max((p["params"] for p in points), default=0) or 1
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
     for p in points:
         teacher = p["role"] == "teacher" and p["runtime"] == "pytorch"

@@ -118,6 +118,15 @@ def test_only_reruns_one_stage_and_only_report_rewrites_the_files(first_run):
                for name in ("report.json", "report.csv", "report.md", "report.html", "pareto.png"))
 
 
+def test_only_an_earlier_stage_sends_the_later_ones_back_to_run(first_run):
+    _, cfg, first = first_run
+    result = run(cfg, StageSelection(only="export"))
+    assert result.report is None and set(result.ran) == {"export:teacher", "export:half", "export:half-baseline"}
+    # bench timed the graphs export just replaced: the next plain run times them again, and only that.
+    again = run(cfg)
+    assert again.ran == ["bench"] and metrics(again.report) == metrics(first.report)
+
+
 def test_only_needs_the_earlier_stages_and_stops_before_missing_later_ones(tmp_path, tiny_bert_dir, tiny_csv):
     cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
     with pytest.raises(UserError, match="--only students needs stage 'teacher'.*--from teacher"):
@@ -133,6 +142,24 @@ def test_only_needs_the_earlier_stages_and_stops_before_missing_later_ones(tmp_p
 def test_bad_stage_selection(selection, message):
     with pytest.raises(UserError, match=message):
         StageSelection(**selection)
+
+
+def test_selecting_a_stage_the_config_lacks_is_refused(tmp_path, tiny_bert_dir, tiny_csv):
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
+    with pytest.raises(UserError, match="--only prune: this config has no prune stage"):
+        run(cfg, StageSelection(only="prune"))
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_bert_dir, tiny_csv):
+    import fcntl
+
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
+    cfg.run_dir.mkdir(parents=True)
+    with open(cfg.run_dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a run in another process holds it
+        with pytest.raises(UserError, match="another compress run is using this run folder"):
+            run(cfg)
+    assert not (cfg.run_dir / "manifest.json").exists()
 
 
 def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path, tiny_bert_dir, tiny_csv,
@@ -161,22 +188,23 @@ def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path
 
 
 def test_killed_run_resumes_to_the_same_report(first_run, tmp_path, tiny_bert_dir, tiny_csv):
-    """kill -9 while the students train, then run again: the same models and metrics, nothing half-written."""
+    """kill -9 while a model is half-saved, then run again: the same models and metrics, nothing half-written."""
     _, _, first = first_run
     cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
     path = tmp_path / "run.yaml"
     path.write_text(dump_config(cfg))
     process = subprocess.Popen([sys.executable, "-m", "compress.cli", "run", str(path)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest, deadline = cfg.run_dir / "manifest.json", time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
+    manifest, deadline, half_written = cfg.run_dir / "manifest.json", time.monotonic() + 300, []
+    while process.poll() is None and time.monotonic() < deadline and not half_written:
+        # After the KD student, the next thing saved is the baseline (students/half-baseline.tmp), then exports.
         if manifest.exists() and '"student:half"' in manifest.read_text():
-            break
-        time.sleep(0.02)
+            half_written = [p for p in cfg.run_dir.rglob("*.tmp")]
+        time.sleep(0.002)
     process.kill()
-    assert process.wait() == -9, "the run finished before it could be killed"
+    assert process.wait() == -9 and half_written, "the run finished before a half-written artifact was seen"
     result = run(cfg)
-    assert {"teacher", "student:half"} <= set(result.skipped) and "bench" in result.ran
+    assert {"teacher", "student:half"} <= set(result.skipped)
     assert metrics(result.report) == metrics(first.report)
     assert not [p for p in cfg.run_dir.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]
 

@@ -42,7 +42,8 @@ def test_best_needs_97_percent_of_the_teacher():
 
 def save_config(path, **config):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config))
+    heads = {} if config["model_type"] == "bilstm" else {"n_heads" if "n_layers" in config else "num_attention_heads": 2}
+    (path / "config.json").write_text(json.dumps(heads | config))
 
 
 def test_anchors_match_by_shape_relative_to_the_teacher(tmp_path):
@@ -51,13 +52,16 @@ def test_anchors_match_by_shape_relative_to_the_teacher(tmp_path):
     save_config(tmp_path / "students/tiny", model_type="custom", num_hidden_layers=2, hidden_size=160)
     save_config(tmp_path / "students/narrow", model_type="custom", num_hidden_layers=2, hidden_size=256)
     save_config(tmp_path / "students/half-baseline", model_type="bert", num_hidden_layers=3, hidden_size=384)
+    save_config(tmp_path / "students/lstm", model_type="bilstm", num_layers=3, hidden_size=384)
     rows = [row("teacher", "teacher", 0.9, 20.0, model_dir="teacher", retained=1.0, speedup=1.0),
             row("half", "student", 0.88, 10.0, retained=0.88 / 0.9, speedup=2.0),
             row("tiny", "student", 0.85, 1.0, retained=0.85 / 0.9, speedup=20.0),
             row("narrow", "student", 0.9, 2.0, retained=1.0, speedup=10.0),
-            row("half-baseline", "baseline", 0.9, 10.0, retained=1.0, speedup=2.0)]
+            row("half-baseline", "baseline", 0.9, 10.0, retained=1.0, speedup=2.0),
+            row("lstm", "student", 0.9, 2.0, retained=1.0, speedup=10.0)]
     entries = {(e["anchor"], e["model"]): e for e in compare_with_anchors(rows, tmp_path)}
-    # narrow: a third of the depth but 2/3 of the width (TinyBERT-4 is 41%); baselines are not distilled.
+    # narrow: a third of the depth but 2/3 of the width (TinyBERT-4 is 41%); baselines are not distilled; a BiLSTM
+    # of half the depth at the same width is not a transformer recipe.
     assert set(entries) == {("DistilBERT", "half"), ("TinyBERT-4", "tiny")}
     half = entries["DistilBERT", "half"]
     assert (half["published_retained"], half["published_speedup"]) == (0.97, 1.6)

@@ -79,13 +79,14 @@ class StageSelection:
         if self.start and self.only:
             raise UserError("--from and --only were both given", "compress run", "give one of them")
 
-    def position(self, group: str) -> int:
-        """-1 before the selected group, 0 at it, 1 after it (0 everywhere when nothing is selected)."""
-        chosen = self.start or self.only
-        if chosen is None:
-            return 0
-        here, there = STAGES.index(group), STAGES.index(chosen)
-        return (here > there) - (here < there)
+    def forces(self, group: str) -> bool:
+        """Whether stages of `group` run again even where they finished under this config."""
+        if self.only:
+            return group == self.only
+        return self.start is not None and STAGES.index(group) >= STAGES.index(self.start)
+
+    def after_only(self, group: str) -> bool:
+        return self.only is not None and STAGES.index(group) > STAGES.index(self.only)
 
 
 class LaterStageNotRun(Exception):
@@ -106,15 +107,14 @@ class _Stages:
         self.skipped: list[str] = []
 
     def __call__(self, stage: str, config_hash: str, work) -> dict:
-        position = self.selection.position(stage_group(stage))
-        force = position == 0 if self.selection.only else (self.selection.start is not None and position >= 0)
-        force = force and stage not in self.ran  # teacher_logits is asked for once per student: re-run it once
-        if self.selection.only and position != 0 and not self.manifest.is_done(stage, config_hash):
-            if position > 0:
+        group = stage_group(stage)
+        force = self.selection.forces(group) and stage not in self.ran  # teacher_logits is asked for per student
+        if self.selection.only and group != self.selection.only and not self.manifest.is_done(stage, config_hash):
+            if self.selection.after_only(group):
                 raise LaterStageNotRun(stage)
             raise UserError(f"--only {self.selection.only} needs stage '{stage}', which has not finished under "
                             "this config", str(self.manifest.path),
-                            f"run without --only first, or use --from {stage_group(stage)}")
+                            f"run without --only first, or use --from {group}")
         result, skipped = self.manifest.run_stage(stage, config_hash, work, force=force)
         if force and self.selection.only:
             self.manifest.forget_after(self.selection.only)

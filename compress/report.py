@@ -98,23 +98,27 @@ def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], b
 
 
 def _best(rows: list[dict]) -> dict:
-    """The fastest non-teacher model keeping >= RETAINED_FLOOR of the teacher, in PyTorch fp32 and as its kept
-    ONNX Runtime graph (that graph's own metric), each against the teacher's PyTorch fp32 latency."""
+    """The fastest non-teacher model keeping >= RETAINED_FLOOR of the teacher, in PyTorch fp32 (PyTorch int8 rows
+    are not fp32) and as its kept ONNX Runtime graph (by that graph's own metric), each against the teacher's
+    PyTorch fp32 latency."""
     teacher_metric = next(r["metric"] for r in rows if r["role"] == "teacher")
     others = [r for r in rows if r["role"] != "teacher"]
-    in_torch = [r for r in others if r["speedup"] and r["retained"] is not None and r["retained"] >= RETAINED_FLOOR]
-    exported = [(r, r["ort_kept_metric"] / teacher_metric) for r in others
-                if r.get("ort_kept_speedup") and teacher_metric and r["ort_kept_metric"] / teacher_metric >= RETAINED_FLOOR]
+
+    def kept_share(r: dict) -> float | None:
+        return r["ort_kept_metric"] / teacher_metric if teacher_metric and r.get("ort_kept_speedup") else None
+
+    in_torch = [r for r in others if r["role"] != "quantized" and r["speedup"] and r["retained"] is not None
+                and r["retained"] >= RETAINED_FLOOR]
+    exported = [r for r in others if (kept_share(r) or 0) >= RETAINED_FLOOR]
     fastest_torch = max(in_torch, key=lambda r: r["speedup"], default=None)
-    fastest_export = max(exported, key=lambda pair: pair[0]["ort_kept_speedup"], default=None)
+    fastest_export = max(exported, key=lambda r: r["ort_kept_speedup"], default=None)
     return {
         "retained_at_least": RETAINED_FLOOR,
         "fastest_pytorch": fastest_torch and {"model": fastest_torch["model"], "speedup": fastest_torch["speedup"],
                                               "retained": fastest_torch["retained"]},
-        "fastest_export": fastest_export and {"model": fastest_export[0]["model"],
-                                              "variant": fastest_export[0]["ort_kept"],
-                                              "speedup": fastest_export[0]["ort_kept_speedup"],
-                                              "retained": fastest_export[1]},
+        "fastest_export": fastest_export and {"model": fastest_export["model"], "variant": fastest_export["ort_kept"],
+                                              "speedup": fastest_export["ort_kept_speedup"],
+                                              "retained": kept_share(fastest_export)},
     }
 
 

@@ -32,7 +32,8 @@ def test_best_needs_97_percent_of_the_teacher():
     rows = [row("teacher", "teacher", 1.0, 20.0, retained=1.0, speedup=1.0),
             row("fastest-but-lossy", "student", 0.90, 1.0, retained=0.90, speedup=20.0,
                 kept=("fp32", 0.5, 0.90, 40.0)),
-            row("keeper", "student", 0.98, 2.0, retained=0.98, speedup=10.0, kept=("dynamic-qint8", 1.0, 0.97, 20.0))]
+            row("keeper", "student", 0.98, 2.0, retained=0.98, speedup=10.0, kept=("dynamic-qint8", 1.0, 0.97, 20.0)),
+            row("keeper-int8", "quantized", 0.98, 1.5, retained=0.98, speedup=13.0)]  # PyTorch int8: not fp32
     best = _best(rows)
     assert best["fastest_pytorch"] == {"model": "keeper", "speedup": 10.0, "retained": 0.98}
     assert best["fastest_export"] == {"model": "keeper", "variant": "dynamic-qint8", "speedup": 20.0,

@@ -239,7 +239,8 @@ def print_report(report: dict) -> None:
                       f"{r['size_mb']:.1f}", fmt_number(r.get("size_mb_compressed"), ".1f"),
                       fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
                       f"{r['metric']:.4f}", fmt_number(r["retained"] and r["retained"] * 100, ".1f", "%"),
-                      fmt_number(r["torch_p50_ms"], ".1f"), fmt_number(r["ort_p50_ms"], ".1f"), fmt_number(r["speedup"], ".2f", "x"),
+                      fmt_number(r["torch_p50_ms"], ".1f"), fmt_number(r["ort_p50_ms"], ".1f"),
+                      fmt_number(r["speedup"], ".2f", "x"),
                       _parity(r), _kept(r))
     console.print(table)
     print_ort_variants(report)

@@ -96,7 +96,8 @@ def summary_table(report: dict) -> tuple[list[str], list[list[str]]]:
         cells.append([r["model"], r["role"], f"{r['params'] / 1e6:.2f}M", _percent(r.get("sparsity")),
                       f"{r['size_mb']:.1f}", fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
                       f"{r['metric']:.4f}", _percent(r["retained"]), fmt_number(r["torch_p50_ms"], ".2f"),
-                      fmt_number(r.get("torch_p95_ms"), ".2f"), fmt_number(r["speedup"], ".2f", "x"), r.get("ort_kept") or "n/a",
+                      fmt_number(r.get("torch_p95_ms"), ".2f"), fmt_number(r["speedup"], ".2f", "x"),
+                      r.get("ort_kept") or "n/a",
                       fmt_number(r.get("ort_kept_p50_ms"), ".2f"), fmt_number(r.get("ort_kept_speedup"), ".2f", "x")])
     return header, cells
 

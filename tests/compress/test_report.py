@@ -43,7 +43,8 @@ def test_best_needs_97_percent_of_the_teacher():
 
 def save_config(path, **config):
     path.mkdir(parents=True, exist_ok=True)
-    heads = {} if config["model_type"] == "bilstm" else {"n_heads" if "n_layers" in config else "num_attention_heads": 2}
+    heads_key = "n_heads" if "n_layers" in config else "num_attention_heads"
+    heads = {} if config["model_type"] == "bilstm" else {heads_key: 2}
     (path / "config.json").write_text(json.dumps(heads | config))
 
 
@@ -77,8 +78,8 @@ def test_read_shape_knows_distilbert_names(tmp_path):
 
 
 def test_zoo_rows_get_the_published_speedup():
-    rows = [{"name": "bert-base", "speedup_vs_bert_base": 1.0}, {"name": "distilbert-base", "speedup_vs_bert_base": 2.0},
-            {"name": "tinybert-4", "speedup_vs_bert_base": 9.0}, {"name": "custom-2x256", "speedup_vs_bert_base": 30.0}]
+    rows = [{"name": name, "speedup_vs_bert_base": speedup}
+            for name, speedup in (("bert-base", 1.0), ("distilbert-base", 2.0), ("tinybert-4", 9.0), ("custom-2x256", 30.0))]
     add_zoo_anchors(rows)
     assert [(r["published_speedup"], r["vs_published"]) for r in rows] == [
         (None, None), (1.6, "PASS"), (9.4, "WARN"), (None, None)]

@@ -166,7 +166,7 @@ def _setup(device: str, threads: int | None) -> None:
 
 def _resolve(targets: list[str], backends: list[str] | None, export_dir: Path, task: str) -> list:
     from bench.targets import BACKENDS, resolve
-    from compress.tasks import TASKS
+    from compress.data.tasks import TASKS
 
     bad = [b for b in backends or [] if b not in BACKENDS]
     if bad:

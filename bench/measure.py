@@ -16,6 +16,8 @@ from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, onnx_vocab_size, open_torch
 from bench.timing import Clock, time_interleaved, wall_clock
 from compress.data.batching import MODEL_INPUTS
+from compress.results import ModelTimings, Timing
+from exports.ort import create_session
 
 
 @dataclass
@@ -32,8 +34,6 @@ class Opened:
 def open_runnable(runnable: Runnable, device: str, threads: int | None) -> Opened:
     dev = check_device(device)
     if runnable.backend == "ort":
-        from exports.ort import create_session
-
         session = create_session(Path(runnable.path), threads=threads, provider=ort_provider(device))
         # session.run hands back host arrays, so the wall clock covers the device's work on every provider.
         return Opened(runnable, lambda feeds: ort_runner(session, feeds), onnx_vocab_size(Path(runnable.path)),
@@ -104,3 +104,19 @@ class _Describer:
             model = self.models[runnable.source]
             self.counted[key] = count_params(model), count_flops(model, feeds)
         return self.counted[key]
+
+
+def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,
+                          seq_len: int, warmup: int, iters: int, threads: int | None, seed: int,
+                          peak_flops_s: float) -> ModelTimings:
+    """A PyTorch model and, interleaved with it on the same inputs, its ONNX graphs (variant name -> file): the
+    choice of a graph to ship rests on these ratios. Efficiency is each fp32 timing's achieved FLOP/s over
+    `peak_flops_s`; none for int8 graphs (their work is not fp32 FLOPs, and the share could pass 100%)."""
+    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, input_names, seed=seed)
+    runners = {"torch": torch_runner(model, feeds)}
+    runners |= {name: ort_runner(create_session(path, threads=threads), feeds) for name, path in graphs.items()}
+    flops = count_flops(model, feeds)
+    timings = {name: Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peak_flops_s
+                            if flops and "int8" not in name else None)
+               for name, t in time_interleaved(runners, warmup, iters).items()}
+    return ModelTimings(torch=timings.pop("torch"), ort=timings.pop("fp32", None), ort_variants=timings, flops=flops)

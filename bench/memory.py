@@ -51,7 +51,7 @@ def probe(spec: dict) -> dict:
 
     # The libraries a model needs are imported before the baseline, so their ~300 MB (transformers, ORT, the model
     # code) is not counted as the model's.
-    import compress.models.teacher  # noqa: F401
+    import compress.models.loading  # noqa: F401
     import compress.models.zoo  # noqa: F401
     import exports.ort  # noqa: F401
 

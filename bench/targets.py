@@ -9,9 +9,16 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import onnx
 import torch
+import transformers
 
+from compress.data.batching import accepted_inputs
 from compress.errors import UserError
+from compress.models.int8 import is_quantized_dir
+from compress.models.loading import AUTO_CLASSES, load_saved_model
+from compress.models.zoo import ZOO, build_zoo_model
+from exports.onnx import trace_to_onnx
 
 BACKENDS = ("torch", "ort")
 WEIGHT_FILES = ("model.safetensors", "model.int8.safetensors", "pytorch_model.bin")
@@ -36,8 +43,6 @@ def resolve(target: str, backends: list[str] | None, export_dir: Path, task: str
     """The runnables `target` stands for. Without `backends`, each kind of target runs on its own: a run folder on
     both (each model in PyTorch and its kept ONNX Runtime graph), an .onnx file on ort, a model folder or a zoo
     name on torch. A PyTorch model asked for on ort is exported to `export_dir` first."""
-    from compress.models.zoo import ZOO
-
     path = Path(target)
     if path.is_dir() and (path / "report.json").is_file():
         return _run_folder(path, backends)
@@ -71,8 +76,6 @@ def resolve(target: str, backends: list[str] | None, export_dir: Path, task: str
 
 def open_torch(source: str, device: torch.device, task: str = "classification") -> torch.nn.Module:
     """A model folder (any task head, pruned or int8) or a zoo name, in eval mode on `device`."""
-    from compress.quantize import is_quantized_dir
-
     path = Path(source)
     model = _load_folder(path) if path.is_dir() else _zoo(source, task)
     if path.is_dir() and is_quantized_dir(path) and device.type != "cpu":
@@ -83,10 +86,6 @@ def open_torch(source: str, device: torch.device, task: str = "classification") 
 
 def export_for_ort(source: str, onnx: Path, task: str = "classification", opset: int = 17) -> Path:
     """Trace the PyTorch model at `source` to ONNX, so a model folder or zoo shape can be timed in ONNX Runtime."""
-    from compress.data.batching import accepted_inputs
-    from compress.quantize import is_quantized_dir
-    from exports.onnx import trace_to_onnx
-
     if Path(source).is_dir() and is_quantized_dir(Path(source)):
         raise UserError("a PyTorch int8 model has no ONNX export", source,
                         "time it with --backend torch, or export its fp32 source (compress run exports it)")
@@ -102,8 +101,6 @@ def export_for_ort(source: str, onnx: Path, task: str = "classification", opset:
 @lru_cache(maxsize=None)
 def onnx_vocab_size(path: Path) -> int:
     """The vocabulary the graph's input_ids index: rows of the embedding table that input_ids gathers from."""
-    import onnx
-
     graph = onnx.load(str(path), load_external_data=False).graph
     tables = {init.name: init.dims for init in graph.initializer}
     for node in graph.node:
@@ -131,19 +128,13 @@ def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
 
 
 def _load_folder(path: Path) -> torch.nn.Module:
-    import transformers
-
-    import compress.models  # noqa: F401  (registers the custom transformer and the BiLSTM with the Auto classes)
-    from compress.models.teacher import load_saved_model
-    from compress.tasks import TASKS
-
     try:
         config = transformers.AutoConfig.from_pretrained(path)
         # The saved architecture (e.g. BertForTokenClassification) says which head to load; our loader also takes
         # pruned models with per-layer FFN sizes and int8 models.
         architecture = (config.architectures or [""])[0]
-        task = next((name for name, t in TASKS.items()
-                     if architecture.endswith(t.auto_model.__name__.removeprefix("AutoModel"))), None)
+        task = next((name for name, auto in AUTO_CLASSES.items()
+                     if architecture.endswith(auto.__name__.removeprefix("AutoModel"))), None)
         return load_saved_model(path, task) if task else transformers.AutoModel.from_pretrained(path).eval()
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the model ({str(err).splitlines()[0][:200]})", str(path),
@@ -151,8 +142,6 @@ def _load_folder(path: Path) -> torch.nn.Module:
 
 
 def _zoo(name: str, task: str) -> torch.nn.Module:
-    from compress.models.zoo import build_zoo_model
-
     return build_zoo_model(name, task, num_labels=9 if task == "ner" else 2)  # 9: CoNLL-2003's tags
 
 

@@ -57,7 +57,7 @@ def answer(
     max_answer_length: Annotated[int, typer.Option(min=1)] = 30,
 ) -> None:
     """Answer a question from a context with a trained QA model."""
-    from compress.data.qa import answer_question
+    from compress.inference import answer_question
 
     typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
 
@@ -68,7 +68,7 @@ def tag(
     text: Annotated[str, typer.Option(help="the text to tag (words split on whitespace)")],
 ) -> None:
     """Print the entities a trained NER model finds: type, text, character span."""
-    from compress.data.ner import tag_text
+    from compress.inference import tag_text
 
     for entity in tag_text(model, text):
         typer.echo(f"{entity.type}\t{entity.text}\t{entity.start_char}-{entity.end_char}")

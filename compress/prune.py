@@ -12,15 +12,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
-import torch_pruning as tp
+from accelerate.utils import set_seed
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from compress.config import PruneConfig, StructuredPrune
 from compress.errors import UserError
-from compress.models.students import transformer_layers
+from compress.progress import console
+from compress.results import PruneStep, to_json
+from compress.models.anatomy import LayerParts, layer_parts, remove_heads, remove_neurons, transformer_layers
 
 PRUNABLE = (nn.Linear, nn.LSTM, nn.Embedding)
 
@@ -95,46 +100,6 @@ def target_sparsity(targets: list[tuple[nn.Module, str]]) -> float:
 # ---------------------------------------------------------------- structured
 
 
-@dataclass
-class LayerParts:
-    """One transformer layer as the pruner sees it: the projections that carry heads and FFN neurons."""
-
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    output: nn.Linear  # attention output projection: heads are its input columns
-    up: nn.Linear      # FFN: neurons are up's rows and down's columns
-    down: nn.Linear
-    head_dim: int
-
-    @property
-    def heads(self) -> int:
-        return self.query.out_features // self.head_dim
-
-    @property
-    def neurons(self) -> int:
-        return self.up.out_features
-
-
-def layer_parts(model: nn.Module, where: str) -> list[LayerParts]:
-    """The layers of a BERT-style (BERT, MiniLM, RoBERTa, ...), DistilBERT or custom transformer model."""
-    family = model.config.model_type
-    if family == "custom":
-        return [LayerParts(b.attention.query, b.attention.key, b.attention.value, b.attention.output,
-                           b.feed_forward.up, b.feed_forward.down, b.attention.head_dim)
-                for b in transformer_layers(model)]
-    if family == "distilbert":
-        return [LayerParts(b.attention.q_lin, b.attention.k_lin, b.attention.v_lin, b.attention.out_lin,
-                           b.ffn.lin1, b.ffn.lin2, b.attention.attention_head_size) for b in transformer_layers(model)]
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if layers is None or not hasattr(layers[0], "intermediate"):
-        raise UserError(f"structured pruning needs a transformer; a '{family}' model has no attention heads to "
-                        "remove", where, "use kind: unstructured for this model")
-    return [LayerParts(b.attention.self.query, b.attention.self.key, b.attention.self.value,
-                       b.attention.output.dense, b.intermediate.dense, b.output.dense,
-                       b.attention.self.attention_head_size) for b in layers]
-
-
 def head_scores(parts: LayerParts, importance: str) -> torch.Tensor:
     """(heads,) score of each head: the L1 of its weights (Q, K, V rows, O columns), or with "taylor" the
     first-order estimate of the loss change from removing them, sum |w * dL/dw| (Molchanov et al. 2019)."""
@@ -196,19 +161,6 @@ def _round(x: float) -> int:
     return int(x + 0.5)  # half up: 0.5 of 3 heads removes 2, the way a user reads "half"
 
 
-def remove_heads(parts: LayerParts, heads: list[int]) -> None:
-    """Cut `heads` (current numbering) out of Q, K, V (output rows) and O (input columns)."""
-    channels = [h * parts.head_dim + d for h in heads for d in range(parts.head_dim)]
-    for linear in (parts.query, parts.key, parts.value):
-        tp.prune_linear_out_channels(linear, channels)
-    tp.prune_linear_in_channels(parts.output, channels)
-
-
-def remove_neurons(parts: LayerParts, neurons: list[int]) -> None:
-    tp.prune_linear_out_channels(parts.up, neurons)
-    tp.prune_linear_in_channels(parts.down, neurons)
-
-
 def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, importance: str, scope: str,
                      start_heads: list[int], start_neurons: list[int], where: str) -> None:
     """Remove heads and FFN neurons until `head_ratio` / `ffn_ratio` of `start_*` (per-layer sizes when the
@@ -266,7 +218,75 @@ def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
     config.layer_intermediate_sizes = None if uniform else neurons
 
 
-def resize_ffn(model: nn.Module, sizes: list[int]) -> None:
-    """Give each layer's FFN the size a pruned HF model was saved with (before its weights load)."""
-    for p, size in zip(layer_parts(model, "config.json"), sizes):
-        remove_neurons(p, list(range(size, p.neurons)))
+# ---------------------------------------------------------------- the pruner and its schedule
+
+
+class Pruner:
+    """One object to build, one call per step (as Torch-Pruning's MetaPruner.step()): step k of `spec.steps`
+    prunes `model` to the share of the target that `spec.schedule` reaches after k steps.
+
+    Structured shares count from the sizes the model had when the pruner was built; unstructured masks stay on
+    between steps (recovery keeps pruned weights at zero) until `finish()` makes them permanent.
+    """
+
+    def __init__(self, model: nn.Module, spec: PruneConfig, where: str) -> None:
+        self.model, self.spec, self.where = model, spec, where
+        self.structured = isinstance(spec, StructuredPrune)
+        self.steps_done = 0
+        if self.structured:
+            parts = layer_parts(model, where)
+            self.start_heads, self.start_neurons = [p.heads for p in parts], [p.neurons for p in parts]
+        else:
+            self.targets = unstructured_targets(model, spec.layers, where)
+
+    def step(self, gradients: Callable[[nn.Module], None] | None = None) -> None:
+        """Prune one step further. Taylor importance calls `gradients(model)` first, which must leave the
+        gradients of the training loss in `.grad`."""
+        self.steps_done += 1
+        share, spec = self.spec.share_after(self.steps_done), self.spec
+        if not self.structured:
+            prune_unstructured(self.targets, spec.amount * share, spec.scope)
+            return
+        if spec.importance == "taylor":
+            gradients(self.model)
+        prune_structured(self.model, spec.head_ratio * share, spec.ffn_ratio * share, spec.importance, spec.scope,
+                         self.start_heads, self.start_neurons, self.where)
+
+    def sizes(self) -> dict:
+        """What the model is left with: parameters, heads and FFN sizes per layer (structured) or the sparsity of
+        the pruned weights (unstructured)."""
+        if not self.structured:
+            return {"params": None, "sparsity": target_sparsity(self.targets), "heads": None, "ffn_sizes": None}
+        parts = layer_parts(self.model, self.where)
+        return {"params": sum(p.numel() for p in self.model.parameters()), "sparsity": None,
+                "heads": [p.heads for p in parts], "ffn_sizes": [p.neurons for p in parts]}
+
+    def finish(self) -> None:
+        if not self.structured:
+            make_permanent(self.targets)
+
+
+def prune_iteratively(pruner: Pruner, seed: int, score: Callable[[nn.Module], float],
+                      recover: Callable[[int], float] | None, gradients: Callable[[nn.Module], None] | None,
+                      log_path: Path, name: str) -> tuple[list[PruneStep], float]:
+    """Prune -> score -> recover, `pruner.spec.steps` times; returns the steps and the seconds recovery took.
+
+    `score(model)` is the validation metric; `recover(step)` fine-tunes the model after a step (None: no
+    recovery) and returns its seconds. Each step is a line of `log_path` and of the console.
+    """
+    steps, seconds, total = [], 0.0, pruner.spec.steps
+    log_path.write_text("")
+    for step in range(1, total + 1):
+        set_seed(seed + step)  # Taylor gradients run the model in train mode (dropout): same draws on resume
+        pruner.step(gradients)
+        before = after = score(pruner.model)
+        if recover is not None:
+            seconds += recover(step)
+            after = score(pruner.model)
+        record = PruneStep(step=step, **pruner.sizes(), validation_after_prune=before, validation=after)
+        steps.append(record)
+        with log_path.open("a") as f:
+            f.write(json.dumps(to_json(record)) + "\n")
+        console.print(f"{name} step {step}/{total}: validation {before:.4f} after pruning, {after:.4f} after recovery")
+    pruner.finish()
+    return steps, seconds

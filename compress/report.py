@@ -1,7 +1,7 @@
 """The comparison table people decide by: built once, printed with rich, written by compress.report_files.
 
-report.json is a contract for users' scripts (documented in the README). Later versions add keys; they never
-rename or remove one.
+report.json is a contract for users' scripts: its rows are compress.results.ReportRow, documented in
+docs/report-schema.md (generated from that class). Later versions add keys; they never rename or remove one.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from rich.table import Table
 
 from compress.anchors import compare_with_anchors
 from compress.config import RunConfig
+from compress.data.tasks import TASKS
 from compress.progress import console
 from compress.report_files import anchors_table, fmt_number, headline
-from compress.tasks import TASKS
-from exports.ort import choose_variant, metric_change
+from compress.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
+from exports.variants import judge_variants, metric_change
 
 
 # A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline
@@ -21,80 +22,53 @@ from exports.ort import choose_variant, metric_change
 RETAINED_FLOOR = 0.97
 
 
-def build_report(cfg: RunConfig, models: list[dict], exports: dict[str, dict], bench: dict, environment: dict,
-                 timeline: list[dict]) -> dict:
-    """One row per model; `retained` and `speedup` are ratios to the teacher measured in the same run."""
+def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, ExportResult], bench: BenchResult,
+                 environment: dict, timeline: list[dict]) -> dict:
+    """report.json's content: one ReportRow per model; `retained` and `speedup` are ratios to the teacher
+    measured in the same run."""
     metric = TASKS[cfg.task].metric
-    teacher = next(m for m in models if m["role"] == "teacher")
-    teacher_torch = _p50(bench, teacher["name"], "torch")
-    rows = []
-    for m in models:
-        export = exports.get(m["name"], {})
-        torch_p50, ort_p50 = _p50(bench, m["name"], "torch"), _p50(bench, m["name"], "ort")
-        variants = _ort_variants(cfg, export, bench.get(m["name"], {}), torch_p50)
-        kept_name, reason = choose_variant(variants, cfg.export.quantize.max_metric_drop) if variants else (None, None)
-        kept = next((v for v in variants if v["variant"] == kept_name), {})
-        for v in variants:
-            v["kept"] = v is kept
-        rows.append({
-            "model": m["name"],
-            "role": m["role"],
-            "family": m["family"],
-            "params": m["params"],
-            "size_mb": round(m["size_mb"], 3),
-            "metric": m["metrics"][metric],
-            "retained": m["metrics"][metric] / teacher["metrics"][metric] if teacher["metrics"][metric] else None,
-            "torch_p50_ms": torch_p50,
-            "ort_p50_ms": ort_p50,
-            "speedup": teacher_torch / torch_p50 if teacher_torch and torch_p50 else None,
-            # Keys added beside the contract's first ones.
-            "ort_speedup": teacher_torch / ort_p50 if teacher_torch and ort_p50 else None,
-            "torch_p95_ms": _latency(bench, m["name"], "torch", "latency_ms_p95"),
-            "ort_p95_ms": _latency(bench, m["name"], "ort", "latency_ms_p95"),
-            "metrics": m["metrics"],
-            "onnx_path": export.get("onnx_path"),
-            "parity_max_abs_diff": export.get("parity_max_abs_diff"),
-            "parity_ok": export["parity_max_abs_diff"] <= cfg.export.parity_atol if export else None,
-            "student_kind": m.get("student_kind"),
-            "train_seconds": m["train_seconds"],
-            "epochs_run": m.get("epochs_run"),
-            "best_epoch": m.get("best_epoch"),
-            # Pruning and quantisation (issue 5): sparsity is measured from the weights; the compressed size is
-            # what zeros save; FLOPs per forward at the bench shape (None where the counter cannot see the work).
-            "nonzero_params": m.get("nonzero_params"),
-            "sparsity": m.get("sparsity"),
-            "size_mb_compressed": _round(m.get("size_mb_compressed"), 3),
-            "flops": bench.get(m["name"], {}).get("flops"),
-            "source": m.get("source"),
-            "model_dir": m["dir"],
-            "prune_kind": m.get("prune", {}).get("kind"),
-            "prune_steps": m.get("prune", {}).get("steps"),
-            "argmax_agreement": m.get("argmax_agreement"),
-            # The headline metric re-measured on the ONNX export with ONNX Runtime (issue 6).
-            "ort_metric": export.get("ort_metrics", {}).get(metric),
-            "ort_metrics": export.get("ort_metrics"),
-            # ONNX Runtime variants of the export (issue 6): the plain graph, the optimised one and int8 ones, each
-            # scored and timed; the one to ship is the fastest within export.quantize.max_metric_drop.
-            "onnx_optimized_path": next((v.get("onnx_path") for v in variants if v["variant"] == "fp32-optimized"),
-                                        None),
-            "fused_operators": export.get("fused_operators"),
-            "ort_variants": variants or None,
-            "ort_kept": kept_name,
-            "ort_kept_path": kept.get("onnx_path"),
-            "ort_kept_p50_ms": kept.get("ort_p50_ms"),
-            "ort_kept_metric": kept.get("ort_metric"),
-            "ort_kept_speedup": teacher_torch / kept["ort_p50_ms"] if teacher_torch and kept else None,
-            # Achieved FLOP/s over this machine's measured GEMM peak (issue 7), PyTorch and ORT fp32.
-            "torch_efficiency": _latency(bench, m["name"], "torch", "efficiency"),
-            "ort_efficiency": _latency(bench, m["name"], "ort", "efficiency"),
-            "ort_kept_reason": reason,
-        })
+    teacher = next(m for m in models if m.role == "teacher")
+    teacher_torch = _p50(bench.get(teacher.name), "torch")
+    rows = [to_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
+                               teacher_torch)) for m in models]
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
             "environment": environment,
             # Keys added by issue 8: the headline, published anchors, the plotted points, stage seconds.
             "best": _best(rows), "anchors": compare_with_anchors(rows, cfg.run_dir), "pareto": _pareto(rows),
             "timeline": timeline}
+
+
+def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, timings: ModelTimings | None,
+               metric: str, teacher_metric: float, teacher_torch: float | None) -> ReportRow:
+    torch_p50, ort_p50 = _p50(timings, "torch"), _p50(timings, "ort")
+    variants, kept_name, reason = judge_variants(export.variants if export else [], timings, torch_p50,
+                                                 cfg.export.parity_atol, cfg.export.quantize.max_metric_drop)
+    kept = next((v for v in variants if v.kept), None)
+    return ReportRow(
+        model=m.name, role=m.role, family=m.family, params=m.params, size_mb=round(m.size_mb, 3),
+        metric=m.metrics[metric], retained=m.metrics[metric] / teacher_metric if teacher_metric else None,
+        torch_p50_ms=torch_p50, ort_p50_ms=ort_p50,
+        speedup=teacher_torch / torch_p50 if teacher_torch and torch_p50 else None,
+        ort_speedup=teacher_torch / ort_p50 if teacher_torch and ort_p50 else None,
+        torch_p95_ms=_timing(timings, "torch", "latency_ms_p95"), ort_p95_ms=_timing(timings, "ort", "latency_ms_p95"),
+        metrics=m.metrics, onnx_path=export.onnx_path if export else None,
+        parity_max_abs_diff=export.parity_max_abs_diff if export else None,
+        parity_ok=export.parity_max_abs_diff <= cfg.export.parity_atol if export else None,
+        student_kind=m.student_kind, train_seconds=m.train_seconds, epochs_run=m.epochs_run, best_epoch=m.best_epoch,
+        nonzero_params=m.nonzero_params, sparsity=m.sparsity, size_mb_compressed=round(m.size_mb_compressed, 3),
+        flops=timings.flops if timings else None, source=m.source, model_dir=m.dir,
+        prune_kind=m.prune.kind if m.prune else None, prune_steps=m.prune.steps if m.prune else None,
+        argmax_agreement=m.argmax_agreement,
+        ort_metric=export.ort_metrics.get(metric) if export else None,
+        ort_metrics=export.ort_metrics if export else None,
+        onnx_optimized_path=next((v.onnx_path for v in variants if v.variant == "fp32-optimized"), None),
+        fused_operators=export.fused_operators if export else None, ort_variants=variants or None,
+        ort_kept=kept_name, ort_kept_path=kept.onnx_path if kept else None,
+        ort_kept_p50_ms=kept.ort_p50_ms if kept else None, ort_kept_metric=kept.ort_metric if kept else None,
+        ort_kept_speedup=teacher_torch / kept.ort_p50_ms if teacher_torch and kept else None,
+        torch_efficiency=_timing(timings, "torch", "efficiency"), ort_efficiency=_timing(timings, "ort", "efficiency"),
+        ort_kept_reason=reason)
 
 
 def _best(rows: list[dict]) -> dict:
@@ -155,36 +129,13 @@ def _notes(rows: list[dict]) -> list[str]:
     return notes
 
 
-def _ort_variants(cfg: RunConfig, export: dict, timings: dict, torch_p50: float | None) -> list[dict]:
-    """The export's variants with their latencies (bench stage) beside their scores (export stage), and whether
-    each may be shipped under this config: fp32 graphs within export.parity_atol of PyTorch, int8 ones within
-    export.quantize.max_metric_drop of the fp32 export. Judged here, not in the export stage, so changing either
-    setting re-judges without re-exporting."""
-    variants = []
-    for v in export.get("variants", []):
-        timing = timings.get("ort") if v["variant"] == "fp32" else timings.get("ort_variants", {}).get(v["variant"])
-        p50 = timing["latency_ms_p50"] if timing else None
-        eligible = None
-        if "error" not in v:
-            eligible = (v["metric_drop"] <= cfg.export.quantize.max_metric_drop if v["precision"] == "int8"
-                        else v["parity_max_abs_diff"] <= cfg.export.parity_atol)
-        variants.append(v | {"eligible": eligible, "ort_p50_ms": p50,
-                             "ort_p95_ms": timing["latency_ms_p95"] if timing else None,
-                             "speedup_vs_torch": torch_p50 / p50 if torch_p50 and p50 else None})
-    return variants
+def _timing(timings: ModelTimings | None, backend: str, key: str) -> float | None:
+    timing = getattr(timings, backend) if timings else None
+    return getattr(timing, key) if timing else None
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _latency(bench: dict, name: str, backend: str, key: str) -> float | None:
-    entry = bench.get(name, {}).get(backend)
-    return entry.get(key) if entry else None
-
-
-def _p50(bench: dict, name: str, backend: str) -> float | None:
-    return _latency(bench, name, backend, "latency_ms_p50")
+def _p50(timings: ModelTimings | None, backend: str) -> float | None:
+    return _timing(timings, backend, "latency_ms_p50")
 
 
 def _parity(row: dict) -> str:
@@ -209,13 +160,13 @@ def print_ort_variants(report: dict) -> None:
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
     for r in rows:
         for v in r["ort_variants"]:
-            if "error" in v:
+            if v.get("error"):
                 table.add_row(r["model"], v["variant"], "", "", "", "", "", "", f"failed: {v['error'][:60]}")
                 continue
             check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
                      else f"{v['argmax_agreement'] * 100:.1f}%")
             table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
-                          metric_change(v), check, fmt_number(v["ort_p50_ms"], ".2f"),
+                          metric_change(v["metric_drop"]), check, fmt_number(v["ort_p50_ms"], ".2f"),
                           fmt_number(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")
         table.add_section()
     console.print(table)

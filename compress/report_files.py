@@ -51,7 +51,7 @@ def artifact_rows(report: dict) -> list[dict]:
             "latency_ms_p95": r.get("torch_p95_ms"), "speedup": r["speedup"], "parity_max_abs_diff": None,
             "argmax_agreement": r.get("argmax_agreement"), "eligible": None, "path": r["model_dir"], "error": None})
         for v in r.get("ort_variants") or []:
-            failed = "error" in v
+            failed = v.get("error") is not None
             rows.append(model | {
                 "runtime": "onnxruntime", "variant": v["variant"], "precision": v["precision"],
                 "kept": v.get("kept"), "size_mb": v.get("size_mb"), "size_mb_compressed": None,

@@ -1,5 +1,5 @@
-"""ONNX Runtime: sessions that run where they were asked to (or say why not), optimised and int8 graphs, and the
-choice of which variant to ship."""
+"""ONNX Runtime: sessions that run where they were asked to (or say why not), optimised and int8 graphs. Which
+graph to ship is chosen in exports.variants."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compress.data.batching import collect_outputs
 from compress.errors import UserError
 
 
@@ -51,8 +52,6 @@ def predict_session(session: ort.InferenceSession, split, tokenizer, output_name
                     pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """The session's outputs for every feature of `split`, in the layout compress.data.batching.predict gives
     for a PyTorch model, so the task's metric is computed on the export the same way."""
-    from compress.data.batching import collect_outputs
-
     inputs = {i.name for i in session.get_inputs()}
 
     def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -147,40 +146,3 @@ def _quantize(src: Path, tmp: Path, mode: str, weight_type: QuantType, per_chann
             quantize_static(prepared, tmp, _Batches(batches), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=weight_type,
                             extra_options=extra)
-
-
-def choose_variant(variants: list[dict], max_metric_drop: float) -> tuple[str | None, str]:
-    """The variant to ship: the fastest (p50) of the eligible ones -- fp32 graphs that passed parity, int8 ones
-    whose metric stayed within `max_metric_drop` of the fp32 export. Returns its name and why, in words a report
-    can print."""
-    timed = [v for v in variants if v.get("ort_p50_ms") is not None]
-    eligible = [v for v in timed if v["eligible"]]
-    int8 = [v for v in timed if v["precision"] == "int8"]
-    if not timed:
-        return None, "no variant was timed"
-    if not eligible:
-        return None, (f"none passed: the fp32 graphs differ from PyTorch beyond export.parity_atol and no int8 "
-                      f"variant stayed within max_metric_drop {max_metric_drop:g}")
-    kept = min(eligible, key=lambda v: v["ort_p50_ms"])
-    fp32 = min((v for v in eligible if v["precision"] == "fp32"), key=lambda v: v["ort_p50_ms"], default=None)
-    if kept["precision"] == "int8":
-        versus = f" vs fp32 {fp32['ort_p50_ms']:.2f} ms" if fp32 else ""
-        return kept["variant"], (f"fastest within max_metric_drop {max_metric_drop:g}: {kept['ort_p50_ms']:.2f} ms"
-                                 f"{versus}, metric {metric_change(kept)} vs fp32")
-    if not int8:
-        failed = any(v["precision"] == "int8" and "error" in v for v in variants)
-        return kept["variant"], ("fastest fp32 graph (every int8 variant failed to quantise or run)" if failed
-                                 else "fastest fp32 graph (no int8 variant configured)")
-    within = [v for v in int8 if v["eligible"]]
-    if not within:
-        least = min(int8, key=lambda v: v["metric_drop"])
-        return kept["variant"], (f"fp32 kept: every int8 variant lost more than max_metric_drop {max_metric_drop:g} "
-                                 f"(least: {least['variant']}, metric {metric_change(least)})")
-    fastest = min(within, key=lambda v: v["ort_p50_ms"])
-    return kept["variant"], (f"fp32 kept: int8 is not faster on this machine ({fastest['variant']} "
-                             f"{fastest['ort_p50_ms']:.2f} ms vs {kept['variant']} {kept['ort_p50_ms']:.2f} ms)")
-
-
-def metric_change(variant: dict) -> str:
-    """The variant's metric minus the fp32 export's, signed: "+0.0000", "-0.0123"."""
-    return f"{0.0 - variant['metric_drop']:+.4f}"  # 0.0 - 0.0 prints +0.0000, where -0.0 would not

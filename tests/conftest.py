@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from compress.models.teacher import resolve_model_path
+from compress.models.loading import resolve_model_path
 
 # Words that make each class learnable in a few steps, plus shared filler.
 CLASS_WORDS = {

@@ -11,7 +11,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.config import KDConfig, TrainConfig
 from compress.data.batching import EncodedSplit
-from compress.distill.loop import train_model
+from compress.data.tasks import TASKS
+from compress.distill.loop import TrainLog, train_model
+from compress.distill.objectives import task_loss
 
 
 def main(model_dir: str, out: str) -> None:
@@ -23,8 +25,9 @@ def main(model_dir: str, out: str) -> None:
     teacher = torch.nn.functional.one_hot(torch.tensor([y for _, y in texts]), 3).float() * 4  # a confident teacher
     split = EncodedSplit(features).with_teacher({"logits": teacher})
     log = Path(out).with_suffix(".jsonl")
-    result = train_model(model, split, tokenizer, TrainConfig(epochs=12, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0), 0,
-                         kd=KDConfig(), log_path=log)
+    cfg = TrainConfig(epochs=12, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0)
+    result = train_model(model, split, tokenizer, task_loss(TASKS["classification"], KDConfig()), cfg, 0,
+                         log=TrainLog(log_path=log))
     state = PartialState()
     if state.is_main_process:
         rows = [json.loads(line) for line in log.read_text().splitlines() if "loss" in line]

@@ -11,7 +11,7 @@ import torch
 from compress.config import RunConfig
 from compress.errors import UserError
 from compress.data.batching import MODEL_INPUTS
-from compress.models.teacher import load_saved_model
+from compress.models.loading import load_saved_model
 from compress.pipeline import run
 from exports.ort import create_session
 

@@ -10,7 +10,7 @@ import pytest
 def packaged_body_params() -> int:
     from transformers import AutoModel
 
-    from compress.models.teacher import resolve_model_path
+    from compress.models.loading import resolve_model_path
 
     return sum(p.numel() for p in AutoModel.from_pretrained(resolve_model_path("minilm-l6")).parameters())
 

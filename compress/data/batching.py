@@ -72,6 +72,12 @@ def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, 
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
 
 
+def token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
+    """(N, width) 1 on real tokens, 0 on the padding predict() adds to per-token outputs."""
+    lengths = [len(f["input_ids"]) for f in split.features]
+    return torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+
+
 def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
     """The model inputs `model.forward` names (DistilBERT has no token_type_ids); a forward that names none but takes **kwargs (a wrapper) gets them all."""
     parameters = inspect.signature(model.forward).parameters

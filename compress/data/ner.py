@@ -247,18 +247,3 @@ def predicted_tags(logits: torch.Tensor, split: EncodedSplit, label_names: list[
 def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: list[str]) -> dict:
     gold = [s.tags for s in split.meta["sentences"]]
     return ner_metrics(gold, predicted_tags(outputs["logits"], split, label_names))
-
-
-def tag_text(model_dir: Path, text: str, max_length: int = 128) -> list[Entity]:
-    """Entities in `text` (split on whitespace) found by a saved NER model (teacher or student)."""
-    from compress.data.batching import predict
-    from compress.models.teacher import load_for_inference
-
-    model, tokenizer = load_for_inference(model_dir, "ner")
-    words = text.split()
-    if not words:
-        raise UserError("no words to tag", "--text", "give some text")
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    split = encode([Sentence(words, ["O"] * len(words), 1)], tokenizer, ["O"], max_length, False)
-    logits = predict(model, split, tokenizer, ("logits",), pad_to=max_length)["logits"]
-    return bio_to_entities(words, predicted_tags(logits, split, label_names)[0])

@@ -223,20 +223,3 @@ def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConf
     answers = postprocess(split.meta["examples"], split.meta["features"], outputs["start_logits"].numpy(),
                           outputs["end_logits"].numpy(), opts.n_best, opts.max_answer_length, opts.null_threshold)
     return {k: v / 100 for k, v in squad_metrics(split.meta["examples"], answers).items()}
-
-
-def answer_question(model_dir: Path, question: str, context: str, max_length: int = 384, doc_stride: int = 128,
-                    max_answer_length: int = 30) -> str:
-    """Answer one question with a saved QA model (teacher or student), through the same windows and
-    post-processing as evaluation, so long contexts work too."""
-    from compress.data.batching import predict
-    from compress.models.teacher import load_for_inference
-
-    model, tokenizer = load_for_inference(model_dir, "qa")
-    if not question.strip() or not context.strip():
-        raise UserError("question and context must not be empty", "--question/--context", "give both")
-    stride = min(doc_stride, max_length // 2)
-    split = encode([QAExample("q", question, context)], tokenizer, max_length, stride)
-    out = predict(model, split, tokenizer, ("start_logits", "end_logits"), pad_to=max_length)
-    return postprocess(split.meta["examples"], split.meta["features"], out["start_logits"].numpy(),
-                       out["end_logits"].numpy(), max_answer_length=max_answer_length)["q"]

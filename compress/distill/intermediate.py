@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.data.batching import accepted_inputs
 from compress.errors import UserError
 
 
@@ -59,11 +60,15 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, token_mask: tor
 
 
 class IntermediateLoss(nn.Module):
-    """Hidden-state, attention and embedding terms for one student/teacher pair; holds the projections."""
+    """Hidden-state, attention and embedding terms of one student/teacher pair. Runs the teacher on each batch
+    itself (no gradients) and holds the projections, which train with the student."""
 
-    def __init__(self, student_config, teacher_config, layer_map: list[int] | None, hidden_weight: float,
-                 attention_weight: float, embedding_weight: float, attention_kind: str, where: str) -> None:
+    model_kwargs = {"output_hidden_states": True, "output_attentions": True}  # what the student must return
+
+    def __init__(self, student_config, teacher: nn.Module, layer_map: list[int] | None, attention_kind: str,
+                 where: str) -> None:
         super().__init__()
+        teacher_config = teacher.config
         # DistilBERT's config maps these names to its own (n_layers, dim), so they read the same for every family.
         s_layers, t_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
         layer_map = uniform_layer_map(s_layers, t_layers) if layer_map is None else list(layer_map)
@@ -72,8 +77,10 @@ class IntermediateLoss(nn.Module):
                             f"student's {s_layers} layers", f"{where}.distill.intermediate.layer_map",
                             "fix the list or leave it out for the uniform map")
         self.layer_map = layer_map
-        self.weights = {"hidden": hidden_weight, "attention": attention_weight, "embedding": embedding_weight}
         self.attention_kind = attention_kind
+        # Kept out of the module tree: the teacher is not trained, checkpointed or handed to the optimizer.
+        self.__dict__["teacher"] = teacher.eval()
+        self.teacher_inputs = accepted_inputs(teacher)
         s_width, t_width = student_config.hidden_size, teacher_config.hidden_size
 
         def projection() -> nn.Module:
@@ -81,11 +88,22 @@ class IntermediateLoss(nn.Module):
 
         self.hidden_projections = nn.ModuleList(projection() for _ in layer_map)
         self.embedding_projection = projection()
-        self.only_layer: int | None = None  # progressive transfer: the one student layer being trained
 
-    def forward(self, student_out, teacher_out, token_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def teacher_features(self, batch: dict[str, torch.Tensor]):
+        teacher = self.__dict__["teacher"]
+        device = batch["input_ids"].device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        with torch.no_grad():
+            return teacher(**{k: v for k, v in batch.items() if k in self.teacher_inputs}, **self.model_kwargs)
+
+    def forward(self, batch: dict[str, torch.Tensor], student_out,
+                only_layer: int | None = None) -> dict[str, torch.Tensor]:
+        """{"hidden", "attention", "embedding"}: each a mean over the mapped layers (`only_layer`: that student
+        layer alone, and no embedding term, as progressive transfer's stages train)."""
+        teacher_out, token_mask = self.teacher_features(batch), batch["attention_mask"]
         s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states  # index 0: embeddings
-        layers = range(len(self.layer_map)) if self.only_layer is None else [self.only_layer]
+        layers = range(len(self.layer_map)) if only_layer is None else [only_layer]
         terms = {
             "hidden": torch.stack([masked_mse(self.hidden_projections[i](s_hidden[i + 1]),
                                               t_hidden[self.layer_map[i] + 1], token_mask) for i in layers]).mean(),
@@ -93,9 +111,18 @@ class IntermediateLoss(nn.Module):
                                                      teacher_out.attentions[self.layer_map[i]], token_mask,
                                                      self.attention_kind) for i in layers]).mean(),
         }
-        if self.only_layer is None:
+        if only_layer is None:
             terms["embedding"] = masked_mse(self.embedding_projection(s_hidden[0]), t_hidden[0], token_mask)
-        loss = sum(self.weights[name] * value for name, value in terms.items())
-        return loss, {name: value.detach() for name, value in terms.items()}
+        return terms
 
 
+class LayerStage(nn.Module):
+    """Progressive transfer's stage k: the hidden-state and attention terms of student layer k alone."""
+
+    def __init__(self, transfer: IntermediateLoss, layer: int) -> None:
+        super().__init__()
+        self.transfer, self.layer = transfer, layer
+        self.model_kwargs = transfer.model_kwargs
+
+    def forward(self, batch: dict[str, torch.Tensor], student_out) -> dict[str, torch.Tensor]:
+        return self.transfer(batch, student_out, only_layer=self.layer)

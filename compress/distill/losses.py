@@ -23,11 +23,16 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     Returns:
         The scalar loss (KL summed over classes, mean over the batch) and its terms {"kd", "ce"} for logging.
     """
-    t = temperature
-    kd = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                  reduction="batchmean", log_target=True) * (t * t)
+    kd = kd_term(student_logits, teacher_logits, temperature)
     ce = F.cross_entropy(student_logits, labels)
     return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}
+
+
+def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(t / T) || softmax(s / T)) for (B, C) logits: summed over classes, mean over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean", log_target=True) * (t * t)
 
 
 def hybrid_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -42,11 +47,19 @@ def hybrid_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
     sure). Terms {"kd", "ce", "confident", "confident_fraction"} are returned for logging.
     """
     loss, terms = kd_loss(student_logits, teacher_logits, labels, temperature, alpha)
+    confident, fraction = confident_term(student_logits, teacher_logits, threshold)
+    terms |= {"confident": confident.detach(), "confident_fraction": fraction}
+    return loss + confident_weight * confident, terms
+
+
+def confident_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE(s, argmax t) over the (B, C) rows where max softmax(t) >= threshold (0 when none is), and the share of
+    such rows."""
     confidence, teacher_choice = teacher_logits.softmax(dim=-1).max(dim=-1)
     sure = confidence >= threshold
     if sure.any():
         confident = F.cross_entropy(student_logits[sure], teacher_choice[sure])
     else:
         confident = student_logits.sum() * 0.0  # keeps the graph (and the gradient, zero) defined
-    terms |= {"confident": confident.detach(), "confident_fraction": sure.float().mean()}
-    return loss + confident_weight * confident, terms
+    return confident, sure.float().mean()

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import torch
 
-from compress.config import TrainConfig
+from compress.config import KDConfig, TrainConfig
 from compress.data.batching import EncodedSplit
 from compress.distill.intermediate import IntermediateLoss
-from compress.distill.loop import train_model
-from compress.tasks import Task
+from compress.distill.loop import TrainLog, train_model
+from compress.distill.objectives import layer_stage_loss
+from compress.models.anatomy import transformer_layers
 
 
-def train_layers_progressively(model: torch.nn.Module, layers: torch.nn.ModuleList, transfer: IntermediateLoss,
-                               teacher: torch.nn.Module, train: EncodedSplit, tokenizer, cfg: TrainConfig,
-                               epochs_per_layer: int, seed: int, task: Task, log_path: Path | None,
-                               description: str) -> float:
-    """One stage per layer in `layers` (the student's transformer layers, bottom up); returns the seconds spent.
-    Stage k's loss terms go to `<log_path stem>.layer<k>.jsonl`."""
-    stage_cfg = cfg.model_copy(update={"epochs": epochs_per_layer, "validate_every_epoch": False,
+def train_layers_progressively(model: torch.nn.Module, transfer: IntermediateLoss, train: EncodedSplit, tokenizer,
+                               cfg: TrainConfig, kd: KDConfig, seed: int, log: TrainLog) -> float:
+    """One stage per transformer layer of `model`, bottom up, `kd.progressive_epochs` epochs each; returns the
+    seconds spent. Stage k's loss terms go to `<log_path stem>.layer<k>.jsonl`."""
+    stage_cfg = cfg.model_copy(update={"epochs": kd.progressive_epochs, "validate_every_epoch": False,
                                        "early_stopping_patience": None})
+    layers = transformer_layers(model)
     was_trainable = {p: p.requires_grad for p in model.parameters()}
     seconds = 0.0
     try:
@@ -32,13 +32,11 @@ def train_layers_progressively(model: torch.nn.Module, layers: torch.nn.ModuleLi
                 p.requires_grad_(False)
             for p in layer.parameters():
                 p.requires_grad_(True)
-            transfer.only_layer = k
-            stage_log = log_path.with_name(f"{log_path.stem}.layer{k}.jsonl") if log_path else None
-            seconds += train_model(model, train, tokenizer, stage_cfg, seed, task=task, log_path=stage_log,
-                                   description=f"{description}: layer {k + 1}/{len(layers)}", transfer=transfer,
-                                   teacher=teacher, task_loss=False).seconds
+            stage_log = log.log_path.with_name(f"{log.log_path.stem}.layer{k}.jsonl") if log.log_path else None
+            stage = TrainLog(f"{log.description}: layer {k + 1}/{len(layers)}", stage_log)
+            seconds += train_model(model, train, tokenizer, layer_stage_loss(kd, transfer, k), stage_cfg, seed,
+                                   log=stage).seconds
     finally:
-        transfer.only_layer = None
         for p, trainable in was_trainable.items():
             p.requires_grad_(trainable)
     return seconds

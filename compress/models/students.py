@@ -13,13 +13,13 @@ from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.config import (BiLSTMStudent, CheckpointStudent, CustomTransformerStudent, LayerDroppedStudent,
                              StudentConfig, TeacherConfig)
-from compress.distill.intermediate import IntermediateLoss
 from compress.errors import UserError
 from compress.hub import hub_access
+from compress.models.anatomy import layer_list
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
-from compress.models.teacher import label_settings, load_task_model, load_tokenizer, resolve_model_path
-from compress.tasks import TASKS
+from compress.models.loading import (AUTO_CLASSES, label_settings, load_task_model, load_tokenizer,
+                                     resolve_model_path)
 
 # Families written here rather than in transformers (their model_type): optimum cannot export them, torch.onnx does.
 OWN_FAMILIES = (CustomTransformerConfig.model_type, BiLSTMConfig.model_type)
@@ -47,25 +47,6 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
     raise AssertionError(f"unhandled student kind {spec.kind}")
 
 
-def layer_transfer(spec: StudentConfig, student_config, teacher_config, where: str) -> IntermediateLoss:
-    """The intermediate-transfer loss for `spec`. A layer-dropped student maps each layer to the teacher layer it
-    was copied from; other students use the uniform map unless distill.intermediate.layer_map says otherwise."""
-    options = spec.distill.intermediate
-    layer_map = options.layer_map
-    if layer_map is None and isinstance(spec, LayerDroppedStudent):
-        layer_map = spec.layers or default_layers(teacher_config.num_hidden_layers)
-    return IntermediateLoss(student_config, teacher_config, layer_map, options.hidden_weight, options.attention_weight,
-                            options.embedding_weight, options.attention_loss, where)
-
-
-def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The student's stack of transformer layers, bottom up (progressive transfer trains them one at a time)."""
-    if isinstance(model.config, CustomTransformerConfig):
-        return model.transformer.encoder.layers
-    holder, attr, _ = _layer_list(model)
-    return getattr(holder, attr)
-
-
 def check_same_tokenizer(name: str, trust_remote_code: bool, teacher_tokenizer: PreTrainedTokenizerBase,
                          where: str) -> None:
     student_tokenizer = load_tokenizer(name, trust_remote_code, where=where)
@@ -82,7 +63,7 @@ def build_custom_transformer(spec: CustomTransformerStudent, task: str, label_na
                                      num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
                                      intermediate_size=spec.ffn_size, hidden_dropout_prob=spec.dropout,
                                      pad_token_id=tokenizer.pad_token_id, **label_settings(label_names))
-    model = TASKS[task].auto_model.from_config(config)
+    model = AUTO_CLASSES[task].from_config(config)
     if spec.init_embeddings_from_teacher:
         with torch.no_grad():
             target = model.get_input_embeddings().weight
@@ -120,7 +101,7 @@ def build_bilstm(spec: BiLSTMStudent, task: str, label_names: list[str] | None, 
     config = BiLSTMConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding_size, hidden_size=spec.hidden_size,
                           num_layers=spec.num_layers, dropout=spec.dropout, pad_token_id=tokenizer.pad_token_id,
                           **label_settings(label_names))
-    model = TASKS[task].auto_model.from_config(config)
+    model = AUTO_CLASSES[task].from_config(config)
     if spec.word2vec.enabled:
         vectors = word2vec_vectors(train_ids, spec.embedding_size, spec.word2vec.epochs, spec.word2vec.window,
                                    spec.word2vec.min_count, seed)
@@ -137,7 +118,7 @@ def word2vec_vectors(sequences: list[list[int]], size: int, epochs: int, window:
 
     One worker and a fixed hash make it reproducible, so a resumed run builds the same student.
     """
-    from gensim.models import Word2Vec
+    from gensim.models import Word2Vec  # gensim is slow to import; only BiLSTM students need it
 
     sentences = [[str(i) for i in ids] for ids in sequences]
     w2v = Word2Vec(sentences, vector_size=size, window=window, min_count=min_count, sg=1, workers=1, seed=seed,
@@ -148,17 +129,6 @@ def word2vec_vectors(sequences: list[list[int]], size: int, epochs: int, window:
 def _stable_hash(text: str) -> int:
     # gensim seeds each word's initial vector with hashfxn; Python's hash() changes between processes.
     return zlib.crc32(text.encode())
-
-
-def _layer_list(model: PreTrainedModel) -> tuple[torch.nn.Module, str, str]:
-    """The module holding the transformer layers, its attribute name, and the config key for the count."""
-    base = model.base_model
-    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):  # BERT, RoBERTa, MiniLM, ELECTRA
-        return base.encoder, "layer", "num_hidden_layers"
-    if hasattr(base, "transformer") and hasattr(base.transformer, "layer"):  # DistilBERT
-        return base.transformer, "layer", "n_layers"
-    raise UserError(f"cannot drop layers of a {type(model).__name__}", "students",
-                    "use a BERT- or DistilBERT-family teacher")
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -172,7 +142,7 @@ def drop_layers(model: PreTrainedModel, keep: list[int] | None, where: str = "st
     Embeddings, the kept layers and the head are the model's own weights, so the student starts where
     the teacher did, at half (or any) depth.
     """
-    holder, attr, count_key = _layer_list(model)
+    holder, attr, count_key = layer_list(model)
     layers = getattr(holder, attr)
     keep = default_layers(len(layers)) if keep is None else keep
     bad = [i for i in keep if i >= len(layers)]

@@ -12,7 +12,7 @@ from transformers import BertConfig, DistilBertConfig, MobileBertConfig, Pretrai
 
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
-from compress.tasks import TASKS
+from compress.models.loading import AUTO_CLASSES
 
 ZOO: dict[str, Callable[[], PretrainedConfig]] = {
     "bert-base": BertConfig,  # bert-base-uncased: 12 layers, 768 hidden, 12 heads, 3072 FFN
@@ -30,4 +30,4 @@ def build_zoo_model(name: str, task: str = "classification", num_labels: int = 2
     """The named architecture with the task's head and random weights, in eval mode."""
     config = ZOO[name]()
     config.num_labels = 2 if task == "qa" else num_labels
-    return TASKS[task].auto_model.from_config(config).eval()
+    return AUTO_CLASSES[task].from_config(config).eval()

@@ -11,10 +11,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import export_for_ort
 from compress.config import KDConfig
-from compress.distill.loop import step_loss
+from compress.distill.objectives import task_loss
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
-from compress.tasks import TASKS
+from compress.data.tasks import TASKS
 from exports.ort import create_session
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
@@ -78,10 +78,10 @@ def test_distillation_step(benchmark, tiny_bert_dir):
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     inputs = {k: torch.from_numpy(v) for k, v in dummy_inputs(VOCAB, 16, 64, NAMES).items()}
     batch = {**inputs, "labels": torch.randint(0, 3, (16,)), "teacher_logits": torch.randn(16, 3)}
-    kd = KDConfig(method="logit", temperature=2.0, alpha=0.5)
+    kd = task_loss(TASKS["classification"], KDConfig(method="logit", temperature=2.0, alpha=0.5))
 
     def step() -> float:
-        loss, _ = step_loss(TASKS["classification"], student(**inputs), batch, kd)
+        loss, _ = kd(batch, student(**inputs))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

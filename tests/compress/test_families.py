@@ -7,10 +7,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.config import BiLSTMStudent, CustomTransformerStudent, TeacherConfig, TrainConfig
 from compress.data.batching import EncodedSplit
-from compress.distill.loop import train_model
+from compress.distill.loop import TrainLog, train_model
+from compress.distill.objectives import task_loss
 from compress.models.bilstm import reverse_within_length
+from compress.models.loading import AUTO_CLASSES
 from compress.models.students import build_student, project_embeddings, word2vec_vectors
-from compress.tasks import TASKS
+from compress.data.tasks import TASKS
 from exports.onnx import export_torch_model, parity_max_abs_diff
 from exports.ort import create_session
 
@@ -48,7 +50,7 @@ def test_every_head_has_the_task_shapes_and_round_trips(kind, task, tiny_bert_di
     assert all(tuple(o.shape) == width for o in before)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
-    reloaded = TASKS[task].auto_model.from_pretrained(tmp_path).eval()  # through the registered Auto classes
+    reloaded = AUTO_CLASSES[task].from_pretrained(tmp_path).eval()  # through the registered Auto classes
     after, _ = outputs(reloaded, tokenizer, texts, task)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
@@ -119,7 +121,8 @@ def test_training_a_few_steps_lowers_the_loss(kind, tiny_bert_dir):
     labels = torch.tensor([y for _, y in texts])
     with torch.no_grad():
         before = loss(model(**batch).logits, labels).item()
-    train_model(model, split, tokenizer, TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0), 0)
+    train_model(model, split, tokenizer, task_loss(TASKS["classification"], None),
+                TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0), 0)
     model.eval()
     with torch.no_grad():
         after = loss(model(**batch).logits, labels).item()
@@ -150,9 +153,9 @@ def test_per_token_heads_learn_in_a_few_steps(kind, task, tiny_bert_dir, tmp_pat
 
     model, tokenizer = build(kind, task, tiny_bert_dir)
     log = tmp_path / "log.jsonl"
-    train_model(model, token_features(tokenizer, task), tokenizer,
-                TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0), 0, task=TASKS[task],
-                log_path=log)
+    train_model(model, token_features(tokenizer, task), tokenizer, task_loss(TASKS[task], None),
+                TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0), 0,
+                log=TrainLog(log_path=log))
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     first = sum(r["loss"] for r in rows if r["epoch"] == 0) / 3
     last = sum(r["loss"] for r in rows if r["epoch"] == 19) / 3

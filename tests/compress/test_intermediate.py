@@ -7,10 +7,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from compress.config import CustomTransformerStudent, IntermediateConfig, KDConfig, LayerDroppedStudent, TrainConfig
 from compress.data.batching import EncodedSplit
 from compress.distill.intermediate import attention_loss, masked_mse, match_heads, uniform_layer_map
-from compress.distill.loop import train_model
+from compress.data.tasks import TASKS
+from compress.distill.loop import TrainLog, train_model
 from compress.errors import UserError
 from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
-from compress.models.students import layer_transfer
+from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
 
 
 def tiny_pair(tiny_bert_dir):
@@ -57,34 +58,34 @@ def test_padding_does_not_count():
 def test_projection_where_widths_differ_and_gradients_reach_it(tiny_bert_dir):
     _, teacher, student = tiny_pair(tiny_bert_dir)
     spec = CustomTransformerStudent(name="c", distill=KDConfig(method="intermediate"))
-    transfer = layer_transfer(spec, student.config, teacher.config, where="students.0")
+    transfer = layer_transfer(spec, student.config, teacher, where="students.0")
     assert transfer.layer_map == [1, 3] and isinstance(transfer.hidden_projections[0], torch.nn.Linear)
     ids = torch.randint(1000, 2000, (2, 6))
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-    features = {"output_hidden_states": True, "output_attentions": True}
-    with torch.no_grad():
-        t_out = teacher(input_ids=ids, attention_mask=mask, **features)
-    loss, terms = transfer(student(input_ids=ids, attention_mask=mask, **features), t_out, mask)
-    assert set(terms) == {"hidden", "attention", "embedding"} and loss.item() > 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    terms = transfer(batch, student(**batch, **transfer.model_kwargs))  # runs the teacher itself
+    assert set(terms) == {"hidden", "attention", "embedding"} and all(v.item() > 0 for v in terms.values())
+    loss = sum(terms.values())
     loss.backward()
     assert transfer.hidden_projections[0].weight.grad.abs().sum() > 0
     assert student.transformer.encoder.layers[0].attention.query.weight.grad.abs().sum() > 0
 
 
 def test_layer_dropped_student_maps_to_the_layers_it_was_copied_from(tiny_bert_dir):
-    config = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).config
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    config = teacher.config
     spec = LayerDroppedStudent(name="s", layers=[0, 3], distill=KDConfig(method="intermediate"))
-    transfer = layer_transfer(spec, config.__class__(**(config.to_dict() | {"num_hidden_layers": 2})), config, "s")
+    transfer = layer_transfer(spec, config.__class__(**(config.to_dict() | {"num_hidden_layers": 2})), teacher, "s")
     assert transfer.layer_map == [0, 3] and isinstance(transfer.hidden_projections[0], torch.nn.Identity)
 
 
 def test_a_bad_layer_map_is_a_user_error(tiny_bert_dir):
-    config = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).config  # 4 layers
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)  # 4 layers
     student = CustomTransformerConfig(num_hidden_layers=2)
     spec = CustomTransformerStudent(name="c", distill=KDConfig(method="intermediate",
                                                                 intermediate=IntermediateConfig(layer_map=[1, 9])))
     with pytest.raises(UserError) as err:
-        layer_transfer(spec, student, config, where="students.2")
+        layer_transfer(spec, student, teacher, where="students.2")
     assert "students.2.distill.intermediate.layer_map" in err.value.line()
 
 
@@ -98,10 +99,10 @@ def test_training_with_intermediate_transfer_lowers_the_layer_terms(tiny_bert_di
         logits = teacher(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     split = EncodedSplit(features).with_teacher({"logits": logits})
     kd = KDConfig(method="intermediate")
-    transfer = layer_transfer(CustomTransformerStudent(name="c", distill=kd), student.config, teacher.config, "s")
+    transfer = layer_transfer(CustomTransformerStudent(name="c", distill=kd), student.config, teacher, "s")
     log = tmp_path / "log.jsonl"
-    train_model(student, split, tokenizer, TrainConfig(epochs=8, batch_size=8, learning_rate=3e-3, warmup_ratio=0),
-                0, kd=kd, log_path=log, transfer=transfer, teacher=teacher)
+    train_model(student, split, tokenizer, intermediate_loss(TASKS["classification"], kd, transfer),
+                TrainConfig(epochs=8, batch_size=8, learning_rate=3e-3, warmup_ratio=0), 0, log=TrainLog(log_path=log))
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"kd", "ce", "hidden", "attention", "embedding"} <= set(rows[0])
     assert rows[-1]["hidden"] < rows[0]["hidden"] * 0.75
@@ -111,23 +112,21 @@ def test_progressive_stages_train_each_layer_alone_and_leave_the_rest(tiny_bert_
     import json
 
     from compress.distill.progressive import train_layers_progressively
-    from compress.models.students import transformer_layers
-    from compress.tasks import TASKS
 
     tokenizer, teacher, student = tiny_pair(tiny_bert_dir)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     spec = CustomTransformerStudent(name="c", distill=KDConfig(method="progressive"))
-    transfer = layer_transfer(spec, student.config, teacher.config, "s")
+    transfer = layer_transfer(spec, student.config, teacher, "s")
     split = EncodedSplit([dict(tokenizer(t), labels=0) for t in ["market shares", "goal team", "phone"] * 4])
-    train_layers_progressively(student, transformer_layers(student), transfer, teacher, split, tokenizer,
-                               TrainConfig(batch_size=4, learning_rate=1e-3), epochs_per_layer=2, seed=0,
-                               task=TASKS["classification"], log_path=tmp_path / "c.jsonl", description="t")
+    train_layers_progressively(student, transfer, split, tokenizer, TrainConfig(batch_size=4, learning_rate=1e-3),
+                               spec.distill.model_copy(update={"progressive_epochs": 2}), 0,
+                               TrainLog("t", tmp_path / "c.jsonl"))
     after = student.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("transformer.encoder.layers.0.") for k in changed)
     assert any(k.startswith("transformer.encoder.layers.1.") for k in changed)
     assert all(k.startswith("transformer.encoder.layers.") for k in changed)  # embeddings, norm, head frozen
-    assert all(p.requires_grad for p in student.parameters()) and transfer.only_layer is None
+    assert all(p.requires_grad for p in student.parameters())
     for k in (0, 1):
         rows = [json.loads(line) for line in (tmp_path / f"c.layer{k}.jsonl").read_text().splitlines()]
         assert {"hidden", "attention"} <= set(rows[0]) and "kd" not in rows[0] and "embedding" not in rows[0]

@@ -9,7 +9,11 @@ from compress.config import DataConfig, KDConfig, LocalSource, TrainConfig
 from compress.data.batching import predict
 from compress.data.classification import encode
 from compress.data.sources import load_splits
-from compress.distill.loop import train_model
+from compress.data.tasks import TASKS
+from compress.distill.loop import TrainLog, train_model
+from compress.distill.objectives import task_loss
+
+CE = task_loss(TASKS["classification"], None)
 
 
 def setup(tiny_bert_dir, tiny_csv):
@@ -22,7 +26,7 @@ def setup(tiny_bert_dir, tiny_csv):
 def test_training_lowers_the_loss_and_logs_each_step(tiny_bert_dir, tiny_csv, tmp_path):
     tokenizer, train, model = setup(tiny_bert_dir, tiny_csv)
     cfg = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0)
-    result = train_model(model, train, tokenizer, cfg, seed=0, log_path=tmp_path / "log.jsonl")
+    result = train_model(model, train, tokenizer, CE, cfg, seed=0, log=TrainLog(log_path=tmp_path / "log.jsonl"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert result.steps == len(records) == 6 * ((len(train) + 15) // 16)
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
@@ -35,8 +39,9 @@ def test_kd_training_logs_both_terms_and_moves_toward_the_teacher(tiny_bert_dir,
     cfg = TrainConfig(epochs=5, batch_size=16, learning_rate=3e-3, warmup_ratio=0.0)
     before = torch.nn.functional.kl_div(predict(model, train, tokenizer, ("logits",))["logits"].log_softmax(-1),
                                         teacher_logits.log_softmax(-1), log_target=True, reduction="batchmean")
-    train_model(model, train.with_teacher({"logits": teacher_logits}), tokenizer, cfg, seed=0,
-                     kd=KDConfig(temperature=1.0, alpha=1.0), log_path=tmp_path / "kd.jsonl")
+    kd = task_loss(TASKS["classification"], KDConfig(temperature=1.0, alpha=1.0))
+    train_model(model, train.with_teacher({"logits": teacher_logits}), tokenizer, kd, cfg, seed=0,
+                log=TrainLog(log_path=tmp_path / "kd.jsonl"))
     records = [json.loads(line) for line in (tmp_path / "kd.jsonl").read_text().splitlines()]
     assert {"kd", "ce", "loss", "lr"} <= set(records[0])
     after = torch.nn.functional.kl_div(predict(model, train, tokenizer, ("logits",))["logits"].log_softmax(-1),
@@ -48,7 +53,7 @@ def test_training_is_seeded(tiny_bert_dir, tiny_csv):
     outs = []
     for _ in range(2):
         tokenizer, train, model = setup(tiny_bert_dir, tiny_csv)
-        train_model(model, train, tokenizer, TrainConfig(epochs=1, batch_size=16), seed=3)
+        train_model(model, train, tokenizer, CE, TrainConfig(epochs=1, batch_size=16), seed=3)
         outs.append(predict(model, train, tokenizer, ("logits",))["logits"])
     assert torch.allclose(outs[0], outs[1])
 
@@ -81,7 +86,7 @@ def test_best_epoch_weights_are_kept_and_patience_stops_early(tiny_bert_dir, tmp
 
     log = tmp_path / "log.jsonl"
     cfg = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3, early_stopping_patience=2)
-    result = train_model(model, split, tokenizer, cfg, 0, log_path=log, validate=validate)
+    result = train_model(model, split, tokenizer, CE, cfg, 0, validate=validate, log=TrainLog(log_path=log))
     assert result.epochs_run == 4 and result.best_epoch == 1 and result.best_validation == 0.9
     assert all(torch.equal(model.state_dict()[k], snapshots[1][k]) for k in snapshots[1])
     validation = [json.loads(line) for line in log.read_text().splitlines() if "validation" in line]
@@ -97,7 +102,7 @@ def test_gradient_accumulation_takes_one_optimizer_step_per_group(tiny_bert_dir,
     model, tokenizer, split = _toy(tiny_bert_dir)  # 12 examples: 6 batches of 2 -> 3 optimizer steps of 2 batches
     log = tmp_path / "log.jsonl"
     cfg = TrainConfig(epochs=1, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0, gradient_accumulation_steps=2)
-    train_model(model, split, tokenizer, cfg, 0, log_path=log)
+    train_model(model, split, tokenizer, CE, cfg, 0, log=TrainLog(log_path=log))
     lrs = [json.loads(line)["lr"] for line in log.read_text().splitlines()]
     changes = sum(a != b for a, b in zip([cfg.learning_rate] + lrs, lrs))
     assert len(lrs) == 6 and changes == 3  # the schedule moves once per optimizer step, every second batch
@@ -108,11 +113,11 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
     from compress.distill.loop import train_model
 
     model, tokenizer, split = _toy(tiny_bert_dir)
-    result = train_model(model, split, tokenizer, TrainConfig(epochs=1, batch_size=4, mixed_precision="bf16"), 0)
+    result = train_model(model, split, tokenizer, CE, TrainConfig(epochs=1, batch_size=4, mixed_precision="bf16"), 0)
     assert result.steps == 3 and math.isfinite(result.final_loss)
     # ...and a later model in the same process may train in full precision again.
     model, tokenizer, split = _toy(tiny_bert_dir)
-    assert train_model(model, split, tokenizer, TrainConfig(epochs=1, batch_size=4), 0).steps == 3
+    assert train_model(model, split, tokenizer, CE, TrainConfig(epochs=1, batch_size=4), 0).steps == 3
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
@@ -126,7 +131,7 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_di
 
     cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-3)
     model, tokenizer, split = _toy(tiny_bert_dir)
-    train_model(model, split, tokenizer, cfg, 0, validate=improving)
+    train_model(model, split, tokenizer, CE, cfg, 0, validate=improving)
     uninterrupted = {k: v.clone() for k, v in model.state_dict().items()}
 
     def killed_in_second_epoch(m):
@@ -139,9 +144,10 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_di
     checkpoint = tmp_path / "ckpt" / "model.pt"
     model, tokenizer, split = _toy(tiny_bert_dir)
     with pytest.raises(KeyboardInterrupt):
-        train_model(model, split, tokenizer, cfg, 0, validate=killed_in_second_epoch, checkpoint=checkpoint)
+        train_model(model, split, tokenizer, CE, cfg, 0, validate=killed_in_second_epoch,
+                    log=TrainLog(checkpoint=checkpoint))
     assert checkpoint.is_file() and not list(checkpoint.parent.glob("*.tmp"))
     model, tokenizer, split = _toy(tiny_bert_dir)  # a fresh process: a new model, the checkpoint on disk
-    result = train_model(model, split, tokenizer, cfg, 0, validate=improving, checkpoint=checkpoint)
+    result = train_model(model, split, tokenizer, CE, cfg, 0, validate=improving, log=TrainLog(checkpoint=checkpoint))
     assert result.epochs_run == 3 and result.steps == 9 and result.best_epoch == 2
     assert all(torch.equal(model.state_dict()[k], uninterrupted[k]) for k in uninterrupted)

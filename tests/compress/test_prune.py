@@ -11,7 +11,7 @@ from bench.flops import count_flops
 from compress.errors import UserError
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
-from compress.models.teacher import load_saved_model, resolve_model_path
+from compress.models.loading import load_saved_model, resolve_model_path
 from compress.prune import (layer_parts, make_permanent, prune_structured, prune_unstructured, target_sparsity,
                             unstructured_targets)
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff

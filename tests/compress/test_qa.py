@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 from compress.data.qa import (QAExample, exact_match, f1, normalize_answer, postprocess, prepare_features,
                               read_squad, squad_metrics)
 from compress.errors import UserError
-from compress.models.teacher import resolve_model_path
+from compress.models.loading import resolve_model_path
 
 CONTEXT = "France is a country in Europe. Its capital is Paris."
 

@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from compress.models.bilstm import BiLSTMConfig
-from compress.models.teacher import load_saved_model, resolve_model_path
-from compress.quantize import argmax_agreement, quantize_dynamic_int8, save_quantized
+from compress.models.loading import load_saved_model, resolve_model_path
+from compress.models.int8 import quantize_dynamic_int8, save_quantized
+from compress.quantize import argmax_agreement
 from torch.ao.nn.quantized import dynamic as qdynamic
 
 

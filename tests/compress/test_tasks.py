@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from compress.config import KDConfig
-from compress.distill.loop import step_loss
+from compress.distill.objectives import task_loss
 from compress.distill.losses import kd_loss
-from compress.tasks import TASKS, loss_targets
+from compress.data.tasks import TASKS, loss_targets
 
 
 def test_ner_kd_runs_only_over_labelled_tokens():
@@ -19,9 +19,9 @@ def test_ner_kd_runs_only_over_labelled_tokens():
     # Garbage in ignored positions changes nothing.
     spoiled = teacher.clone()
     spoiled[labels == -100] = 1e4
-    loss, _ = step_loss(TASKS["ner"], SimpleNamespace(logits=logits), batch, KDConfig(temperature=2, alpha=0.5))
-    loss2, _ = step_loss(TASKS["ner"], SimpleNamespace(logits=logits), batch | {"teacher_logits": spoiled},
-                         KDConfig(temperature=2, alpha=0.5))
+    kd = task_loss(TASKS["ner"], KDConfig(temperature=2, alpha=0.5))
+    loss, _ = kd(batch, SimpleNamespace(logits=logits))
+    loss2, _ = kd(batch | {"teacher_logits": spoiled}, SimpleNamespace(logits=logits))
     assert loss.item() == pytest.approx(loss2.item())
 
 
@@ -31,7 +31,7 @@ def test_qa_loss_averages_start_and_end():
     batch = {"start_positions": torch.tensor([1, 0]), "end_positions": torch.tensor([2, 0]),
              "teacher_start_logits": torch.randn(2, 6), "teacher_end_logits": torch.randn(2, 6)}
     kd = KDConfig(temperature=2.0, alpha=0.3)
-    loss, terms = step_loss(TASKS["qa"], out, batch, kd)
+    loss, terms = task_loss(TASKS["qa"], kd)(batch, out)
     start, _ = kd_loss(out.start_logits, batch["teacher_start_logits"], batch["start_positions"], 2.0, 0.3)
     end, _ = kd_loss(out.end_logits, batch["teacher_end_logits"], batch["end_positions"], 2.0, 0.3)
     assert loss.item() == pytest.approx((start.item() + end.item()) / 2)

@@ -12,7 +12,9 @@ from compress.config import ORT_INT8_VARIANTS
 from compress.errors import UserError
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
-from exports.ort import choose_variant, create_session, optimize_graph, quantize_graph
+from compress.results import ReportVariant
+from exports.ort import create_session, optimize_graph, quantize_graph
+from exports.variants import choose_variant
 
 BERT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -88,9 +90,10 @@ def test_static_int8_without_calibration_is_refused(tiny_bert_onnx, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def variant(name: str, p50: float, drop: float = 0.0, eligible: bool = True, precision: str | None = None) -> dict:
-    return {"variant": name, "precision": precision or ("int8" if "int8" in name else "fp32"), "ort_p50_ms": p50,
-            "metric_drop": drop, "eligible": eligible}
+def variant(name: str, p50: float, drop: float = 0.0, eligible: bool = True,
+            precision: str | None = None) -> ReportVariant:
+    return ReportVariant(variant=name, precision=precision or ("int8" if "int8" in name else "fp32"), ort_p50_ms=p50,
+                         metric_drop=drop, eligible=eligible)
 
 
 def test_the_fastest_int8_within_budget_is_kept():
@@ -117,7 +120,7 @@ def test_fp32_is_kept_when_every_int8_loses_too_much():
 
 def test_a_graph_failing_parity_or_quantisation_is_never_kept():
     variants = [variant("fp32", 10.0), variant("fp32-optimized", 1.0, eligible=False),
-                {"variant": "static-qint8", "precision": "int8", "error": "boom", "ort_p50_ms": None}]
+                ReportVariant(variant="static-qint8", precision="int8", error="boom")]
     assert choose_variant(variants, 0.01) == ("fp32", "fastest fp32 graph (every int8 variant failed to quantise "
                                                       "or run)")
     assert choose_variant([], 0.01) == (None, "no variant was timed")

@@ -1,5 +1,6 @@
-"""What differs between the three tasks, in one place: model class, outputs, export task, metric, data, loss
-targets. Everything else (training loop, export, bench, report) is shared."""
+"""What differs between the three tasks, in one place: outputs, export task, metric, data, loss targets.
+Everything else (training loop, export, bench, report) is shared. The model class per task is in
+compress.models.loading.AUTO_CLASSES (models sit above data)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from compress.data import classification, ner, qa
 from compress.data.batching import IGNORE_INDEX
@@ -16,7 +16,6 @@ from compress.data.batching import IGNORE_INDEX
 @dataclass(frozen=True)
 class Task:
     name: str
-    auto_model: type
     export_task: str  # optimum's task name
     outputs: tuple[str, ...]  # model output attributes that carry the predictions (and the KD targets)
     metric: str  # headline metric in the report
@@ -26,16 +25,17 @@ class Task:
 
 
 TASKS = {
-    "classification": Task("classification", AutoModelForSequenceClassification, "text-classification", ("logits",),
+    "classification": Task("classification", "text-classification", ("logits",),
                            "accuracy", classification.build, classification.evaluate, per_token=False),
-    "ner": Task("ner", AutoModelForTokenClassification, "token-classification", ("logits",),
+    "ner": Task("ner", "token-classification", ("logits",),
                 "f1", ner.build, ner.evaluate, per_token=True),
-    "qa": Task("qa", AutoModelForQuestionAnswering, "question-answering", ("start_logits", "end_logits"),
+    "qa": Task("qa", "question-answering", ("start_logits", "end_logits"),
                "f1", qa.build, qa.evaluate, per_token=True),
 }
 
 
-def loss_targets(task: Task, outputs, batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+def loss_targets(task: Task, outputs,
+                 batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """(student logits, teacher logits or None, labels) triples, each shaped (M, C) / (M, C) / (M,).
 
     NER keeps only labelled positions (labels != -100), so KD never runs over padding, special tokens or

@@ -1,4 +1,5 @@
-"""Resolve and load BERT-family checkpoints for a task: packaged aliases, local folders, hub ids."""
+"""Every way a model comes in: packaged aliases, local folders and hub ids with a task head, and any artifact this
+tool saved (plain, structured-pruned with uneven FFN sizes, PyTorch int8). The task -> Auto class table is here."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import load_model
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-
-from compress.tasks import TASKS
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase)
 
 from compress.errors import UserError
 from compress.hub import hub_access, unreachable_note
+from compress.models import bilstm, custom  # noqa: F401  (registers our families with the Auto classes)
+from compress.models.anatomy import resize_ffn
+from compress.models.int8 import is_quantized_dir, load_quantized
+
+# The transformers class that builds a model with each task's head.
+AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "ner": AutoModelForTokenClassification,
+                "qa": AutoModelForQuestionAnswering}
 
 
 def _packaged_minilm_l6() -> str:
@@ -49,7 +56,7 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
     """Load `name` with the task's head. With `new_head` the head is (re)initialised for `label_names`
     (QA has no labels: its head gives start and end logits)."""
     path = resolve_model_path(name)
-    auto = TASKS[task].auto_model
+    auto = AUTO_CLASSES[task]
     labels = label_settings(label_names)
     with _access(path) as online:
         try:
@@ -92,10 +99,7 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     """A model this tool saved, with its task head, in eval mode: config.json + model.safetensors (from_pretrained),
     an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
     describes), or a PyTorch int8 model (model.int8.safetensors)."""
-    from compress.prune import resize_ffn
-    from compress.quantize import is_quantized_dir, load_quantized
-
-    auto = TASKS[task].auto_model
+    auto = AUTO_CLASSES[task]
     config = AutoConfig.from_pretrained(path)
     ffn_sizes = getattr(config, "layer_intermediate_sizes", None) if config.model_type != "custom" else None
     if not ffn_sizes and not is_quantized_dir(path):

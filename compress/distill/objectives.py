@@ -1,0 +1,111 @@
+"""What a model is trained to minimise, built from the config in one place: a weighted sum of named terms.
+
+    loss(batch, outputs) -> (loss, {term name: value})
+
+Fine-tuning and baselines minimise `ce`; logit KD `alpha * kd + (1 - alpha) * ce`; hybrid adds
+`confident_weight * confident`; intermediate (TinyBERT) adds `hidden`, `attention` and `embedding` terms against
+the teacher's layers; each progressive stage (MobileBERT) one layer's `hidden` and `attention`; pruning recovery
+is logit or hybrid KD. As in torchdistill, each part computes named values and the config gives their weights;
+a part that needs the teacher's features runs the teacher itself, so the training loop never does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.config import KDConfig, LayerDroppedStudent, StudentConfig
+from compress.data.tasks import Task, loss_targets
+from compress.distill.intermediate import IntermediateLoss, LayerStage
+from compress.distill.losses import confident_term, kd_term
+from compress.models.students import default_layers
+
+
+class LogitTerms(nn.Module):
+    """`ce` against the labels, and with the teacher's cached outputs in the batch `kd` (KL at `temperature`,
+    times T^2) and, with a `threshold`, `confident` (CE on the teacher's answer where it is sure) and its
+    `confident_fraction`. Each is averaged over the task's targets (QA: start and end); NER uses labelled tokens
+    only."""
+
+    model_kwargs: dict = {}
+
+    def __init__(self, task: Task, temperature: float | None = None, threshold: float | None = None) -> None:
+        super().__init__()
+        self.task, self.temperature, self.threshold = task, temperature, threshold
+
+    def forward(self, batch: dict[str, torch.Tensor], outputs) -> dict[str, torch.Tensor]:
+        per_target: dict[str, list[torch.Tensor]] = {}
+        for student, teacher, labels in loss_targets(self.task, outputs, batch):
+            values = {}
+            if self.temperature is not None:
+                values["kd"] = kd_term(student, teacher, self.temperature)
+            values["ce"] = F.cross_entropy(student, labels)
+            if self.threshold is not None:
+                values["confident"], values["confident_fraction"] = confident_term(student, teacher, self.threshold)
+            for name, value in values.items():
+                per_target.setdefault(name, []).append(value)
+        return {name: sum(values) / len(values) for name, values in per_target.items()}
+
+
+class WeightedLoss(nn.Module):
+    """sum over parts of sum over their weighted named values; values without a weight are only logged.
+
+    Parts are modules, so learned pieces of a term (TinyBERT's projections) train and checkpoint with the
+    student; `model_kwargs` is what the student's forward must return for them (hidden states, attentions).
+    """
+
+    def __init__(self, parts: list[nn.Module], weights: dict[str, float]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.weights = weights
+        self.model_kwargs = {k: v for part in parts for k, v in part.model_kwargs.items()}
+
+    def forward(self, batch: dict[str, torch.Tensor], outputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, logged = None, {}
+        for part in self.parts:
+            values = part(batch, outputs)
+            weighted = [self.weights[name] * value for name, value in values.items() if name in self.weights]
+            part_total = weighted[0]
+            for value in weighted[1:]:
+                part_total = part_total + value
+            total = part_total if total is None else total + part_total
+            logged |= {name: value.detach() for name, value in values.items()}
+        return total, logged
+
+
+def task_loss(task: Task, kd: KDConfig | None) -> WeightedLoss:
+    """Cross-entropy alone (kd None: the teacher's fine-tuning, baselines), or logit KD (hybrid: with the
+    confident term) from the teacher's cached outputs; intermediate and progressive students add their terms
+    to the logit terms, and progressive students end with these alone."""
+    if kd is None:
+        return WeightedLoss([LogitTerms(task)], {"ce": 1.0})
+    hybrid = kd.method == "hybrid"
+    weights = {"kd": kd.alpha, "ce": 1 - kd.alpha} | ({"confident": kd.confident_weight} if hybrid else {})
+    return WeightedLoss([LogitTerms(task, kd.temperature, kd.confidence_threshold if hybrid else None)], weights)
+
+
+def intermediate_loss(task: Task, kd: KDConfig, transfer: IntermediateLoss) -> WeightedLoss:
+    """TinyBERT: logit KD plus the hidden-state, attention and embedding terms of `transfer`."""
+    logit = task_loss(task, kd)
+    options = kd.intermediate
+    return WeightedLoss([*logit.parts, transfer], logit.weights | {
+        "hidden": options.hidden_weight, "attention": options.attention_weight,
+        "embedding": options.embedding_weight})
+
+
+def layer_stage_loss(kd: KDConfig, transfer: IntermediateLoss, layer: int) -> WeightedLoss:
+    """MobileBERT's progressive stage for one student layer: its hidden-state and attention terms alone."""
+    options = kd.intermediate
+    return WeightedLoss([LayerStage(transfer, layer)],
+                        {"hidden": options.hidden_weight, "attention": options.attention_weight})
+
+
+def layer_transfer(spec: StudentConfig, student_config, teacher: nn.Module, where: str) -> IntermediateLoss:
+    """The intermediate-transfer terms for `spec`. A layer-dropped student maps each layer to the teacher layer
+    it was copied from; other students use the uniform map unless distill.intermediate.layer_map says otherwise."""
+    options = spec.distill.intermediate
+    layer_map = options.layer_map
+    if layer_map is None and isinstance(spec, LayerDroppedStudent):
+        layer_map = spec.layers or default_layers(teacher.config.num_hidden_layers)
+    return IntermediateLoss(student_config, teacher, layer_map, options.attention_loss, where)

@@ -1,0 +1,105 @@
+"""Which stages run and which are reused: `--from` / `--only` selection over manifest.json.
+
+A stage is named (e.g. "student:minilm-l3"), hashed with everything it depends on, and run through
+`StageRunner`, which skips it when the manifest says it finished under the same hash (and its outputs exist),
+forces it when the selection asks, and hands back its typed result either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from compress.config import RunConfig
+from compress.errors import UserError
+from compress.manifest import STAGES, Manifest, stage_group
+from compress.progress import console
+from compress.results import from_json, to_json
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StageSelection:
+    """Which stages to re-run. `start` (--from): that group and every later one run again, earlier ones resume as
+    usual. `only` (--only): that group runs again; earlier ones must have finished under this config; later ones
+    are forgotten (they were made from what the group just rewrote) and run on the next plain `compress run`,
+    except the report, which is rewritten after --only bench."""
+
+    start: str | None = None
+    only: str | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--from", self.start), ("--only", self.only)):
+            if value is not None and value not in STAGES:
+                raise UserError(f"unknown stage '{value}'", flag, f"stages: {', '.join(STAGES)}")
+        if self.start and self.only:
+            raise UserError("--from and --only were both given", "compress run", "give one of them")
+
+    def forces(self, group: str) -> bool:
+        """Whether stages of `group` run again even where they finished under this config."""
+        if self.only:
+            return group == self.only
+        return self.start is not None and STAGES.index(group) >= STAGES.index(self.start)
+
+    def after_only(self, group: str) -> bool:
+        return self.only is not None and STAGES.index(group) > STAGES.index(self.only)
+
+    def check(self, cfg: RunConfig) -> None:
+        """--from/--only naming a stage this config does not have would silently re-run nothing."""
+        chosen = self.start or self.only
+        empty = {"prune": not cfg.prune, "quantize": not cfg.quantize, "export": not cfg.export.enabled}
+        if empty.get(chosen):
+            flag = "--from" if self.start else "--only"
+            raise UserError(f"this config has no {chosen} stage", f"{flag} {chosen}",
+                            "add it to the config, or name another stage")
+
+
+class LaterStageNotRun(Exception):
+    """--only reached a later stage that has not run under this config: the run stops before the report."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(stage)
+
+
+class StageRunner:
+    """Runs stages through the manifest, as the selection asks, and remembers which ran and which were skipped."""
+
+    def __init__(self, run_dir: Path, selection: StageSelection) -> None:
+        self.manifest = Manifest(run_dir)
+        self.selection = selection
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def __call__(self, stage: str, config_hash: str, result_type: type[R],
+                 work: Callable[[], tuple[list[str], R]]) -> R:
+        """`work()` returns the outputs it wrote (paths relative to the run folder) and its result; a stage that
+        is reused hands back the result it recorded."""
+        group = stage_group(stage)
+        force = self.selection.forces(group) and stage not in self.ran  # teacher_logits is asked for per student
+        if self.selection.only and group != self.selection.only and not self.manifest.is_done(stage, config_hash):
+            if self.selection.after_only(group):
+                raise LaterStageNotRun(stage)
+            raise UserError(f"--only {self.selection.only} needs stage '{stage}', which has not finished under "
+                            "this config", str(self.manifest.path),
+                            f"run without --only first, or use --from {group}")
+
+        def recorded_work() -> tuple[list[str], dict]:
+            outputs, result = work()
+            return outputs, to_json(result, result_type)
+
+        recorded, skipped = self.manifest.run_stage(stage, config_hash, recorded_work, force=force)
+        if force and self.selection.only:
+            self.manifest.forget_after(self.selection.only)
+        (self.skipped if skipped else self.ran).append(stage)
+        console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
+        return from_json(result_type, recorded)
+
+    def timeline(self) -> list[dict]:
+        """This run's stages in pipeline order, with the seconds each took when it last ran."""
+        order = sorted(dict.fromkeys(self.ran + self.skipped), key=lambda s: STAGES.index(stage_group(s)))
+        return [{"stage": s, "seconds": self.manifest.stages[s]["seconds"]} for s in order]
+

@@ -1,0 +1,318 @@
+"""What each stage of `compress run` does, as plain functions over the run's config and data: each composes the
+domain packages (models, distill, prune, quantize, exports, bench), writes under the run folder and returns
+`(outputs written, typed result)`. When to run them, and what they are hashed with, is compress.pipeline's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+from transformers import AutoConfig
+
+from bench.flops import gemm_peak_flops
+from bench.measure import time_model_and_graphs
+from bench.results import capture_environment
+from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
+from compress.config import PruneConfig, QuantizeConfig, RunConfig, StudentConfig, TrainConfig, stable_hash
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
+from compress.data.tasks import TASKS, Task
+from compress.distill.loop import TrainLog, accumulate_gradients, train_model
+from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
+from compress.distill.progressive import train_layers_progressively
+from compress.errors import UserError
+from compress.hub import hub_access
+from compress.models.int8 import save_quantized
+from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
+from compress.models.students import OWN_FAMILIES, build_student
+from compress.progress import console, track_steps
+from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
+from compress.quantize import argmax_agreement, quantize
+from compress.results import (BenchResult, CachedOutputs, ExportResult, ModelArtifact, PruneRecord, TrainResult,
+                              to_json)
+from exports.variants import GraphScorer, export_and_score
+
+
+@dataclass(frozen=True)
+class Data:
+    task: Task
+    train: EncodedSplit
+    validation: EncodedSplit
+    test: EncodedSplit
+    label_names: list[str] | None
+    max_length: int
+    fingerprint: str  # hash of the tokenised splits: an edited data file invalidates what was trained on it
+
+    def predict(self, model: torch.nn.Module, split: EncodedSplit, tokenizer) -> dict[str, torch.Tensor]:
+        """The model's task outputs on `split` (per-token outputs padded to max_length)."""
+        return predict(model, split, tokenizer, self.task.outputs, self.pad_to)
+
+    @property
+    def pad_to(self) -> int | None:
+        return self.max_length if self.task.per_token else None
+
+
+# ---------------------------------------------------------------- data
+
+
+def prepare_data(cfg: RunConfig) -> Data:
+    """Load, split and tokenise once (deterministic for a config, so it is recomputed, not cached)."""
+    task = TASKS[cfg.task]
+    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    check_lengths(cfg)
+    enc, label_names = task.build(cfg, tokenizer)
+    labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
+    console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
+                  f"{len(enc['test'])} test features{labels}")
+    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length,
+                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names))
+
+
+def check_lengths(cfg: RunConfig) -> None:
+    """Sequence lengths the model cannot take fail here, before any training, not in the bench at the end."""
+    path = resolve_model_path(cfg.teacher.model)
+    with hub_access():
+        try:
+            limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=cfg.teacher.trust_remote_code),
+                            "max_position_embeddings", None)
+        except (OSError, ValueError):
+            return  # the model load right after reports this properly
+    for key, value in (("data.max_length", cfg.data.max_length), ("bench.seq_len", cfg.bench.seq_len)):
+        if limit and value > limit:
+            raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,
+                            f"set it to {limit} or less")
+
+
+# ---------------------------------------------------------------- models
+
+
+def finetune_teacher(cfg: RunConfig, data: Data, config_hash: str) -> tuple[list[str], ModelArtifact]:
+    """The teacher with a new task head trained on the labels (or, with finetune: false, as it comes)."""
+    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    set_seed(cfg.seed)  # the new head's initial weights must not depend on what ran before in this process
+    model = load_task_model(cfg.teacher.model, cfg.task, data.label_names, cfg.teacher.trust_remote_code,
+                            new_head=cfg.teacher.finetune)
+    trained = None
+    if cfg.teacher.finetune:
+        trained = train_model(model, data.train, tokenizer, task_loss(data.task, None), cfg.teacher.train, cfg.seed,
+                              validate=validator(cfg, cfg.teacher.train, data, tokenizer),
+                              log=train_log(cfg, "teacher", config_hash, "fine-tune teacher"))
+    return finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, trained, config_hash)
+
+
+def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
+    """The teacher's outputs on the training split as .npy files (per-token outputs padded to max_length)."""
+    model, tokenizer = load_saved(cfg, teacher)
+    outputs = data.predict(model, data.train, tokenizer)
+    paths = teacher_output_paths(data.task)
+    (cfg.run_dir / "cache").mkdir(exist_ok=True)
+    for name, values in outputs.items():
+        tmp = cfg.run_dir / paths[name].with_suffix(".tmp.npy")
+        np.save(tmp, values.numpy())
+        tmp.replace(cfg.run_dir / paths[name])
+    return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
+
+
+def teacher_output_paths(task: Task) -> dict[str, Path]:
+    return {name: Path("cache") / f"teacher_train_{name}.npy" for name in task.outputs}
+
+
+def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
+                  teacher_logits: dict[str, np.ndarray] | None, config_hash: str) -> tuple[list[str], ModelArtifact]:
+    """A student of any kind, trained with KD from the teacher's cached outputs or, as baseline, without."""
+    kd = teacher_logits is not None
+    name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
+    where = f"students.{index}"
+    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the
+    # task only from labels and the comparison with KD is fair.
+    set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
+    model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
+                          [f["input_ids"] for f in data.train.features], cfg.seed, where=where)
+    train = data.train.with_teacher(teacher_logits) if kd else data.train
+    log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
+    method, stage_seconds = student.distill.method if kd else None, 0.0
+    loss = task_loss(data.task, student.distill if kd else None)
+    if method in ("intermediate", "progressive"):  # the teacher's features come online, from the loss
+        transfer = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task), where)
+        if method == "intermediate":
+            loss = intermediate_loss(data.task, student.distill, transfer)
+        else:  # layer by layer first, then logit KD for the whole student
+            stage_seconds = train_layers_progressively(model, transfer, train, tokenizer, student.train,
+                                                       student.distill, cfg.seed, log)
+    trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
+                          validate=validator(cfg, student.train, data, tokenizer), log=log)
+    trained = replace(trained, seconds=trained.seconds + stage_seconds)
+    if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
+        tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"{where}.model")
+    return finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
+
+
+def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, data: Data,
+                teacher_logits: dict[str, np.ndarray], config_hash: str) -> tuple[list[str], ModelArtifact]:
+    """Prune `source` to the target in `spec.steps` steps; after each, recover with KD against the teacher's
+    cached outputs and score the validation split (logged, and kept in the report row)."""
+    name = spec.name
+    model, tokenizer = load_saved(cfg, source)
+    train = data.train.with_teacher(teacher_logits)
+    score = validation_scorer(cfg, data, tokenizer)
+    loss = task_loss(data.task, spec.recovery.distill)
+
+    def gradients(m: torch.nn.Module) -> None:
+        accumulate_gradients(m, train, tokenizer, loss, cfg.seed)
+
+    def recover(step: int) -> float:
+        log = train_log(cfg, f"{name}.step{step}", config_hash, f"recover {name} ({step}/{spec.steps})")
+        return train_model(model, train, tokenizer, loss, spec.recovery.train_config(), cfg.seed, validate=score,
+                           log=log).seconds
+
+    steps, seconds = prune_iteratively(Pruner(model, spec, f"prune.{index}"), cfg.seed, score,
+                                       recover if spec.recovery.epochs else None, gradients, log_path(cfg, name),
+                                       name)
+    trained = TrainResult(steps=0, seconds=seconds, final_loss=0.0, epochs_run=spec.recovery.epochs * spec.steps)
+    files, result = finish_model(cfg, name, "pruned", source.student_kind, model, tokenizer, data, trained,
+                                 config_hash, rel=f"pruned/{name}")
+    for step in range(1, spec.steps + 1):
+        checkpoint_path(cfg, f"{name}.step{step}", config_hash).unlink(missing_ok=True)
+    sparsity = {k: v for k, v in layer_sparsity(model).items() if v > 0}
+    return files, replace(result, source=source.name, prune=PruneRecord(spec.kind, steps, sparsity))
+
+
+def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
+                   config_hash: str) -> tuple[list[str], ModelArtifact]:
+    """PyTorch int8 of `source`; how often it picks what the fp32 model picks is measured on the test split."""
+    fp32, tokenizer = load_saved(cfg, source)
+    model = quantize(fp32, spec.method)
+    mask = token_mask(data.test, data.max_length) if data.task.per_token else None
+    agreement = argmax_agreement(data.predict(fp32, data.test, tokenizer), data.predict(model, data.test, tokenizer),
+                                 mask)
+    files, result = finish_model(cfg, spec.name, "quantized", source.student_kind, model, tokenizer, data, None,
+                                 config_hash, rel=f"quantized/{spec.name}", weights_of=fp32)
+    return files, replace(result, source=source.name, argmax_agreement=agreement)
+
+
+def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
+                 trained: TrainResult | None, config_hash: str, rel: str | None = None,
+                 weights_of=None) -> tuple[list[str], ModelArtifact]:
+    """Evaluate on the test split, save atomically, and describe the model for the report. `weights_of` is the
+    fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters())."""
+    metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
+    rel = rel or (name if role == "teacher" else f"students/{name}")
+    if role == "quantized":
+        save_quantized(model, tokenizer, cfg.run_dir / rel)
+    else:
+        save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
+    checkpoint_path(cfg, name, config_hash).unlink(missing_ok=True)  # the saved model supersedes it
+    console.print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    weights = weights_of if weights_of is not None else model
+    params = sum(p.numel() for p in weights.parameters())
+    nonzero = count_nonzero(weights)
+    # family is the saved architecture (what loads it); student_kind says how the student was made.
+    return [rel], ModelArtifact(
+        name=name, role=role, family=model.config.model_type, student_kind=student_kind, dir=rel, params=params,
+        nonzero_params=nonzero, sparsity=1 - nonzero / params, size_mb=folder_size_mb(cfg.run_dir / rel),
+        size_mb_compressed=compressed_size_mb(cfg.run_dir / rel), metrics=metrics,
+        train_seconds=round(trained.seconds, 2) if trained else 0.0, epochs_run=trained.epochs_run if trained else 0,
+        best_epoch=trained.best_epoch if trained else None, hash=config_hash)
+
+
+# ---------------------------------------------------------------- export and bench
+
+
+def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_variants: list[str],
+                 config_hash: str) -> tuple[list[str], ExportResult]:
+    """ONNX (optimum for HF families, torch.onnx for ours), parity against PyTorch, the metric again with ONNX
+    Runtime; then the optimised graph and the int8 variants beside it, each scored the same way."""
+    name = model_result.name
+    model, tokenizer = load_saved(cfg, model_result)
+    out_dir = cfg.run_dir / "exports" / name
+
+    def evaluate(outputs: dict[str, torch.Tensor]) -> dict:
+        return data.task.evaluate(outputs, data.test, cfg, data.label_names)
+
+    score = GraphScorer(model, tokenizer, data.test, data.task.outputs, data.pad_to, evaluate, data.task.metric,
+                        with_reference=bool(int8_variants))
+    static = any(v.startswith("static") for v in int8_variants)
+    calibration = calibration_batches(cfg, data, tokenizer) if static else None
+    result = export_and_score(name, model, tokenizer, out_dir, model_result.family not in OWN_FAMILIES,
+                              data.task.export_task, cfg.export.opset, cfg.export.optimize, int8_variants,
+                              calibration, score, cfg.export.parity_atol, cfg.run_dir, config_hash)
+    return [str(out_dir.relative_to(cfg.run_dir))], result
+
+
+def calibration_batches(cfg: RunConfig, data: Data, tokenizer) -> list[dict[str, np.ndarray]]:
+    """Static int8's activation ranges come from real training text: the first shuffled training batches."""
+    loader = make_loader(data.train, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed)
+    batches = []
+    for batch in loader:
+        batches.append({k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS})
+        if len(batches) == cfg.export.quantize.calibration_batches:
+            break
+    return batches
+
+
+def bench_models(cfg: RunConfig, models: list[ModelArtifact],
+                 exports: dict[str, ExportResult]) -> tuple[list[str], BenchResult]:
+    """Latency of every model in PyTorch and, interleaved with it, each of its ONNX graphs; bench.json."""
+    b = cfg.bench
+    results = {}
+    peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())
+    with track_steps("bench", len(models)) as advance:
+        for m in models:
+            model, tokenizer = load_saved(cfg, m)
+            export = exports.get(m.name)
+            graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
+            names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
+            results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
+                                                    b.threads, cfg.seed, peak)
+            advance()
+    write_json_atomic(cfg.run_dir / "bench.json", {
+        "settings": b.model_dump(), "results": to_json(results, BenchResult),
+        "environment": capture_environment() | {"gemm_peak_flops_s": peak}})
+    return ["bench.json"], results
+
+
+def bench_environment(run_dir: Path) -> dict:
+    """The machine the latencies were measured on (bench.json), which a resumed run may not be running on."""
+    return json.loads((run_dir / "bench.json").read_text())["environment"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def validator(cfg: RunConfig, train: TrainConfig, data: Data, tokenizer):
+    """model -> the task's headline metric on the validation split, for best-epoch selection and early stopping."""
+    return validation_scorer(cfg, data, tokenizer) if train.validate_every_epoch else None
+
+
+def validation_scorer(cfg: RunConfig, data: Data, tokenizer):
+    def score(model) -> float:
+        outputs = data.predict(model, data.validation, tokenizer)
+        return data.task.evaluate(outputs, data.validation, cfg, data.label_names)[data.task.metric]
+
+    return score
+
+
+def load_saved(cfg: RunConfig, model_result: ModelArtifact):
+    path = cfg.run_dir / model_result.dir
+    return load_saved_model(path, cfg.task), load_tokenizer(str(path))
+
+
+def train_log(cfg: RunConfig, name: str, config_hash: str, description: str) -> TrainLog:
+    return TrainLog(description, log_path(cfg, name), checkpoint_path(cfg, name, config_hash))
+
+
+def checkpoint_path(cfg: RunConfig, name: str, config_hash: str) -> Path:
+    """Where training state is kept between epochs; the hash in the name keeps a changed config from resuming
+    another config's training."""
+    return cfg.run_dir / "checkpoints" / f"{name}-{config_hash}.pt"
+
+
+def log_path(cfg: RunConfig, name: str) -> Path:
+    path = cfg.run_dir / "logs" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

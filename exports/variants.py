@@ -1,0 +1,179 @@
+"""A model's deployable ONNX graphs: the plain export, ONNX Runtime's optimised graph and int8 variants, each
+scored on the test split; and, once they are timed, the one choice of which to ship within the accuracy budget.
+
+Scores are measured once (export stage); eligibility and the choice are judged from the current config
+(`judge_variants`), so changing export.parity_atol or max_metric_drop re-judges without re-exporting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
+from compress.errors import UserError
+from compress.progress import console
+from compress.quantize import argmax_agreement
+from compress.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
+from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
+from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
+
+
+class GraphScorer:
+    """Scores a model's ONNX graphs on the test split: the task metric with ONNX Runtime, and against PyTorch
+    fp32 the max abs output difference on 16 held-out examples (fp32 graphs) or the argmax agreement over the
+    split (int8 graphs; real tokens only for per-token tasks)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, test: EncodedSplit, output_names: tuple[str, ...],
+                 pad_to: int | None, evaluate: Callable[[dict[str, torch.Tensor]], Metrics], metric: str,
+                 with_reference: bool) -> None:
+        self.model, self.tokenizer, self.test, self.output_names = model, tokenizer, test, output_names
+        self.pad_to, self.evaluate, self.metric = pad_to, evaluate, metric
+        batch = next(iter(make_loader(test.head(16), tokenizer, batch_size=16, shuffle=False)))
+        self.feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
+        self.reference = predict(model, test, tokenizer, output_names, pad_to) if with_reference else None
+        self.mask = token_mask(test, pad_to) if pad_to else None
+
+    def __call__(self, path: Path, variant: str, relative_to: Path) -> ExportVariant:
+        session = create_session(path)
+        outputs = predict_session(session, self.test, self.tokenizer, self.output_names, pad_to=self.pad_to)
+        metrics = self.evaluate(outputs)
+        fp32 = "int8" not in variant
+        return ExportVariant(
+            variant=variant, precision="fp32" if fp32 else "int8", onnx_path=str(path.relative_to(relative_to)),
+            size_mb=path.stat().st_size / 1e6, ort_metric=metrics[self.metric], ort_metrics=metrics,
+            parity_max_abs_diff=parity_max_abs_diff(self.model, session, self.feeds) if fp32 else None,
+            argmax_agreement=None if fp32 else argmax_agreement(self.reference, outputs, self.mask))
+
+
+def export_graph(model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bool, optimum_task: str,
+                 output_names: tuple[str, ...], opset: int) -> Path:
+    """The plain ONNX export: optimum for architectures it knows (so users load it with ORTModelFor*), torch.onnx
+    for our own families."""
+    if hf_family:
+        return export_hf_model(model, tokenizer, out_dir, optimum_task, opset)
+    return export_torch_model(model, tokenizer, out_dir, output_names, opset)
+
+
+def build_variants(name: str, onnx_path: Path, hf_family: bool, optimize: bool, int8_variants: list[str],
+                   calibration: list[dict[str, np.ndarray]] | None, score: GraphScorer,
+                   run_dir: Path) -> tuple[list[ExportVariant], dict[str, int] | None]:
+    """The plain graph, the optimised one (with `optimize`) and each int8 variant beside `onnx_path`, each scored;
+    returns them (each with its metric drop vs the plain graph) and the optimised graph's fused operators. A graph
+    ORT cannot make or run is a failed variant (its error kept for the report), not a crash."""
+    out_dir = onnx_path.parent
+    variants = [score(onnx_path, "fp32", run_dir)]
+    fused, optimized = None, None
+    if optimize:
+        path = out_dir / "model_optimized.onnx"
+        try:
+            fused = optimize_graph(onnx_path, path, hf_family)  # ORT's transformer fusions know HF architectures
+            variants.append(score(path, "fp32-optimized", run_dir))
+            optimized = path
+        except Exception as err:  # a graph ORT cannot make or run is a finding for the report, not a crash
+            variants.append(_failed_variant(name, "fp32-optimized", "fp32", err, path))
+    for variant in int8_variants:
+        # Dynamic int8 quantises the fused graph (QAttention); static calibration needs the plain one, whose
+        # every activation the calibrator can observe.
+        src = optimized if optimized and variant.startswith("dynamic") else onnx_path
+        path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
+        try:
+            quantize_graph(src, path, variant, calibration)
+            variants.append(score(path, variant, run_dir))
+        except Exception as err:
+            variants.append(_failed_variant(name, variant, "int8", err, path))
+    plain = variants[0]
+    return [v if v.failed else replace(v, metric_drop=plain.ort_metric - v.ort_metric) for v in variants], fused
+
+
+def export_and_score(name: str, model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bool,
+                     optimum_task: str, opset: int, optimize: bool, int8_variants: list[str],
+                     calibration: list[dict[str, np.ndarray]] | None, score: GraphScorer, parity_atol: float,
+                     run_dir: Path, config_hash: str) -> ExportResult:
+    """Export `model`, build and score its variants, and warn on the console when the plain graph fails parity."""
+    onnx_path = export_graph(model, tokenizer, out_dir, hf_family, optimum_task, score.output_names, opset)
+    variants, fused = build_variants(name, onnx_path, hf_family, optimize, int8_variants, calibration, score, run_dir)
+    plain = variants[0]
+    if plain.parity_max_abs_diff > parity_atol:
+        console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain.parity_max_abs_diff:.2e}"
+                      f" (> export.parity_atol {parity_atol:.0e}); check the export before shipping it")
+    console.print(f"{name} (ONNX Runtime): " + ", ".join(
+        f"{v.variant} {v.ort_metric:.4f}" for v in variants if not v.failed))
+    return ExportResult(onnx_path=plain.onnx_path, parity_max_abs_diff=plain.parity_max_abs_diff,
+                        onnx_size_mb=plain.size_mb, ort_metrics=plain.ort_metrics, fused_operators=fused,
+                        variants=variants, hash=config_hash)
+
+
+def _failed_variant(name: str, variant: str, precision: str, err: Exception, path: Path) -> ExportVariant:
+    """A variant ONNX Runtime could not make, load or run: said on the console and in the report, its file gone."""
+    message = (err.line() if isinstance(err, UserError) else str(err).splitlines()[0] if str(err) else repr(err))
+    console.print(f"[yellow]{name}: {variant} failed[/]: {message[:160]}")
+    path.unlink(missing_ok=True)
+    return ExportVariant(variant=variant, precision=precision, error=message[:300])
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def judge_variants(variants: list[ExportVariant], timings: ModelTimings | None, torch_p50: float | None,
+                   parity_atol: float, max_metric_drop: float) -> tuple[list[ReportVariant], str | None, str | None]:
+    """Each variant with its latency (bench stage) beside its scores (export stage), whether it may ship under
+    this config (fp32 graphs within `parity_atol` of PyTorch, int8 ones within `max_metric_drop` of the fp32
+    export), and which one ships: the fastest eligible. Returns the judged variants, the kept variant's name and
+    why, in words a report can print."""
+    judged = []
+    for v in variants:
+        timing = None
+        if timings is not None:
+            timing = timings.ort if v.variant == "fp32" else timings.ort_variants.get(v.variant)
+        p50 = timing.latency_ms_p50 if timing else None
+        eligible = None
+        if not v.failed:
+            eligible = (v.metric_drop <= max_metric_drop if v.precision == "int8"
+                        else v.parity_max_abs_diff <= parity_atol)
+        judged.append(ReportVariant(**v.__dict__, eligible=eligible, ort_p50_ms=p50,
+                                    ort_p95_ms=timing.latency_ms_p95 if timing else None,
+                                    speedup_vs_torch=torch_p50 / p50 if torch_p50 and p50 else None))
+    if not judged:
+        return [], None, None
+    kept, reason = choose_variant(judged, max_metric_drop)
+    return [replace(v, kept=v.variant == kept) for v in judged], kept, reason
+
+
+def choose_variant(variants: list[ReportVariant], max_metric_drop: float) -> tuple[str | None, str]:
+    """The variant to ship: the fastest (p50) of the eligible ones. Returns its name and why."""
+    timed = [v for v in variants if v.ort_p50_ms is not None]
+    eligible = [v for v in timed if v.eligible]
+    int8 = [v for v in timed if v.precision == "int8"]
+    if not timed:
+        return None, "no variant was timed"
+    if not eligible:
+        return None, (f"none passed: the fp32 graphs differ from PyTorch beyond export.parity_atol and no int8 "
+                      f"variant stayed within max_metric_drop {max_metric_drop:g}")
+    kept = min(eligible, key=lambda v: v.ort_p50_ms)
+    fp32 = min((v for v in eligible if v.precision == "fp32"), key=lambda v: v.ort_p50_ms, default=None)
+    if kept.precision == "int8":
+        versus = f" vs fp32 {fp32.ort_p50_ms:.2f} ms" if fp32 else ""
+        return kept.variant, (f"fastest within max_metric_drop {max_metric_drop:g}: {kept.ort_p50_ms:.2f} ms"
+                              f"{versus}, metric {metric_change(kept.metric_drop)} vs fp32")
+    if not int8:
+        failed = any(v.precision == "int8" and v.failed for v in variants)
+        return kept.variant, ("fastest fp32 graph (every int8 variant failed to quantise or run)" if failed
+                              else "fastest fp32 graph (no int8 variant configured)")
+    within = [v for v in int8 if v.eligible]
+    if not within:
+        least = min(int8, key=lambda v: v.metric_drop)
+        return kept.variant, (f"fp32 kept: every int8 variant lost more than max_metric_drop {max_metric_drop:g} "
+                              f"(least: {least.variant}, metric {metric_change(least.metric_drop)})")
+    fastest = min(within, key=lambda v: v.ort_p50_ms)
+    return kept.variant, (f"fp32 kept: int8 is not faster on this machine ({fastest.variant} "
+                          f"{fastest.ort_p50_ms:.2f} ms vs {kept.variant} {kept.ort_p50_ms:.2f} ms)")
+
+
+def metric_change(metric_drop: float) -> str:
+    """A variant's metric minus the fp32 export's, signed: "+0.0000", "-0.0123"."""
+    return f"{0.0 - metric_drop:+.4f}"  # 0.0 - 0.0 prints +0.0000, where -0.0 would not

@@ -1,0 +1,114 @@
+"""The shape of the code: imports go one way through the layers of DESIGN.md, and no module-level import cycle.
+
+Layers, lowest first: config -> data -> models -> prune/quantize -> distill -> exports -> bench -> pipeline -> cli.
+A module may import its own layer or a lower one, anywhere in the file (imports inside functions included).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("compress", "exports", "bench")
+
+LAYERS = ["config", "data", "models", "prune/quantize", "distill", "exports", "bench", "pipeline", "cli"]
+
+# Module (or package prefix) -> layer; the longest matching prefix wins.
+LAYER_OF = {
+    "compress": "config",  # the package itself, config.py, errors, hub, progress, artifacts, results
+    "compress.data": "data",
+    "compress.models": "models",
+    "compress.prune": "prune/quantize",
+    "compress.quantize": "prune/quantize",
+    "compress.distill": "distill",
+    "exports": "exports",
+    "bench": "bench",
+    "compress.manifest": "pipeline",
+    "compress.resume": "pipeline",
+    "compress.stages": "pipeline",
+    "compress.pipeline": "pipeline",
+    "compress.report": "pipeline",
+    "compress.report_files": "pipeline",
+    "compress.anchors": "pipeline",
+    "compress.inference": "pipeline",
+    "compress.cli": "cli",
+    "compress.entry": "cli",
+    "bench.cli": "cli",
+}
+
+
+def layer(module: str) -> int:
+    prefixes = [p for p in LAYER_OF if module == p or module.startswith(p + ".")]
+    return LAYERS.index(LAYER_OF[max(prefixes, key=len)])
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imports(path: Path, top_level_only: bool) -> set[str]:
+    """Our modules that `path` imports (`from pkg import name` counts pkg.name when that is a module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                     for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name.split(".")[0] in PACKAGES and name in MODULES}
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert len(MODULES) > 40  # the walk found the packages
+    for module in MODULES:
+        assert 0 <= layer(module) < len(LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_down_the_layers(module):
+    upward = sorted(name for name in imports(MODULES[module], top_level_only=False) if layer(name) > layer(module))
+    assert not upward, f"{module} ({LAYERS[layer(module)]}) imports a higher layer: " + ", ".join(
+        f"{name} ({LAYERS[layer(name)]})" for name in upward)
+
+
+def test_no_module_level_import_cycle():
+    graph = {m: imports(p, top_level_only=True) - {m} for m, p in MODULES.items()}
+    state: dict[str, str] = {}  # visiting | done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "visiting"
+        for other in sorted(graph[module]):
+            if state.get(other) == "visiting":
+                cycle = path[path.index(other):] + [other] if other in path else [module, other]
+                pytest.fail("module-level import cycle: " + " -> ".join(cycle))
+            if other not in state:
+                visit(other, path + [other])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    """The checker itself can fail: a data module importing the pipeline is flagged."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from compress.pipeline import run\n")
+    found = imports(bad, top_level_only=False)
+    assert found == {"compress.pipeline"} and layer("compress.pipeline") > layer("compress.data.sources")

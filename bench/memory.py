@@ -43,17 +43,16 @@ def probe(spec: dict) -> dict:
     model, its activations and the runtime's buffers."""
     import torch
 
-    from bench.devices import check_device, device_memory_mb, reset_device_memory, synchronizer
-    from bench.measure import open_runnable
-    from bench.runners import dummy_inputs
-    from bench.targets import Runnable, onnx_vocab_size
-    from compress.data.batching import MODEL_INPUTS
-
     # The libraries a model needs are imported before the baseline, so their ~300 MB (transformers, ORT, the model
     # code) is not counted as the model's.
     import compress.models.loading  # noqa: F401
     import compress.models.zoo  # noqa: F401
     import exports.ort  # noqa: F401
+    from bench.devices import check_device, device_memory_mb, reset_device_memory, synchronizer
+    from bench.measure import open_runnable
+    from bench.runners import dummy_inputs
+    from bench.targets import Runnable, onnx_vocab_size
+    from compress.data.batching import MODEL_INPUTS
 
     runnable = Runnable(**spec["runnable"])
     if runnable.backend == "ort":

@@ -10,10 +10,13 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from torch.profiler import ProfilerActivity, profile
+
 from bench.devices import check_device, ort_provider, synchronizer
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, onnx_vocab_size, open_torch
 from compress.data.batching import MODEL_INPUTS
+from exports.ort import create_session
 
 
 def profile_runnable(runnable: Runnable, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
@@ -34,8 +37,6 @@ def profile_runnable(runnable: Runnable, device: str, batch_size: int, seq_len: 
 
 def _profile_torch(runnable: Runnable, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
                    trace: Path) -> dict[str, dict]:
-    from torch.profiler import ProfilerActivity, profile
-
     dev = check_device(device)
     model = open_torch(runnable.path, dev, runnable.task)
     run = torch_runner(model, dummy_inputs(model.config.vocab_size, batch_size, seq_len, list(MODEL_INPUTS)))
@@ -60,8 +61,6 @@ def _profile_torch(runnable: Runnable, device: str, batch_size: int, seq_len: in
 
 def _profile_ort(runnable: Runnable, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
                  trace: Path) -> dict[str, dict]:
-    from exports.ort import create_session
-
     check_device(device)
     with tempfile.TemporaryDirectory() as tmp:
         session = create_session(Path(runnable.path), provider=ort_provider(device),

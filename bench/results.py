@@ -11,14 +11,16 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import cpuinfo
+import onnxruntime
+import psutil
+import torch
+
+from compress.artifacts import write_json_atomic, write_text_atomic
+
 
 @lru_cache(maxsize=1)
 def capture_environment() -> dict[str, object]:
-    import cpuinfo
-    import onnxruntime
-    import psutil
-    import torch
-
     info = cpuinfo.get_cpu_info()
     versions = {}
     for package in ("torch", "transformers", "onnxruntime", "optimum", "optimum-onnx", "accelerate"):
@@ -49,8 +51,6 @@ def result_document(command: str, settings: dict, rows: list[dict], **environmen
 
 
 def write_outputs(document: dict, json_path: Path | None, csv_path: Path | None) -> None:
-    from compress.artifacts import write_json_atomic, write_text_atomic
-
     if json_path:
         write_json_atomic(json_path, document)
     if csv_path:

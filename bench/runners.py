@@ -10,7 +10,8 @@ import torch
 from compress.data.batching import accepted_inputs
 
 
-def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str],
+                 seed: int = 0) -> dict[str, np.ndarray]:
     """Random token ids with a full attention mask: dense compute does not depend on which tokens they are."""
     rng = np.random.default_rng(seed)
     # Ids from 1000 up avoid special tokens in every BERT vocabulary (small test vocabularies: from the middle).

@@ -157,5 +157,6 @@ def _has_weights(path: Path) -> bool:
 
 
 def _label(onnx: Path) -> str:
-    """exports/minilm-l3/model.onnx -> minilm-l3; model_dynamic_qint8.onnx beside it -> minilm-l3/model_dynamic_qint8."""
+    """exports/minilm-l3/model.onnx -> minilm-l3; model_dynamic_qint8.onnx beside it ->
+    minilm-l3/model_dynamic_qint8."""
     return onnx.parent.name if onnx.name == "model.onnx" else f"{onnx.parent.name}/{onnx.stem}"

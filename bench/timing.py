@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ def wall_clock(sync: Callable[[], None] = lambda: None) -> Clock:
 def cuda_event_clock() -> Clock:
     """CUDA events recorded on the stream around the call: the GPU's own time for the work, read after the end
     event completes, so host-side launch jitter does not count."""
-    import torch
-
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def clock(fn: Callable[[], object]) -> float:

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """One `compress run` per run folder at a time: a second would take the first one's temporaries for a killed
     run's and delete them. The lock is the operating system's, so a killed run never leaves it held."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:  # Windows has no flock; one run per folder is then up to the user
         yield
         return
@@ -91,9 +93,6 @@ def folder_size_mb(path: Path, pattern: str = "*.safetensors") -> float:
 def compressed_size_mb(path: Path, pattern: str = "*.safetensors", chunk_mb: int = 4) -> float:
     """Size of the weight files after zlib (level 1, in independent 4 MB chunks, compressed on all cores):
     what zeroed weights save on disk or over the wire, where the dense file size does not move."""
-    import zlib
-    from concurrent.futures import ThreadPoolExecutor
-
     workers = os.cpu_count() or 1
     total = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:  # zlib releases the GIL

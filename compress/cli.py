@@ -33,7 +33,8 @@ def run(
     """Run data -> teacher -> students -> prune -> quantize -> export -> bench -> report; resumes from the run
     folder (a stage that finished under the same settings is skipped)."""
     cfg = _config(config)
-    from compress.pipeline import StageSelection, run as run_pipeline  # heavy imports only when running
+    from compress.pipeline import run as run_pipeline  # heavy imports only when running
+    from compress.resume import StageSelection
 
     result = run_pipeline(cfg, StageSelection(start=start, only=only))
     if result.report is not None:
@@ -57,7 +58,7 @@ def answer(
     max_answer_length: Annotated[int, typer.Option(min=1)] = 30,
 ) -> None:
     """Answer a question from a context with a trained QA model."""
-    from compress.inference import answer_question
+    from compress.inference import answer_question  # model libraries load only for commands that run models
 
     typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
 
@@ -68,7 +69,7 @@ def tag(
     text: Annotated[str, typer.Option(help="the text to tag (words split on whitespace)")],
 ) -> None:
     """Print the entities a trained NER model finds: type, text, character span."""
-    from compress.inference import tag_text
+    from compress.inference import tag_text  # model libraries load only for commands that run models
 
     for entity in tag_text(model, text):
         typer.echo(f"{entity.type}\t{entity.text}\t{entity.start_char}-{entity.end_char}")

@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compress.errors import UserError
 
@@ -542,11 +551,13 @@ def stable_hash(*parts: BaseModel | dict | str | None) -> str:
 def load_config(path: Path) -> RunConfig:
     """Read and validate a run YAML; every problem becomes one UserError line naming the file and key."""
     if not path.is_file():
-        raise UserError("config file not found", str(path), "check the path, or run `compress run` with no argument for the demo")
+        raise UserError("config file not found", str(path),
+                        "check the path, or run `compress run` with no argument for the demo")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read the config ({type(err).__name__})", str(path), "save it as a readable UTF-8 file") from None
+        raise UserError(f"cannot read the config ({type(err).__name__})", str(path),
+                        "save it as a readable UTF-8 file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -563,12 +574,18 @@ def _first_problem(err: ValidationError, path: Path) -> UserError:
     problem = err.errors()[0]
     # Drop the union tags pydantic puts in the path (data.source.local.train -> data.source.train,
     # students.0.bilstm.hidden_size -> students.0.hidden_size).
-    loc = [p for i, p in enumerate(problem["loc"]) if not (i and p in SOURCE_KINDS | STUDENT_KINDS | PRUNE_KINDS
-                                                          and (problem["loc"][i - 1] == "source" or isinstance(problem["loc"][i - 1], int)))]
+    tags = SOURCE_KINDS | STUDENT_KINDS | PRUNE_KINDS
+
+    def is_tag(i: int, part) -> bool:
+        before = problem["loc"][i - 1] if i else None
+        return bool(i) and part in tags and (before == "source" or isinstance(before, int))
+
+    loc = [p for i, p in enumerate(problem["loc"]) if not is_tag(i, p)]
     key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if problem["type"] == "extra_forbidden":
-        return UserError(f"unknown key '{key}'{extra}", str(path), "remove it or check the spelling against configs/demo.yaml")
+        return UserError(f"unknown key '{key}'{extra}", str(path),
+                         "remove it or check the spelling against configs/demo.yaml")
     given = problem.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
     msg = problem["msg"].replace("Value error, ", "")

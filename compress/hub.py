@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from functools import lru_cache
 from urllib.parse import urlparse
 
+from huggingface_hub import constants
+
 
 @lru_cache(maxsize=1)
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return False
     url = urlparse(constants.ENDPOINT)
@@ -34,8 +34,7 @@ def hub_access() -> Iterator[bool]:
     if hub_reachable():
         yield True
         return
-    import datasets.config
-    from huggingface_hub import constants
+    import datasets.config  # datasets takes seconds to import; only runs that reach for the hub pay it
 
     saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True

@@ -14,7 +14,6 @@ from pathlib import Path
 from compress.artifacts import write_json_atomic
 from compress.errors import UserError
 
-
 ENTRY_KEYS = {"status", "config_hash", "outputs", "result"}
 
 # The stage groups `compress run --from/--only` name, in pipeline order.

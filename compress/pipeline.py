@@ -8,11 +8,14 @@ and a change re-runs only what is downstream of it. What each stage does is in c
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import torch
+import transformers
 
 from compress import stages
 from compress.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
@@ -21,8 +24,8 @@ from compress.errors import UserError
 from compress.progress import console, track_steps
 from compress.report import build_report, print_report, print_timeline
 from compress.report_files import write_report_files
-from compress.resume import LaterStageNotRun, StageRunner, StageSelection
 from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
+from compress.resume import LaterStageNotRun, StageRunner, StageSelection
 from compress.stages import Data
 
 
@@ -176,11 +179,6 @@ def _named(models: list[ModelArtifact], name: str) -> ModelArtifact:
 def quiet_libraries() -> None:
     """Keep the console for our progress and tables: library chatter about new heads, tracing and
     tokenizer padding is expected here and says nothing the report does not."""
-    import warnings
-
-    import huggingface_hub
-    import transformers
-
     transformers.logging.set_verbosity_error()
     huggingface_hub.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

@@ -16,8 +16,8 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 @contextmanager
 def track_steps(description: str, total: int) -> Iterator[Callable[..., None]]:
     """A progress bar with ETA; yields `advance(**fields)` to call once per step (fields show beside it)."""
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total, info="")
 

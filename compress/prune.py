@@ -23,9 +23,9 @@ from torch.nn.utils import prune as torch_prune
 
 from compress.config import PruneConfig, StructuredPrune
 from compress.errors import UserError
+from compress.models.anatomy import LayerParts, layer_parts, remove_heads, remove_neurons, transformer_layers
 from compress.progress import console
 from compress.results import PruneStep, to_json
-from compress.models.anatomy import LayerParts, layer_parts, remove_heads, remove_neurons, transformer_layers
 
 PRUNABLE = (nn.Linear, nn.LSTM, nn.Embedding)
 

@@ -16,7 +16,6 @@ from compress.report_files import anchors_table, fmt_number, headline
 from compress.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from exports.variants import judge_variants, metric_change
 
-
 # A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline
 # names the fastest ones that do.
 RETAINED_FLOOR = 0.97

@@ -215,7 +215,7 @@ def html_page(report: dict, png: bytes) -> str:
 def pareto_png(report: dict) -> bytes:
     """Metric vs latency (log scale) for every point of report['pareto']: marker area by parameters, the teacher
     as a star, PyTorch models as circles and their kept ONNX Runtime graphs as triangles, the front as a line."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when a plot is drawn
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt

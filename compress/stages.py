@@ -32,8 +32,7 @@ from compress.models.students import OWN_FAMILIES, build_student
 from compress.progress import console, track_steps
 from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
 from compress.quantize import argmax_agreement, quantize
-from compress.results import (BenchResult, CachedOutputs, ExportResult, ModelArtifact, PruneRecord, TrainResult,
-                              to_json)
+from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact, PruneRecord, TrainResult, to_json
 from exports.variants import GraphScorer, export_and_score
 
 

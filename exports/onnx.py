@@ -22,7 +22,7 @@ def export_hf_model(model, tokenizer, out_dir: Path, task: str, opset: int) -> P
     The folder holds model.onnx, config.json and the tokenizer, so it loads with optimum's ORTModelFor* and
     runs in transformers' pipeline().
     """
-    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.onnx import onnx_export_from_model  # optimum takes seconds to import
     from optimum.exporters.tasks import TasksManager
 
     model_type = model.config.model_type

@@ -13,8 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.data.batching import collect_outputs
@@ -85,7 +84,7 @@ def optimize_graph(onnx_path: Path, out_path: Path, transformer: bool) -> dict[s
     so structured-pruned layers with different head counts fuse too. Other graphs (our custom transformer, the
     BiLSTM) get ONNX Runtime's own extended session-level optimisation, written out once instead of at each load.
     """
-    from onnxruntime.transformers.optimizer import optimize_model
+    from onnxruntime.transformers.optimizer import optimize_model  # slow to import; only optimisation needs it
 
     tmp = out_path.with_name(out_path.name + ".tmp")
     try:

@@ -79,7 +79,8 @@ def token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
 
 
 def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
-    """The model inputs `model.forward` names (DistilBERT has no token_type_ids); a forward that names none but takes **kwargs (a wrapper) gets them all."""
+    """The model inputs `model.forward` names (DistilBERT has no token_type_ids); a forward that names none but
+    takes **kwargs (a wrapper) gets them all."""
     parameters = inspect.signature(model.forward).parameters
     named = tuple(name for name in MODEL_INPUTS if name in parameters)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -19,7 +19,8 @@ def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
 
 def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], list[str]]:
     splits = load_splits(cfg.data, cfg.seed)
-    encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length) for name in ("train", "validation", "test")}
+    encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length)
+               for name in ("train", "validation", "test")}
     return encoded, splits.label_names
 
 

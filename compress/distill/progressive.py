@@ -5,8 +5,6 @@ The whole student is then trained with logit KD as usual (by the caller)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from compress.config import KDConfig, TrainConfig

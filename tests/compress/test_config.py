@@ -14,7 +14,8 @@ def test_demo_yaml_is_the_embedded_default():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_file_validates(path):
-    assert isinstance(load_config(path), RunConfig)
+    cfg = load_config(path)
+    assert RunConfig.model_validate(cfg.model_dump()) == cfg and cfg.students  # a run with something to compare
 
 
 def test_configs_folder_is_not_empty():

@@ -1,18 +1,20 @@
 """The custom transformer and the BiLSTM: every task head, save/load, padding independence, ONNX export, and
 a few training steps whose loss falls."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.config import BiLSTMStudent, CustomTransformerStudent, TeacherConfig, TrainConfig
 from compress.data.batching import EncodedSplit
+from compress.data.tasks import TASKS
 from compress.distill.loop import TrainLog, train_model
 from compress.distill.objectives import task_loss
 from compress.models.bilstm import reverse_within_length
 from compress.models.loading import AUTO_CLASSES
 from compress.models.students import build_student, project_embeddings, word2vec_vectors
-from compress.data.tasks import TASKS
 from exports.onnx import export_torch_model, parity_max_abs_diff
 from exports.ort import create_session
 
@@ -49,7 +51,7 @@ def test_every_head_has_the_task_shapes_and_round_trips(kind, task, tiny_bert_di
     width = {"classification": (2, 3), "ner": (2, mask.shape[1], 3), "qa": (2, mask.shape[1])}[task]
     assert all(tuple(o.shape) == width for o in before)
     model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == kind
     reloaded = AUTO_CLASSES[task].from_pretrained(tmp_path).eval()  # through the registered Auto classes
     after, _ = outputs(reloaded, tokenizer, texts, task)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
@@ -103,7 +105,9 @@ def test_word2vec_vectors_are_reproducible_and_fill_the_bilstm_embeddings(tiny_b
 def test_exports_to_onnx_with_parity_and_dynamic_axes(kind, task, tiny_bert_dir, tmp_path):
     model, tokenizer = build(kind, task, tiny_bert_dir)
     path = export_torch_model(model, tokenizer, tmp_path / "export", TASKS[task].outputs, opset=18)
-    assert (tmp_path / "export" / "config.json").is_file()
+    saved = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert saved["model_type"] == kind
+    assert [o.name for o in create_session(path).get_outputs()] == list(TASKS[task].outputs)
     session = create_session(path)
     for texts in (["one"], ["three texts here", "of different", "lengths to check the axes are dynamic"]):
         feeds = {k: v.numpy() for k, v in tokenizer(texts, padding=True, return_tensors="pt").items()}
@@ -149,7 +153,6 @@ def token_features(tokenizer, task):
 @pytest.mark.parametrize("kind", ["custom", "bilstm"])
 @pytest.mark.parametrize("task", ["ner", "qa"])
 def test_per_token_heads_learn_in_a_few_steps(kind, task, tiny_bert_dir, tmp_path):
-    import json
 
     model, tokenizer = build(kind, task, tiny_bert_dir)
     log = tmp_path / "log.jsonl"

@@ -6,12 +6,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.config import CustomTransformerStudent, IntermediateConfig, KDConfig, LayerDroppedStudent, TrainConfig
 from compress.data.batching import EncodedSplit
-from compress.distill.intermediate import attention_loss, masked_mse, match_heads, uniform_layer_map
 from compress.data.tasks import TASKS
+from compress.distill.intermediate import attention_loss, masked_mse, match_heads, uniform_layer_map
 from compress.distill.loop import TrainLog, train_model
+from compress.distill.objectives import intermediate_loss, layer_transfer
 from compress.errors import UserError
 from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
-from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
 
 
 def tiny_pair(tiny_bert_dir):

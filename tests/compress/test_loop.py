@@ -1,7 +1,7 @@
-import pytest
-import math
 import json
+import math
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -121,10 +121,10 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
+    import time
+
     from compress.config import TrainConfig
     from compress.distill.loop import train_model
-
-    import time
 
     def improving(m):  # every epoch better than the last, so each run ends with its last epoch's weights
         return time.monotonic()

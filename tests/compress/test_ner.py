@@ -2,8 +2,17 @@ import pytest
 from seqeval.metrics import f1_score
 from transformers import AutoTokenizer
 
-from compress.data.ner import (IGNORE_INDEX, align_labels, bio_to_entities, check_known_tags, label_list,
-                               ner_metrics, read_conll, read_wnut16, word_predictions)
+from compress.data.ner import (
+    IGNORE_INDEX,
+    align_labels,
+    bio_to_entities,
+    check_known_tags,
+    label_list,
+    ner_metrics,
+    read_conll,
+    read_wnut16,
+    word_predictions,
+)
 from compress.errors import UserError
 from compress.models.loading import resolve_model_path
 

@@ -12,8 +12,14 @@ from compress.errors import UserError
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
 from compress.models.loading import load_saved_model, resolve_model_path
-from compress.prune import (layer_parts, make_permanent, prune_structured, prune_unstructured, target_sparsity,
-                            unstructured_targets)
+from compress.prune import (
+    layer_parts,
+    make_permanent,
+    prune_structured,
+    prune_unstructured,
+    target_sparsity,
+    unstructured_targets,
+)
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session
 

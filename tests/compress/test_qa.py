@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from compress.data.qa import (QAExample, exact_match, f1, normalize_answer, postprocess, prepare_features,
-                              read_squad, squad_metrics)
+from compress.data.qa import (
+    QAExample,
+    exact_match,
+    f1,
+    normalize_answer,
+    postprocess,
+    prepare_features,
+    read_squad,
+    squad_metrics,
+)
 from compress.errors import UserError
 from compress.models.loading import resolve_model_path
 

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from compress.results import (ExportResult, ExportVariant, ModelArtifact, ModelTimings, PruneRecord, PruneStep,
-                              ReportRow, Timing, from_json, report_schema_markdown, to_json)
+from compress.results import (
+    ExportResult,
+    ExportVariant,
+    ModelArtifact,
+    ModelTimings,
+    PruneRecord,
+    PruneStep,
+    ReportRow,
+    Timing,
+    from_json,
+    report_schema_markdown,
+    to_json,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

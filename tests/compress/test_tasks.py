@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from compress.config import KDConfig
-from compress.distill.objectives import task_loss
-from compress.distill.losses import kd_loss
 from compress.data.tasks import TASKS, loss_targets
+from compress.distill.losses import kd_loss
+from compress.distill.objectives import task_loss
 
 
 def test_ner_kd_runs_only_over_labelled_tokens():

@@ -1,6 +1,7 @@
 """Architecture-only shapes: exact parameter counts that published tables can be checked against."""
 
 import pytest
+import torch
 
 from compress.models.zoo import ZOO, build_zoo_model
 
@@ -21,5 +22,9 @@ def test_every_zoo_shape_builds_for_every_task_and_shrinks_from_bert_base():
     sizes = {name: count(build_zoo_model(name, "classification", 4)) for name in ZOO}
     assert all(sizes[name] < sizes["bert-base"] for name in ZOO if name != "bert-base")
     assert sizes["tinybert-4"] < sizes["distilbert-base"]
-    for task in ("ner", "qa"):
-        assert build_zoo_model("bilstm-2x128", task, 9) is not None
+    ids = torch.randint(1000, 2000, (1, 12))
+    with torch.no_grad():
+        ner = build_zoo_model("bilstm-2x128", "ner", 9)(input_ids=ids, attention_mask=torch.ones_like(ids))
+        qa = build_zoo_model("bilstm-2x128", "qa", 9)(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert ner.logits.shape == (1, 12, 9)
+    assert qa.start_logits.shape == qa.end_logits.shape == (1, 12)

@@ -4,6 +4,8 @@ runs once as a plain test, so CI checks they work without ever failing on timing
 Inference of each student family (tiny configs) in PyTorch and ONNX Runtime, tokenisation, and one distillation
 step: the hot paths whose slowdown a user would feel."""
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -68,7 +70,10 @@ def test_tokenisation(benchmark, tiny_bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     texts = ["The market rallied after the central bank held rates steady."] * 32
     enc = benchmark(lambda: tokenizer(texts, truncation=True, max_length=128))
-    assert len(enc["input_ids"]) == 32
+    ids = enc["input_ids"]
+    assert len(ids) == 32 and all(row == ids[0] for row in ids)
+    assert ids[0][0] == tokenizer.cls_token_id and ids[0][-1] == tokenizer.sep_token_id
+    assert tokenizer.decode(ids[0], skip_special_tokens=True) == texts[0].lower()
 
 
 @pytest.mark.bench
@@ -87,4 +92,7 @@ def test_distillation_step(benchmark, tiny_bert_dir):
         optimizer.zero_grad()
         return loss.item()
 
-    assert benchmark(step) > 0
+    before = student.classifier.weight.detach().clone()
+    loss = benchmark(step)
+    assert loss > 0 and math.isfinite(loss)
+    assert not torch.equal(student.classifier.weight, before)  # the step updated the student

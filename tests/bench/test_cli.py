@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -13,10 +14,16 @@ def onnx_file(tiny_bert_onnx):
     return tiny_bert_onnx
 
 
-def test_latency_on_onnx_and_model_folder(onnx_file, tiny_bert_dir):
-    out = bench("latency", str(onnx_file), str(tiny_bert_dir), "--iters", "3", "--warmup", "1", "--seq-len", "16")
+def test_latency_on_onnx_and_model_folder(onnx_file, tiny_bert_dir, tmp_path):
+    out = bench("latency", str(onnx_file), str(tiny_bert_dir), "--iters", "3", "--warmup", "1", "--seq-len", "16",
+                "--json", str(tmp_path / "lat.json"))
     assert out.returncode == 0, out.stderr
-    assert "ort" in out.stdout and "torch" in out.stdout and "p95" in out.stdout
+    assert "p95" in out.stdout  # the table, beside the JSON
+    rows = json.loads((tmp_path / "lat.json").read_text())["results"]
+    # Each target on its own backend: the .onnx file on ORT, the model folder on PyTorch.
+    assert [(r["backend"], r["path"], r["seq_len"], r["iters"]) for r in rows] == [
+        ("ort", str(onnx_file), 16, 3), ("torch", str(tiny_bert_dir), 16, 3)]
+    assert all(r["latency_ms_p50"] <= r["latency_ms_p95"] for r in rows)
 
 
 @pytest.mark.parametrize("device", ["mps", "tpu"])
@@ -43,9 +50,13 @@ def test_latency_on_our_own_families_saved_folders(tmp_path):
     for name in ("custom-2x256", "bilstm-2x128"):
         build_zoo_model(name, "ner", 5).save_pretrained(tmp_path / name)
         folders.append(str(tmp_path / name))
-    out = bench("latency", *folders, "--iters", "3", "--warmup", "1", "--seq-len", "16")
+    out = bench("latency", *folders, "--iters", "3", "--warmup", "1", "--seq-len", "16",
+                "--json", str(tmp_path / "lat.json"))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("torch") >= 2
+    rows = json.loads((tmp_path / "lat.json").read_text())["results"]
+    assert [(r["name"], r["backend"]) for r in rows] == [("custom-2x256", "torch"), ("bilstm-2x128", "torch")]
+    custom, bilstm = rows
+    assert custom["flops"] > 0 and bilstm["flops"] is None  # an LSTM's FLOPs are not guessed
 
 
 def test_corrupt_onnx_is_one_line_exit_2(tmp_path):

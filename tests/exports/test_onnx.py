@@ -1,5 +1,9 @@
+import json
+
+import onnx
 import pytest
-from transformers import AutoModelForSequenceClassification
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bench.runners import dummy_inputs
 from compress.errors import UserError
@@ -12,9 +16,20 @@ def exported(tiny_bert_onnx):
     return tiny_bert_onnx
 
 
-def test_export_writes_a_loadable_folder(exported):
-    assert exported.name == "model.onnx" and exported.is_file()
-    assert (exported.parent / "config.json").is_file() and (exported.parent / "tokenizer.json").is_file()
+def test_export_writes_a_loadable_folder(exported, tiny_bert_dir):
+    assert exported.name == "model.onnx"
+    graph = onnx.load(str(exported)).graph
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.input, *graph.output]}
+    dynamic = ["batch_size", "sequence_length"]
+    assert shapes == {"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
+                      "logits": ["batch_size", 3]}  # dynamic axes; the source's 3 labels
+    config = json.loads((exported.parent / "config.json").read_text())
+    assert config["model_type"] == "bert" and len(config["id2label"]) == 3
+    # The tokenizer beside the graph is the source's: it gives the same ids.
+    text = "the market rallied after the report"
+    assert AutoTokenizer.from_pretrained(exported.parent)(text)["input_ids"] == \
+        AutoTokenizer.from_pretrained(tiny_bert_dir)(text)["input_ids"]
     assert not exported.parent.with_name(exported.parent.name + ".tmp").exists()
 
 
@@ -27,14 +42,19 @@ def test_parity_with_pytorch_on_dynamic_shapes(tiny_bert_dir, exported):
         assert parity_max_abs_diff(model, session, feeds) <= 1e-4
 
 
-def test_export_loads_with_optimum_ortmodel(exported):
+def test_export_loads_with_optimum_ortmodel(exported, tiny_bert_dir):
     from optimum.onnxruntime import ORTModelForSequenceClassification
-    from transformers import AutoTokenizer, pipeline
+    from transformers import pipeline
 
     model = ORTModelForSequenceClassification.from_pretrained(exported.parent)
-    classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(exported.parent))
-    out = classify("the market rallied")
-    assert out[0]["label"] in model.config.id2label.values() and 0 <= out[0]["score"] <= 1
+    tokenizer = AutoTokenizer.from_pretrained(exported.parent)
+    out = pipeline("text-classification", model=model, tokenizer=tokenizer)("the market rallied")
+    # The pipeline's answer is the PyTorch model's: its top class and that class's probability.
+    reference = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():
+        probs = reference(**tokenizer("the market rallied", return_tensors="pt")).logits.softmax(-1)[0]
+    assert out[0]["label"] == reference.config.id2label[int(probs.argmax())]
+    assert out[0]["score"] == pytest.approx(float(probs.max()), abs=1e-4)
 
 
 def test_missing_onnx_is_a_user_error(tmp_path):

@@ -13,10 +13,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import export_for_ort
 from compress.config import KDConfig
+from compress.data.tasks import TASKS
 from compress.distill.objectives import task_loss
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
-from compress.data.tasks import TASKS
 from exports.ort import create_session
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]

@@ -13,8 +13,8 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from bench.runners import dummy_inputs
 from bench.targets import Runnable, export_for_ort, onnx_vocab_size, open_torch, resolve
 from compress.errors import UserError
+from compress.models.loading import AUTO_CLASSES
 from compress.models.zoo import ZOO
-from compress.tasks import TASKS
 
 
 def report(run, rows):
@@ -183,7 +183,7 @@ def test_a_folder_that_does_not_load_is_a_user_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def int8_dir(tiny_bert_dir, tmp_path_factory):
-    from compress.quantize import quantize_dynamic_int8, save_quantized
+    from compress.models.int8 import quantize_dynamic_int8, save_quantized
 
     out = tmp_path_factory.mktemp("int8") / "tiny-int8"
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
@@ -230,7 +230,7 @@ def test_export_for_ort_names_the_outputs_of_the_head(task, outputs, tmp_path):
     folder = tmp_path / "small"
     config = BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=32, num_labels=2 if task == "qa" else 5)
-    TASKS[task].auto_model.from_config(config).save_pretrained(folder)
+    AUTO_CLASSES[task].from_config(config).save_pretrained(folder)
     graph = onnx.load(str(export_for_ort(str(folder), tmp_path / "small.onnx", task))).graph
     assert [o.name for o in graph.output] == outputs
 

@@ -1,16 +1,49 @@
-"""Shared fixtures: a tiny random BERT (real tokenizer, seconds to train) and a small learnable text dataset."""
+"""Shared fixtures: a tiny random BERT (real tokenizer, seconds to train), a small learnable text dataset, and
+pipeline run folders built once per session and handed to each test as its own copy.
+
+`pytest --reverse` runs the collected tests in reverse order: no test may depend on another having run first.
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
 import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from compress.config import RunConfig
 from compress.models.loading import resolve_model_path
+from compress.pipeline import RunResult, run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order, to show that none depends on another")
+
+
+@pytest.hookimpl(trylast=True)  # after any other reordering, so the order run is exactly the reverse
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Remember whether the test itself passed, for fixtures that tidy up only then (see run_folder_copy)."""
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_PASSED] = report.passed
+    return report
 
 # Words that make each class learnable in a few steps, plus shared filler.
 CLASS_WORDS = {
@@ -99,3 +132,67 @@ def make_squad(path: Path, n: int, seed: int = 0) -> Path:
             "answers": [{"text": place, "answer_start": context.index(place)}]}]})
     path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
     return path
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished `compress run`: its output_dir lies under `root`, `cfg` points there; `result` is what run gave."""
+
+    root: Path
+    cfg: RunConfig
+    result: RunResult
+    source: Path | None = None  # for a copy: the run folder built once per session it was copied from
+
+
+class BuiltRuns:
+    """Pipeline run folders, each built at most once per session under its own name. Tests never run in these:
+    they get copies (`run_folder_copy`). A build that failed is not tried again for the next test."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._factory = tmp_path_factory
+        self._built: dict[str, RunFolder | Exception] = {}
+
+    def get(self, name: str, make_config: Callable[[Path], RunConfig]) -> RunFolder:
+        """The run `make_config(root)` describes, built the first time `name` is asked for."""
+        if name not in self._built:
+            root = self._factory.mktemp(f"built-{name}")
+            cfg = make_config(root)
+            try:
+                self._built[name] = RunFolder(root, cfg, run(cfg))
+            except Exception as err:
+                self._built[name] = err
+                raise
+        built = self._built[name]
+        if isinstance(built, Exception):
+            pytest.fail(f"building run folder {name!r} failed earlier in this session: {built!r}")
+        assert make_config(built.root) == built.cfg, f"two different configs ask for run folder {name!r}"
+        return built
+
+
+@pytest.fixture(scope="session")
+def built_runs(tmp_path_factory) -> BuiltRuns:
+    return BuiltRuns(tmp_path_factory)
+
+
+@pytest.fixture
+def run_folder_copy(built_runs, tmp_path, request) -> Iterator[Callable[[str, Callable[[Path], RunConfig]], RunFolder]]:
+    """`run_folder_copy(name, make_config)`: this test's own copy of a run built once per session, under
+    tmp_path/copy-<name>, with a config whose output_dir points at the copy and a deep copy of the run's result.
+    Whatever the test does to its folder (re-runs, deleted files, changed configs), no other test sees it.
+    A passing test's copies are deleted after it (50-80 MB each); a failing test's stay to be looked at."""
+
+    def copy_run(name: str, make_config: Callable[[Path], RunConfig]) -> RunFolder:
+        built = built_runs.get(name, make_config)
+        root = tmp_path / f"copy-{name}"
+        cfg = built.cfg.model_copy(update={"output_dir": root / built.cfg.output_dir.relative_to(built.root)})
+        shutil.copytree(built.cfg.run_dir, cfg.run_dir, symlinks=True)
+        result = RunResult(cfg.run_dir, copy.deepcopy(built.result.report), list(built.result.ran),
+                           list(built.result.skipped))
+        copies.append(root)
+        return RunFolder(root, cfg, result, source=built.cfg.run_dir)
+
+    copies: list[Path] = []
+    yield copy_run
+    if request.node.stash.get(CALL_PASSED, False):
+        for root in copies:
+            shutil.rmtree(root, ignore_errors=True)

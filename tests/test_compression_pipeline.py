@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from compress.config import RunConfig
-from compress.errors import UserError
 from compress.data.batching import MODEL_INPUTS
+from compress.errors import UserError
 from compress.models.loading import load_saved_model
 from compress.pipeline import run
 from exports.ort import create_session
@@ -36,11 +36,11 @@ def compression_config(tmp_path, tiny_bert_dir, tiny_csv) -> RunConfig:
     })
 
 
-@pytest.fixture(scope="module")
-def squeezed(tmp_path_factory, tiny_bert_dir, tiny_csv):
-    cfg = compression_config(tmp_path_factory.mktemp("squeeze"), tiny_bert_dir, tiny_csv)
-    result = run(cfg)
-    return cfg, {r["model"]: r for r in result.report["rows"]}, result.report
+@pytest.fixture
+def squeezed(run_folder_copy, tiny_bert_dir, tiny_csv):
+    """(config, rows by model, report) of the compression run, built once per session: this test's own copy."""
+    copied = run_folder_copy("squeeze", lambda root: compression_config(root, tiny_bert_dir, tiny_csv))
+    return copied.cfg, {r["model"]: r for r in copied.result.report["rows"]}, copied.result.report
 
 
 def test_every_variant_is_a_row_with_the_new_columns(squeezed):

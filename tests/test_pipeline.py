@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,11 +29,11 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv, **student) -> RunConfig:
     })
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory, tiny_bert_dir, tiny_csv):
-    tmp = tmp_path_factory.mktemp("pipe")
-    cfg = tiny_config(tmp, tiny_bert_dir, tiny_csv)
-    return tmp, cfg, run(cfg)
+@pytest.fixture
+def first_run(run_folder_copy, tiny_bert_dir, tiny_csv):
+    """(root, config, result) of the tiny run built once per session: this test's own copy, to re-run or change."""
+    copied = run_folder_copy("tiny", lambda root: tiny_config(root, tiny_bert_dir, tiny_csv))
+    return copied.root, copied.cfg, copied.result
 
 
 def test_report_json_holds_the_contract(first_run):
@@ -72,8 +73,6 @@ def test_run_folder_layout(first_run):
 
 
 def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, tmp_path):
-    from pathlib import Path
-
     from bench.targets import resolve
 
     _, cfg, result = first_run
@@ -92,6 +91,22 @@ def test_second_run_resumes_without_recomputing(first_run):
     again = run(cfg)
     assert again.ran == [] and set(again.skipped) == set(first.ran)
     assert [r["metric"] for r in again.report["rows"]] == [r["metric"] for r in first.report["rows"]]
+
+
+def test_a_copied_run_folder_resumes_where_it_lies(run_folder_copy, tiny_bert_dir, tiny_csv):
+    """Each test's run folder is a copy of one built per session: manifest.json names outputs relative to the folder,
+    so a copy, run from a config written for where it lies, skips every stage and leaves the original as it was."""
+    copied = run_folder_copy("tiny", lambda root: tiny_config(root, tiny_bert_dir, tiny_csv))
+    assert copied.cfg.run_dir != copied.source and copied.cfg.run_dir.is_relative_to(copied.root)
+    stages = json.loads((copied.cfg.run_dir / "manifest.json").read_text())["stages"]
+    assert all(not Path(out).is_absolute() for entry in stages.values() for out in entry["outputs"])
+    source_files = {p: p.stat().st_mtime_ns for p in copied.source.rglob("*") if p.is_file() and p.name != ".lock"}
+    again = run(tiny_config(copied.root, tiny_bert_dir, tiny_csv))
+    assert again.run_dir == copied.cfg.run_dir
+    assert again.ran == [] and set(again.skipped) == set(copied.result.ran)
+    assert metrics(again.report) == metrics(copied.result.report)
+    assert {p: p.stat().st_mtime_ns for p in source_files} == source_files  # nothing written in the original
+    assert not [p for p in copied.cfg.run_dir.rglob("*.json") if str(copied.source) in p.read_text()]
 
 
 def metrics(report: dict) -> list[tuple]:
@@ -246,7 +261,6 @@ def test_resumed_student_matches_one_trained_in_a_full_run(tmp_path, tiny_bert_d
     import shutil
 
     from safetensors.torch import load_file
-
     from transformers import AutoTokenizer, BertModel
 
     body_only = tmp_path / "body"  # no classifier in the checkpoint: every head starts from random weights

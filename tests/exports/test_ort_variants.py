@@ -4,15 +4,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import (AutoModelForQuestionAnswering, AutoModelForTokenClassification, AutoTokenizer,
-                          BertForSequenceClassification, pipeline)
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertForSequenceClassification,
+    pipeline,
+)
 
 from bench.runners import dummy_inputs
 from compress.config import ORT_INT8_VARIANTS
 from compress.errors import UserError
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
-from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from compress.results import ReportVariant
+from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, quantize_graph
 from exports.variants import choose_variant
 

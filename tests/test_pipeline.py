@@ -69,7 +69,8 @@ def test_run_folder_layout(first_run):
     assert not list(d.rglob("*.tmp"))
     assert not list(d.glob("checkpoints/*.pt"))  # training checkpoints go once their model is saved
     kd_log = [json.loads(line) for line in (d / "logs" / "half.jsonl").read_text().splitlines()]
-    assert "kd" in kd_log[0] and "kd" not in json.loads((d / "logs" / "half-baseline.jsonl").read_text().splitlines()[0])
+    baseline_log = (d / "logs" / "half-baseline.jsonl").read_text().splitlines()
+    assert "kd" in kd_log[0] and "kd" not in json.loads(baseline_log[0])
 
 
 def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, tmp_path):
@@ -236,7 +237,8 @@ def test_student_change_reruns_only_downstream(first_run, tiny_bert_dir, tiny_cs
 
 def test_teacher_change_keeps_the_baseline(first_run, tiny_bert_dir, tiny_csv):
     tmp, cfg, _ = first_run
-    changed = RunConfig.model_validate(cfg.model_dump() | {"teacher": cfg.teacher.model_dump() | {"train": {"epochs": 1}}})
+    teacher = cfg.teacher.model_dump() | {"train": {"epochs": 1}}
+    changed = RunConfig.model_validate(cfg.model_dump() | {"teacher": teacher})
     result = run(changed)
     assert {"teacher", "teacher_logits", "student:half"} <= set(result.ran)
     assert "baseline:half-baseline" in result.skipped

@@ -87,7 +87,8 @@ def check_ort_variants(cfg: RunConfig, rows: dict) -> None:
 
 def test_ner_run(tmp_path, tiny_bert_dir):
     train = make_conll(tmp_path / "train.txt", 60)
-    cfg = config(tmp_path, tiny_bert_dir, "ner", {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1})
+    source = {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1}
+    cfg = config(tmp_path, tiny_bert_dir, "ner", source)
     run(cfg)
     rows = check_report(cfg, {"precision", "recall", "f1", "per_type_f1"})
     assert set(rows["teacher"]["metrics"]["per_type_f1"]) == {"LOC", "PER"}

@@ -76,7 +76,8 @@ bench: {{warmup: 0, iters: 3, seq_len: 8}}
          {"id": "q7", "question": "?", "answers": [{"text": "Paris", "answer_start": 3}]}]}]}]}),
      "example q7: answer_start 3 does not match"),
 ])
-def test_bad_task_data_is_one_line_naming_file_and_place(tmp_path, tiny_bert_dir, task, kind, filename, content, fragment):
+def test_bad_task_data_is_one_line_naming_file_and_place(tmp_path, tiny_bert_dir, task, kind, filename, content,
+                                                         fragment):
     data = tmp_path / filename
     data.write_text(content)
     path = tmp_path / "c.yaml"
@@ -88,7 +89,8 @@ def test_bad_task_data_is_one_line_naming_file_and_place(tmp_path, tiny_bert_dir
 
 def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_bert_dir, tiny_csv):
     path = tmp_path / "c.yaml"
-    path.write_text(f"name: long\noutput_dir: {tmp_path / 'runs'}\ndata: {{source: {{kind: local, train: {tiny_csv}}}}}\n"
+    path.write_text(f"name: long\noutput_dir: {tmp_path / 'runs'}\n"
+                    f"data: {{source: {{kind: local, train: {tiny_csv}}}}}\n"
                     f"teacher: {{model: {tiny_bert_dir}}}\nbench: {{seq_len: 512}}\n")
     assert_one_line_error(compress("run", str(path)), "bench.seq_len is 512 but the teacher takes at most 128")
     assert not (tmp_path / "runs" / "long" / "teacher").exists()

@@ -52,8 +52,8 @@ def test_local_csv_with_custom_columns(tmp_path):
 def test_local_jsonl_with_given_test_file(tmp_path):
     rows = make_texts(20)
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    train.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows[:45]))
-    test.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows[45:]))
+    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:45]))
+    test.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[45:]))
     splits = load_splits(DataConfig(source=LocalSource(train=train, test=test)), seed=0)
     assert len(splits.test) == 15 and len(splits.train) + len(splits.validation) == 45
 
@@ -132,7 +132,7 @@ def test_unreachable_hub_switches_libraries_offline_and_restores(monkeypatch):
 def test_csv_with_byte_order_mark_reads_its_first_column(tmp_path):
     path = tmp_path / "bom.csv"
     rows = make_texts(10)
-    path.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in rows), encoding="utf-8-sig")
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8-sig")
     splits = load_splits(DataConfig(source=LocalSource(train=path)), seed=0)
     assert len(splits.train) + len(splits.validation) + len(splits.test) == 30
 
@@ -151,14 +151,15 @@ def test_hub_ner_and_qa_rows_are_read_like_conll2003_and_squad(monkeypatch):
     from compress.data import ner, qa
 
     tags = datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": tags})
     ner_ds = datasets.Dataset.from_dict({"tokens": [["Peter", "Blackburn", "spoke"]], "ner_tags": [[1, 2, 0]]},
-                                        features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                                                                    "ner_tags": tags}))
+                                        features=features)
     qa_ds = datasets.Dataset.from_dict({"id": ["a"], "question": ["Who?"], "context": ["Bob spoke."],
                                         "answers": [{"text": ["Bob"], "answer_start": [0]}]})
     monkeypatch.setattr(ner, "load_hub_split", lambda source, split, columns: ner_ds)
     monkeypatch.setattr(qa, "load_hub_split", lambda source, split, columns: qa_ds)
-    [sentence] = ner._hub_sentences(HubSource(dataset="conll2003", text_column="tokens", label_column="ner_tags"), "train")
+    source = HubSource(dataset="conll2003", text_column="tokens", label_column="ner_tags")
+    [sentence] = ner._hub_sentences(source, "train")
     assert sentence.words == ["Peter", "Blackburn", "spoke"] and sentence.tags == ["B-PER", "I-PER", "O"]
     [example] = qa._hub_examples(HubSource(dataset="squad"), "train")
     assert example.answers == [{"text": "Bob", "answer_start": 0}] and example.context == "Bob spoke."

@@ -22,7 +22,8 @@ CONTEXT = "France is a country in Europe. Its capital is Paris."
 
 def squad_file(tmp_path, qas, context=CONTEXT):
     path = tmp_path / "squad.json"
-    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    paragraphs = [{"context": context, "qas": qas}]
+    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]}))
     return path
 
 
@@ -34,7 +35,8 @@ def tokenizer():
 def test_reads_v1_and_v2_examples(tmp_path):
     start = CONTEXT.index("Paris")
     path = squad_file(tmp_path, [
-        {"id": "q1", "question": "What is the capital of France?", "answers": [{"text": "Paris", "answer_start": start}]},
+        {"id": "q1", "question": "What is the capital of France?",
+         "answers": [{"text": "Paris", "answer_start": start}]},
         {"id": "q2", "question": "What is the capital of Spain?", "answers": [], "is_impossible": True},
     ])
     q1, q2 = read_squad(path)
@@ -55,14 +57,17 @@ def test_bad_answers_name_the_example(tmp_path, qa, message):
 
 def test_window_without_the_answer_points_at_cls(tokenizer):
     context = " ".join(f"filler{i}" for i in range(60)) + " The answer is Paris."
-    example = QAExample("q", "What is the answer?", context, [{"text": "Paris", "answer_start": context.index("Paris")}])
+    answers = [{"text": "Paris", "answer_start": context.index("Paris")}]
+    example = QAExample("q", "What is the answer?", context, answers)
     feats = prepare_features([example], tokenizer, max_length=48, doc_stride=16)
     n = len(feats["input_ids"])
     assert n > 1 and feats["example_index"] == [0] * n
     with_answer = [i for i in range(n) if feats["start_positions"][i] != 0]
-    assert with_answer and all(feats["start_positions"][i] == feats["end_positions"][i] == 0 for i in range(n) if i not in with_answer)
+    assert with_answer and all(feats["start_positions"][i] == feats["end_positions"][i] == 0
+                               for i in range(n) if i not in with_answer)
     i = with_answer[0]
-    s, e = feats["offset_mapping"][i][feats["start_positions"][i]], feats["offset_mapping"][i][feats["end_positions"][i]]
+    offsets = feats["offset_mapping"][i]
+    s, e = offsets[feats["start_positions"][i]], offsets[feats["end_positions"][i]]
     assert context[s[0]:e[1]] == "Paris"
 
 
@@ -121,7 +126,8 @@ def test_normalisation_and_metrics_against_hand_values():
     assert exact_match("the Paris", "Paris") == 1.0
     # pred "capital city paris", gold "paris": P = 1/3, R = 1, F1 = 0.5
     assert f1("capital city Paris", "Paris") == pytest.approx(0.5)
-    examples = [QAExample("a", "?", "c", [{"text": "Paris", "answer_start": 0}, {"text": "city of Paris", "answer_start": 0}]),
+    examples = [QAExample("a", "?", "c", [{"text": "Paris", "answer_start": 0},
+                                           {"text": "city of Paris", "answer_start": 0}]),
                 QAExample("b", "?", "c", []),
                 QAExample("c", "?", "c", [{"text": "blue", "answer_start": 0}])]
     m = squad_metrics(examples, {"a": "city Paris", "b": "", "c": "red"})

@@ -79,7 +79,8 @@ def test_read_shape_knows_distilbert_names(tmp_path):
 
 def test_zoo_rows_get_the_published_speedup():
     rows = [{"name": name, "speedup_vs_bert_base": speedup}
-            for name, speedup in (("bert-base", 1.0), ("distilbert-base", 2.0), ("tinybert-4", 9.0), ("custom-2x256", 30.0))]
+            for name, speedup in (("bert-base", 1.0), ("distilbert-base", 2.0), ("tinybert-4", 9.0),
+                                  ("custom-2x256", 30.0))]
     add_zoo_anchors(rows)
     assert [(r["published_speedup"], r["vs_published"]) for r in rows] == [
         (None, None), (1.6, "PASS"), (9.4, "WARN"), (None, None)]

@@ -28,14 +28,24 @@ def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str,
     metric = TASKS[cfg.task].metric
     teacher = next(m for m in models if m.role == "teacher")
     teacher_torch = _p50(bench.get(teacher.name), "torch")
-    rows = [to_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
-                               teacher_torch)) for m in models]
+    rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
+                                teacher_torch)) for m in models]
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
             "environment": environment,
             # Keys added by issue 8: the headline, published anchors, the plotted points, stage seconds.
             "best": _best(rows), "anchors": compare_with_anchors(rows, cfg.run_dir), "pareto": _pareto(rows),
             "timeline": timeline}
+
+
+def row_json(row: ReportRow) -> dict:
+    """A row as report.json holds it: a variant carries `error` only when ORT could not make or run it, as the
+    published contract has it (scripts test `"error" in variant`)."""
+    data = to_json(row)
+    for variant in data["ort_variants"] or []:
+        if variant["error"] is None:
+            del variant["error"]
+    return data
 
 
 def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, timings: ModelTimings | None,

@@ -240,7 +240,7 @@ class ReportRow:
         "per ONNX graph: `variant`, `precision`, `onnx_path`, `size_mb`, `ort_metric`, `ort_metrics`, "
         "`metric_drop` vs the fp32 export, `parity_max_abs_diff` (fp32) or `argmax_agreement` (int8, vs PyTorch "
         "fp32), `eligible`, `ort_p50_ms`, `ort_p95_ms`, `speedup_vs_torch` (this model's PyTorch p50 / the "
-        "graph's), `kept`; `error` (the rest `null`) where ORT could not make or run it")
+        "graph's), `kept`; and `error` (the measurements `null`) only where ORT could not make or run it")
     ort_kept: str | None = _doc("the variant to ship: the fastest eligible one")
     ort_kept_path: str | None = _doc("its ONNX file")
     ort_kept_p50_ms: float | None = _doc("its median latency")

@@ -84,7 +84,10 @@ def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, 
     runnables = resolve(str(cfg.run_dir), None, tmp_path)
     assert {(r.name, r.backend) for r in runnables} == {(m, b) for m in ("teacher", "half", "half-baseline")
                                                         for b in ("torch", "ort")}
-    assert all(Path(r.path).exists() for r in runnables)
+    rows = {r["model"]: r for r in result.report["rows"]}
+    for r in runnables:  # PyTorch: the saved model folder; ORT: the graph the report says to ship
+        expected = rows[r.name]["model_dir"] if r.backend == "torch" else rows[r.name]["ort_kept_path"]
+        assert Path(r.path) == cfg.run_dir / expected
 
 
 def test_second_run_resumes_without_recomputing(first_run):

@@ -2,6 +2,7 @@
 
 import json
 
+import onnx
 import pytest
 
 from compress.config import ORT_INT8_VARIANTS, RunConfig
@@ -99,7 +100,7 @@ def test_ner_run(tmp_path, tiny_bert_dir):
     stage = json.loads((cfg.run_dir / "logs" / "scratch.layer0.jsonl").read_text().splitlines()[0])
     assert {"hidden", "attention"} <= set(stage)  # the progressive layer stage ran before the KD stage
 
-    from compress.data.ner import tag_text
+    from compress.inference import tag_text
 
     text = "alice smith flew to paris today"
     for model in ("teacher", "students/rnn"):  # any saved model tags, our own families included
@@ -112,7 +113,8 @@ def test_qa_run(tmp_path, tiny_bert_dir):
     cfg = config(tmp_path, tiny_bert_dir, "qa", {"kind": "squad", "train": str(train)}, qa={"doc_stride": 8})
     run(cfg)
     check_report(cfg, {"exact_match", "f1"})
-    assert (cfg.run_dir / "exports" / "half" / "model.onnx").is_file()
+    graph = onnx.load(str(cfg.run_dir / "exports" / "half" / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["start_logits", "end_logits"]
 
 
 def test_source_must_fit_the_task(tmp_path, tiny_bert_dir):

@@ -6,26 +6,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Latency:
-    """Per-call latency in milliseconds over `iters` timed calls."""
-
-    latency_ms_p50: float
-    latency_ms_p90: float
-    latency_ms_p95: float
-    latency_ms_p99: float
-    latency_ms_mean: float
-    latency_ms_std: float
-    iters: int
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+from compress.results import Latency
 
 
 def summarize(seconds: list[float]) -> Latency:

@@ -135,9 +135,8 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Latency percentiles of one model or graph at the bench shape, and its efficiency (achieved FLOP/s over
-    the machine's measured GEMM peak; None where it cannot be said, e.g. int8 graphs)."""
+class Latency:
+    """Per-call latency in milliseconds over `iters` timed calls."""
 
     latency_ms_p50: float
     latency_ms_p90: float
@@ -146,6 +145,16 @@ class Timing:
     latency_ms_mean: float
     latency_ms_std: float
     iters: int
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing(Latency):
+    """The latency of one model or graph at the bench shape, and its efficiency (achieved FLOP/s over the
+    machine's measured GEMM peak; None where it cannot be said, e.g. int8 graphs)."""
+
     efficiency: float | None = None
 
 

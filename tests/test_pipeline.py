@@ -183,11 +183,11 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_bert_dir, tin
 
 def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path, tiny_bert_dir, tiny_csv,
                                                               monkeypatch):
-    import compress.pipeline as pipeline
+    import exports.variants as variants
 
     _, _, first = first_run
     cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
-    real_export, calls = pipeline.export_hf_model, []
+    real_export, calls = variants.export_hf_model, []
 
     def export_failing_second_time(*args, **kwargs):
         calls.append(args)
@@ -195,11 +195,11 @@ def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path
             raise OSError("No space left on device")
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "export_hf_model", export_failing_second_time)
+    monkeypatch.setattr(variants, "export_hf_model", export_failing_second_time)
     with pytest.raises(OSError):
         run(cfg)
     assert not (cfg.run_dir / "report.json").exists()
-    monkeypatch.setattr(pipeline, "export_hf_model", real_export)
+    monkeypatch.setattr(variants, "export_hf_model", real_export)
     result = run(cfg)
     assert set(result.ran) == {"export:half", "export:half-baseline", "bench"}
     assert {"teacher", "student:half", "baseline:half-baseline", "export:teacher"} <= set(result.skipped)

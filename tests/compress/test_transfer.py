@@ -146,7 +146,7 @@ def test_transfer_rows_never_contribute_ce(tmp_path, tiny_bert_dir, tiny_csv):
     garbage = replace(data.transfer, features=[f | {"labels": int(rng.integers(3))} for f in data.transfer.features])
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     loss = task_loss(TASKS["classification"], KDConfig(alpha=0.5))
-    train = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, validate_every_epoch=False)
+    train = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, validate_every_epoch=False)
 
     def trained_weights(split) -> dict[str, torch.Tensor]:
         model = BertForSequenceClassification.from_pretrained(tiny_bert_dir)
@@ -176,8 +176,17 @@ def test_without_a_transfer_set_the_kd_split_is_todays(tmp_path, tiny_bert_dir, 
 def transfer_run(tmp_path_factory, tiny_bert_dir, tiny_csv):
     tmp = tmp_path_factory.mktemp("transfer")
     unlabeled = write_lines(tmp / "unlabeled.txt", [t for t, _ in make_texts(10, seed=7)])
-    cfg = transfer_run_config(tmp, tiny_bert_dir, tiny_csv, unlabeled=[unlabeled])
+    # A layer-dropped student with its baseline, and a progressive one (layer stages, then logit KD).
+    students = [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}},
+                {"name": "prog", "layers": [0, 3], "baseline": False, "distill": {"method": "progressive"},
+                 "train": {"epochs": 1, "learning_rate": 3e-3}}]
+    cfg = transfer_run_config(tmp, tiny_bert_dir, tiny_csv, unlabeled=[unlabeled], students=students)
     return cfg, unlabeled, run(cfg)
+
+
+def training_steps(cfg: RunConfig, log: str) -> list[dict]:
+    lines = (cfg.run_dir / "logs" / f"{log}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if '"step"' in line]
 
 
 def test_kd_student_sees_the_transfer_set_and_its_baseline_does_not(transfer_run):
@@ -191,11 +200,14 @@ def test_kd_student_sees_the_transfer_set_and_its_baseline_does_not(transfer_run
     assert rows["half-baseline"]["kd_gain"] is None and rows["teacher"]["kd_gain"] is None
     cached = np.load(cfg.run_dir / "cache" / "teacher_transfer_logits.npy")
     assert cached.shape == (transfer_size, 3) and np.isfinite(cached).all()
-    # The KD student's steps cover labelled and transfer rows; the baseline's the labelled ones only.
-    steps = {name: [json.loads(line) for line in (cfg.run_dir / "logs" / f"{name}.jsonl").read_text().splitlines()
-                    if '"step"' in line] for name in ("half", "half-baseline")}
-    assert len(steps["half"]) == 2 * -(-(30 + transfer_size) // 16) and len(steps["half-baseline"]) == 2 * 2
-    assert all(np.isfinite(s["ce"]) for s in steps["half"])
+    # The KD student's steps (batches of 16) cover labelled and transfer rows; the baseline's the labelled ones.
+    batches = -(-(30 + transfer_size) // 16)
+    assert len(training_steps(cfg, "half")) == 2 * batches and len(training_steps(cfg, "half-baseline")) == 2 * 2
+    assert all(np.isfinite(s["ce"]) and np.isfinite(s["kd"]) for s in training_steps(cfg, "half"))
+    # The progressive student's layer stages and its final KD see them too.
+    assert rows["prog"]["transfer_examples"] == transfer_size and rows["prog"]["kd_gain"] is None
+    for log in ("prog.layer0", "prog.layer1", "prog"):
+        assert len(training_steps(cfg, log)) == batches, log
     assert "KD gain" in (cfg.run_dir / "report.md").read_text()
 
 
@@ -212,7 +224,7 @@ def test_edited_unlabeled_file_labels_the_transfer_set_again(transfer_run):
     try:
         write_lines(unlabeled, [t for t, _ in make_texts(10, seed=8)])  # same path, new content
         result = run(cfg)
-        assert {"teacher_transfer", "student:half", "bench"} == set(result.ran)
+        assert {"teacher_transfer", "student:half", "student:prog", "bench"} == set(result.ran)
         assert {"teacher", "teacher_logits", "baseline:half-baseline"} <= set(result.skipped)
     finally:
         unlabeled.write_text(original)

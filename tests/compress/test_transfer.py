@@ -181,6 +181,7 @@ def transfer_run(tmp_path_factory, tiny_bert_dir, tiny_csv):
                 {"name": "prog", "layers": [0, 3], "baseline": False, "distill": {"method": "progressive"},
                  "train": {"epochs": 1, "learning_rate": 3e-3}}]
     cfg = transfer_run_config(tmp, tiny_bert_dir, tiny_csv, unlabeled=[unlabeled], students=students)
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"quantize": [{"name": "half-int8", "model": "half"}]})
     return cfg, unlabeled, run(cfg)
 
 
@@ -198,6 +199,8 @@ def test_kd_student_sees_the_transfer_set_and_its_baseline_does_not(transfer_run
     assert rows["half-baseline"]["transfer_examples"] == 0 and rows["teacher"]["transfer_examples"] == 0
     assert rows["half"]["kd_gain"] == pytest.approx(rows["half"]["metric"] - rows["half-baseline"]["metric"])
     assert rows["half-baseline"]["kd_gain"] is None and rows["teacher"]["kd_gain"] is None
+    # An int8 copy holds the weights its source learned: its source's transfer examples, no baseline of its own.
+    assert rows["half-int8"]["transfer_examples"] == transfer_size and rows["half-int8"]["kd_gain"] is None
     cached = np.load(cfg.run_dir / "cache" / "teacher_transfer_logits.npy")
     assert cached.shape == (transfer_size, 3) and np.isfinite(cached).all()
     # The KD student's steps (batches of 16) cover labelled and transfer rows; the baseline's the labelled ones.
@@ -224,7 +227,7 @@ def test_edited_unlabeled_file_labels_the_transfer_set_again(transfer_run):
     try:
         write_lines(unlabeled, [t for t, _ in make_texts(10, seed=8)])  # same path, new content
         result = run(cfg)
-        assert {"teacher_transfer", "student:half", "student:prog", "bench"} == set(result.ran)
+        assert {"teacher_transfer", "student:half", "student:prog", "quantize:half-int8", "bench"} == set(result.ran)
         assert {"teacher", "teacher_logits", "baseline:half-baseline"} <= set(result.skipped)
     finally:
         unlabeled.write_text(original)

@@ -127,6 +127,9 @@ def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) ->
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
 
 
+LABEL_BATCH_SIZE = 64  # inference only: no gradients or optimizer state, so larger batches than training fit
+
+
 def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
     """The teacher labels the transfer set once: its outputs as .npy files beside the training split's, batched
     under inference mode with a progress bar. A kill mid-labelling leaves no half-written file (the stage runs
@@ -140,9 +143,6 @@ def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -
     paths = teacher_output_paths(data.task, "transfer")
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.transfer))
-
-
-LABEL_BATCH_SIZE = 64  # inference only: no gradients or optimizer state, so larger batches than training fit
 
 
 def save_outputs_atomic(run_dir: Path, paths: dict[str, Path], outputs: dict[str, torch.Tensor]) -> None:
@@ -189,7 +189,8 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
         tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"{where}.model")
     files, result = finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
-    return files, replace(result, transfer_examples=len(train) - len(data.train))
+    seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
+    return files, replace(result, transfer_examples=seen)
 
 
 def distillation_split(data: Data, teacher_logits: dict[str, np.ndarray],

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -125,6 +126,29 @@ class DataConfig(Strict):
     max_eval_examples: int | None = Field(None, ge=1, description="stratified subset of validation and test")
     ner: NerOptions = NerOptions()
     qa: QaOptions = QaOptions()
+
+
+class TransferConfig(Strict):
+    """A transfer set: text without labels that the teacher labels once, so every KD student learns from the
+    teacher's outputs on far more text than the labels cover (DistilBERT, TinyBERT). KD students train on the
+    labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split.
+
+    Classification only so far. `augment:` (TinyBERT-style word replacement) is reserved for later: until it is
+    built, writing it is an unknown key like any other.
+    """
+
+    unlabeled: list[Path] = Field([], description="files of in-domain text: .txt (one text per line), or CSV/TSV/"
+                                                  "JSONL with the text in data.source.text_column ('text')")
+    rest_of_train: bool = Field(False, description="the part of the training pool that data.max_train_examples "
+                                                   "leaves out joins the transfer set, its labels dropped")
+    max_examples: int | None = Field(None, ge=1, description="a cap on the transfer set (a seeded subset)")
+
+    @model_validator(mode="after")
+    def _gives_text(self) -> "TransferConfig":
+        if not self.unlabeled and not self.rest_of_train:
+            raise ValueError("the transfer block gives no text: list unlabeled files or set rest_of_train: true "
+                             "(or remove the block)")
+        return self
 
 
 # ---------------------------------------------------------------- training
@@ -449,6 +473,7 @@ class RunConfig(Strict):
     seed: int = 0
     output_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
+    transfer: TransferConfig | None = None
     teacher: TeacherConfig = TeacherConfig()
     students: list[StudentConfig] = []
     prune: list[PruneConfig] = []
@@ -464,6 +489,20 @@ class RunConfig(Strict):
         if self.task == "qa" and (self.data.qa.doc_stride or 0) >= self.data.max_length:
             raise ValueError("data.qa.doc_stride must be smaller than data.max_length")
         return self
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer_fits_data(cls, transfer: TransferConfig | None, info: ValidationInfo) -> TransferConfig | None:
+        task, data = info.data.get("task"), info.data.get("data")  # absent when they failed their own checks
+        if transfer is None:
+            return transfer
+        if task is not None and task != "classification":
+            raise ValueError(f"transfer sets are built for classification so far, not task '{task}' (NER and QA "
+                             "come later); remove the transfer block")
+        if transfer.rest_of_train and data is not None and data.max_train_examples is None:
+            raise ValueError("rest_of_train needs data.max_train_examples: without a subset the whole training "
+                             "pool is labelled and no rest is left")
+        return transfer
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> "RunConfig":

@@ -21,9 +21,11 @@ STAGES = ("teacher", "students", "prune", "quantize", "export", "bench", "report
 
 
 def stage_group(stage: str) -> str:
-    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' -> teacher."""
+    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' and
+    'teacher_transfer' (the teacher's outputs on the training split and on the transfer set) -> teacher."""
     kind = stage.split(":")[0]
-    return {"teacher_logits": "teacher", "student": "students", "baseline": "students"}.get(kind, kind)
+    return {"teacher_logits": "teacher", "teacher_transfer": "teacher", "student": "students",
+            "baseline": "students"}.get(kind, kind)
 
 
 class Manifest:

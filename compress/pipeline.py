@@ -1,4 +1,5 @@
-"""`compress run`: data -> teacher -> students (KD + baseline) -> prune -> quantise -> export -> bench -> report.
+"""`compress run`: data (+ transfer set) -> teacher -> students (KD + baseline) -> prune -> quantise -> export ->
+bench -> report.
 
 Read top to bottom, this is the run: each stage is hashed with everything it depends on (chained through the
 hashes of the results it reads) and called through the manifest (compress.resume), so an interrupted run resumes
@@ -83,7 +84,8 @@ def run_stages(cfg: RunConfig, data: Data,
     models = [teacher]
     for index, student in enumerate(cfg.students):
         logits = teacher_outputs(cfg, teacher, data, runner)
-        models.append(train_student(cfg, index, student, teacher, data, runner, logits))
+        transfer = transfer_outputs(cfg, teacher, data, runner)
+        models.append(train_student(cfg, index, student, teacher, data, runner, logits, transfer))
         if student.baseline:
             models.append(train_student(cfg, index, student, teacher, data, runner, None))
     for index, spec in enumerate(cfg.prune):
@@ -121,21 +123,39 @@ def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
             for name, path in stages.teacher_output_paths(data.task).items()}
 
 
+def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
+                     runner: StageRunner) -> dict[str, np.ndarray] | None:
+    """The teacher's outputs on the transfer set (None without one), computed once for every KD student and
+    memory-mapped like the training split's. Hashed with the teacher and the tokenised transfer set, so an edited
+    unlabeled file (or another cap, seed or max_length) labels it again."""
+    if data.transfer is None:
+        return None
+    runner("teacher_transfer", stable_hash("teacher_transfer", teacher.hash, data.transfer_fingerprint),
+           CachedOutputs, lambda: stages.cache_transfer_outputs(cfg, teacher, data))
+    return {name: np.load(cfg.run_dir / path, mmap_mode="r")
+            for name, path in stages.teacher_output_paths(data.task, "transfer").items()}
+
+
 def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
-                  runner: StageRunner, teacher_logits: dict[str, np.ndarray] | None) -> ModelArtifact:
-    """The KD student (with `teacher_logits`) or its baseline (without)."""
+                  runner: StageRunner, teacher_logits: dict[str, np.ndarray] | None,
+                  transfer_logits: dict[str, np.ndarray] | None = None) -> ModelArtifact:
+    """The KD student (with `teacher_logits`, and `transfer_logits` with a transfer set) or its baseline
+    (without either)."""
     kd = teacher_logits is not None
-    # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits) and the KD
-    # settings; the baseline starts from the same weights and never sees the teacher's training or the KD settings.
+    # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits), the KD settings
+    # and the transfer set; the baseline starts from the same weights and never sees the teacher's training, the
+    # KD settings or the transfer set. Without a transfer set the hashes are what they were before it existed.
     shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
     if kd:
-        config_hash = stable_hash("student", teacher.hash, shape, student.distill)
+        transfer = [data.transfer_fingerprint] if data.transfer is not None else []
+        config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer)
     else:
         config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
                                   cfg.teacher.trust_remote_code, shape)
     stage = f"student:{student.name}" if kd else f"baseline:{student.name}-baseline"
     return runner(stage, config_hash, ModelArtifact,
-                  lambda: stages.train_student(cfg, index, student, teacher, data, teacher_logits, config_hash))
+                  lambda: stages.train_student(cfg, index, student, teacher, data, teacher_logits, config_hash,
+                                               transfer_logits))
 
 
 def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,

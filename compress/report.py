@@ -12,7 +12,7 @@ from compress.anchors import compare_with_anchors
 from compress.config import RunConfig
 from compress.data.tasks import TASKS
 from compress.progress import console
-from compress.report_files import anchors_table, fmt_number, headline
+from compress.report_files import anchors_table, fmt_number, headline, kd_gain_text
 from compress.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from exports.variants import judge_variants, metric_change
 
@@ -28,8 +28,10 @@ def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str,
     metric = TASKS[cfg.task].metric
     teacher = next(m for m in models if m.role == "teacher")
     teacher_torch = _p50(bench.get(teacher.name), "torch")
+    baselines = {m.name: m.metrics[metric] for m in models if m.role == "baseline"}
     rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
-                                teacher_torch)) for m in models]
+                                teacher_torch, baselines.get(f"{m.name}-baseline") if m.role == "student" else None))
+            for m in models]
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
             "environment": environment,
@@ -49,7 +51,9 @@ def row_json(row: ReportRow) -> dict:
 
 
 def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, timings: ModelTimings | None,
-               metric: str, teacher_metric: float, teacher_torch: float | None) -> ReportRow:
+               metric: str, teacher_metric: float, teacher_torch: float | None,
+               baseline_metric: float | None = None) -> ReportRow:
+    """`baseline_metric`: the metric of a KD student's own baseline (its kd_gain), None where it has none."""
     torch_p50, ort_p50 = _p50(timings, "torch"), _p50(timings, "ort")
     variants, kept_name, reason = judge_variants(export.variants if export else [], timings, torch_p50,
                                                  cfg.export.parity_atol, cfg.export.quantize.max_metric_drop)
@@ -77,7 +81,8 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
         ort_kept_p50_ms=kept.ort_p50_ms if kept else None, ort_kept_metric=kept.ort_metric if kept else None,
         ort_kept_speedup=teacher_torch / kept.ort_p50_ms if teacher_torch and kept else None,
         torch_efficiency=_timing(timings, "torch", "efficiency"), ort_efficiency=_timing(timings, "ort", "efficiency"),
-        ort_kept_reason=reason)
+        ort_kept_reason=reason, transfer_examples=m.transfer_examples,
+        kd_gain=m.metrics[metric] - baseline_metric if baseline_metric is not None else None)
 
 
 def _best(rows: list[dict]) -> dict:
@@ -188,8 +193,8 @@ def print_report(report: dict) -> None:
     table = Table(title=f"{report['run']}: {report['task']}, {report['metric']} on the test split; "
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
     for column in ("model", "role", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
-                   report["metric"], "% of teacher", "PyTorch p50 ms", "ORT p50 ms", "speed-up (PyTorch)",
-                   "ONNX parity", "ORT kept (p50 ms)"):
+                   report["metric"], "% of teacher", "KD gain", "transfer", "PyTorch p50 ms", "ORT p50 ms",
+                   "speed-up (PyTorch)", "ONNX parity", "ORT kept (p50 ms)"):
         table.add_column(column, justify="left" if column in ("model", "role") else "right",
                          no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
     for r in report["rows"]:  # the family (what loads the model) is in report.json
@@ -199,6 +204,7 @@ def print_report(report: dict) -> None:
                       f"{r['size_mb']:.1f}", fmt_number(r.get("size_mb_compressed"), ".1f"),
                       fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
                       f"{r['metric']:.4f}", fmt_number(r["retained"] and r["retained"] * 100, ".1f", "%"),
+                      kd_gain_text(r.get("kd_gain")), f"{r.get('transfer_examples', 0):,}",
                       fmt_number(r["torch_p50_ms"], ".1f"), fmt_number(r["ort_p50_ms"], ".1f"),
                       fmt_number(r["speedup"], ".2f", "x"),
                       _parity(r), _kept(r))

@@ -86,16 +86,22 @@ def _percent(value: float | None) -> str:
     return fmt_number(None if value is None else value * 100, ".1f", "%")
 
 
+def kd_gain_text(gain: float | None) -> str:
+    """A KD student's metric minus its baseline's, in points of the metric (+1.2 pt); n/a without a baseline."""
+    return fmt_number(None if gain is None else gain * 100, "+.1f", " pt")
+
+
 def summary_table(report: dict) -> tuple[list[str], list[list[str]]]:
     """The comparison table (one row per model), as header and cells."""
     header = ["model", "role", "params", "sparsity", "size MB", "GFLOPs", report["metric"], "% of teacher",
-              "PyTorch p50 ms", "PyTorch p95 ms", "speed-up (PyTorch)", "ORT kept", "kept p50 ms",
-              "speed-up (kept ORT)"]
+              "KD gain", "transfer examples", "PyTorch p50 ms", "PyTorch p95 ms", "speed-up (PyTorch)", "ORT kept",
+              "kept p50 ms", "speed-up (kept ORT)"]
     cells = []
     for r in report["rows"]:
         cells.append([r["model"], r["role"], f"{r['params'] / 1e6:.2f}M", _percent(r.get("sparsity")),
                       f"{r['size_mb']:.1f}", fmt_number(None if r.get("flops") is None else r["flops"] / 1e9, ".2f"),
-                      f"{r['metric']:.4f}", _percent(r["retained"]), fmt_number(r["torch_p50_ms"], ".2f"),
+                      f"{r['metric']:.4f}", _percent(r["retained"]), kd_gain_text(r.get("kd_gain")),
+                      f"{r.get('transfer_examples', 0):,}", fmt_number(r["torch_p50_ms"], ".2f"),
                       fmt_number(r.get("torch_p95_ms"), ".2f"), fmt_number(r["speedup"], ".2f", "x"),
                       r.get("ort_kept") or "n/a",
                       fmt_number(r.get("ort_kept_p50_ms"), ".2f"), fmt_number(r.get("ort_kept_speedup"), ".2f", "x")])

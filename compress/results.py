@@ -77,11 +77,13 @@ class ModelArtifact:
     source: str | None = None  # the model a pruned or quantised one was made from
     argmax_agreement: float | None = None  # quantised: how often it picks what the fp32 model picks
     prune: PruneRecord | None = None
+    transfer_examples: int = 0  # transfer-set examples it trained on (per epoch); pruned/int8: its source's
 
 
 @dataclass(frozen=True)
 class CachedOutputs:
-    """The teacher's outputs on the training split, cached under cache/ for every KD student."""
+    """The teacher's outputs on the training split (or the transfer set), cached under cache/ for every KD
+    student."""
 
     features: int
 
@@ -258,6 +260,11 @@ class ReportRow:
     torch_efficiency: float | None = _doc("achieved FLOP/s in PyTorch over this machine's measured fp32 GEMM peak")
     ort_efficiency: float | None = _doc("the same for the plain ONNX export in ONNX Runtime")
     ort_kept_reason: str | None = _doc("why the kept variant was kept, in words")
+    transfer_examples: int = _doc("examples of the transfer set (text without labels, labelled by the teacher) it "
+                                  "trained on besides the labelled split: 0 for the teacher and baselines; pruned and "
+                                  "int8 rows: their source's")
+    kd_gain: float | None = _doc("a KD student's `metric` minus its baseline's: what the teacher's knowledge "
+                                 "bought; `null` where there is no baseline (teacher, baselines, pruned, int8)")
 
 
 def report_schema_markdown() -> str:

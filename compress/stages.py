@@ -6,6 +6,7 @@ domain packages (models, distill, prune, quantize, exports, bench), writes under
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class Data:
     label_names: list[str] | None
     max_length: int
     fingerprint: str  # hash of the tokenised splits: an edited data file invalidates what was trained on it
+    transfer: EncodedSplit | None = None  # text without labels for KD students (transfer:), labels IGNORE_INDEX
+    transfer_fingerprint: str | None = None  # hash of the tokenised transfer set: its files' contents, not paths
 
     def predict(self, model: torch.nn.Module, split: EncodedSplit, tokenizer) -> dict[str, torch.Tensor]:
         """The model's task outputs on `split` (per-token outputs padded to max_length)."""
@@ -67,8 +70,20 @@ def prepare_data(cfg: RunConfig) -> Data:
     labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
     console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
                   f"{len(enc['test'])} test features{labels}")
+    transfer = enc.get("transfer")
+    if transfer is not None:
+        console.print(describe_transfer_set(transfer))
     return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length,
-                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names))
+                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
+                transfer, stable_hash(transfer.features) if transfer is not None else None)
+
+
+def describe_transfer_set(transfer: EncodedSplit) -> str:
+    found = transfer.meta["texts"]
+    dropped = [f"{found.left_out} repeated or already in a labelled split"] if found.left_out else []
+    dropped += [f"{found.capped} over transfer.max_examples"] if found.capped else []
+    return (f"transfer set: {len(transfer)} texts without labels ({found.from_rest} from the training pool's rest, "
+            f"{found.from_files} from unlabeled files)" + (f"; left out: {', '.join(dropped)}" if dropped else ""))
 
 
 def check_lengths(cfg: RunConfig) -> None:
@@ -108,21 +123,46 @@ def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) ->
     model, tokenizer = load_saved(cfg, teacher)
     outputs = data.predict(model, data.train, tokenizer)
     paths = teacher_output_paths(data.task)
-    (cfg.run_dir / "cache").mkdir(exist_ok=True)
-    for name, values in outputs.items():
-        tmp = cfg.run_dir / paths[name].with_suffix(".tmp.npy")
-        np.save(tmp, values.numpy())
-        tmp.replace(cfg.run_dir / paths[name])
+    save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
 
 
-def teacher_output_paths(task: Task) -> dict[str, Path]:
-    return {name: Path("cache") / f"teacher_train_{name}.npy" for name in task.outputs}
+LABEL_BATCH_SIZE = 64  # inference only: no gradients or optimizer state, so larger batches than training fit
+
+
+def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
+    """The teacher labels the transfer set once: its outputs as .npy files beside the training split's, batched
+    under inference mode with a progress bar. A kill mid-labelling leaves no half-written file (the stage runs
+    again from the start on resume)."""
+    assert data.transfer is not None, "a transfer set to label"
+    model, tokenizer = load_saved(cfg, teacher)
+    batches = math.ceil(len(data.transfer) / LABEL_BATCH_SIZE)
+    with track_steps("teacher labels the transfer set", batches) as advance:
+        outputs = predict(model, data.transfer, tokenizer, data.task.outputs, data.pad_to, LABEL_BATCH_SIZE,
+                          after_batch=advance)
+    paths = teacher_output_paths(data.task, "transfer")
+    save_outputs_atomic(cfg.run_dir, paths, outputs)
+    return [str(p) for p in paths.values()], CachedOutputs(features=len(data.transfer))
+
+
+def save_outputs_atomic(run_dir: Path, paths: dict[str, Path], outputs: dict[str, torch.Tensor]) -> None:
+    """Each output to its .npy file through a temporary file, so a reader never finds half of one."""
+    (run_dir / "cache").mkdir(exist_ok=True)
+    for name, values in outputs.items():
+        tmp = run_dir / paths[name].with_suffix(".tmp.npy")
+        np.save(tmp, values.numpy())
+        tmp.replace(run_dir / paths[name])
+
+
+def teacher_output_paths(task: Task, split: str = "train") -> dict[str, Path]:
+    return {name: Path("cache") / f"teacher_{split}_{name}.npy" for name in task.outputs}
 
 
 def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
-                  teacher_logits: dict[str, np.ndarray] | None, config_hash: str) -> tuple[list[str], ModelArtifact]:
-    """A student of any kind, trained with KD from the teacher's cached outputs or, as baseline, without."""
+                  teacher_logits: dict[str, np.ndarray] | None, config_hash: str,
+                  transfer_logits: dict[str, np.ndarray] | None = None) -> tuple[list[str], ModelArtifact]:
+    """A student of any kind, trained with KD from the teacher's cached outputs (on the training split, and on
+    the transfer set when there is one) or, as baseline, on the labelled split alone."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
     where = f"students.{index}"
@@ -132,7 +172,7 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
     model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
                           [f["input_ids"] for f in data.train.features], cfg.seed, where=where)
-    train = data.train.with_teacher(teacher_logits) if kd else data.train
+    train = distillation_split(data, teacher_logits, transfer_logits) if kd else data.train
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
     method, stage_seconds = student.distill.method if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
@@ -148,7 +188,20 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     trained = replace(trained, seconds=trained.seconds + stage_seconds)
     if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
         tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"{where}.model")
-    return finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
+    files, result = finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
+    seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
+    return files, replace(result, transfer_examples=seen)
+
+
+def distillation_split(data: Data, teacher_logits: dict[str, np.ndarray],
+                       transfer_logits: dict[str, np.ndarray] | None) -> EncodedSplit:
+    """What a KD student trains on: the labelled split with the teacher's outputs, then (with a transfer set) the
+    transfer set with the teacher's outputs and its labels dropped, so its rows add KD terms and never CE."""
+    labelled = data.train.with_teacher(teacher_logits)
+    if data.transfer is None:
+        return labelled
+    assert transfer_logits is not None, "a transfer set comes with the teacher's outputs on it"
+    return labelled.followed_by(data.transfer.without_labels().with_teacher(transfer_logits))
 
 
 def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, data: Data,
@@ -178,7 +231,9 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArti
     for step in range(1, spec.steps + 1):
         checkpoint_path(cfg, f"{name}.step{step}", config_hash).unlink(missing_ok=True)
     sparsity = {k: v for k, v in layer_sparsity(model).items() if v > 0}
-    return files, replace(result, source=source.name, prune=PruneRecord(spec.kind, steps, sparsity))
+    # Recovery trains on the labelled split; the weights it starts from saw what the source saw.
+    return files, replace(result, source=source.name, prune=PruneRecord(spec.kind, steps, sparsity),
+                          transfer_examples=source.transfer_examples)
 
 
 def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
@@ -191,7 +246,8 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
                                  mask)
     files, result = finish_model(cfg, spec.name, "quantized", source.student_kind, model, tokenizer, data, None,
                                  config_hash, rel=f"quantized/{spec.name}", weights_of=fp32)
-    return files, replace(result, source=source.name, argmax_agreement=agreement)
+    return files, replace(result, source=source.name, argmax_agreement=agreement,
+                          transfer_examples=source.transfer_examples)
 
 
 def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,

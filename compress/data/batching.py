@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,9 +47,35 @@ class EncodedSplit(Dataset):
     def head(self, n: int) -> "EncodedSplit":
         return replace(self, features=self.features[:n], teacher=None)
 
+    def without_labels(self) -> "EncodedSplit":
+        """Every label IGNORE_INDEX, whatever it was: rows the loss must never take a label from."""
+        return replace(self, features=[f | {"labels": IGNORE_INDEX} for f in self.features])
+
+    def followed_by(self, other: "EncodedSplit") -> "EncodedSplit":
+        """This split's rows, then `other`'s, teacher outputs included (both must have them, or neither); the
+        outputs are read row by row, so memory-mapped ones stay on disk."""
+        assert (self.teacher is None) == (other.teacher is None), "teacher outputs on both splits or neither"
+        teacher = None if self.teacher is None else {name: RowsOf(self.teacher[name], other.teacher[name])
+                                                     for name in self.teacher}
+        return replace(self, features=self.features + other.features, teacher=teacher, meta={})
+
     @property
     def labels(self) -> list:
         return [f["labels"] for f in self.features]
+
+
+class RowsOf:
+    """Two arrays (or tensors) of rows read as one, without copying either: `rows[i]` is a row of the first,
+    then of the second."""
+
+    def __init__(self, first, second) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i: int):
+        return self.first[i] if i < len(self.first) else self.second[i - len(self.first)]
 
 
 def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -88,8 +115,10 @@ def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
 
 
 def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names: tuple[str, ...],
-            pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """The model's outputs for every feature, in order; sequence outputs padded to `pad_to` positions."""
+            pad_to: int | None = None, batch_size: int = 32,
+            after_batch: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
+    """The model's outputs for every feature, in order; sequence outputs padded to `pad_to` positions.
+    `after_batch` is called once per batch (a progress bar's advance)."""
     model.eval()
     device = next(model.parameters()).device
     names = accepted_inputs(model)
@@ -99,11 +128,11 @@ def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names
         return {name: getattr(out, name).float().cpu() for name in output_names}
 
     with torch.inference_mode():
-        return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
+        return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size, after_batch)
 
 
 def collect_outputs(forward, split: EncodedSplit, tokenizer, output_names: tuple[str, ...], pad_to: int | None,
-                    batch_size: int) -> dict[str, torch.Tensor]:
+                    batch_size: int, after_batch: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
     """`forward(batch) -> {output name: tensor}` over every feature in order, concatenated; sequence outputs
     padded to `pad_to` positions. Shared by PyTorch models and ONNX Runtime sessions, so both are scored alike."""
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in output_names}
@@ -115,4 +144,6 @@ def collect_outputs(forward, split: EncodedSplit, tokenizer, output_names: tuple
                 pad = [0, 0] * (value.ndim - 2) + [0, pad_to - value.shape[1]]
                 value = F.pad(value, pad)
             collected[name].append(value)
+        if after_batch is not None:
+            after_batch()
     return {name: torch.cat(values) for name, values in collected.items()}

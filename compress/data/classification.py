@@ -1,13 +1,16 @@
-"""Text classification: sources -> tokenised splits; accuracy and macro-F1."""
+"""Text classification: sources -> tokenised splits (and the transfer set); accuracy and macro-F1."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
 from compress.config import RunConfig
-from compress.data.batching import EncodedSplit
+from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.metrics import classification_metrics
 from compress.data.sources import Examples, load_splits
+from compress.data.transfer import transfer_texts
 
 
 def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
@@ -18,9 +21,15 @@ def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
 
 
 def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], list[str]]:
+    """train/validation/test, and with a transfer block "transfer": its texts tokenised like the training split,
+    every label IGNORE_INDEX (the meta says where the texts came from)."""
     splits = load_splits(cfg.data, cfg.seed)
     encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length)
                for name in ("train", "validation", "test")}
+    if cfg.transfer is not None:
+        found = transfer_texts(cfg, splits)
+        unlabeled = Examples(found.texts, [IGNORE_INDEX] * len(found.texts))
+        encoded["transfer"] = replace(encode(unlabeled, tokenizer, cfg.data.max_length), meta={"texts": found})
     return encoded, splits.label_names
 
 

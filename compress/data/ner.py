@@ -195,7 +195,7 @@ def load_sentences(cfg: RunConfig) -> dict[str, list[Sentence]]:
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
     else:
         raw = {key: _hub_sentences(source, split) if split else None for key, split in hub_splits(source).items()}
-    return fill_splits(raw, cfg.data, cfg.seed)
+    return fill_splits(raw, cfg.data, cfg.seed)[0]
 
 
 def _hub_sentences(source: HubSource, split: str) -> list[Sentence]:

@@ -192,7 +192,7 @@ def load_examples(cfg: RunConfig) -> dict[str, list[QAExample]]:
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
     else:
         raw = {key: _hub_examples(source, split) if split else None for key, split in hub_splits(source).items()}
-    return fill_splits(raw, cfg.data, cfg.seed)
+    return fill_splits(raw, cfg.data, cfg.seed)[0]
 
 
 def _hub_examples(source: HubSource, split: str) -> list[QAExample]:

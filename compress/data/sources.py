@@ -34,6 +34,7 @@ class TextSplits:
     validation: Examples
     test: Examples
     label_names: list[str]
+    rest_of_train: Examples = Examples([], [])  # the training pool that data.max_train_examples left out
 
 
 def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
@@ -49,9 +50,9 @@ def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
     else:
         raw, names = read_hub_dataset(source)
     label_names, splits = _to_label_ids(raw, names, where=_describe(source))
-    filled = fill_splits(splits, cfg, seed, carve=_stratified_split, subset=_stratified_subset)
+    filled, rest = fill_splits(splits, cfg, seed, carve=_stratified_split, subset=_stratified_subset)
     train, validation, test = filled["train"], filled["validation"], filled["test"]
-    return TextSplits(train, validation, test, label_names)
+    return TextSplits(train, validation, test, label_names, rest or Examples([], []))
 
 
 # ---------------------------------------------------------------- sources
@@ -82,13 +83,9 @@ def read_local_file(path: Path, text_column: str, label_column: str) -> list[tup
     """Read (text, label) pairs from a .csv/.tsv (header row) or .jsonl/.json (one object per line) file."""
     if not path.is_file():
         raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
-    elif suffix in (".jsonl", ".json"):
-        rows = _read_jsonl(path)
-    else:
-        raise UserError(f"unsupported file type '{suffix}'", str(path), "use .csv, .tsv or .jsonl")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise UserError(f"unsupported file type '{path.suffix.lower()}'", str(path), "use .csv, .tsv or .jsonl")
+    rows = read_rows(path)
     pairs = []
     for line, row in rows:
         for column in (text_column, label_column):
@@ -102,6 +99,17 @@ def read_local_file(path: Path, text_column: str, label_column: str) -> list[tup
     if not pairs:
         raise UserError("no examples", str(path), "the file needs a header row and at least one row of data")
     return pairs
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a .csv/.tsv (header row) or .jsonl/.json (one object per line) file."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    return _read_jsonl(path)
 
 
 def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
@@ -184,25 +192,29 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
     return splits, names
 
 
-def fill_splits(splits: dict, cfg: DataConfig, seed: int, carve=None, subset=None) -> dict:
-    """Carve missing validation/test splits out of train, then apply the configured subsets.
+def fill_splits(splits: dict, cfg: DataConfig, seed: int, carve=None, subset=None) -> tuple[dict, object | None]:
+    """Carve missing validation/test splits out of train, then apply the configured subsets. Returns the three
+    splits and the rest of the training pool that `max_train_examples` left out (None without a subset): a
+    transfer set may use it, and it never holds a validation or test example (those were carved out before).
 
     By default a seeded shuffle (sentences and questions have no single label to stratify on) and the first N;
-    classification passes stratified versions of both.
+    classification passes stratified versions of both. `subset(items, size, seed)` returns (kept, rest).
     """
     carve = carve or _seeded_split
-    subset = subset or (lambda items, size, _seed: items[:size])
+    subset = subset or (lambda items, size, _seed: (items[:size], items[size:]))
     train, validation, test = splits["train"], splits["validation"], splits["test"]
     if test is None:
         train, test = carve(train, cfg.test_fraction, seed, "test")
     if validation is None:
         fraction = cfg.validation_fraction / (1 - (cfg.test_fraction if splits["test"] is None else 0))
         train, validation = carve(train, fraction, seed, "validation")
+    rest = None
     if cfg.max_train_examples:
-        train = subset(train, cfg.max_train_examples, seed)
+        train, rest = subset(train, cfg.max_train_examples, seed)
     if cfg.max_eval_examples:
-        validation, test = subset(validation, cfg.max_eval_examples, seed), subset(test, cfg.max_eval_examples, seed)
-    return {"train": train, "validation": validation, "test": test}
+        validation = subset(validation, cfg.max_eval_examples, seed)[0]
+        test = subset(test, cfg.max_eval_examples, seed)[0]
+    return {"train": train, "validation": validation, "test": test}, rest
 
 
 def _seeded_split(items: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
@@ -251,11 +263,13 @@ def _stratified_split(data: Examples, fraction: float, seed: int, what: str) -> 
     return Examples(a_x, a_y), Examples(b_x, b_y)
 
 
-def _stratified_subset(data: Examples, size: int, seed: int) -> Examples:
+def _stratified_subset(data: Examples, size: int, seed: int) -> tuple[Examples, Examples]:
+    """A stratified subset of `size` examples, and the examples it left out."""
     if size >= len(data):
-        return data
+        return data, Examples([], [])
     try:
-        x, _, y, _ = train_test_split(data.texts, data.labels, train_size=size, random_state=seed, stratify=data.labels)
+        x, rest_x, y, rest_y = train_test_split(data.texts, data.labels, train_size=size, random_state=seed,
+                                                stratify=data.labels)
     except ValueError:  # fewer examples than classes: fall back to a plain seeded subset
-        x, _, y, _ = train_test_split(data.texts, data.labels, train_size=size, random_state=seed)
-    return Examples(x, y)
+        x, rest_x, y, rest_y = train_test_split(data.texts, data.labels, train_size=size, random_state=seed)
+    return Examples(x, y), Examples(rest_x, rest_y)

@@ -16,17 +16,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.config import KDConfig, LayerDroppedStudent, StudentConfig
+from compress.data.batching import IGNORE_INDEX
 from compress.data.tasks import Task, loss_targets
 from compress.distill.intermediate import IntermediateLoss, LayerStage
 from compress.distill.losses import confident_term, kd_term
 from compress.models.students import default_layers
 
 
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE averaged over the rows that have a label: (M, C) logits, (M,) labels, IGNORE_INDEX on rows without one
+    (a transfer set's). A batch of transfer rows alone gives 0 (gradient zero), where F.cross_entropy gives NaN."""
+    if bool((labels == IGNORE_INDEX).all()):
+        return logits.sum() * 0.0  # keeps the graph (and the gradient, zero) defined
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
 class LogitTerms(nn.Module):
-    """`ce` against the labels, and with the teacher's cached outputs in the batch `kd` (KL at `temperature`,
-    times T^2) and, with a `threshold`, `confident` (CE on the teacher's answer where it is sure) and its
-    `confident_fraction`. Each is averaged over the task's targets (QA: start and end); NER uses labelled tokens
-    only."""
+    """`ce` against the labels (rows without one, a transfer set's, add nothing to it), and with the teacher's
+    cached outputs in the batch `kd` (KL at `temperature`, times T^2) over every row and, with a `threshold`,
+    `confident` (CE on the teacher's answer where it is sure) and its `confident_fraction`. Each is averaged over
+    the task's targets (QA: start and end); NER uses labelled tokens only."""
 
     model_kwargs: dict = {}
 
@@ -40,7 +49,7 @@ class LogitTerms(nn.Module):
             values = {}
             if self.temperature is not None:
                 values["kd"] = kd_term(student, teacher, self.temperature)
-            values["ce"] = F.cross_entropy(student, labels)
+            values["ce"] = labelled_cross_entropy(student, labels)
             if self.threshold is not None:
                 values["confident"], values["confident_fraction"] = confident_term(student, teacher, self.threshold)
             for name, value in values.items():

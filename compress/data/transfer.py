@@ -1,0 +1,127 @@
+"""The transfer set: in-domain text without labels, which the teacher labels once so that every KD student learns
+from the teacher's outputs on far more text than the labels cover (DistilBERT and TinyBERT distil on such sets).
+
+Its text comes from the `transfer.unlabeled` files and, with `transfer.rest_of_train`, from the part of the
+training pool that `data.max_train_examples` left out (its labels dropped). Classification only so far; NER
+sentences, QA contexts and augmentation (TinyBERT's word replacement) come later.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from compress.config import LocalSource, RunConfig
+from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
+from compress.errors import UserError
+
+TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class TransferTexts:
+    """The transfer set's texts in order (the training pool's rest first, then each file's), and where they came
+    from, for the console line and the report."""
+
+    texts: list[str]
+    from_rest: int  # kept from the training pool's rest
+    from_files: int  # kept from the unlabeled files
+    left_out: int  # repeats, and texts already in the labelled, validation or test split
+    capped: int  # dropped by transfer.max_examples
+
+
+def transfer_texts(cfg: RunConfig, splits: TextSplits) -> TransferTexts:
+    """The texts of `cfg.transfer` for classification, each once.
+
+    A text that is already in the labelled, validation or test split is left out: the student would otherwise
+    learn the teacher's answer on a test text, and a labelled one it already sees with its label. With
+    `max_examples`, a seeded subset (in the original order) keeps the set reproducible.
+    """
+    transfer = cfg.transfer
+    assert transfer is not None, "transfer_texts needs a transfer block"
+    rest = splits.rest_of_train.texts if transfer.rest_of_train else []
+    files = [text for i, path in enumerate(transfer.unlabeled)
+             for text in read_unlabeled(path, text_column(cfg), f"transfer.unlabeled.{i}")]
+    seen = {_key(t) for split in (splits.train, splits.validation, splits.test) for t in split.texts}
+    kept_rest, kept_files = _new_texts(rest, seen), _new_texts(files, seen)
+    texts = kept_rest + kept_files
+    if not texts:
+        why = ("every text is already in the labelled, validation or test split" if rest or files
+               else "data.max_train_examples keeps the whole training pool, so no rest is left")
+        raise UserError(f"the transfer set is empty: {why}", "transfer",
+                        "add unlabeled text, or lower data.max_train_examples")
+    kept = len(texts)
+    if transfer.max_examples is not None and kept > transfer.max_examples:
+        chosen = sorted(random.Random(cfg.seed).sample(range(kept), transfer.max_examples))
+        from_rest = sum(1 for i in chosen if i < len(kept_rest))
+        texts = [texts[i] for i in chosen]
+    else:
+        from_rest = len(kept_rest)
+    return TransferTexts(texts, from_rest, len(texts) - from_rest, len(rest) + len(files) - kept, kept - len(texts))
+
+
+def text_column(cfg: RunConfig) -> str:
+    """The column that holds the text in unlabeled CSV/JSONL files: the local source's, else "text"."""
+    source = cfg.data.source
+    return source.text_column if isinstance(source, LocalSource) else "text"
+
+
+def read_unlabeled(path: Path, column: str, key: str) -> list[str]:
+    """The texts of one unlabeled file: a .txt file's non-blank lines, or a CSV/TSV/JSONL file's `column`
+    (blank cells skipped). `key` (transfer.unlabeled.<i>) leads every error's where."""
+    where = f"{key}: {path}"
+    if not path.is_file():
+        raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise UserError(f"unsupported file type '{suffix}'", where, "use .txt (one text per line), .csv, .tsv or "
+                                                                    ".jsonl")
+    try:
+        texts = _read_txt(path) if suffix == ".txt" else _column_texts(path, column)
+    except UserError as err:  # the shared readers name the file (and line); lead with the key
+        raise UserError(err.what, f"{key}: {err.where}", err.fix) from None
+    if not texts:
+        raise UserError("no text in the file", where, "give a file with one text per line (.txt) or a header row and "
+                                                      "rows of text (CSV/JSONL)")
+    return texts
+
+
+def _read_txt(path: Path) -> list[str]:
+    try:
+        # utf-8-sig: a byte-order mark would otherwise stick to the first text.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _column_texts(path: Path, column: str) -> list[str]:
+    texts = []
+    for line, row in read_rows(path):
+        if column not in row:
+            raise UserError(f"no column '{column}' (has: {', '.join(map(str, row))})", f"{path}:{line}",
+                            "name the text column as data.source.text_column does ('text' by default)")
+        text = row[column]
+        if text is not None and not isinstance(text, str):
+            raise UserError(f"the text is a {type(text).__name__}, not a string", f"{path}:{line}",
+                            "write the text as a string")
+        if text and text.strip():
+            texts.append(text)
+    return texts
+
+
+def _key(text: str) -> str:
+    """Texts that differ only in spacing are the same text."""
+    return " ".join(text.split())
+
+
+def _new_texts(texts: list[str], seen: set[str]) -> list[str]:
+    """`texts` without those in `seen` or repeated (first one kept); `seen` grows with the kept ones."""
+    kept = []
+    for text in texts:
+        key = _key(text)
+        if key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from compress.config import RunConfig
 from compress.errors import UserError
 from compress.manifest import STAGES, Manifest, stage_group
@@ -80,6 +82,9 @@ class StageRunner:
         is reused hands back the result it recorded."""
         group = stage_group(stage)
         force = self.selection.forces(group) and stage not in self.ran  # teacher_logits is asked for per student
+        # A result recorded by an older version in a shape this one cannot read is not reused: the stage runs again.
+        force = force or (self.manifest.is_done(stage, config_hash)
+                          and not readable(result_type, self.manifest.result(stage)))
         if self.selection.only and group != self.selection.only and not self.manifest.is_done(stage, config_hash):
             if self.selection.after_only(group):
                 raise LaterStageNotRun(stage)
@@ -103,3 +108,11 @@ class StageRunner:
         order = sorted(dict.fromkeys(self.ran + self.skipped), key=lambda s: STAGES.index(stage_group(s)))
         return [{"stage": s, "seconds": self.manifest.stages[s]["seconds"]} for s in order]
 
+
+
+def readable(result_type: type, recorded: object) -> bool:
+    try:
+        from_json(result_type, recorded)
+    except ValidationError:
+        return False
+    return True

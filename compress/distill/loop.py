@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from compress.config import TrainConfig
 from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
 from compress.distill.objectives import WeightedLoss
-from compress.progress import track_steps
+from compress.progress import console, track_steps
 from compress.results import TrainResult
 
 
@@ -161,6 +161,9 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, loss: torch.nn.Module, 
                      best: "_Best") -> tuple[int, int]:
     """Restore what _save_checkpoint wrote; returns (first epoch to run, steps done)."""
     state = torch.load(path, weights_only=True)  # tensors and plain values only: no pickled code runs
+    if set(state["model"]) != set(model.state_dict()):  # written by an older version in another layout
+        console.print(f"[yellow]{path.name}: a checkpoint of another layout; training starts again[/]")
+        return 0, 0
     model.load_state_dict(state["model"])
     loss.load_state_dict(state.get("loss", {}))
     optimizer.load_state_dict(state["optimizer"])

@@ -1,7 +1,7 @@
 """Where a model keeps its transformer layers, attention heads and FFN neurons, for every family we handle
 (BERT-style: BERT, MiniLM, RoBERTa, ELECTRA; DistilBERT; our custom transformer), and the two cuts that
-structured pruning and the loader of pruned models make. A leaf: it imports no other module of ours but our
-model configs."""
+structured pruning and the loader of pruned models make. It imports nothing of ours above the models layer, so
+pruning, distillation and the loader can all use it."""
 
 from __future__ import annotations
 

@@ -78,3 +78,21 @@ def test_bench_timings_keep_their_variant_names():
 def test_a_manifest_entry_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError):
         from_json(ModelArtifact, {"name": "x"})
+
+
+def test_a_result_recorded_in_a_shape_this_version_cannot_read_runs_the_stage_again(tmp_path):
+    from compress.results import CachedOutputs
+    from compress.resume import StageRunner, StageSelection
+
+    (tmp_path / "out.npy").write_bytes(b"x")
+    runner = StageRunner(tmp_path, StageSelection())
+    runner.manifest.record("teacher_logits", "h", ["out.npy"], 1.0, {"rows": 3})  # an older version's shape
+    calls = []
+
+    def work():
+        calls.append(1)
+        return ["out.npy"], CachedOutputs(features=3)
+
+    assert runner("teacher_logits", "h", CachedOutputs, work) == CachedOutputs(features=3) and calls == [1]
+    again = StageRunner(tmp_path, StageSelection())  # now recorded in this version's shape: reused
+    assert again("teacher_logits", "h", CachedOutputs, work) == CachedOutputs(features=3) and calls == [1]

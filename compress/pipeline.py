@@ -80,34 +80,34 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
 def run_stages(cfg: RunConfig, data: Data,
                runner: StageRunner) -> tuple[list[ModelArtifact], dict[str, ExportResult], BenchResult]:
     """teacher -> students -> prune -> quantize -> export -> bench; returns the models, exports and timings."""
-    teacher = train_teacher(cfg, data, runner)
+    teacher = teacher_stage(cfg, data, runner)
     models = [teacher]
     for index, student in enumerate(cfg.students):
         logits = teacher_outputs(cfg, teacher, data, runner)
         transfer = transfer_outputs(cfg, teacher, data, runner)
-        models.append(train_student(cfg, index, student, teacher, data, runner, logits, transfer))
+        models.append(student_stage(cfg, index, student, teacher, data, runner, logits, transfer))
         if student.baseline:
-            models.append(train_student(cfg, index, student, teacher, data, runner, None))
+            models.append(student_stage(cfg, index, student, teacher, data, runner, None))
     for index, spec in enumerate(cfg.prune):
         logits = teacher_outputs(cfg, teacher, data, runner)
-        models.append(prune_model(cfg, index, spec, _named(models, spec.model), teacher, data, runner, logits))
+        models.append(prune_stage(cfg, index, spec, _named(models, spec.model), teacher, data, runner, logits))
     for spec in cfg.quantize:
-        models.append(quantize_model(cfg, spec, _named(models, spec.model), data, runner))
+        models.append(quantize_stage(cfg, spec, _named(models, spec.model), data, runner))
     exports = {}
     if cfg.export.enabled:
         # PyTorch int8 models have no ONNX export (ONNX Runtime quantises the fp32 export instead).
         exportable = [m for m in models if m.role != "quantized"]
         with track_steps("export", len(exportable)) as advance:
             for m in exportable:
-                exports[m.name] = export_model(cfg, m, data, runner)
+                exports[m.name] = export_stage(cfg, m, data, runner)
                 advance()
-    return models, exports, benchmark(cfg, models, exports, runner)
+    return models, exports, bench_stage(cfg, models, exports, runner)
 
 
 # ---------------------------------------------------------------- each stage: its hash, then the call
 
 
-def train_teacher(cfg: RunConfig, data: Data, runner: StageRunner) -> ModelArtifact:
+def teacher_stage(cfg: RunConfig, data: Data, runner: StageRunner) -> ModelArtifact:
     config_hash = stable_hash("teacher", cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
     return runner("teacher", config_hash, ModelArtifact, lambda: stages.finetune_teacher(cfg, data, config_hash))
 
@@ -136,7 +136,7 @@ def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
             for name, path in stages.teacher_output_paths(data.task, "transfer").items()}
 
 
-def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
+def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
                   runner: StageRunner, teacher_logits: dict[str, np.ndarray] | None,
                   transfer_logits: dict[str, np.ndarray] | None = None) -> ModelArtifact:
     """The KD student (with `teacher_logits`, and `transfer_logits` with a transfer set) or its baseline
@@ -158,21 +158,21 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
                                                transfer_logits))
 
 
-def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,
+def prune_stage(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,
                 data: Data, runner: StageRunner, teacher_logits: dict[str, np.ndarray]) -> ModelArtifact:
     config_hash = stable_hash("prune", source.hash, teacher.hash, spec.model_dump(mode="json", exclude={"name"}))
     return runner(f"prune:{spec.name}", config_hash, ModelArtifact,
                   lambda: stages.prune_model(cfg, index, spec, source, data, teacher_logits, config_hash))
 
 
-def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
+def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
                    runner: StageRunner) -> ModelArtifact:
     config_hash = stable_hash("quantize", source.hash, spec.model_dump(mode="json", exclude={"name"}))
     return runner(f"quantize:{spec.name}", config_hash, ModelArtifact,
                   lambda: stages.quantize_model(cfg, spec, source, data, config_hash))
 
 
-def export_model(cfg: RunConfig, model: ModelArtifact, data: Data, runner: StageRunner) -> ExportResult:
+def export_stage(cfg: RunConfig, model: ModelArtifact, data: Data, runner: StageRunner) -> ExportResult:
     int8_variants = cfg.export.quantize.variants if model.name in cfg.ort_quantized_models() else []
     static = any(v.startswith("static") for v in int8_variants)
     # Only what changes the graphs or their scores: the budget and parity tolerance are applied by the report.
@@ -182,7 +182,7 @@ def export_model(cfg: RunConfig, model: ModelArtifact, data: Data, runner: Stage
                   lambda: stages.export_model(cfg, model, data, int8_variants, config_hash))
 
 
-def benchmark(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, ExportResult],
+def bench_stage(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, ExportResult],
               runner: StageRunner) -> BenchResult:
     """Latency of every model in PyTorch and ONNX Runtime, measured side by side in one stage."""
     config_hash = stable_hash("bench", [m.hash for m in models], [e.hash for e in exports.values()], cfg.bench)

@@ -177,11 +177,12 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     method, stage_seconds = student.distill.method if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
     if method in ("intermediate", "progressive"):  # the teacher's features come online, from the loss
-        transfer = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task), where)
+        layer_terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task),
+                                     where)
         if method == "intermediate":
-            loss = intermediate_loss(data.task, student.distill, transfer)
+            loss = intermediate_loss(data.task, student.distill, layer_terms)
         else:  # layer by layer first, then logit KD for the whole student
-            stage_seconds = train_layers_progressively(model, transfer, train, tokenizer, student.train,
+            stage_seconds = train_layers_progressively(model, layer_terms, train, tokenizer, student.train,
                                                        student.distill, cfg.seed, log)
     trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
                           validate=validator(cfg, student.train, data, tokenizer), log=log)

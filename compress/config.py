@@ -167,6 +167,10 @@ class TrainConfig(Strict):
                                                           "with the best epoch's weights")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without a "
                                                                         "better validation metric")
+    group_by_length: bool = Field(False, description="batch examples of similar length together (less padding: "
+                                                     "faster where lengths vary; the order stays seeded)")
+    checkpoint_every: int = Field(1, ge=0, description="save the training state every N epochs, so a killed run "
+                                                       "resumes there; 0: never (a kill restarts the model's training)")
 
     @model_validator(mode="after")
     def _stopping_needs_validation(self) -> "TrainConfig":
@@ -581,10 +585,22 @@ DEFAULT_CONFIG = RunConfig(
 )
 
 
+# Settings that change how a run goes, not what it produces: changing one must not invalidate finished stages.
+NOT_HASHED = frozenset({"checkpoint_every"})
+
+
 def stable_hash(*parts: BaseModel | dict | str | None) -> str:
     """A short hash of configs (and upstream hashes) for the manifest; stable across runs and machines."""
     payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_without_unhashed(payload), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_unhashed(value):
+    if isinstance(value, dict):
+        return {k: _without_unhashed(v) for k, v in value.items() if k not in NOT_HASHED}
+    if isinstance(value, list | tuple):
+        return [_without_unhashed(v) for v in value]
+    return value
 
 
 def load_config(path: Path) -> RunConfig:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TARGETS = ("labels", "start_positions", "end_positions")
@@ -34,11 +36,17 @@ class EncodedSplit(Dataset):
         return len(self.features)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.features[i])
-        for name, values in (self.teacher or {}).items():
-            value = values[i]  # a tensor, or a row of a memory-mapped array read from disk here
-            item[f"teacher_{name}"] = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
-        return item
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A batch's rows (the DataLoader asks for whole batches): the features, and each teacher output as one
+        (B, ...) tensor read at once, so a memory-mapped cache is read a batch at a time, not a row at a time."""
+        teacher = {name: torch.from_numpy(rows(values, indices)) for name, values in (self.teacher or {}).items()}
+        return {"features": [self.features[i] for i in indices], "teacher": teacher}
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.features]
 
     def with_teacher(self, outputs: dict[str, torch.Tensor | np.ndarray]) -> "EncodedSplit":
         assert all(len(v) == len(self.features) for v in outputs.values()), "one teacher output per feature"
@@ -65,8 +73,8 @@ class EncodedSplit(Dataset):
 
 
 class RowsOf:
-    """Two arrays (or tensors) of rows read as one, without copying either: `rows[i]` is a row of the first,
-    then of the second."""
+    """Two arrays (or tensors) of rows read as one, without copying either: `rows[indices]` takes rows of the
+    first, then of the second."""
 
     def __init__(self, first, second) -> None:
         self.first, self.second = first, second
@@ -74,29 +82,69 @@ class RowsOf:
     def __len__(self) -> int:
         return len(self.first) + len(self.second)
 
-    def __getitem__(self, i: int):
-        return self.first[i] if i < len(self.first) else self.second[i - len(self.first)]
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        split, in_first = len(self.first), indices < len(self.first)
+        head, tail = rows(self.first, indices[in_first]), rows(self.second, indices[~in_first] - split)
+        out = np.empty((len(indices), *head.shape[1:]), dtype=head.dtype)
+        out[in_first], out[~in_first] = head, tail
+        return out
 
 
-def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Batches padded to their longest member; token labels padded with IGNORE_INDEX, teacher outputs cut to fit."""
+def rows(values, indices: list[int] | np.ndarray) -> np.ndarray:
+    """values[indices] of a numpy array (memory-mapped or not), a tensor or RowsOf, as a numpy array."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if isinstance(values, torch.Tensor):
+        return values[torch.from_numpy(indices)].numpy()
+    return np.asarray(values[indices])
 
-    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(tokenizer.pad([{k: it[k] for k in MODEL_INPUTS if k in it} for it in items], return_tensors="pt"))
-        length = batch["input_ids"].shape[1]
-        for key in TARGETS:
-            if key in items[0]:
-                values = [it[key] for it in items]
-                if isinstance(values[0], list):  # per-token labels
-                    values = [v + [IGNORE_INDEX] * (length - len(v)) for v in values]
-                batch[key] = torch.tensor(values)
-        for key in (k for k in items[0] if k.startswith("teacher_")):
-            stacked = torch.stack([it[key] for it in items])
-            batch[key] = stacked[:, :length] if split.sequence_outputs else stacked
-        return batch
 
+def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, seed: int = 0,
+                group_by_length: bool = False) -> DataLoader:
+    """Batches padded to their longest member (on the tokenizer's side, with its pad ids); token labels padded with
+    IGNORE_INDEX, teacher outputs cut to fit. With `group_by_length`, shuffled batches take examples of similar
+    length (transformers' LengthGroupedSampler: shuffled, then sorted within groups of up to 50 batches), so less
+    of each batch is padding. The order depends on `seed` only: reseed `loader.generator` for another epoch's."""
+    pad = Padding(tokenizer.pad_token_id or 0, tokenizer.pad_token_type_id, tokenizer.padding_side == "left")
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+    sampler = (LengthGroupedSampler(batch_size, lengths=split.lengths, generator=generator)
+               if shuffle and group_by_length else None)
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      collate_fn=partial(collate, pad=pad, sequence_outputs=split.sequence_outputs),
+                      generator=generator)
+
+
+@dataclass(frozen=True)
+class Padding:
+    token_id: int
+    token_type_id: int
+    left: bool
+
+
+def collate(batch_rows: dict, pad: Padding, sequence_outputs: bool) -> dict[str, torch.Tensor]:
+    """One batch as tensors, from what EncodedSplit.__getitems__ read: padded to its longest member."""
+    items, teacher = batch_rows["features"], batch_rows["teacher"]
+    length = max(len(it["input_ids"]) for it in items)
+    pad_values = {"input_ids": pad.token_id, "attention_mask": 0, "token_type_ids": pad.token_type_id}
+    batch = {key: padded([it[key] for it in items], length, value, pad.left)
+             for key, value in pad_values.items() if key in items[0]}
+    for key in TARGETS:
+        if key in items[0]:
+            targets = [it[key] for it in items]
+            per_token = isinstance(targets[0], list)
+            batch[key] = padded(targets, length, IGNORE_INDEX, left=False) if per_token else torch.tensor(targets)
+    for name, values in teacher.items():
+        batch[f"teacher_{name}"] = values[:, :length] if sequence_outputs else values
+    return batch
+
+
+def padded(sequences: list[list[int]], length: int, value: int, left: bool) -> torch.Tensor:
+    out = np.full((len(sequences), length), value, dtype=np.int64)
+    for row, seq in zip(out, sequences):
+        if left:
+            row[length - len(seq):] = seq
+        else:
+            row[:len(seq)] = seq
+    return torch.from_numpy(out)
 
 
 def token_mask(split: EncodedSplit, width: int) -> torch.Tensor:

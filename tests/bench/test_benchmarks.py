@@ -96,3 +96,35 @@ def test_distillation_step(benchmark, tiny_bert_dir):
     loss = benchmark(step)
     assert loss > 0 and math.isfinite(loss)
     assert not torch.equal(student.classifier.weight, before)  # the step updated the student
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("loop", ["cached-teacher", "trainer-teacher-every-step"])
+def test_distillation_throughput(benchmark, tiny_bert_dir, loop):
+    """compress's loop over cached teacher outputs against a transformers Trainer that runs the teacher on every
+    batch: same student, data and settings (bench/distill_speed.py). Compare the two in the group's table."""
+    import copy
+
+    from bench.distill_speed import distil_with_cache, distil_with_trainer
+    from compress.config import TrainConfig
+    from compress.data.batching import EncodedSplit
+    from compress.models.students import drop_layers
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    words = "market shares profit goal team match phone software digital rates bank season".split()
+    texts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(4 + i % 20)) for i in range(64)]
+    enc = tokenizer(texts, truncation=True, max_length=64)
+    train = EncodedSplit([{k: enc[k][i] for k in NAMES} | {"labels": i % 3} for i in range(len(texts))])
+    student = drop_layers(copy.deepcopy(teacher), [0, 2])
+    cfg = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, validate_every_epoch=False)
+    kd = KDConfig(method="logit", temperature=2.0, alpha=0.5)
+    distil = distil_with_cache if loop == "cached-teacher" else distil_with_trainer
+
+    def fresh_student():
+        return (copy.deepcopy(student), teacher, train, tokenizer, cfg, kd, 0), {}
+
+    benchmark.group = "distillation throughput"
+    cost = benchmark.pedantic(distil, setup=fresh_student, rounds=3)
+    benchmark.extra_info["examples_per_second"] = round(cost.per_second, 1)
+    assert cost.examples == len(train) and cost.seconds > 0

@@ -78,6 +78,15 @@ def test_config_is_frozen():
         DEFAULT_CONFIG.seed = 3
 
 
+def test_how_often_training_checkpoints_leaves_the_stage_hashes_alone():
+    from compress.config import TrainConfig
+
+    assert stable_hash(TrainConfig(checkpoint_every=0)) == stable_hash(TrainConfig())
+    assert stable_hash({"students": [TrainConfig(checkpoint_every=3).model_dump()]}) == \
+        stable_hash({"students": [TrainConfig().model_dump()]})
+    assert stable_hash(TrainConfig(group_by_length=True)) != stable_hash(TrainConfig())
+
+
 def test_stable_hash_changes_with_config_only():
     other = DEFAULT_CONFIG.model_copy(update={"seed": 1})
     assert stable_hash(DEFAULT_CONFIG) == stable_hash(RunConfig.model_validate(DEFAULT_CONFIG.model_dump()))

@@ -151,3 +151,23 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_di
     result = train_model(model, split, tokenizer, CE, cfg, 0, validate=improving, log=TrainLog(checkpoint=checkpoint))
     assert result.epochs_run == 3 and result.steps == 9 and result.best_epoch == 2
     assert all(torch.equal(model.state_dict()[k], uninterrupted[k]) for k in uninterrupted)
+
+
+@pytest.mark.parametrize("every, epochs, saved_after", [(0, 2, None), (2, 1, None), (2, 3, 1), (1, 2, 1)])
+def test_checkpoints_are_written_every_n_epochs(tiny_bert_dir, tmp_path, every, epochs, saved_after):
+    model, tokenizer, split = _toy(tiny_bert_dir)
+    checkpoint = tmp_path / "model.pt"
+    cfg = TrainConfig(epochs=epochs, batch_size=4, checkpoint_every=every)
+    train_model(model, split, tokenizer, CE, cfg, 0, log=TrainLog(checkpoint=checkpoint))
+    if saved_after is None:
+        assert not checkpoint.exists()
+    else:
+        assert torch.load(checkpoint, weights_only=True)["epoch"] == saved_after
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from compress.distill.loop import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("flags : fpu sse2 avx2 fma") is False
+    assert cpu_has_native_bf16("flags : avx512f avx512_bf16 amx_tile") is True
+    assert cpu_has_native_bf16("Features : fp asimd bf16 i8mm") is True

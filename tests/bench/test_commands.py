@@ -1,5 +1,6 @@
 """bench latency / memory / profile / compare / zoo end to end on tiny models: what they write, and the one-line
-errors. Runs in-process through typer's runner; the exit-code paths run as a real process (test_cli.py)."""
+errors. Runs in-process through typer's runner; the exit-code paths through the console script's entry point
+(test_cli.py's `bench`)."""
 
 import json
 import shutil

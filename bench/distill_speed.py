@@ -105,29 +105,29 @@ def main() -> None:
     from compress.config import RunConfig
     from compress.models.loading import load_saved_model, load_tokenizer
     from compress.models.students import drop_layers
-    from compress.stages import prepare_data
 
     cfg = RunConfig.model_validate({"name": "speed", "task": "classification", "teacher": {"model": str(args.teacher)},
                                     "data": {"source": {"kind": "bbc_news"}, "max_length": 64,
                                              "max_train_examples": 1000}})
-    data = prepare_data(cfg)
     tokenizer = load_tokenizer(str(args.teacher))
+    splits, _ = TASKS["classification"].build(cfg, tokenizer)
+    train, test = splits["train"], splits["test"]
     teacher = load_saved_model(args.teacher, "classification").eval()
     student = drop_layers(copy.deepcopy(teacher), [0, 2, 4])
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=16, learning_rate=1e-4, validate_every_epoch=False,
                             mixed_precision=args.mixed_precision)
     kd = KDConfig(method="logit", temperature=2.0, alpha=0.5)
-    print(f"teacher test accuracy {test_accuracy(teacher, data.test, tokenizer):.4f}")
+    print(f"teacher test accuracy {test_accuracy(teacher, test, tokenizer):.4f}")
     for name, distil in (("Trainer, teacher every step", distil_with_trainer), ("compress, cached teacher",
                                                                                  distil_with_cache)):
         model = copy.deepcopy(student)
-        cost = distil(model, teacher, data.train, tokenizer, train_cfg, kd, cfg.seed)
+        cost = distil(model, teacher, train, tokenizer, train_cfg, kd, cfg.seed)
         print(f"{name}: {cost.examples} examples in {cost.seconds:.1f} s = {cost.per_second:.1f} examples/s, "
-              f"test accuracy {test_accuracy(model, data.test, tokenizer):.4f}")
+              f"test accuracy {test_accuracy(model, test, tokenizer):.4f}")
     if args.finetune:  # speed only: one epoch on a copy of the already fine-tuned teacher
         once = train_cfg.model_copy(update={"epochs": 1})
         for name, finetune in (("Trainer fine-tune", distil_with_trainer), ("compress fine-tune", distil_with_cache)):
-            cost = finetune(copy.deepcopy(teacher).train(), None, data.train, tokenizer, once, None, cfg.seed)
+            cost = finetune(copy.deepcopy(teacher).train(), None, train, tokenizer, once, None, cfg.seed)
             print(f"{name}: {cost.examples} examples in {cost.seconds:.1f} s = {cost.per_second:.1f} examples/s")
 
 

@@ -128,26 +128,39 @@ class DataConfig(Strict):
     qa: QaOptions = QaOptions()
 
 
+class AugmentConfig(Strict):
+    """TinyBERT's data augmentation: each labelled training text gets `copies` copies in which every word of
+    letters is replaced with `probability` by one of `candidates` words of close meaning from the teacher."""
+
+    copies: int = Field(4, ge=1, description="augmented copies per labelled training text")
+    probability: float = Field(0.4, ge=0, le=1, description="chance that a word is replaced")
+    candidates: int = Field(15, ge=1, description="replacement words considered per word (TinyBERT: 15)")
+    source: Literal["auto", "mlm", "embeddings"] = Field(
+        "auto", description="mlm: the teacher's masked-LM head, in context; embeddings: nearest words in its input "
+                            "embeddings; auto: mlm where the teacher checkpoint has the head")
+
+
 class TransferConfig(Strict):
     """A transfer set: text without labels that the teacher labels once, so every KD student learns from the
     teacher's outputs on far more text than the labels cover (DistilBERT, TinyBERT). KD students train on the
     labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split.
 
-    Classification only so far. `augment:` (TinyBERT-style word replacement) is reserved for later: until it is
-    built, writing it is an unknown key like any other.
+    Classification only so far.
     """
 
     unlabeled: list[Path] = Field([], description="files of in-domain text: .txt (one text per line), or CSV/TSV/"
                                                   "JSONL with the text in data.source.text_column ('text')")
     rest_of_train: bool = Field(False, description="the part of the training pool that data.max_train_examples "
                                                    "leaves out joins the transfer set, its labels dropped")
+    augment: AugmentConfig | None = Field(None, description="TinyBERT-style copies of the labelled training texts "
+                                                           "with words replaced, labelled by the teacher")
     max_examples: int | None = Field(None, ge=1, description="a cap on the transfer set (a seeded subset)")
 
     @model_validator(mode="after")
     def _gives_text(self) -> "TransferConfig":
-        if not self.unlabeled and not self.rest_of_train:
-            raise ValueError("the transfer block gives no text: list unlabeled files or set rest_of_train: true "
-                             "(or remove the block)")
+        if not self.unlabeled and not self.rest_of_train and self.augment is None:
+            raise ValueError("the transfer block gives no text: list unlabeled files, set rest_of_train: true or "
+                             "add augment (or remove the block)")
         return self
 
 

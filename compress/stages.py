@@ -20,6 +20,7 @@ from bench.measure import time_model_and_graphs
 from bench.results import capture_environment
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
 from compress.config import PruneConfig, QuantizeConfig, RunConfig, StudentConfig, TrainConfig, stable_hash
+from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
 from compress.data.tasks import TASKS, Task
 from compress.distill.loop import TrainLog, accumulate_gradients, train_model
@@ -29,7 +30,8 @@ from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.int8 import save_quantized
 from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
-from compress.models.students import OWN_FAMILIES, build_student
+from compress.models.neighbours import embedding_candidates, mlm_candidates
+from compress.models.students import OWN_FAMILIES, build_student, teacher_embeddings
 from compress.progress import console, track_steps
 from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
 from compress.quantize import argmax_agreement, quantize
@@ -66,7 +68,7 @@ def prepare_data(cfg: RunConfig) -> Data:
     task = TASKS[cfg.task]
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
     check_lengths(cfg)
-    enc, label_names = task.build(cfg, tokenizer)
+    enc, label_names = task.build(cfg, tokenizer, augmentation_words(cfg, tokenizer))
     labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
     console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
                   f"{len(enc['test'])} test features{labels}")
@@ -78,12 +80,32 @@ def prepare_data(cfg: RunConfig) -> Data:
                 transfer, stable_hash(transfer.features) if transfer is not None else None)
 
 
+def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
+    """Where transfer.augment's replacement words come from: the teacher's MLM head where its checkpoint has one
+    (source mlm or auto), else its input embeddings' nearest words. None without augmentation."""
+    augment = cfg.transfer.augment if cfg.transfer else None
+    if augment is None:
+        return None
+    path = resolve_model_path(cfg.teacher.model)
+    if augment.source != "embeddings":
+        words = mlm_candidates(path, tokenizer, augment.candidates, cfg.data.max_length, cfg.teacher.trust_remote_code)
+        if words is not None:
+            console.print("augmentation: replacement words from the teacher's masked-LM head")
+            return words
+        if augment.source == "mlm":
+            raise UserError(f"the teacher checkpoint '{cfg.teacher.model}' has no masked-LM head",
+                            "transfer.augment.source", "use source: embeddings (or auto)")
+    console.print("augmentation: replacement words from the teacher's input embeddings (no masked-LM head)")
+    return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
+
+
 def describe_transfer_set(transfer: EncodedSplit) -> str:
     found = transfer.meta["texts"]
     dropped = [f"{found.left_out} repeated or already in a labelled split"] if found.left_out else []
     dropped += [f"{found.capped} over transfer.max_examples"] if found.capped else []
     return (f"transfer set: {len(transfer)} texts without labels ({found.from_rest} from the training pool's rest, "
-            f"{found.from_files} from unlabeled files)" + (f"; left out: {', '.join(dropped)}" if dropped else ""))
+            f"{found.from_files} from unlabeled files, {found.from_augment} augmented copies)"
+            + (f"; left out: {', '.join(dropped)}" if dropped else ""))
 
 
 def check_lengths(cfg: RunConfig) -> None:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -21,6 +26,20 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from compress.config import RunConfig
 from compress.models.loading import resolve_model_path
 from compress.pipeline import RunResult, run
+
+
+def console_script(main: Callable[[], None], prog: str, *args: str) -> subprocess.CompletedProcess:
+    """`prog ARGS` through its console script's entry point (`main`), in this process: the exit code, stdout and
+    stderr a subprocess would give, without a fresh interpreter's seconds of imports per call. (Library logging
+    that bypasses sys.stderr is not captured: a test that must see a clean stderr end to end runs a real process.)"""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", [prog, *args]), redirect_stdout(out), redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    return subprocess.CompletedProcess([prog, *args], code, out.getvalue(), err.getvalue())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

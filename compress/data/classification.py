@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from compress.config import RunConfig
+from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.metrics import classification_metrics
 from compress.data.sources import Examples, load_splits
@@ -20,14 +21,15 @@ def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
     return EncodedSplit(features)
 
 
-def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], list[str]]:
+def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], list[str]]:
     """train/validation/test, and with a transfer block "transfer": its texts tokenised like the training split,
-    every label IGNORE_INDEX (the meta says where the texts came from)."""
+    every label IGNORE_INDEX (the meta says where the texts came from). `candidates` proposes the replacement
+    words of transfer.augment."""
     splits = load_splits(cfg.data, cfg.seed)
     encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length)
                for name in ("train", "validation", "test")}
     if cfg.transfer is not None:
-        found = transfer_texts(cfg, splits)
+        found = transfer_texts(cfg, splits, candidates)
         unlabeled = Examples(found.texts, [IGNORE_INDEX] * len(found.texts))
         encoded["transfer"] = replace(encode(unlabeled, tokenizer, cfg.data.max_length), meta={"texts": found})
     return encoded, splits.label_names

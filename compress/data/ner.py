@@ -220,7 +220,7 @@ def encode(sentences: list[Sentence], tokenizer, label_names: list[str], max_len
     return EncodedSplit(features, sequence_outputs=True, meta={"sentences": sentences, "word_ids": word_ids})
 
 
-def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], list[str]]:
+def build(cfg: RunConfig, tokenizer, candidates=None) -> tuple[dict[str, EncodedSplit], list[str]]:
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("NER needs a fast tokenizer (for word ids)", "teacher.model", "use a model with tokenizer.json")
     splits = load_sentences(cfg)

@@ -212,7 +212,7 @@ def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: in
     return EncodedSplit(features, sequence_outputs=True, meta=meta)
 
 
-def build(cfg: RunConfig, tokenizer) -> tuple[dict[str, EncodedSplit], None]:
+def build(cfg: RunConfig, tokenizer, candidates=None) -> tuple[dict[str, EncodedSplit], None]:
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("QA needs a fast tokenizer (for offsets)", "teacher.model", "use a model with tokenizer.json")
     splits = load_examples(cfg)

@@ -19,7 +19,7 @@ class Task:
     export_task: str  # optimum's task name
     outputs: tuple[str, ...]  # model output attributes that carry the predictions (and the KD targets)
     metric: str  # headline metric in the report
-    build: Callable  # (RunConfig, tokenizer) -> (splits, label names or None)
+    build: Callable  # (RunConfig, tokenizer, augmentation's word source) -> (splits, label names or None)
     evaluate: Callable  # (outputs, split, RunConfig, label names) -> metrics
     per_token: bool  # outputs run along the sequence
 

@@ -2,17 +2,21 @@
 from the teacher's outputs on far more text than the labels cover (DistilBERT and TinyBERT distil on such sets).
 
 Its text comes from the `transfer.unlabeled` files and, with `transfer.rest_of_train`, from the part of the
-training pool that `data.max_train_examples` left out (its labels dropped). Classification only so far; NER
-sentences, QA contexts and augmentation (TinyBERT's word replacement) come later.
+training pool that `data.max_train_examples` left out (its labels dropped), and with `transfer.augment`, from
+copies of the labelled training texts with words replaced (TinyBERT's augmentation, compress.data.augment).
+Classification only so far; NER sentences and QA contexts come later.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.config import LocalSource, RunConfig
+from compress.artifacts import write_text_atomic
+from compress.config import LocalSource, RunConfig, stable_hash
+from compress.data.augment import Candidates, augment_texts
 from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
 from compress.errors import UserError
 
@@ -29,10 +33,12 @@ class TransferTexts:
     from_files: int  # kept from the unlabeled files
     left_out: int  # repeats, and texts already in the labelled, validation or test split
     capped: int  # dropped by transfer.max_examples
+    from_augment: int = 0  # augmented copies of labelled texts
 
 
-def transfer_texts(cfg: RunConfig, splits: TextSplits) -> TransferTexts:
-    """The texts of `cfg.transfer` for classification, each once.
+def transfer_texts(cfg: RunConfig, splits: TextSplits, candidates: Candidates | None = None) -> TransferTexts:
+    """The texts of `cfg.transfer` for classification, each once: the training pool's rest, the unlabeled files'
+    texts, then the augmented copies (`candidates` proposes their replacement words; needed with augment).
 
     A text that is already in the labelled, validation or test split is left out: the student would otherwise
     learn the teacher's answer on a test text, and a labelled one it already sees with its label. With
@@ -43,22 +49,42 @@ def transfer_texts(cfg: RunConfig, splits: TextSplits) -> TransferTexts:
     rest = splits.rest_of_train.texts if transfer.rest_of_train else []
     files = [text for i, path in enumerate(transfer.unlabeled)
              for text in read_unlabeled(path, text_column(cfg), f"transfer.unlabeled.{i}")]
+    augmented = augmented_texts(cfg, splits.train.texts, candidates) if transfer.augment else []
     seen = {_key(t) for split in (splits.train, splits.validation, splits.test) for t in split.texts}
-    kept_rest, kept_files = _new_texts(rest, seen), _new_texts(files, seen)
-    texts = kept_rest + kept_files
+    sources = [_new_texts(found, seen) for found in (rest, files, augmented)]
+    texts = [text for kept in sources for text in kept]
     if not texts:
-        why = ("every text is already in the labelled, validation or test split" if rest or files
+        why = ("every text is already in the labelled, validation or test split" if rest or files or augmented
                else "data.max_train_examples keeps the whole training pool, so no rest is left")
         raise UserError(f"the transfer set is empty: {why}", "transfer",
                         "add unlabeled text, or lower data.max_train_examples")
     kept = len(texts)
+    source_of = [n for n, found in enumerate(sources) for _ in found]
+    chosen = range(kept)
     if transfer.max_examples is not None and kept > transfer.max_examples:
         chosen = sorted(random.Random(cfg.seed).sample(range(kept), transfer.max_examples))
-        from_rest = sum(1 for i in chosen if i < len(kept_rest))
-        texts = [texts[i] for i in chosen]
-    else:
-        from_rest = len(kept_rest)
-    return TransferTexts(texts, from_rest, len(texts) - from_rest, len(rest) + len(files) - kept, kept - len(texts))
+    counts = [sum(1 for i in chosen if source_of[i] == n) for n in range(3)]
+    return TransferTexts([texts[i] for i in chosen], counts[0], counts[1], len(rest) + len(files) + len(augmented)
+                         - kept, kept - len(chosen), counts[2])
+
+
+def augmented_texts(cfg: RunConfig, texts: list[str], candidates: Candidates | None) -> list[str]:
+    """TinyBERT-style copies of `texts`, kept in the run's cache: proposing words can take the teacher's MLM
+    minutes, and the data is prepared again on every resumed run. The file's name hashes all that makes it."""
+    augment = cfg.transfer.augment if cfg.transfer else None
+    assert augment is not None and candidates is not None, "augmentation needs its settings and a word source"
+    path = cfg.run_dir / "cache" / f"augmented-{stable_hash(texts, augment, cfg.teacher.model, cfg.seed)}.json"
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(cached, list) and all(isinstance(t, str) for t in cached):
+                return cached
+        except (OSError, ValueError):
+            pass  # unreadable: made again below
+    augmented = augment_texts(texts, augment.copies, augment.probability, candidates, cfg.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(augmented))
+    return augmented
 
 
 def text_column(cfg: RunConfig) -> str:

@@ -1,29 +1,18 @@
 """`bench` through its console-script entry: exit codes, stdout and stderr as a user's shell sees them."""
 
-import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
-from unittest import mock
 
 import pytest
 
 from bench.cli import main
+from tests.conftest import console_script
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
-    """`bench ARGS` through the console script's entry point (bench.cli.main), in this process: its exit code,
-    stdout and stderr as a subprocess gives them, without a fresh interpreter's seconds of imports per call.
-    test_a_real_process_exits_2_with_one_line runs the installed command itself."""
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, "argv", ["bench", *args]), redirect_stdout(out), redirect_stderr(err):
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    return subprocess.CompletedProcess(["bench", *args], code, out.getvalue(), err.getvalue())
+    """`bench ARGS` in this process (test_a_real_process_exits_2_with_one_line runs the command itself)."""
+    return console_script(main, "bench", *args)
 
 
 def test_a_real_process_exits_2_with_one_line(tmp_path):

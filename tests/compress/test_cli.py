@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from compress.cli import main
+from tests.conftest import console_script
+
 ROOT = Path(__file__).parents[2]
 
 
-def compress(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True, cwd=cwd)
+def compress(*args: str) -> subprocess.CompletedProcess:
+    """`compress ARGS` in this process (test_missing_config_file runs the command itself)."""
+    return console_script(main, "compress", *args)
 
 
 def assert_one_line_error(out, *fragments):
@@ -27,7 +31,9 @@ def test_validate_accepts_the_demo():
 
 
 def test_missing_config_file(tmp_path):
-    assert_one_line_error(compress("run", str(tmp_path / "missing.yaml")), "config file not found", "missing.yaml")
+    out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True)
+    assert_one_line_error(out, "config file not found", "missing.yaml")
 
 
 def test_unknown_key(tmp_path):

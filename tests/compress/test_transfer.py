@@ -180,7 +180,9 @@ def transfer_run(tmp_path_factory, tiny_bert_dir, tiny_csv):
     students = [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}},
                 {"name": "prog", "layers": [0, 3], "baseline": False, "distill": {"method": "progressive"},
                  "train": {"epochs": 1, "learning_rate": 3e-3}}]
-    cfg = transfer_run_config(tmp, tiny_bert_dir, tiny_csv, unlabeled=[unlabeled], students=students)
+    # One augmented copy of each labelled text: the tiny teacher has no MLM head, so its embeddings propose words.
+    cfg = transfer_run_config(tmp, tiny_bert_dir, tiny_csv, unlabeled=[unlabeled], students=students,
+                              augment={"copies": 1, "probability": 0.5})
     cfg = RunConfig.model_validate(cfg.model_dump() | {"quantize": [{"name": "half-int8", "model": "half"}]})
     return cfg, unlabeled, run(cfg)
 
@@ -192,9 +194,11 @@ def training_steps(cfg: RunConfig, log: str) -> list[dict]:
 
 def test_kd_student_sees_the_transfer_set_and_its_baseline_does_not(transfer_run):
     cfg, _, result = transfer_run
-    transfer_size = len(prepare_data(cfg).transfer)
+    transfer = prepare_data(cfg).transfer
+    transfer_size, found = len(transfer), transfer.meta["texts"]
     rows = {r["model"]: r for r in result.report["rows"]}
-    assert transfer_size > 30  # the rest of the pool and the file
+    assert found.from_rest > 0 and found.from_files > 0 and 0 < found.from_augment <= 30
+    assert transfer_size == found.from_rest + found.from_files + found.from_augment
     assert rows["half"]["transfer_examples"] == transfer_size
     assert rows["half-baseline"]["transfer_examples"] == 0 and rows["teacher"]["transfer_examples"] == 0
     assert rows["half"]["kd_gain"] == pytest.approx(rows["half"]["metric"] - rows["half-baseline"]["metric"])
@@ -314,8 +318,9 @@ def test_a_transfer_set_with_nothing_new_is_refused(tmp_path, tiny_csv):
      "key 'transfer': transfer sets are built for classification so far"),
     ("task: qa\ndata: {source: {kind: squad, train: t.json}}\ntransfer: {unlabeled: [u.txt]}\n",
      "key 'transfer': transfer sets are built for classification so far"),
-    ("transfer: {rest_of_train: true, augment: {copies: 2}}\ndata: {max_train_examples: 10}\n",
-     "unknown key 'transfer.augment'"),
+    ("transfer: {augment: {copies: 0}}\n", "key 'transfer.augment.copies'"),
+    ("transfer: {augment: {probability: 1.5}}\n", "key 'transfer.augment.probability'"),
+    ("transfer: {augment: {source: glove}}\n", "key 'transfer.augment.source'"),
     ("transfer: {}\n", "key 'transfer': the transfer block gives no text"),
     ("transfer: {rest_of_train: true}\n", "key 'transfer': rest_of_train needs data.max_train_examples"),
 ])

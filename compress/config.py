@@ -145,7 +145,7 @@ class TransferConfig(Strict):
     teacher's outputs on far more text than the labels cover (DistilBERT, TinyBERT). KD students train on the
     labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split.
 
-    Classification only so far.
+    Classification and NER so far.
     """
 
     unlabeled: list[Path] = Field([], description="files of in-domain text: .txt (one text per line), or CSV/TSV/"
@@ -513,9 +513,9 @@ class RunConfig(Strict):
         task, data = info.data.get("task"), info.data.get("data")  # absent when they failed their own checks
         if transfer is None:
             return transfer
-        if task is not None and task != "classification":
-            raise ValueError(f"transfer sets are built for classification so far, not task '{task}' (NER and QA "
-                             "come later); remove the transfer block")
+        if task == "qa":
+            raise ValueError("transfer sets are built for classification and NER so far, not task 'qa' (SQuAD "
+                             "contexts come later); remove the transfer block")
         if transfer.rest_of_train and data is not None and data.max_train_examples is None:
             raise ValueError("rest_of_train needs data.max_train_examples: without a subset the whole training "
                              "pool is labelled and no rest is left")

@@ -89,14 +89,26 @@ def check_ort_variants(cfg: RunConfig, rows: dict) -> None:
 def test_ner_run(tmp_path, tiny_bert_dir):
     train = make_conll(tmp_path / "train.txt", 60)
     source = {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1}
-    cfg = config(tmp_path, tiny_bert_dir, "ner", source)
+    cfg = config(tmp_path, tiny_bert_dir, "ner", source, max_train_examples=30)
+    # A transfer set: the training pool's rest and one augmented copy of each labelled sentence.
+    transfer = {"rest_of_train": True, "augment": {"copies": 1, "probability": 0.5}}
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"transfer": transfer})
     run(cfg)
     rows = check_report(cfg, {"precision", "recall", "f1", "per_type_f1"})
     assert set(rows["teacher"]["metrics"]["per_type_f1"]) == {"LOC", "PER"}
     manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["teacher_logits"]["result"]["features"] > 0
+    assert manifest["stages"]["teacher_logits"]["result"]["features"] == 30
+    transfer_size = manifest["stages"]["teacher_transfer"]["result"]["features"]
+    assert transfer_size > 0 and rows["half"]["transfer_examples"] == rows["rnn"]["transfer_examples"] == transfer_size
+    assert rows["half-baseline"]["transfer_examples"] == 0
+    import numpy as np
+
+    cached = np.load(cfg.run_dir / "cache" / "teacher_transfer_logits.npy")
+    assert cached.shape == (transfer_size, 32, 4) and np.isfinite(cached).all()  # per token: O, B-LOC, B-PER, I-PER
     log = [json.loads(line) for line in (cfg.run_dir / "logs" / "half.jsonl").read_text().splitlines()]
     assert {"kd", "ce"} <= set(log[0])
+    steps = [r for r in log if "step" in r]
+    assert len(steps) == 2 * -(-(30 + transfer_size) // 16) and all(np.isfinite(r["ce"]) for r in steps)
     stage = json.loads((cfg.run_dir / "logs" / "scratch.layer0.jsonl").read_text().splitlines()[0])
     assert {"hidden", "attention"} <= set(stage)  # the progressive layer stage ran before the KD stage
 

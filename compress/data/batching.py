@@ -16,6 +16,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TARGETS = ("labels", "start_positions", "end_positions")
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip
+NO_LABEL = -1  # a transfer sentence's word: the KD terms take the position, CE (no label) does not
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,14 @@ class EncodedSplit(Dataset):
         return replace(self, features=self.features[:n], teacher=None)
 
     def without_labels(self) -> "EncodedSplit":
-        """Every label IGNORE_INDEX, whatever it was: rows the loss must never take a label from."""
-        return replace(self, features=[f | {"labels": IGNORE_INDEX} for f in self.features])
+        """Every label dropped, whatever it was: rows the loss must never take a label from. A per-token label
+        becomes NO_LABEL where there was one (the KD terms run there, as on a labelled sentence's words), and
+        IGNORE_INDEX stays."""
+        def dropped(labels):
+            if isinstance(labels, list):
+                return [IGNORE_INDEX if label == IGNORE_INDEX else NO_LABEL for label in labels]
+            return IGNORE_INDEX
+        return replace(self, features=[f | {"labels": dropped(f["labels"])} for f in self.features])
 
     def followed_by(self, other: "EncodedSplit") -> "EncodedSplit":
         """This split's rows, then `other`'s, teacher outputs included (both must have them, or neither); the

@@ -3,15 +3,17 @@ seqeval metrics and BIO tags back to entity spans."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
+from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.sources import fill_splits, hub_splits, load_hub_split
+from compress.data.transfer import transfer_sentences
 from compress.errors import UserError
 
 
@@ -186,7 +188,8 @@ def bio_to_entities(words: list[str], tags: list[str]) -> list[Entity]:
 # ---------------------------------------------------------------- the task
 
 
-def load_sentences(cfg: RunConfig) -> dict[str, list[Sentence]]:
+def load_sentences(cfg: RunConfig) -> tuple[dict[str, list[Sentence]], list[Sentence]]:
+    """train/validation/test sentences, and the training pool's rest that data.max_train_examples left out."""
     source = cfg.data.source
     if isinstance(source, Wnut16Source):
         raw = {"train": read_wnut16(), "validation": None, "test": None}
@@ -195,7 +198,8 @@ def load_sentences(cfg: RunConfig) -> dict[str, list[Sentence]]:
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
     else:
         raw = {key: _hub_sentences(source, split) if split else None for key, split in hub_splits(source).items()}
-    return fill_splits(raw, cfg.data, cfg.seed)[0]
+    splits, rest = fill_splits(raw, cfg.data, cfg.seed)
+    return splits, rest or []
 
 
 def _hub_sentences(source: HubSource, split: str) -> list[Sentence]:
@@ -220,18 +224,30 @@ def encode(sentences: list[Sentence], tokenizer, label_names: list[str], max_len
     return EncodedSplit(features, sequence_outputs=True, meta={"sentences": sentences, "word_ids": word_ids})
 
 
-def build(cfg: RunConfig, tokenizer, candidates=None) -> tuple[dict[str, EncodedSplit], list[str]]:
+def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], list[str]]:
+    """train/validation/test, and with a transfer block "transfer": its sentences tokenised like the training
+    split, without labels (NO_LABEL on each word's first sub-word, where the KD terms run). `candidates`
+    proposes the replacement words of transfer.augment."""
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("NER needs a fast tokenizer (for word ids)", "teacher.model", "use a model with tokenizer.json")
-    splits = load_sentences(cfg)
+    splits, rest = load_sentences(cfg)
     labels = cfg.data.ner.labels or label_list(splits["train"])
     check_bio(set(labels), "data.ner.labels")
     where = str(getattr(cfg.data.source, "train", cfg.data.source.kind))
     for sentences in splits.values():
         check_known_tags(sentences, labels, where)
     opts = cfg.data.ner
-    return {name: encode(s, tokenizer, labels, cfg.data.max_length, opts.label_all_subwords)
-            for name, s in splits.items()}, labels
+    encoded = {name: encode(s, tokenizer, labels, cfg.data.max_length, opts.label_all_subwords)
+               for name, s in splits.items()}
+    if cfg.transfer is not None:
+        word_column = cfg.data.source.word_column if isinstance(cfg.data.source, ConllSource) else 0
+        found = transfer_sentences(cfg, [s.words for split in splits.values() for s in split],
+                                   [s.words for s in splits["train"]], [s.words for s in rest], word_column,
+                                   candidates)
+        unlabeled = [Sentence(words, ["O"] * len(words), 0) for words in found.texts]  # "O": replaced below
+        transfer = encode(unlabeled, tokenizer, labels, cfg.data.max_length, label_all_subwords=False)
+        encoded["transfer"] = replace(transfer.without_labels(), meta=transfer.meta | {"texts": found})
+    return encoded, labels
 
 
 def predicted_tags(logits: torch.Tensor, split: EncodedSplit, label_names: list[str]) -> list[list[str]]:

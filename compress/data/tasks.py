@@ -38,8 +38,9 @@ def loss_targets(task: Task, outputs,
                  batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """(student logits, teacher logits or None, labels) triples, each shaped (M, C) / (M, C) / (M,).
 
-    NER keeps only labelled positions (labels != -100), so KD never runs over padding, special tokens or
-    non-first sub-words. QA treats start and end as two classifications over the sequence positions.
+    NER keeps only word positions (labels != -100: a label, or NO_LABEL on a transfer sentence), so KD never runs
+    over padding, special tokens or non-first sub-words. QA treats start and end as two classifications over the
+    sequence positions.
     """
     if task.name == "qa":
         return [(outputs.start_logits, batch.get("teacher_start_logits"), batch["start_positions"]),

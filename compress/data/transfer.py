@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compress.artifacts import write_text_atomic
 from compress.config import LocalSource, RunConfig, stable_hash
-from compress.data.augment import Candidates, augment_texts
+from compress.data.augment import Candidates, augment_sentences, augment_texts
 from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
 from compress.errors import UserError
 
@@ -25,10 +25,11 @@ TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
 
 @dataclass(frozen=True)
 class TransferTexts:
-    """The transfer set's texts in order (the training pool's rest first, then each file's), and where they came
-    from, for the console line and the report."""
+    """The transfer set's texts in order (the training pool's rest first, then each file's, then the augmented
+    copies), and where they came from, for the console line and the report. A text is a string (classification)
+    or a list of words (NER)."""
 
-    texts: list[str]
+    texts: list
     from_rest: int  # kept from the training pool's rest
     from_files: int  # kept from the unlabeled files
     left_out: int  # repeats, and texts already in the labelled, validation or test split
@@ -37,20 +38,42 @@ class TransferTexts:
 
 
 def transfer_texts(cfg: RunConfig, splits: TextSplits, candidates: Candidates | None = None) -> TransferTexts:
-    """The texts of `cfg.transfer` for classification, each once: the training pool's rest, the unlabeled files'
-    texts, then the augmented copies (`candidates` proposes their replacement words; needed with augment).
+    """The texts of `cfg.transfer` for classification (see assemble); `candidates` proposes the augmented
+    copies' replacement words (needed with augment)."""
+    transfer = cfg.transfer
+    assert transfer is not None, "transfer_texts needs a transfer block"
+    files = [text for i, path in enumerate(transfer.unlabeled)
+             for text in read_unlabeled(path, text_column(cfg), f"transfer.unlabeled.{i}")]
+    augmented = augmented_copies(cfg, splits.train.texts, candidates, augment_texts) if transfer.augment else []
+    labelled = [t for split in (splits.train, splits.validation, splits.test) for t in split.texts]
+    return assemble(cfg, labelled, splits.rest_of_train.texts, files, augmented)
+
+
+def transfer_sentences(cfg: RunConfig, labelled: list[list[str]], train: list[list[str]], rest: list[list[str]],
+                       word_column: int, candidates: Candidates | None = None) -> TransferTexts:
+    """The sentences (word lists) of `cfg.transfer` for NER (see assemble): `labelled` holds every labelled,
+    validation and test sentence, `train` the labelled training ones (augmented), `rest` the training pool's rest;
+    unlabeled CoNLL files take their words from `word_column`."""
+    transfer = cfg.transfer
+    assert transfer is not None, "transfer_sentences needs a transfer block"
+    files = [words for i, path in enumerate(transfer.unlabeled)
+             for words in read_unlabeled_sentences(path, word_column, f"transfer.unlabeled.{i}")]
+    augmented = augmented_copies(cfg, train, candidates, augment_sentences) if transfer.augment else []
+    return assemble(cfg, labelled, rest, files, augmented)
+
+
+def assemble(cfg: RunConfig, labelled: list, rest: list, files: list, augmented: list) -> TransferTexts:
+    """The transfer set, each text once: the training pool's rest (with rest_of_train), the unlabeled files'
+    texts, then the augmented copies.
 
     A text that is already in the labelled, validation or test split is left out: the student would otherwise
     learn the teacher's answer on a test text, and a labelled one it already sees with its label. With
     `max_examples`, a seeded subset (in the original order) keeps the set reproducible.
     """
     transfer = cfg.transfer
-    assert transfer is not None, "transfer_texts needs a transfer block"
-    rest = splits.rest_of_train.texts if transfer.rest_of_train else []
-    files = [text for i, path in enumerate(transfer.unlabeled)
-             for text in read_unlabeled(path, text_column(cfg), f"transfer.unlabeled.{i}")]
-    augmented = augmented_texts(cfg, splits.train.texts, candidates) if transfer.augment else []
-    seen = {_key(t) for split in (splits.train, splits.validation, splits.test) for t in split.texts}
+    assert transfer is not None
+    rest = rest if transfer.rest_of_train else []
+    seen = {_key(t) for t in labelled}
     sources = [_new_texts(found, seen) for found in (rest, files, augmented)]
     texts = [text for kept in sources for text in kept]
     if not texts:
@@ -68,20 +91,21 @@ def transfer_texts(cfg: RunConfig, splits: TextSplits, candidates: Candidates | 
                          - kept, kept - len(chosen), counts[2])
 
 
-def augmented_texts(cfg: RunConfig, texts: list[str], candidates: Candidates | None) -> list[str]:
-    """TinyBERT-style copies of `texts`, kept in the run's cache: proposing words can take the teacher's MLM
-    minutes, and the data is prepared again on every resumed run. The file's name hashes all that makes it."""
+def augmented_copies(cfg: RunConfig, texts: list, candidates: Candidates | None, augment_with) -> list:
+    """TinyBERT-style copies of `texts` (strings or word lists) by `augment_with` (augment_texts or
+    augment_sentences), kept in the run's cache: proposing words can take the teacher's MLM minutes, and the data
+    is prepared again on every resumed run. The file's name hashes all that makes it."""
     augment = cfg.transfer.augment if cfg.transfer else None
     assert augment is not None and candidates is not None, "augmentation needs its settings and a word source"
     path = cfg.run_dir / "cache" / f"augmented-{stable_hash(texts, augment, cfg.teacher.model, cfg.seed)}.json"
     if path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(cached, list) and all(isinstance(t, str) for t in cached):
+            if isinstance(cached, list) and len(cached) == len(texts) * augment.copies:
                 return cached
         except (OSError, ValueError):
             pass  # unreadable: made again below
-    augmented = augment_texts(texts, augment.copies, augment.probability, candidates, cfg.seed)
+    augmented = augment_with(texts, augment.copies, augment.probability, candidates, cfg.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(augmented))
     return augmented
@@ -113,6 +137,49 @@ def read_unlabeled(path: Path, column: str, key: str) -> list[str]:
     return texts
 
 
+CONLL_SUFFIXES = (".conll", ".iob", ".bio")
+
+
+def read_unlabeled_sentences(path: Path, word_column: int, key: str) -> list[list[str]]:
+    """The sentences (word lists) of one unlabeled NER file: CoNLL columns (a word per line in `word_column`, tags
+    ignored, a blank line between sentences) or one sentence per line, split at whitespace. A .txt file is read as
+    CoNLL when it has blank lines and its lines have at most 4 columns (a word and its tags), else as lines."""
+    where = f"{key}: {path}"
+    if not path.is_file():
+        raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", *CONLL_SUFFIXES):
+        raise UserError(f"unsupported file type '{suffix}' for NER", where,
+                        "use .txt (one sentence per line, or CoNLL columns) or .conll")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", where, "save the file as UTF-8") from None
+    filled = [line.split() for line in lines if line.strip()]
+    columns = sorted(len(words) for words in filled)
+    conll = suffix in CONLL_SUFFIXES or (len(filled) < len(lines) and bool(columns) and columns[len(columns) // 2] <= 4)
+    sentences = _conll_words(lines, word_column, where) if conll else filled
+    if not sentences:
+        raise UserError("no sentences in the file", where, "give one sentence per line, or CoNLL columns")
+    return sentences
+
+
+def _conll_words(lines: list[str], word_column: int, where: str) -> list[list[str]]:
+    sentences, words = [], []
+    for number, line in enumerate(lines, start=1):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if words:
+                sentences.append(words)
+            words = []
+            continue
+        if word_column >= len(columns):
+            raise UserError(f"no column {word_column} for the word (the line has {len(columns)})",
+                            f"{where}:{number}", "set data.source.word_column, or write one word per line")
+        words.append(columns[word_column])
+    return sentences + ([words] if words else [])
+
+
 def _read_txt(path: Path) -> list[str]:
     try:
         # utf-8-sig: a byte-order mark would otherwise stick to the first text.
@@ -137,12 +204,12 @@ def _column_texts(path: Path, column: str) -> list[str]:
     return texts
 
 
-def _key(text: str) -> str:
-    """Texts that differ only in spacing are the same text."""
-    return " ".join(text.split())
+def _key(text: str | list[str]) -> str:
+    """Texts that differ only in spacing are the same text (a sentence is its words)."""
+    return " ".join(text.split() if isinstance(text, str) else text)
 
 
-def _new_texts(texts: list[str], seen: set[str]) -> list[str]:
+def _new_texts(texts: list, seen: set[str]) -> list:
     """`texts` without those in `seen` or repeated (first one kept); `seen` grows with the kept ones."""
     kept = []
     for text in texts:

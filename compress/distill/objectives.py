@@ -24,8 +24,10 @@ from compress.models.students import default_layers
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE averaged over the rows that have a label: (M, C) logits, (M,) labels, IGNORE_INDEX on rows without one
-    (a transfer set's). A batch of transfer rows alone gives 0 (gradient zero), where F.cross_entropy gives NaN."""
+    """CE averaged over the rows that have a label: (M, C) logits, (M,) labels, negative (IGNORE_INDEX, NO_LABEL)
+    on rows without one (a transfer set's). A batch of transfer rows alone gives 0 (gradient zero), where
+    F.cross_entropy gives NaN."""
+    labels = labels.masked_fill(labels < 0, IGNORE_INDEX)
     if bool((labels == IGNORE_INDEX).all()):
         return logits.sum() * 0.0  # keeps the graph (and the gradient, zero) defined
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)

@@ -46,6 +46,7 @@ def embedding_candidates(embeddings: torch.Tensor, tokenizer: PreTrainedTokenize
     vocabulary = whole_words(tokenizer)
     candidate_ids = torch.tensor(sorted(vocabulary))
     unit = F.normalize(embeddings.float(), dim=-1)
+    candidate_unit = unit[candidate_ids]
     known: dict[str, list[str]] = {}
 
     def nearest(words: list[str]) -> None:
@@ -56,7 +57,7 @@ def embedding_candidates(embeddings: torch.Tensor, tokenizer: PreTrainedTokenize
         items = sorted(ids.items())
         for start in range(0, len(items), 1024):
             chunk = items[start:start + 1024]
-            scores = unit[[i for _, i in chunk]] @ unit[candidate_ids].T
+            scores = unit[[i for _, i in chunk]] @ candidate_unit.T
             top = scores.topk(min(k + 1, len(candidate_ids)), dim=-1).indices
             for (w, i), row in zip(chunk, top.tolist()):
                 near = [int(candidate_ids[j]) for j in row]
@@ -74,9 +75,12 @@ def mlm_candidates(model_path: str, tokenizer: PreTrainedTokenizerBase, k: int, 
                    trust_remote_code: bool = False) -> Candidates | None:
     """Candidates from the teacher's masked-LM head (None when the checkpoint has none: its MLM weights would be
     random). Each copy is one forward pass with its chosen words masked; the top `k` whole words at each mask."""
-    with hub_access():
-        model, info = AutoModelForMaskedLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
-                                                           output_loading_info=True)
+    try:
+        with hub_access():
+            model, info = AutoModelForMaskedLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
+                                                               output_loading_info=True)
+    except ValueError:  # an architecture transformers has no masked-LM class for
+        return None
     head_missing = any(not name.startswith(model.base_model_prefix) for name in info["missing_keys"])
     if model.get_output_embeddings() is None or head_missing:
         return None

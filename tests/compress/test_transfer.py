@@ -314,10 +314,8 @@ def test_a_transfer_set_with_nothing_new_is_refused(tmp_path, tiny_csv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("transfer: {unlabeled: [u.txt], max_examples: 0}\n", "key 'transfer.max_examples'"),
-    ("task: ner\ndata: {source: {kind: wnut16}}\ntransfer: {unlabeled: [u.txt]}\n",
-     "key 'transfer': transfer sets are built for classification so far"),
     ("task: qa\ndata: {source: {kind: squad, train: t.json}}\ntransfer: {unlabeled: [u.txt]}\n",
-     "key 'transfer': transfer sets are built for classification so far"),
+     "key 'transfer': transfer sets are built for classification and NER so far"),
     ("transfer: {augment: {copies: 0}}\n", "key 'transfer.augment.copies'"),
     ("transfer: {augment: {probability: 1.5}}\n", "key 'transfer.augment.probability'"),
     ("transfer: {augment: {source: glove}}\n", "key 'transfer.augment.source'"),
@@ -345,3 +343,77 @@ def test_compress_run_with_a_missing_unlabeled_file_is_one_line_exit_2(tmp_path,
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert f"transfer.unlabeled.0: {tmp_path / 'gone.txt'}: unlabeled file not found" in out.stderr
+
+
+# ---------------------------------------------------------------- NER
+
+
+def ner_transfer_config(tmp_path, tiny_bert_dir, unlabeled=(), **transfer) -> RunConfig:
+    from tests.conftest import make_conll
+
+    train = make_conll(tmp_path / "train.conll", 60)
+    return RunConfig.model_validate({
+        "task": "ner", "output_dir": str(tmp_path / "runs"), "teacher": {"model": str(tiny_bert_dir)},
+        "data": {"source": {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1},
+                 "max_length": 12, "max_train_examples": 30},
+        "transfer": {"rest_of_train": True, "unlabeled": [str(p) for p in unlabeled]} | transfer})
+
+
+def test_unlabeled_ner_files_are_sentences_per_line_or_conll_columns(tmp_path):
+    from compress.data.transfer import read_unlabeled_sentences
+
+    lines = write_lines(tmp_path / "lines.txt", ["Alice flew to Paris .", "", "Bob   stayed home"])
+    assert read_unlabeled_sentences(lines, 0, "k") == [["Alice", "flew", "to", "Paris", "."], ["Bob", "stayed", "home"]]
+    conll = write_lines(tmp_path / "tagged.txt", ["-DOCSTART- O", "", "Alice B-PER", "flew O", "", "Bob B-PER"])
+    assert read_unlabeled_sentences(conll, 0, "k") == [["Alice", "flew"], ["Bob"]]  # tags ignored
+    columns = write_lines(tmp_path / "c.conll", ["1 Alice NNP", "2 flew VBD", "", "1 Bob NNP"])
+    assert read_unlabeled_sentences(columns, 1, "k") == [["Alice", "flew"], ["Bob"]]
+    for path, column, message in ((columns, 5, "no column 5"), (tmp_path / "t.csv", 0, "unsupported file type"),
+                                  (write_lines(tmp_path / "blank.conll", ["", ""]), 0, "no sentences")):
+        path.touch()
+        with pytest.raises(UserError) as err:
+            read_unlabeled_sentences(path, column, "transfer.unlabeled.0")
+        assert message in err.value.what and err.value.where.startswith("transfer.unlabeled.0: ")
+
+
+def test_ner_transfer_sentences_are_distilled_on_their_words_and_never_labelled(tmp_path, tiny_bert_dir):
+    from compress.data.batching import NO_LABEL
+
+    extra = write_lines(tmp_path / "more.txt", ["carol jones walked to rome yesterday", "alice smith flew to paris"])
+    cfg = ner_transfer_config(tmp_path, tiny_bert_dir, [extra], augment={"copies": 1, "probability": 1.0})
+    from compress.models.neighbours import embedding_candidates
+    from compress.stages import augmentation_words
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    assert augmentation_words(cfg, tokenizer) is not None  # the tiny teacher has no MLM head: its embeddings
+    torch.manual_seed(0)
+    splits, _ = TASKS["ner"].build(cfg, tokenizer, embedding_candidates(torch.randn(len(tokenizer), 8), tokenizer, 3))
+    transfer, found = splits["transfer"], splits["transfer"].meta["texts"]
+    assert found.from_rest > 0 and found.from_files >= 1 and found.from_augment > 0
+    labelled = {" ".join(s.words) for name in ("train", "validation", "test")
+                for s in splits[name].meta["sentences"]}
+    assert not labelled & {" ".join(words) for words in found.texts}
+    for feature, ids in zip(transfer.features, transfer.meta["word_ids"]):
+        first_pieces = [i for i, w in enumerate(ids) if w is not None and (i == 0 or ids[i - 1] != w)]
+        assert [i for i, label in enumerate(feature["labels"]) if label == NO_LABEL] == first_pieces
+        assert set(feature["labels"]) <= {NO_LABEL, IGNORE_INDEX}
+    # Augmented copies keep their sentence's word count (word boundaries), so their words align like the original.
+    copies = found.texts[len(found.texts) - found.from_augment:]
+    assert {len(words) for words in copies} == {6}
+
+
+def test_ner_kd_runs_on_transfer_words_and_ce_only_on_labelled_ones():
+    from transformers.modeling_outputs import TokenClassifierOutput
+
+    from compress.data.batching import NO_LABEL
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 3, requires_grad=True), torch.randn(2, 4, 3)
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2, IGNORE_INDEX], [IGNORE_INDEX, NO_LABEL, NO_LABEL, IGNORE_INDEX]])
+    terms = LogitTerms(TASKS["ner"], temperature=1.0)({"labels": labels, "teacher_logits": teacher},
+                                                      TokenClassifierOutput(logits=student))
+    words = labels != IGNORE_INDEX
+    assert torch.allclose(terms["ce"], F.cross_entropy(student[0, 1:3], labels[0, 1:3]))
+    expected_kd = F.kl_div(student[words].log_softmax(-1), teacher[words].log_softmax(-1), log_target=True,
+                           reduction="batchmean")
+    assert torch.allclose(terms["kd"], expected_kd)

@@ -203,6 +203,9 @@ class IntermediateConfig(Strict):
     attention_loss: Literal["mse", "kl"] = "mse"
 
 
+LAYER_METHODS = ("intermediate", "progressive", "tinybert")  # KD methods that match the teacher's layers
+
+
 class KDConfig(Strict):
     """How a student learns from the teacher's outputs.
 
@@ -214,15 +217,19 @@ class KDConfig(Strict):
     progressive: first one stage per student layer, bottom up: layer k alone learns its teacher layer's hidden
             states and attention (everything else frozen, `progressive_epochs` each), then logit KD for the whole
             student (MobileBERT's progressive transfer); for transformer students.
+    tinybert: TinyBERT's two stages: first the whole student learns every mapped teacher layer's hidden states and
+            attention, and the embeddings (`intermediate` weights, `intermediate_epochs`), without the prediction
+            layer; then logit KD; for transformer students. With a transfer set both stages run over it.
     """
 
-    method: Literal["logit", "hybrid", "intermediate", "progressive"] = "logit"
+    method: Literal["logit", "hybrid", "intermediate", "progressive", "tinybert"] = "logit"
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     confidence_threshold: float = Field(0.9, gt=0, le=1, description="hybrid: teacher probability that counts as sure")
     confident_weight: float = Field(0.5, ge=0, description="hybrid: weight of the confident-teacher term")
     intermediate: IntermediateConfig = IntermediateConfig()
     progressive_epochs: int = Field(1, ge=1, description="progressive: epochs for each student layer's stage")
+    intermediate_epochs: int = Field(1, ge=1, description="tinybert: epochs of the intermediate-layer stage")
 
 
 class TeacherConfig(Strict):
@@ -323,7 +330,7 @@ class BiLSTMStudent(StudentBase):
 
     @model_validator(mode="after")
     def _no_layer_transfer(self) -> "BiLSTMStudent":
-        if self.distill.method in ("intermediate", "progressive"):
+        if self.distill.method in LAYER_METHODS:
             raise ValueError(f"distill.method '{self.distill.method}' needs a transformer student (layers and "
                              "attention maps to match the teacher's); use logit or hybrid for a BiLSTM")
         return self

@@ -19,13 +19,21 @@ from bench.flops import gemm_peak_flops
 from bench.measure import time_model_and_graphs
 from bench.results import capture_environment
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
-from compress.config import PruneConfig, QuantizeConfig, RunConfig, StudentConfig, TrainConfig, stable_hash
+from compress.config import (
+    LAYER_METHODS,
+    PruneConfig,
+    QuantizeConfig,
+    RunConfig,
+    StudentConfig,
+    TrainConfig,
+    stable_hash,
+)
 from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
 from compress.data.tasks import TASKS, Task
 from compress.distill.loop import TrainLog, accumulate_gradients, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
-from compress.distill.progressive import train_layers_progressively
+from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
 from compress.errors import UserError
 from compress.hub import hub_access
 from compress.models.int8 import save_quantized
@@ -198,14 +206,17 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
     method, stage_seconds = student.distill.method if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
-    if method in ("intermediate", "progressive"):  # the teacher's features come online, from the loss
+    if method in LAYER_METHODS:  # the teacher's features come online, from the loss
         layer_terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task),
                                      where)
         if method == "intermediate":
             loss = intermediate_loss(data.task, student.distill, layer_terms)
-        else:  # layer by layer first, then logit KD for the whole student
+        elif method == "progressive":  # layer by layer first, then logit KD for the whole student
             stage_seconds = train_layers_progressively(model, layer_terms, train, tokenizer, student.train,
                                                        student.distill, cfg.seed, log)
+        else:  # tinybert: every layer's terms first, then logit KD
+            stage_seconds = train_intermediate_stage(model, layer_terms, train, tokenizer, student.train,
+                                                     student.distill, cfg.seed, log)
     trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
                           validate=validator(cfg, student.train, data, tokenizer), log=log)
     trained = replace(trained, seconds=trained.seconds + stage_seconds)

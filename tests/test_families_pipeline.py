@@ -32,7 +32,8 @@ def family_config(tmp_path, tiny_bert_dir, tiny_csv, checkpoint) -> RunConfig:
         "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
         "students": [
             {"name": "half", "kind": "layer_dropped", "train": TRAIN, "distill": {"method": "intermediate"}},
-            {"name": "distil", "kind": "checkpoint", "model": str(checkpoint), "train": TRAIN},
+            {"name": "distil", "kind": "checkpoint", "model": str(checkpoint), "train": TRAIN,
+             "distill": {"method": "tinybert"}},
             {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
              "ffn_size": 32, "train": TRAIN, "distill": {"method": "hybrid"}},
             {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
@@ -65,6 +66,11 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
     assert {"kd", "ce", "hidden", "attention", "embedding"} <= set(first_step["half"])  # intermediate
     assert {"kd", "ce", "confident", "confident_fraction"} <= set(first_step["scratch"])  # hybrid
     assert set(first_step["half-baseline"]) == {"step", "epoch", "lr", "loss", "ce"}  # no KD at all
+    # TinyBERT's two stages: the intermediate terms alone, then prediction-layer KD alone.
+    stage = json.loads((cfg.run_dir / "logs" / "distil.intermediate.jsonl").read_text().splitlines()[0])
+    final = json.loads((cfg.run_dir / "logs" / "distil.jsonl").read_text().splitlines()[0])
+    assert {"hidden", "attention", "embedding"} <= set(stage) and "kd" not in stage
+    assert {"kd", "ce"} <= set(final) and "hidden" not in final
 
 
 def test_a_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_bert_dir, tiny_csv):

@@ -4,7 +4,7 @@ from the teacher's outputs on far more text than the labels cover (DistilBERT an
 Its text comes from the `transfer.unlabeled` files and, with `transfer.rest_of_train`, from the part of the
 training pool that `data.max_train_examples` left out (its labels dropped), and with `transfer.augment`, from
 copies of the labelled training texts with words replaced (TinyBERT's augmentation, compress.data.augment).
-Classification only so far; NER sentences and QA contexts come later.
+Classification and NER (sentences as word lists); QA contexts come later.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
 Fine-tuning and baselines minimise `ce`; logit KD `alpha * kd + (1 - alpha) * ce`; hybrid adds
 `confident_weight * confident`; intermediate (TinyBERT) adds `hidden`, `attention` and `embedding` terms against
-the teacher's layers; each progressive stage (MobileBERT) one layer's `hidden` and `attention`; pruning recovery
+the teacher's layers; each progressive stage (MobileBERT) one layer's `hidden` and `attention`; TinyBERT's first
+stage the intermediate terms alone; pruning recovery
 is logit or hybrid KD. As in torchdistill, each part computes named values and the config gives their weights;
 a part that needs the teacher's features runs the teacher itself, so the training loop never does.
 """
@@ -103,6 +104,13 @@ def intermediate_loss(task: Task, kd: KDConfig, transfer: IntermediateLoss) -> W
     return WeightedLoss([*logit.parts, transfer], logit.weights | {
         "hidden": options.hidden_weight, "attention": options.attention_weight,
         "embedding": options.embedding_weight})
+
+
+def intermediate_stage_loss(kd: KDConfig, transfer: IntermediateLoss) -> WeightedLoss:
+    """TinyBERT's first stage: the hidden-state, attention and embedding terms of every mapped layer alone."""
+    options = kd.intermediate
+    return WeightedLoss([transfer], {"hidden": options.hidden_weight, "attention": options.attention_weight,
+                                     "embedding": options.embedding_weight})
 
 
 def layer_stage_loss(kd: KDConfig, transfer: IntermediateLoss, layer: int) -> WeightedLoss:

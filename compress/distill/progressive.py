@@ -1,7 +1,12 @@
-"""Progressive layer-by-layer transfer (MobileBERT: Sun et al. 2020, "MobileBERT: a Compact Task-Agnostic BERT
-for Resource-Limited Devices"): the student's layers learn their teacher layers one at a time, bottom up, each
-with every other weight frozen, so a layer always trains on inputs the layers below it already produce well.
-The whole student is then trained with logit KD as usual (by the caller)."""
+"""Layer-transfer stages that run before a student's logit KD (which the caller runs as usual):
+
+- progressive layer-by-layer transfer (MobileBERT: Sun et al. 2020, "MobileBERT: a Compact Task-Agnostic BERT for
+  Resource-Limited Devices"): the student's layers learn their teacher layers one at a time, bottom up, each with
+  every other weight frozen, so a layer always trains on inputs the layers below it already produce well;
+- TinyBERT's intermediate stage (Jiao et al. 2020, "TinyBERT: Distilling BERT for Natural Language
+  Understanding"): the whole student learns every mapped layer's hidden states and attention, and the embeddings,
+  at once, before the prediction-layer stage.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from compress.config import KDConfig, TrainConfig
 from compress.data.batching import EncodedSplit
 from compress.distill.intermediate import IntermediateLoss
 from compress.distill.loop import TrainLog, train_model
-from compress.distill.objectives import layer_stage_loss
+from compress.distill.objectives import intermediate_stage_loss, layer_stage_loss
 from compress.models.anatomy import transformer_layers
 
 
@@ -38,3 +43,15 @@ def train_layers_progressively(model: torch.nn.Module, transfer: IntermediateLos
         for p, trainable in was_trainable.items():
             p.requires_grad_(trainable)
     return seconds
+
+
+def train_intermediate_stage(model: torch.nn.Module, transfer: IntermediateLoss, train: EncodedSplit, tokenizer,
+                             cfg: TrainConfig, kd: KDConfig, seed: int, log: TrainLog) -> float:
+    """TinyBERT's first stage: `kd.intermediate_epochs` epochs of the intermediate terms alone over the whole
+    student; returns the seconds spent. Its loss terms go to `<log_path stem>.intermediate.jsonl`."""
+    stage_cfg = cfg.model_copy(update={"epochs": kd.intermediate_epochs, "validate_every_epoch": False,
+                                       "early_stopping_patience": None})
+    stage_log = log.log_path.with_name(f"{log.log_path.stem}.intermediate.jsonl") if log.log_path else None
+    stage = TrainLog(f"{log.description}: intermediate layers", stage_log)
+    return train_model(model, train, tokenizer, intermediate_stage_loss(kd, transfer), stage_cfg, seed,
+                       log=stage).seconds

@@ -130,3 +130,26 @@ def test_progressive_stages_train_each_layer_alone_and_leave_the_rest(tiny_bert_
     for k in (0, 1):
         rows = [json.loads(line) for line in (tmp_path / f"c.layer{k}.jsonl").read_text().splitlines()]
         assert {"hidden", "attention"} <= set(rows[0]) and "kd" not in rows[0] and "embedding" not in rows[0]
+
+
+def test_tinybert_stage_trains_every_layer_on_the_intermediate_terms_alone(tiny_bert_dir, tmp_path):
+    import json
+
+    from compress.distill.progressive import train_intermediate_stage
+
+    tokenizer, teacher, student = tiny_pair(tiny_bert_dir)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    spec = CustomTransformerStudent(name="c", distill=KDConfig(method="tinybert", intermediate_epochs=2))
+    transfer = layer_transfer(spec, student.config, teacher, "s")
+    split = EncodedSplit([dict(tokenizer(t), labels=0) for t in ["market shares", "goal team", "phone"] * 4])
+    train_intermediate_stage(student, transfer, split, tokenizer, TrainConfig(batch_size=4, learning_rate=1e-3),
+                             spec.distill, 0, TrainLog("t", tmp_path / "c.jsonl"))
+    changed = {k for k in before if not torch.equal(before[k], student.state_dict()[k])}
+    assert any(k.startswith("transformer.encoder.layers.0.") for k in changed)
+    assert any(k.startswith("transformer.encoder.layers.1.") for k in changed)
+    assert any("embed" in k for k in changed)  # the embedding term reaches the embeddings
+    rows = [json.loads(line) for line in (tmp_path / "c.intermediate.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 3 and {"hidden", "attention", "embedding"} <= set(rows[0])
+    assert "kd" not in rows[0] and "ce" not in rows[0]  # no prediction-layer terms in this stage
+    first, last = rows[0], rows[-1]
+    assert last["hidden"] < first["hidden"]

@@ -90,21 +90,32 @@ def prepare_data(cfg: RunConfig) -> Data:
 
 def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
     """Where transfer.augment's replacement words come from: the teacher's MLM head where its checkpoint has one
-    (source mlm or auto), else its input embeddings' nearest words. None without augmentation."""
+    (source mlm or auto), else its input embeddings' nearest words. None without augmentation. Loaded on first
+    use, so a resumed run whose copies are cached loads nothing."""
     augment = cfg.transfer.augment if cfg.transfer else None
     if augment is None:
         return None
-    path = resolve_model_path(cfg.teacher.model)
-    if augment.source != "embeddings":
-        words = mlm_candidates(path, tokenizer, augment.candidates, cfg.data.max_length, cfg.teacher.trust_remote_code)
-        if words is not None:
-            console.print("augmentation: replacement words from the teacher's masked-LM head")
-            return words
-        if augment.source == "mlm":
-            raise UserError(f"the teacher checkpoint '{cfg.teacher.model}' has no masked-LM head",
-                            "transfer.augment.source", "use source: embeddings (or auto)")
-    console.print("augmentation: replacement words from the teacher's input embeddings (no masked-LM head)")
-    return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
+    loaded: list[Candidates] = []
+
+    def load() -> Candidates:
+        if augment.source != "embeddings":
+            words = mlm_candidates(resolve_model_path(cfg.teacher.model), tokenizer, augment.candidates,
+                                   cfg.data.max_length, cfg.teacher.trust_remote_code)
+            if words is not None:
+                console.print("augmentation: replacement words from the teacher's masked-LM head")
+                return words
+            if augment.source == "mlm":
+                raise UserError(f"the teacher checkpoint '{cfg.teacher.model}' has no masked-LM head",
+                                "transfer.augment.source", "use source: embeddings (or auto)")
+        console.print("augmentation: replacement words from the teacher's input embeddings (no masked-LM head)")
+        return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
+
+    def candidates(sentences: list[list[str]], positions: list[list[int]]) -> list[list[list[str]]]:
+        if not loaded:
+            loaded.append(load())
+        return loaded[0](sentences, positions)
+
+    return candidates
 
 
 def describe_transfer_set(transfer: EncodedSplit) -> str:

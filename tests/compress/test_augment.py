@@ -100,3 +100,18 @@ def test_augmented_copies_join_the_transfer_set_after_the_rest_and_are_cached(tm
         raise AssertionError("the cached copies are read, not made again")
 
     assert transfer_texts(cfg, splits, refuses) == found
+
+
+def test_asking_for_an_mlm_head_the_teacher_lacks_is_one_line(tmp_path, tiny_bert_dir, tokenizer):
+    from compress.errors import UserError
+    from compress.stages import augmentation_words
+
+    cfg = RunConfig.model_validate({"output_dir": str(tmp_path), "teacher": {"model": str(tiny_bert_dir)},
+                                    "transfer": {"augment": {"source": "mlm"}}})
+    words = augmentation_words(cfg, tokenizer)  # nothing is loaded until words are asked for
+    with pytest.raises(UserError) as err:
+        words([["market"]], [[0]])
+    assert "has no masked-LM head" in err.value.what and err.value.where == "transfer.augment.source"
+    auto = augmentation_words(cfg.model_copy(update={"transfer": cfg.transfer.model_copy(
+        update={"augment": cfg.transfer.augment.model_copy(update={"source": "auto"})})}), tokenizer)
+    assert all(w.isalpha() for w in auto([["market"]], [[0]])[0][0])  # auto falls back to the embeddings

@@ -385,7 +385,7 @@ def test_ner_transfer_sentences_are_distilled_on_their_words_and_never_labelled(
     from compress.stages import augmentation_words
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
-    assert augmentation_words(cfg, tokenizer) is not None  # the tiny teacher has no MLM head: its embeddings
+    assert augmentation_words(cfg, tokenizer) is not None
     torch.manual_seed(0)
     splits, _ = TASKS["ner"].build(cfg, tokenizer, embedding_candidates(torch.randn(len(tokenizer), 8), tokenizer, 3))
     transfer, found = splits["transfer"], splits["transfer"].meta["texts"]

@@ -56,7 +56,7 @@ class TeacherInTheLoopTrainer(Trainer):
 
     def __init__(self, teacher: torch.nn.Module, kd: KDConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.teacher, self.kd = teacher.eval(), kd
+        self.teacher, self.kd = teacher.to(self.args.device).eval(), kd  # Trainer moves only the student
         self.teacher_inputs = accepted_inputs(teacher)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

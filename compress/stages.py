@@ -107,7 +107,7 @@ def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
             if augment.source == "mlm":
                 raise UserError(f"the teacher checkpoint '{cfg.teacher.model}' has no masked-LM head",
                                 "transfer.augment.source", "use source: embeddings (or auto)")
-        console.print("augmentation: replacement words from the teacher's input embeddings (no masked-LM head)")
+        console.print("augmentation: replacement words from the teacher's input embeddings")
         return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
 
     def candidates(sentences: list[list[str]], positions: list[list[int]]) -> list[list[list[str]]]:

@@ -38,8 +38,10 @@ def console_script(main: Callable[[], None], prog: str, *args: str) -> subproces
             main()
             code = 0
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    return subprocess.CompletedProcess([prog, *args], code, out.getvalue(), err.getvalue())
+            code = exit_.code if isinstance(exit_.code, int) or exit_.code is None else 1
+            if isinstance(exit_.code, str):  # as the interpreter does: the message to stderr, exit status 1
+                err.write(exit_.code + "\n")
+    return subprocess.CompletedProcess([prog, *args], code or 0, out.getvalue(), err.getvalue())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -107,11 +107,12 @@ def rows(values, indices: list[int] | np.ndarray) -> np.ndarray:
 
 def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, seed: int = 0,
                 group_by_length: bool = False) -> DataLoader:
-    """Batches padded to their longest member (on the tokenizer's side, with its pad ids); token labels padded with
+    """Batches padded on the right to their longest member, with the tokenizer's pad ids (always the right: per-token
+    labels, cached teacher outputs and token masks line up from position 0); token labels padded with
     IGNORE_INDEX, teacher outputs cut to fit. With `group_by_length`, shuffled batches take examples of similar
     length (transformers' LengthGroupedSampler: shuffled, then sorted within groups of up to 50 batches), so less
     of each batch is padding. The order depends on `seed` only: reseed `loader.generator` for another epoch's."""
-    pad = Padding(tokenizer.pad_token_id or 0, tokenizer.pad_token_type_id, tokenizer.padding_side == "left")
+    pad = Padding(tokenizer.pad_token_id or 0, tokenizer.pad_token_type_id)
     generator = torch.Generator().manual_seed(seed)
     sampler = (LengthGroupedSampler(batch_size, lengths=split.lengths, generator=generator)
                if shuffle and group_by_length else None)
@@ -124,7 +125,6 @@ def make_loader(split: EncodedSplit, tokenizer, batch_size: int, shuffle: bool, 
 class Padding:
     token_id: int
     token_type_id: int
-    left: bool
 
 
 def collate(batch_rows: dict, pad: Padding, sequence_outputs: bool) -> dict[str, torch.Tensor]:
@@ -132,25 +132,22 @@ def collate(batch_rows: dict, pad: Padding, sequence_outputs: bool) -> dict[str,
     items, teacher = batch_rows["features"], batch_rows["teacher"]
     length = max(len(it["input_ids"]) for it in items)
     pad_values = {"input_ids": pad.token_id, "attention_mask": 0, "token_type_ids": pad.token_type_id}
-    batch = {key: padded([it[key] for it in items], length, value, pad.left)
-             for key, value in pad_values.items() if key in items[0]}
+    batch = {key: padded([it[key] for it in items], length, value) for key, value in pad_values.items()
+             if key in items[0]}
     for key in TARGETS:
         if key in items[0]:
             targets = [it[key] for it in items]
             per_token = isinstance(targets[0], list)
-            batch[key] = padded(targets, length, IGNORE_INDEX, left=False) if per_token else torch.tensor(targets)
+            batch[key] = padded(targets, length, IGNORE_INDEX) if per_token else torch.tensor(targets)
     for name, values in teacher.items():
         batch[f"teacher_{name}"] = values[:, :length] if sequence_outputs else values
     return batch
 
 
-def padded(sequences: list[list[int]], length: int, value: int, left: bool) -> torch.Tensor:
+def padded(sequences: list[list[int]], length: int, value: int) -> torch.Tensor:
     out = np.full((len(sequences), length), value, dtype=np.int64)
     for row, seq in zip(out, sequences):
-        if left:
-            row[length - len(seq):] = seq
-        else:
-            row[:len(seq)] = seq
+        row[:len(seq)] = seq
     return torch.from_numpy(out)
 
 

@@ -94,10 +94,13 @@ def assemble(cfg: RunConfig, labelled: list, rest: list, files: list, augmented:
 def augmented_copies(cfg: RunConfig, texts: list, candidates: Candidates | None, augment_with) -> list:
     """TinyBERT-style copies of `texts` (strings or word lists) by `augment_with` (augment_texts or
     augment_sentences), kept in the run's cache: proposing words can take the teacher's MLM minutes, and the data
-    is prepared again on every resumed run. The file's name hashes all that makes it."""
+    is prepared again on every resumed run. The file's name hashes what makes it (the teacher by its name or
+    path: a local teacher folder edited in place keeps its old copies)."""
     augment = cfg.transfer.augment if cfg.transfer else None
     assert augment is not None and candidates is not None, "augmentation needs its settings and a word source"
-    path = cfg.run_dir / "cache" / f"augmented-{stable_hash(texts, augment, cfg.teacher.model, cfg.seed)}.json"
+    made_by = stable_hash(texts, augment, cfg.teacher.model, cfg.teacher.trust_remote_code, cfg.data.max_length,
+                          cfg.seed)
+    path = cfg.run_dir / "cache" / f"augmented-{made_by}.json"
     if path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))

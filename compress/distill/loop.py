@@ -110,6 +110,8 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
     resumable = (trained[0], trained[1], optimizer, scheduler, best)  # the unwrapped model and loss
     if log.checkpoint is not None and log.checkpoint.is_file():
         first_epoch, step = _load_checkpoint(log.checkpoint, *resumable)
+    if first_epoch and log.log_path and accelerator.is_main_process:
+        _keep_log_up_to(log.log_path, step, first_epoch)  # the epochs after the checkpoint run again
     lines = (log.log_path.open("a" if first_epoch else "w", buffering=1)
              if log.log_path and accelerator.is_main_process else None)
     start, value, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
@@ -164,6 +166,22 @@ def accumulate_gradients(model: torch.nn.Module, train: EncodedSplit, tokenizer,
         outputs = model(**{k: v for k, v in batch.items() if k in inputs}, **loss.model_kwargs)
         loss(batch, outputs)[0].backward()
     model.eval()
+
+
+def _keep_log_up_to(path: Path, step: int, first_epoch: int) -> None:
+    """Drop the log lines written after the checkpoint a run resumes from (steps past `step`, validations of
+    epochs from `first_epoch` on), so the resumed run's lines follow without repeats."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the kill
+        if record.get("step", 0) <= step and ("step" in record or record.get("epoch", 0) < first_epoch):
+            kept.append(line)
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def _save_checkpoint(path: Path, epoch: int, step: int, model: torch.nn.Module, loss: torch.nn.Module, optimizer,

@@ -43,7 +43,8 @@ def word_id(tokenizer: PreTrainedTokenizerBase, letters: str) -> int | None:
 
 def embedding_candidates(embeddings: torch.Tensor, tokenizer: PreTrainedTokenizerBase, k: int) -> Candidates:
     """Candidates: the `k` whole words nearest (cosine) to each chosen word in `embeddings` (vocab, hidden)."""
-    vocabulary = whole_words(tokenizer)
+    rows = embeddings.shape[0]  # a tokenizer may know more tokens than the embedding table has rows
+    vocabulary = {i: w for i, w in whole_words(tokenizer).items() if i < rows}
     candidate_ids = torch.tensor(sorted(vocabulary))
     unit = F.normalize(embeddings.float(), dim=-1)
     candidate_unit = unit[candidate_ids]
@@ -51,7 +52,7 @@ def embedding_candidates(embeddings: torch.Tensor, tokenizer: PreTrainedTokenize
 
     def nearest(words: list[str]) -> None:
         ids = {w: word_id(tokenizer, w) for w in words}
-        ids = {w: i for w, i in ids.items() if i is not None}
+        ids = {w: i for w, i in ids.items() if i is not None and i < rows}
         for w in set(words) - set(ids):
             known[w] = []
         items = sorted(ids.items())
@@ -74,7 +75,10 @@ def embedding_candidates(embeddings: torch.Tensor, tokenizer: PreTrainedTokenize
 def mlm_candidates(model_path: str, tokenizer: PreTrainedTokenizerBase, k: int, max_length: int,
                    trust_remote_code: bool = False) -> Candidates | None:
     """Candidates from the teacher's masked-LM head (None when the checkpoint has none: its MLM weights would be
-    random). Each copy is one forward pass with its chosen words masked; the top `k` whole words at each mask."""
+    random, or the tokenizer is not a fast one, whose offsets locate each mask). Each copy is one forward pass with
+    its chosen words masked; the top `k` whole words at each mask, the masked word itself left out."""
+    if not getattr(tokenizer, "is_fast", False) or tokenizer.mask_token is None:
+        return None
     try:
         with hub_access():
             model, info = AutoModelForMaskedLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
@@ -85,8 +89,9 @@ def mlm_candidates(model_path: str, tokenizer: PreTrainedTokenizerBase, k: int, 
     if model.get_output_embeddings() is None or head_missing:
         return None
     model.eval()
-    vocabulary = whole_words(tokenizer)
-    allowed = torch.full((len(tokenizer),), float("-inf"))
+    size = model.get_output_embeddings().weight.shape[0]  # the head's vocabulary, which may differ from the tokenizer's
+    vocabulary = {i: w for i, w in whole_words(tokenizer).items() if i < size}
+    allowed = torch.full((size,), float("-inf"))
     allowed[list(vocabulary)] = 0.0
 
     def candidates(sentences: list[list[str]], positions: list[list[int]]) -> list[list[list[str]]]:
@@ -103,20 +108,31 @@ def mlm_candidates(model_path: str, tokenizer: PreTrainedTokenizerBase, k: int, 
 
 
 def _predict_masked(model, tokenizer, batch, allowed, vocabulary, k, max_length) -> list[list[list[str]]]:
-    texts = []
+    """Top whole words at each chosen word's mask. Each mask is found by its characters (offsets), not by counting
+    masks, so a text that already holds the mask token's text, or truncation, cannot shift the words."""
+    texts, spans = [], []
     for words, chosen in batch:
-        masked = list(words)
+        masked, starts, position = list(words), [], 0
         for p in chosen:
             prefix, _, suffix = split_word(words[p])  # type: ignore[misc]
             masked[p] = prefix + tokenizer.mask_token + suffix
+        for word in masked:
+            starts.append(position)
+            position += len(word) + 1
         texts.append(" ".join(masked))
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        spans.append([(starts[p], starts[p] + len(masked[p])) for p in chosen])
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                    return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping").tolist()
     logits = model(**enc).logits + allowed
     results = []
-    for row, ((_, chosen), ids) in enumerate(zip(batch, enc["input_ids"])):
-        masks = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()  # in order; truncation drops the rest
-        top = logits[row, masks].topk(k, dim=-1).indices.tolist() if masks else []
-        words = [[vocabulary[i] for i in best] for best in top]
-        results.append(words + [[] for _ in range(len(chosen) - len(words))])
+    for row, ((words, chosen), word_spans) in enumerate(zip(batch, spans)):
+        masks = [i for i, token in enumerate(enc["input_ids"][row].tolist()) if token == tokenizer.mask_token_id]
+        proposals = []
+        for p, (start, end) in zip(chosen, word_spans):
+            at = [i for i in masks if start <= offsets[row][i][0] < end]  # none: cut by truncation
+            original = split_word(words[p])[1].lower()  # type: ignore[index]
+            best = logits[row, at[0]].topk(k + 1).indices.tolist() if at else []
+            proposals.append([w for w in (vocabulary[i] for i in best if i in vocabulary) if w.lower() != original][:k])
+        results.append(proposals)
     return results
-

@@ -115,3 +115,13 @@ def test_asking_for_an_mlm_head_the_teacher_lacks_is_one_line(tmp_path, tiny_ber
     auto = augmentation_words(cfg.model_copy(update={"transfer": cfg.transfer.model_copy(
         update={"augment": cfg.transfer.augment.model_copy(update={"source": "auto"})})}), tokenizer)
     assert all(w.isalpha() for w in auto([["market"]], [[0]])[0][0])  # auto falls back to the embeddings
+
+
+def test_mlm_proposals_follow_each_chosen_word_not_the_count_of_masks(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64)).save_pretrained(tmp_path / "mlm")
+    candidates = mlm_candidates(str(tmp_path / "mlm"), tokenizer, k=4, max_length=16)
+    # The text already holds the mask token's text: only the chosen word gets proposals, and never itself.
+    [[market]] = candidates([["[MASK]", "market", "rose"]], [[1]])
+    assert len(market) == 4 and "market" not in market

@@ -25,10 +25,13 @@ def split_of(tokenizer, texts=TEXTS, per_token=False) -> EncodedSplit:
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_batches_are_padded_as_the_tokenizer_pads(tokenizer, side):
+def test_batches_are_padded_on_the_right_as_the_tokenizer_pads(tokenizer, side):
+    """Always on the right, whatever the tokenizer's side: per-token labels and cached teacher outputs start at
+    position 0 of every row."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path, padding_side=side)
     split = split_of(tokenizer)
     batch = next(iter(make_loader(split, tokenizer, batch_size=8, shuffle=False)))
+    tokenizer.padding_side = "right"
     expected = tokenizer.pad([{k: f[k] for k in MODEL_INPUTS} for f in split.features[:8]], return_tensors="pt")
     for key in MODEL_INPUTS:
         assert torch.equal(batch[key], expected[key]), key

@@ -143,14 +143,18 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_di
 
     checkpoint = tmp_path / "ckpt" / "model.pt"
     model, tokenizer, split = _toy(tiny_bert_dir)
+    log = TrainLog(log_path=tmp_path / "model.jsonl", checkpoint=checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        train_model(model, split, tokenizer, CE, cfg, 0, validate=killed_in_second_epoch,
-                    log=TrainLog(checkpoint=checkpoint))
+        train_model(model, split, tokenizer, CE, cfg, 0, validate=killed_in_second_epoch, log=log)
     assert checkpoint.is_file() and not list(checkpoint.parent.glob("*.tmp"))
     model, tokenizer, split = _toy(tiny_bert_dir)  # a fresh process: a new model, the checkpoint on disk
-    result = train_model(model, split, tokenizer, CE, cfg, 0, validate=improving, log=TrainLog(checkpoint=checkpoint))
+    result = train_model(model, split, tokenizer, CE, cfg, 0, validate=improving, log=log)
     assert result.epochs_run == 3 and result.steps == 9 and result.best_epoch == 2
     assert all(torch.equal(model.state_dict()[k], uninterrupted[k]) for k in uninterrupted)
+    # The second epoch's lines from before the kill are gone: each step and each validation logged once.
+    records = [json.loads(line) for line in log.log_path.read_text().splitlines()]
+    assert [r["step"] for r in records if "step" in r] == list(range(1, 10))
+    assert [r["epoch"] for r in records if "validation" in r] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("every, epochs, saved_after", [(0, 2, None), (2, 1, None), (2, 3, 1), (1, 2, 1)])

@@ -22,6 +22,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from compress.config import KDConfig, TrainConfig
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, predict
+from compress.data.metrics import classification_metrics
 from compress.data.tasks import TASKS
 from compress.distill.loop import TrainLog, train_model
 from compress.distill.losses import kd_loss
@@ -89,9 +90,9 @@ def distil_with_trainer(student: torch.nn.Module, teacher: torch.nn.Module | Non
         return Throughput(cfg.epochs * len(train), time.perf_counter() - start)
 
 
-def test_accuracy(model: torch.nn.Module, test: EncodedSplit, tokenizer) -> float:
+def accuracy_on(model: torch.nn.Module, test: EncodedSplit, tokenizer) -> float:
     logits = predict(model, test, tokenizer, ("logits",))["logits"]
-    return (logits.argmax(-1) == torch.tensor(test.labels)).float().mean().item()
+    return classification_metrics(logits.argmax(-1).tolist(), test.labels)["accuracy"]
 
 
 def main() -> None:
@@ -117,13 +118,13 @@ def main() -> None:
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=16, learning_rate=1e-4, validate_every_epoch=False,
                             mixed_precision=args.mixed_precision)
     kd = KDConfig(method="logit", temperature=2.0, alpha=0.5)
-    print(f"teacher test accuracy {test_accuracy(teacher, test, tokenizer):.4f}")
+    print(f"teacher test accuracy {accuracy_on(teacher, test, tokenizer):.4f}")
     for name, distil in (("Trainer, teacher every step", distil_with_trainer), ("compress, cached teacher",
                                                                                  distil_with_cache)):
         model = copy.deepcopy(student)
         cost = distil(model, teacher, train, tokenizer, train_cfg, kd, cfg.seed)
         print(f"{name}: {cost.examples} examples in {cost.seconds:.1f} s = {cost.per_second:.1f} examples/s, "
-              f"test accuracy {test_accuracy(model, test, tokenizer):.4f}")
+              f"test accuracy {accuracy_on(model, test, tokenizer):.4f}")
     if args.finetune:  # speed only: one epoch on a copy of the already fine-tuned teacher
         once = train_cfg.model_copy(update={"epochs": 1})
         for name, finetune in (("Trainer fine-tune", distil_with_trainer), ("compress fine-tune", distil_with_cache)):

@@ -109,7 +109,6 @@ class StageRunner:
         return [{"stage": s, "seconds": self.manifest.stages[s]["seconds"]} for s in order]
 
 
-
 def readable(result_type: type, recorded: object) -> bool:
     try:
         from_json(result_type, recorded)

@@ -5,6 +5,7 @@ domain packages (models, distill, prune, quantize, exports, bench), writes under
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -95,8 +96,8 @@ def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
     augment = cfg.transfer.augment if cfg.transfer else None
     if augment is None:
         return None
-    loaded: list[Candidates] = []
 
+    @functools.cache
     def load() -> Candidates:
         if augment.source != "embeddings":
             words = mlm_candidates(resolve_model_path(cfg.teacher.model), tokenizer, augment.candidates,
@@ -111,9 +112,7 @@ def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
         return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
 
     def candidates(sentences: list[list[str]], positions: list[list[int]]) -> list[list[list[str]]]:
-        if not loaded:
-            loaded.append(load())
-        return loaded[0](sentences, positions)
+        return load()(sentences, positions)
 
     return candidates
 

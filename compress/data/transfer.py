@@ -155,9 +155,9 @@ def read_unlabeled_sentences(path: Path, word_column: int, key: str) -> list[lis
         raise UserError(f"unsupported file type '{suffix}' for NER", where,
                         "use .txt (one sentence per line, or CoNLL columns) or .conll")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", where, "save the file as UTF-8") from None
+        lines = _read_lines(path)
+    except UserError as err:
+        raise UserError(err.what, f"{key}: {err.where}", err.fix) from None
     filled = [line.split() for line in lines if line.strip()]
     columns = sorted(len(words) for words in filled)
     conll = suffix in CONLL_SUFFIXES or (len(filled) < len(lines) and bool(columns) and columns[len(columns) // 2] <= 4)
@@ -184,12 +184,15 @@ def _conll_words(lines: list[str], word_column: int, where: str) -> list[list[st
 
 
 def _read_txt(path: Path) -> list[str]:
+    return [line.strip() for line in _read_lines(path) if line.strip()]
+
+
+def _read_lines(path: Path) -> list[str]:
     try:
         # utf-8-sig: a byte-order mark would otherwise stick to the first text.
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
-    return [line.strip() for line in lines if line.strip()]
 
 
 def _column_texts(path: Path, column: str) -> list[str]:

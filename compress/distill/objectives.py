@@ -98,12 +98,9 @@ def task_loss(task: Task, kd: KDConfig | None) -> WeightedLoss:
 
 
 def intermediate_loss(task: Task, kd: KDConfig, transfer: IntermediateLoss) -> WeightedLoss:
-    """TinyBERT: logit KD plus the hidden-state, attention and embedding terms of `transfer`."""
-    logit = task_loss(task, kd)
-    options = kd.intermediate
-    return WeightedLoss([*logit.parts, transfer], logit.weights | {
-        "hidden": options.hidden_weight, "attention": options.attention_weight,
-        "embedding": options.embedding_weight})
+    """TinyBERT's terms in one stage: logit KD plus the hidden-state, attention and embedding terms of `transfer`."""
+    logit, layers = task_loss(task, kd), intermediate_stage_loss(kd, transfer)
+    return WeightedLoss([*logit.parts, transfer], logit.weights | layers.weights)
 
 
 def intermediate_stage_loss(kd: KDConfig, transfer: IntermediateLoss) -> WeightedLoss:

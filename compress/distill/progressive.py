@@ -24,8 +24,6 @@ def train_layers_progressively(model: torch.nn.Module, transfer: IntermediateLos
                                cfg: TrainConfig, kd: KDConfig, seed: int, log: TrainLog) -> float:
     """One stage per transformer layer of `model`, bottom up, `kd.progressive_epochs` epochs each; returns the
     seconds spent. Stage k's loss terms go to `<log_path stem>.layer<k>.jsonl`."""
-    stage_cfg = cfg.model_copy(update={"epochs": kd.progressive_epochs, "validate_every_epoch": False,
-                                       "early_stopping_patience": None})
     layers = transformer_layers(model)
     was_trainable = {p: p.requires_grad for p in model.parameters()}
     seconds = 0.0
@@ -35,10 +33,8 @@ def train_layers_progressively(model: torch.nn.Module, transfer: IntermediateLos
                 p.requires_grad_(False)
             for p in layer.parameters():
                 p.requires_grad_(True)
-            stage_log = log.log_path.with_name(f"{log.log_path.stem}.layer{k}.jsonl") if log.log_path else None
-            stage = TrainLog(f"{log.description}: layer {k + 1}/{len(layers)}", stage_log)
-            seconds += train_model(model, train, tokenizer, layer_stage_loss(kd, transfer, k), stage_cfg, seed,
-                                   log=stage).seconds
+            seconds += _train_stage(model, layer_stage_loss(kd, transfer, k), train, tokenizer, cfg,
+                                    kd.progressive_epochs, seed, log, f"layer{k}", f"layer {k + 1}/{len(layers)}")
     finally:
         for p, trainable in was_trainable.items():
             p.requires_grad_(trainable)
@@ -49,9 +45,16 @@ def train_intermediate_stage(model: torch.nn.Module, transfer: IntermediateLoss,
                              cfg: TrainConfig, kd: KDConfig, seed: int, log: TrainLog) -> float:
     """TinyBERT's first stage: `kd.intermediate_epochs` epochs of the intermediate terms alone over the whole
     student; returns the seconds spent. Its loss terms go to `<log_path stem>.intermediate.jsonl`."""
-    stage_cfg = cfg.model_copy(update={"epochs": kd.intermediate_epochs, "validate_every_epoch": False,
+    return _train_stage(model, intermediate_stage_loss(kd, transfer), train, tokenizer, cfg, kd.intermediate_epochs,
+                        seed, log, "intermediate", "intermediate layers")
+
+
+def _train_stage(model: torch.nn.Module, loss, train: EncodedSplit, tokenizer, cfg: TrainConfig, epochs: int,
+                 seed: int, log: TrainLog, suffix: str, label: str) -> float:
+    """`epochs` epochs of `loss` with the student's settings, no validation (a stage before the KD that is
+    validated), its terms logged to `<log_path stem>.<suffix>.jsonl`; returns the seconds spent."""
+    stage_cfg = cfg.model_copy(update={"epochs": epochs, "validate_every_epoch": False,
                                        "early_stopping_patience": None})
-    stage_log = log.log_path.with_name(f"{log.log_path.stem}.intermediate.jsonl") if log.log_path else None
-    stage = TrainLog(f"{log.description}: intermediate layers", stage_log)
-    return train_model(model, train, tokenizer, intermediate_stage_loss(kd, transfer), stage_cfg, seed,
-                       log=stage).seconds
+    stage_log = log.log_path.with_name(f"{log.log_path.stem}.{suffix}.jsonl") if log.log_path else None
+    return train_model(model, train, tokenizer, loss, stage_cfg, seed,
+                       log=TrainLog(f"{log.description}: {label}", stage_log)).seconds

@@ -144,12 +144,12 @@ class TransferConfig(Strict):
     """A transfer set: text without labels that the teacher labels once, so every KD student learns from the
     teacher's outputs on far more text than the labels cover (DistilBERT, TinyBERT). KD students train on the
     labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split.
-
-    Classification and NER so far.
     """
 
-    unlabeled: list[Path] = Field([], description="files of in-domain text: .txt (one text per line), or CSV/TSV/"
-                                                  "JSONL with the text in data.source.text_column ('text')")
+    unlabeled: list[Path] = Field([], description="files of in-domain text: classification .txt (one text per "
+                                                  "line) or CSV/TSV/JSONL with the text in data.source.text_column "
+                                                  "('text'); NER .txt (one sentence per line) or CoNLL columns; QA "
+                                                  "SQuAD-format .json (answers ignored)")
     rest_of_train: bool = Field(False, description="the part of the training pool that data.max_train_examples "
                                                    "leaves out joins the transfer set, its labels dropped")
     augment: AugmentConfig | None = Field(None, description="TinyBERT-style copies of the labelled training texts "
@@ -517,12 +517,9 @@ class RunConfig(Strict):
     @field_validator("transfer")
     @classmethod
     def _transfer_fits_data(cls, transfer: TransferConfig | None, info: ValidationInfo) -> TransferConfig | None:
-        task, data = info.data.get("task"), info.data.get("data")  # absent when they failed their own checks
+        data = info.data.get("data")  # absent when it failed its own checks
         if transfer is None:
             return transfer
-        if task == "qa":
-            raise ValueError("transfer sets are built for classification and NER so far, not task 'qa' (SQuAD "
-                             "contexts come later); remove the transfer block")
         if transfer.rest_of_train and data is not None and data.max_train_examples is None:
             raise ValueError("rest_of_train needs data.max_train_examples: without a subset the whole training "
                              "pool is labelled and no rest is left")

@@ -121,8 +121,9 @@ def describe_transfer_set(transfer: EncodedSplit) -> str:
     found = transfer.meta["texts"]
     dropped = [f"{found.left_out} repeated or already in a labelled split"] if found.left_out else []
     dropped += [f"{found.capped} over transfer.max_examples"] if found.capped else []
-    return (f"transfer set: {len(transfer)} texts without labels ({found.from_rest} from the training pool's rest, "
-            f"{found.from_files} from unlabeled files, {found.from_augment} augmented copies)"
+    windows = f" in {len(transfer)} windows" if len(transfer) != len(found.texts) else ""  # QA's long contexts
+    return (f"transfer set: {len(found.texts)} texts without labels{windows} ({found.from_rest} from the training "
+            f"pool's rest, {found.from_files} from unlabeled files, {found.from_augment} augmented copies)"
             + (f"; left out: {', '.join(dropped)}" if dropped else ""))
 
 

@@ -122,9 +122,20 @@ def test_ner_run(tmp_path, tiny_bert_dir):
 
 def test_qa_run(tmp_path, tiny_bert_dir):
     train = make_squad(tmp_path / "train.json", 40)
-    cfg = config(tmp_path, tiny_bert_dir, "qa", {"kind": "squad", "train": str(train)}, qa={"doc_stride": 8})
+    cfg = config(tmp_path, tiny_bert_dir, "qa", {"kind": "squad", "train": str(train)}, qa={"doc_stride": 8},
+                 max_train_examples=20)
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"transfer": {"rest_of_train": True}})
     run(cfg)
-    check_report(cfg, {"exact_match", "f1"})
+    rows = check_report(cfg, {"exact_match", "f1"})
+    manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
+    transfer_size = manifest["stages"]["teacher_transfer"]["result"]["features"]
+    assert transfer_size > 0 and rows["half"]["transfer_examples"] == transfer_size
+    assert rows["half-baseline"]["transfer_examples"] == 0
+    import numpy as np
+
+    for end in ("start", "end"):  # the teacher's start and end logits on every transfer window
+        cached = np.load(cfg.run_dir / "cache" / f"teacher_transfer_{end}_logits.npy")
+        assert cached.shape == (transfer_size, 32) and np.isfinite(cached).all()
     graph = onnx.load(str(cfg.run_dir / "exports" / "half" / "model.onnx"))
     assert [o.name for o in graph.graph.output] == ["start_logits", "end_logits"]
 

@@ -54,6 +54,15 @@ def augment_texts(texts: list[str], copies: int, probability: float, candidates:
                                                            candidates, seed)]
 
 
+def augment_pairs(pairs: list[tuple[str, str]], copies: int, probability: float, candidates: Candidates,
+                  seed: int) -> list[tuple[str, str]]:
+    """augment_texts over (question, context) pairs: each copy replaces words in both, proposed for the two as one
+    text (the question gives the context's words their context, as the model reads them)."""
+    cuts = [len(question.split()) for question, _ in pairs for _ in range(copies)]
+    copied = augment_sentences([q.split() + c.split() for q, c in pairs], copies, probability, candidates, seed)
+    return [(" ".join(words[:cut]), " ".join(words[cut:])) for words, cut in zip(copied, cuts)]
+
+
 def same_case(word: str, like: str) -> str:
     """`word` in the case pattern of `like` (an uncased teacher proposes lower-case words)."""
     if like.isupper() and len(like) > 1:

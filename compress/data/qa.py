@@ -6,15 +6,17 @@ import collections
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from compress.config import HubSource, RunConfig, SquadSource
+from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
 from compress.data.sources import fill_splits, hub_splits, load_hub_split
+from compress.data.transfer import transfer_questions
 from compress.errors import UserError
 
 
@@ -29,8 +31,9 @@ class QAExample:
 # ---------------------------------------------------------------- reading
 
 
-def read_squad(path: Path) -> list[QAExample]:
-    """Read a SQuAD-format JSON file (v1.1, or v2.0 with `is_impossible`), checking every answer span."""
+def read_squad(path: Path, with_answers: bool = True) -> list[QAExample]:
+    """Read a SQuAD-format JSON file (v1.1, or v2.0 with `is_impossible`), checking every answer span; without
+    answers (a transfer set's file) only ids, questions and contexts are read, and answers are ignored."""
     if not path.is_file():
         raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
     try:
@@ -46,6 +49,9 @@ def read_squad(path: Path) -> list[QAExample]:
                 qid = str(_field(qa, "id", path, "question"))
                 where = f"{path}: example {qid}"
                 question = _field(qa, "question", path, f"example {qid}")
+                if not with_answers:
+                    examples.append(QAExample(qid, question, context))
+                    continue
                 answers = [] if qa.get("is_impossible") else _field(qa, "answers", path, f"example {qid}")
                 for answer in answers:
                     _check_answer(answer, context, where)
@@ -185,14 +191,16 @@ def squad_metrics(examples: list[QAExample], predictions: dict[str, str]) -> dic
 # ---------------------------------------------------------------- the task
 
 
-def load_examples(cfg: RunConfig) -> dict[str, list[QAExample]]:
+def load_examples(cfg: RunConfig) -> tuple[dict[str, list[QAExample]], list[QAExample]]:
+    """train/validation/test questions, and the training pool's rest that data.max_train_examples left out."""
     source = cfg.data.source
     if isinstance(source, SquadSource):
         raw = {split: read_squad(path) if path else None
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
     else:
         raw = {key: _hub_examples(source, split) if split else None for key, split in hub_splits(source).items()}
-    return fill_splits(raw, cfg.data, cfg.seed)[0]
+    splits, rest = fill_splits(raw, cfg.data, cfg.seed)
+    return splits, rest or []
 
 
 def _hub_examples(source: HubSource, split: str) -> list[QAExample]:
@@ -212,12 +220,40 @@ def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: in
     return EncodedSplit(features, sequence_outputs=True, meta=meta)
 
 
-def build(cfg: RunConfig, tokenizer, candidates=None) -> tuple[dict[str, EncodedSplit], None]:
+def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], None]:
+    """train/validation/test windows, and with a transfer block "transfer": its questions windowed like the
+    training split's, without start/end positions. `candidates` proposes the replacement words of
+    transfer.augment."""
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("QA needs a fast tokenizer (for offsets)", "teacher.model", "use a model with tokenizer.json")
-    splits = load_examples(cfg)
+    splits, rest = load_examples(cfg)
     stride = cfg.data.qa.doc_stride or cfg.data.max_length // 3
-    return {name: encode(examples, tokenizer, cfg.data.max_length, stride) for name, examples in splits.items()}, None
+    encoded = {name: encode(examples, tokenizer, cfg.data.max_length, stride) for name, examples in splits.items()}
+    if cfg.transfer is not None:
+        files = [pair(e) for i, path in enumerate(cfg.transfer.unlabeled)
+                 for e in read_unlabeled_questions(path, f"transfer.unlabeled.{i}")]
+        found = transfer_questions(cfg, [pair(e) for split in splits.values() for e in split],
+                                   [pair(e) for e in splits["train"]], [pair(e) for e in rest], files, candidates)
+        unlabeled = [QAExample(f"transfer-{i}", question, context) for i, (question, context) in enumerate(found.texts)]
+        transfer = encode(unlabeled, tokenizer, cfg.data.max_length, stride)
+        encoded["transfer"] = replace(transfer.without_labels(), meta=transfer.meta | {"texts": found})
+    return encoded, None
+
+
+def pair(example: QAExample) -> tuple[str, str]:
+    return example.question, example.context
+
+
+def read_unlabeled_questions(path: Path, key: str) -> list[QAExample]:
+    """The questions of one unlabeled SQuAD-format file (answers ignored); `key` (transfer.unlabeled.<i>) leads
+    every error's where."""
+    if path.suffix.lower() != ".json":
+        raise UserError(f"unsupported file type '{path.suffix}' for QA", f"{key}: {path}",
+                        "use a SQuAD-format .json file (its answers are ignored)")
+    try:
+        return read_squad(path, with_answers=False)
+    except UserError as err:
+        raise UserError(err.what, f"{key}: {err.where}", err.fix) from None
 
 
 def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: None) -> dict:

@@ -4,7 +4,7 @@ from the teacher's outputs on far more text than the labels cover (DistilBERT an
 Its text comes from the `transfer.unlabeled` files and, with `transfer.rest_of_train`, from the part of the
 training pool that `data.max_train_examples` left out (its labels dropped), and with `transfer.augment`, from
 copies of the labelled training texts with words replaced (TinyBERT's augmentation, compress.data.augment).
-Classification and NER (sentences as word lists); QA contexts come later.
+A text is a string (classification), a list of words (NER) or a (question, context) pair (QA).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compress.artifacts import write_text_atomic
 from compress.config import LocalSource, RunConfig, stable_hash
-from compress.data.augment import Candidates, augment_sentences, augment_texts
+from compress.data.augment import Candidates, augment_pairs, augment_sentences, augment_texts
 from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
 from compress.errors import UserError
 
@@ -26,8 +26,8 @@ TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
 @dataclass(frozen=True)
 class TransferTexts:
     """The transfer set's texts in order (the training pool's rest first, then each file's, then the augmented
-    copies), and where they came from, for the console line and the report. A text is a string (classification)
-    or a list of words (NER)."""
+    copies), and where they came from, for the console line and the report. A text is a string (classification),
+    a list of words (NER) or a (question, context) pair (QA)."""
 
     texts: list
     from_rest: int  # kept from the training pool's rest
@@ -60,6 +60,18 @@ def transfer_sentences(cfg: RunConfig, labelled: list[list[str]], train: list[li
              for words in read_unlabeled_sentences(path, word_column, f"transfer.unlabeled.{i}")]
     augmented = augmented_copies(cfg, train, candidates, augment_sentences) if transfer.augment else []
     return assemble(cfg, labelled, rest, files, augmented)
+
+
+def transfer_questions(cfg: RunConfig, labelled: list[tuple[str, str]], train: list[tuple[str, str]],
+                       rest: list[tuple[str, str]], files: list[tuple[str, str]],
+                       candidates: Candidates | None = None) -> TransferTexts:
+    """The (question, context) pairs of `cfg.transfer` for QA (see assemble): `labelled` holds every labelled,
+    validation and test pair, `train` the labelled training ones (augmented), `rest` the training pool's rest,
+    `files` the unlabeled files' (read by compress.data.qa, answers ignored)."""
+    transfer = cfg.transfer
+    assert transfer is not None, "transfer_questions needs a transfer block"
+    augmented = augmented_copies(cfg, train, candidates, augment_pairs) if transfer.augment else []
+    return assemble(cfg, labelled, rest, files, [tuple(p) for p in augmented])  # JSON gives lists back
 
 
 def assemble(cfg: RunConfig, labelled: list, rest: list, files: list, augmented: list) -> TransferTexts:
@@ -210,8 +222,11 @@ def _column_texts(path: Path, column: str) -> list[str]:
     return texts
 
 
-def _key(text: str | list[str]) -> str:
-    """Texts that differ only in spacing are the same text (a sentence is its words)."""
+def _key(text: str | list[str] | tuple[str, str]) -> str:
+    """Texts that differ only in spacing are the same text (a sentence is its words, a question and context pair
+    its two texts)."""
+    if isinstance(text, tuple):
+        return "\n".join(_key(part) for part in text)
     return " ".join(text.split() if isinstance(text, str) else text)
 
 

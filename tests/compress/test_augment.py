@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from compress.config import RunConfig
-from compress.data.augment import augment_sentences, augment_texts, split_word
+from compress.data.augment import augment_pairs, augment_sentences, augment_texts, split_word
 from compress.data.sources import load_splits
 from compress.data.transfer import transfer_texts
 from compress.models.neighbours import embedding_candidates, mlm_candidates, whole_words
@@ -21,6 +21,17 @@ def fixed_candidates(sentences, positions):
     """Every chosen word may become 'alpha' or 'beta'; words starting with 'm' have none."""
     return [[[] if split_word(words[p])[1].lower().startswith("m") else ["alpha", "beta"] for p in chosen]
             for words, chosen in zip(sentences, positions)]
+
+
+def test_question_and_context_pairs_keep_each_part_word_for_word():
+    pairs = [("Where do markets trade?", "Markets trade in  London, every day."), ("Who won?", "The team won.")]
+    copies = augment_pairs(pairs, copies=2, probability=1.0, candidates=fixed_candidates, seed=0)
+    assert len(copies) == 4 and copies == augment_pairs(pairs, 2, 1.0, fixed_candidates, seed=0)
+    for n, (question, context) in enumerate(copies):
+        old_question, old_context = pairs[n // 2]
+        assert len(question.split()) == len(old_question.split()) and question != old_question
+        assert len(context.split()) == len(old_context.split()) and context != old_context
+    assert copies[0][1].startswith("Markets ")  # the context's first word (no candidates) stays in the context
 
 
 def test_copies_keep_every_word_boundary_and_punctuation():

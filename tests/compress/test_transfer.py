@@ -314,8 +314,6 @@ def test_a_transfer_set_with_nothing_new_is_refused(tmp_path, tiny_csv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("transfer: {unlabeled: [u.txt], max_examples: 0}\n", "key 'transfer.max_examples'"),
-    ("task: qa\ndata: {source: {kind: squad, train: t.json}}\ntransfer: {unlabeled: [u.txt]}\n",
-     "key 'transfer': transfer sets are built for classification and NER so far"),
     ("transfer: {augment: {copies: 0}}\n", "key 'transfer.augment.copies'"),
     ("transfer: {augment: {probability: 1.5}}\n", "key 'transfer.augment.probability'"),
     ("transfer: {augment: {source: glove}}\n", "key 'transfer.augment.source'"),
@@ -415,3 +413,53 @@ def test_ner_kd_runs_on_transfer_words_and_ce_only_on_labelled_ones():
     expected_kd = F.kl_div(student[words].log_softmax(-1), teacher[words].log_softmax(-1), log_target=True,
                            reduction="batchmean")
     assert torch.allclose(terms["kd"], expected_kd)
+
+
+# ---------------------------------------------------------------- QA
+
+
+def test_qa_transfer_questions_are_windowed_without_positions(tmp_path, tiny_bert_dir):
+    from compress.models.neighbours import embedding_candidates
+    from tests.conftest import make_squad
+
+    train = make_squad(tmp_path / "train.json", 40)
+    extra = tmp_path / "more.json"  # answers are ignored: this one's answer_start is wrong
+    question = {"id": "x", "question": "Where does Carol live?", "answers": [{"text": "Rome", "answer_start": 0}]}
+    paragraph = {"context": "Carol Jones lives in Rome and works there.", "qas": [question]}
+    extra.write_text(json.dumps({"data": [{"paragraphs": [paragraph]}]}))
+    cfg = RunConfig.model_validate({
+        "task": "qa", "output_dir": str(tmp_path / "runs"), "teacher": {"model": str(tiny_bert_dir)},
+        "data": {"source": {"kind": "squad", "train": str(train)}, "max_length": 16, "max_train_examples": 20,
+                 "qa": {"doc_stride": 2}},
+        "transfer": {"rest_of_train": True, "unlabeled": [str(extra)],
+                     "augment": {"copies": 1, "probability": 1.0}}})
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    splits, _ = TASKS["qa"].build(cfg, tokenizer, embedding_candidates(torch.randn(len(tokenizer), 8), tokenizer, 3))
+    transfer, found = splits["transfer"], splits["transfer"].meta["texts"]
+    assert found.from_rest > 0 and found.from_files == 1 and found.from_augment > 0
+    labelled = {(e.question, e.context) for name in ("train", "validation", "test")
+                for e in splits[name].meta["examples"]}
+    assert not labelled & set(found.texts)
+    assert len(transfer) > len(found.texts)  # long contexts make several windows each
+    assert {f["start_positions"] for f in transfer.features} == {f["end_positions"] for f in transfer.features} \
+        == {IGNORE_INDEX}
+    # Each augmented copy keeps its question's and its context's word counts.
+    originals = [(e.question, e.context) for e in splits["train"].meta["examples"]]
+    copies = found.texts[len(found.texts) - found.from_augment:]
+    counts = {(len(q.split()), len(c.split())) for q, c in originals}
+    assert {(len(q.split()), len(c.split())) for q, c in copies} <= counts
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("questions.txt", "Where?\n", "unsupported file type '.txt' for QA"),
+    ("broken.json", "{", "not a SQuAD JSON file"),
+])
+def test_bad_unlabeled_qa_file_is_one_line_naming_the_key(tmp_path, name, content, message):
+    from compress.data.qa import read_unlabeled_questions
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UserError) as err:
+        read_unlabeled_questions(path, "transfer.unlabeled.0")
+    assert message in err.value.what and err.value.where.startswith(f"transfer.unlabeled.0: {path}")

@@ -20,7 +20,15 @@ import transformers
 
 from compress import stages
 from compress.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
-from compress.config import PruneConfig, QuantizeConfig, RunConfig, StudentConfig, dump_config, stable_hash
+from compress.config import (
+    BiLSTMStudent,
+    PruneConfig,
+    QuantizeConfig,
+    RunConfig,
+    StudentConfig,
+    dump_config,
+    stable_hash,
+)
 from compress.errors import UserError
 from compress.progress import console, track_steps
 from compress.report import build_report, print_report, print_timeline
@@ -150,8 +158,10 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
         transfer = [data.transfer_fingerprint] if data.transfer is not None else []
         config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer)
     else:
+        # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus).
+        corpus = [stable_hash(data.word2vec_corpus())] if data.transfer is not None and uses_word2vec(student) else []
         config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
-                                  cfg.teacher.trust_remote_code, shape)
+                                  cfg.teacher.trust_remote_code, shape, *corpus)
     stage = f"student:{student.name}" if kd else f"baseline:{student.name}-baseline"
     return runner(stage, config_hash, ModelArtifact,
                   lambda: stages.train_student(cfg, index, student, teacher, data, teacher_logits, config_hash,
@@ -203,3 +213,7 @@ def quiet_libraries() -> None:
     huggingface_hub.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+
+
+def uses_word2vec(student: StudentConfig) -> bool:
+    return isinstance(student, BiLSTMStudent) and student.word2vec.enabled

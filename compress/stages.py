@@ -68,6 +68,19 @@ class Data:
     def pad_to(self) -> int | None:
         return self.max_length if self.task.per_token else None
 
+    def word2vec_corpus(self) -> list[list[int]]:
+        """The token ids a BiLSTM's Word2Vec learns from: the labelled training split and the transfer set's real
+        text (the training pool's rest and the unlabeled files, which come first in it; not the augmented copies,
+        whose replaced words would teach it false neighbours). A KD student and its baseline share it: text
+        without labels is not the teacher's knowledge, so kd_gain still measures only what the teacher adds."""
+        ids = [f["input_ids"] for f in self.train.features]
+        if self.transfer is None:
+            return ids
+        found = self.transfer.meta["texts"]
+        real = found.from_rest + found.from_files
+        text_of = self.transfer.meta.get("features", {}).get("example_index") or range(len(self.transfer))  # QA
+        return ids + [f["input_ids"] for f, text in zip(self.transfer.features, text_of) if text < real]
+
 
 # ---------------------------------------------------------------- data
 
@@ -211,8 +224,8 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the
     # task only from labels and the comparison with KD is fair.
     set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
-    model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer,
-                          [f["input_ids"] for f in data.train.features], cfg.seed, where=where)
+    model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer, data.word2vec_corpus(),
+                          cfg.seed, where=where)
     train = distillation_split(data, teacher_logits, transfer_logits) if kd else data.train
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
     method, stage_seconds = student.distill.method if kd else None, 0.0

@@ -35,7 +35,7 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
                   where: str) -> PreTrainedModel:
     """A fresh, untrained student of `spec.kind` with the task's head.
 
-    `train_ids` are the training split's token ids (the BiLSTM learns its Word2Vec embeddings from them).
+    `train_ids` are token ids of the training text (the BiLSTM learns its Word2Vec embeddings from them).
     Nothing here reads the fine-tuned teacher, so a KD student and its baseline start identical.
     """
     if isinstance(spec, LayerDroppedStudent):

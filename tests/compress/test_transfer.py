@@ -415,6 +415,18 @@ def test_ner_kd_runs_on_transfer_words_and_ce_only_on_labelled_ones():
     assert torch.allclose(terms["kd"], expected_kd)
 
 
+
+def test_word2vec_reads_the_transfer_sets_real_text_and_not_its_augmented_copies(tmp_path, tiny_bert_dir, tiny_csv):
+    extra = write_lines(tmp_path / "more.txt", ["completely fresh words here", "another unseen sentence"])
+    cfg = transfer_run_config(tmp_path, tiny_bert_dir, tiny_csv, [extra], augment={"copies": 1, "probability": 1.0})
+    data = prepare_data(cfg)
+    found = data.transfer.meta["texts"]
+    real = found.from_rest + found.from_files
+    assert found.from_rest > 0 and found.from_files == 2 and found.from_augment > 0
+    assert data.word2vec_corpus() == ([f["input_ids"] for f in data.train.features]
+                                      + [f["input_ids"] for f in data.transfer.features[:real]])
+
+
 # ---------------------------------------------------------------- QA
 
 

@@ -21,7 +21,9 @@ def count_flops(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> int | N
     if any(isinstance(m, torch.nn.RNNBase) or type(m).__module__.startswith("torch.ao.nn.quantized")
            for m in model.modules()):
         return None
-    forward = torch_runner(model, feeds)  # the inputs the model takes, as the timed calls get them
+    # Outside inference mode: the counter's module tracker hooks autograd, and DeBERTa-v2's forward fails under
+    # inference mode or no_grad with it. Nothing runs backward, so the count is the same.
+    forward = torch_runner(model, feeds, inference_mode=False)
     counter = FlopCounterMode(display=False, custom_mapping=_UNCOUNTED_ATTENTION)
     with counter:
         forward()

@@ -22,14 +22,16 @@ def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: li
     return {name: feeds[name] for name in input_names}
 
 
-def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray],
+                 inference_mode: bool = True) -> Callable[[], object]:
+    """One eval-mode forward on `feeds` (the inputs the model takes), under inference mode unless told not to."""
     model.eval()
     device = next(model.parameters()).device
     names = accepted_inputs(model)
     inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in names}
 
     def run() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(inference_mode):
             return model(**inputs)
 
     return run

@@ -23,7 +23,14 @@ from torch.nn.utils import prune as torch_prune
 
 from compress.config import PruneConfig, StructuredPrune
 from compress.errors import UserError
-from compress.models.anatomy import LayerParts, layer_parts, remove_heads, remove_neurons, transformer_layers
+from compress.models.anatomy import (
+    LayerParts,
+    layer_parts,
+    layout_of,
+    remove_heads,
+    remove_neurons,
+    transformer_layers,
+)
 from compress.progress import console
 from compress.results import PruneStep, to_json
 
@@ -166,6 +173,10 @@ def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, impo
     """Remove heads and FFN neurons until `head_ratio` / `ffn_ratio` of `start_*` (per-layer sizes when the
     pruning began) are gone, then write the new sizes back. With "taylor", gradients must be in `.grad`."""
     parts = layer_parts(model, where)
+    if head_ratio > 0 and parts[0].layout.fixed_heads:
+        raise UserError(f"heads of a '{model.config.model_type}' model cannot be removed: "
+                        f"{parts[0].layout.fixed_heads}", f"{where}.head_ratio",
+                        "set head_ratio: 0 (FFN neurons can still be pruned)")
     heads = choose_removals([head_scores(p, importance) for p in parts], start_heads, head_ratio, scope, "head",
                             f"{where}.head_ratio")
     neurons = choose_removals([neuron_scores(p, importance) for p in parts], start_neurons, ffn_ratio, scope,
@@ -180,11 +191,12 @@ def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, impo
 
 def record_pruned_heads(model: nn.Module, heads: list[list[int]]) -> None:
     """HF models rebuild pruned heads from config.pruned_heads ({layer: original head ids}) when they load; map
-    the current numbering back to the original ids, which earlier steps may have thinned already."""
-    config = model.config
-    if config.model_type == "custom":
-        return  # our model stores per-layer head counts instead
-    original = config.n_heads if config.model_type == "distilbert" else config.num_attention_heads
+    the current numbering back to the original ids, which earlier steps may have thinned already. Families that
+    cannot (DeBERTa-v2, our custom transformer) keep per-layer head counts instead (write_back_sizes)."""
+    config, layout = model.config, layout_of(model, "prune")
+    if not layout.hf_prunes_heads:
+        return
+    original = getattr(config, layout.heads_key)
     pruned = {int(k): set(v) for k, v in (config.pruned_heads or {}).items()}
     for layer, current in enumerate(heads):
         kept = [h for h in range(original) if h not in pruned.get(layer, set())]
@@ -196,25 +208,19 @@ def record_pruned_heads(model: nn.Module, heads: list[list[int]]) -> None:
 
 
 def write_back_sizes(model: nn.Module, parts: list[LayerParts]) -> None:
-    """Set the head counts the attention forward reshapes by, and the config sizes a reload builds from."""
-    config, family = model.config, model.config.model_type
+    """Set the config sizes a reload builds from: per-layer head counts where transformers cannot rebuild pruned
+    heads, and the FFN size (per layer when they differ, which no HF config key describes: our loader,
+    load_saved_model, reads layer_intermediate_sizes)."""
+    config, layout = model.config, parts[0].layout
     heads = [p.heads for p in parts]
     neurons = [p.neurons for p in parts]
-    for p, block in zip(parts, transformer_layers(model)):  # the head counts the forward pass reshapes by
-        if family == "custom":
-            block.attention.num_heads = p.heads
-        elif family == "distilbert":
-            block.attention.n_heads, block.attention.dim = p.heads, p.heads * p.head_dim
-        else:
-            block.attention.self.num_attention_heads = p.heads
-            block.attention.self.all_head_size = p.heads * p.head_dim
-    if family == "custom":
-        config.layer_num_heads, config.layer_intermediate_sizes = heads, neurons
+    if not layout.hf_prunes_heads:
+        config.layer_num_heads = heads
+    if config.model_type == "custom":  # its own constructor reads both lists
+        config.layer_intermediate_sizes = neurons
         return
-    ffn_key = "hidden_dim" if family == "distilbert" else "intermediate_size"
     uniform = len(set(neurons)) == 1
-    setattr(config, ffn_key, neurons[0] if uniform else max(neurons))
-    # Different FFN sizes per layer have no HF config key: our loader (load_saved_model) reads this one.
+    setattr(config, layout.ffn_key, neurons[0] if uniform else max(neurons))
     config.layer_intermediate_sizes = None if uniform else neurons
 
 

@@ -21,7 +21,7 @@ from transformers import (
 from compress.errors import UserError
 from compress.hub import hub_access, unreachable_note
 from compress.models import bilstm, custom  # noqa: F401  (registers our families with the Auto classes)
-from compress.models.anatomy import resize_ffn
+from compress.models.anatomy import resize_layers
 from compress.models.int8 import is_quantized_dir, load_quantized
 
 # The transformers class that builds a model with each task's head.
@@ -105,15 +105,19 @@ def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, Pre
 def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     """A model this tool saved, with its task head, in eval mode: config.json + model.safetensors (from_pretrained),
     an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
-    describes), or a PyTorch int8 model (model.int8.safetensors)."""
+    describes) or pruned heads transformers cannot rebuild (DeBERTa-v2), or a PyTorch int8 model
+    (model.int8.safetensors)."""
     auto = AUTO_CLASSES[task]
     config = AutoConfig.from_pretrained(path)
-    ffn_sizes = getattr(config, "layer_intermediate_sizes", None) if config.model_type != "custom" else None
-    if not ffn_sizes and not is_quantized_dir(path):
+    # Our custom transformer builds its own per-layer sizes; HF families get them cut in below.
+    own = config.model_type == "custom"
+    heads = None if own else getattr(config, "layer_num_heads", None)
+    ffn_sizes = None if own else getattr(config, "layer_intermediate_sizes", None)
+    if not heads and not ffn_sizes and not is_quantized_dir(path):
         return auto.from_pretrained(path).eval()
     model = auto.from_config(config)  # config.pruned_heads are applied here, as from_pretrained does
-    if ffn_sizes:
-        resize_ffn(model, ffn_sizes)
+    if heads or ffn_sizes:
+        resize_layers(model, heads, ffn_sizes)
     if is_quantized_dir(path):
         return load_quantized(model, path)
     load_model(model, str(Path(path) / "model.safetensors"))

@@ -5,7 +5,18 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
+from transformers import (
+    AlbertConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
+    ElectraConfig,
+    MPNetConfig,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
 
 from bench.flops import count_flops
 from compress.errors import UserError
@@ -30,7 +41,28 @@ CONFIGS = {
                                    max_position_embeddings=64, num_labels=3),
     "custom": CustomTransformerConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                       intermediate_size=64, num_labels=3),
+    # The other encoder families people bring as teachers, tiny and random (built from their config classes).
+    "roberta": RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=66, num_labels=3),
+    "xlm-roberta": XLMRobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=64, max_position_embeddings=66, num_labels=3),
+    "electra": ElectraConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, num_labels=3),
+    "mpnet": MPNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=66, num_labels=3),
+    # DeBERTa-v2 with its relative-position projections per head (share_att_key off), which pruning must cut too.
+    "deberta-v2": DebertaV2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=64, relative_attention=True,
+                                  pos_att_type=["p2c", "c2p"], share_att_key=False, position_buckets=16,
+                                  max_relative_positions=32, type_vocab_size=0, num_labels=3),
 }
+FAMILIES = list(CONFIGS)
+HF_RELOADS_PRUNED_HEADS = {"bert", "distilbert", "roberta", "xlm-roberta", "electra", "mpnet"}
+FIXED_HEADS = {"mpnet"}  # one relative-position bias for all layers' heads: FFN neurons only
+
+
+def heads_share(family: str, ratio: float) -> float:
+    return 0.0 if family in FIXED_HEADS else ratio
 
 
 def tiny(family: str, seed: int = 0):
@@ -114,7 +146,7 @@ def test_unknown_layer_name_is_one_clear_error():
 # ---------------------------------------------------------------- structured
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "custom"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("importance", ["magnitude", "taylor"])
 def test_structured_pruning_shrinks_and_reloads_identically(family, importance, tmp_path):
     model = tiny(family)
@@ -122,19 +154,19 @@ def test_structured_pruning_shrinks_and_reloads_identically(family, importance, 
     if importance == "taylor":
         model(**feeds()).logits.logsumexp(-1).sum().backward()
     heads, neurons = start_sizes(model)
-    prune_structured(model, 0.5, 0.5, importance, "local", heads, neurons, "prune.0")
-    assert start_sizes(model) == ([2, 2], [32, 32])
+    prune_structured(model, heads_share(family, 0.5), 0.5, importance, "local", heads, neurons, "prune.0")
+    assert start_sizes(model) == ([4, 4] if family in FIXED_HEADS else [2, 2], [32, 32])
     assert sum(p.numel() for p in model.parameters()) < params and count_flops(model, _np(feeds())) < flops
     expected = model(**feeds()).logits
     model.save_pretrained(tmp_path)
     reloaded = load_saved_model(tmp_path, "classification")
     assert torch.equal(reloaded(**feeds()).logits, expected)
-    if family != "custom":  # HF's own from_pretrained rebuilds the pruned heads from config.pruned_heads
+    if family in HF_RELOADS_PRUNED_HEADS:  # HF's own from_pretrained rebuilds the pruned heads from config.pruned_heads
         assert torch.equal(AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()(**feeds()).logits,
                            expected)
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "custom"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_global_pruning_leaves_layers_uneven_and_still_reloads_and_exports(family, tmp_path):
     model = tiny(family)
     # One head and a few neurons of layer 0 dominate it, so relative to their layer the others look weak.
@@ -143,9 +175,9 @@ def test_global_pruning_leaves_layers_uneven_and_still_reloads_and_exports(famil
         parts[0].query.weight[: parts[0].head_dim] *= 50
         parts[0].up.weight[:4] *= 50
     heads, neurons = start_sizes(model)
-    prune_structured(model, 0.5, 0.5, "magnitude", "global", heads, neurons, "prune.0")
+    prune_structured(model, heads_share(family, 0.5), 0.5, "magnitude", "global", heads, neurons, "prune.0")
     heads_after, neurons_after = start_sizes(model)
-    assert sum(heads_after) == 4 and heads_after[0] < heads_after[1]
+    assert heads_after == [4, 4] if family in FIXED_HEADS else sum(heads_after) == 4 and heads_after[0] < heads_after[1]
     assert sum(neurons_after) == 64 and neurons_after[0] < neurons_after[1]
     expected = model(**feeds()).logits
     save = tmp_path / "model"
@@ -190,6 +222,69 @@ def test_pruning_every_head_of_a_layer_is_refused():
     with pytest.raises(UserError) as err:
         prune_structured(model, 0.9, 0.1, "magnitude", "local", heads, neurons, "prune.0")
     assert "every head of layer 0" in str(err.value) and "prune.0.head_ratio" in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["deberta-v2", "mpnet"])
+def test_a_pruned_model_of_another_family_prunes_again_after_reloading(family, tmp_path):
+    model = tiny(family)
+    heads, neurons = start_sizes(model)
+    prune_structured(model, heads_share(family, 0.25), 0.25, "magnitude", "local", heads, neurons, "prune.0")
+    model.save_pretrained(tmp_path / "once")
+    again = load_saved_model(tmp_path / "once", "classification")
+    assert start_sizes(again) == ([4, 4] if family in FIXED_HEADS else [3, 3], [48, 48])
+    heads, neurons = start_sizes(again)
+    prune_structured(again, heads_share(family, 0.5), 0.5, "magnitude", "global", heads, neurons, "prune.1")
+    expected = again(**feeds()).logits
+    again.save_pretrained(tmp_path / "twice")
+    reloaded = load_saved_model(tmp_path / "twice", "classification")
+    assert start_sizes(reloaded) == start_sizes(again) and torch.equal(reloaded(**feeds()).logits, expected)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "custom"])
+def test_every_family_drops_layers_distils_its_layers_and_prunes_unstructured(family):
+    from compress.config import KDConfig, LayerDroppedStudent
+    from compress.distill.objectives import layer_transfer
+    from compress.models.students import drop_layers
+
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(copy.deepcopy(CONFIGS[family]),
+                                                             attn_implementation="eager").eval()
+    student = drop_layers(copy.deepcopy(teacher), [1], "students.0").train()
+    assert len(layer_parts(student, "test")) == 1 and student(**feeds()).logits.shape == (2, 3)
+    spec = LayerDroppedStudent(name="s", layers=[1], distill=KDConfig(method="intermediate"))
+    transfer = layer_transfer(spec, student.config, teacher, "students.0")
+    terms = transfer(feeds(), student(**feeds(), **transfer.model_kwargs))
+    assert set(terms) == {"hidden", "attention", "embedding"} and all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert layer_parts(student, "test")[0].query.weight.grad.abs().sum() > 0
+    # Unstructured pruning finds the encoder's Linear weights of any family.
+    targets = unstructured_targets(student, None, "prune.0")
+    prune_unstructured(targets, 0.5, "global")
+    make_permanent(targets)
+    assert target_sparsity(targets) == pytest.approx(0.5, abs=1e-3) and student(**feeds()).logits.isfinite().all()
+
+
+@pytest.mark.parametrize("config, message", [
+    (AlbertConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64), "ALBERT shares one layer's weights"),
+])
+def test_families_that_cannot_be_cut_apart_are_one_line(config, message):
+    from compress.models.students import drop_layers
+
+    model = AutoModelForSequenceClassification.from_config(config)
+    for action in (lambda: layer_parts(model, "prune.0"), lambda: drop_layers(model, [0], "students.0")):
+        with pytest.raises(UserError) as err:
+            action()
+        assert message in err.value.what and "\n" not in err.value.line()
+
+
+def test_heads_of_an_mpnet_are_kept_in_one_line():
+    model = tiny("mpnet")
+    heads, neurons = start_sizes(model)
+    with pytest.raises(UserError) as err:
+        prune_structured(model, 0.5, 0.5, "magnitude", "local", heads, neurons, "prune.0")
+    assert "relative-position bias" in err.value.what and err.value.where == "prune.0.head_ratio"
+    assert start_sizes(model) == (heads, neurons)  # nothing was cut
 
 
 def test_structured_pruning_of_a_bilstm_is_refused():

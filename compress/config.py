@@ -280,12 +280,18 @@ class LayerDroppedStudent(StudentBase):
 
 
 class CheckpointStudent(StudentBase):
-    """A pretrained checkpoint as the student, e.g. distilbert-base-uncased. Its tokenizer must be the teacher's
+    """A pretrained checkpoint as the student, e.g. distilbert-base-uncased. For classification its tokenizer may
+    differ from the teacher's (the teacher's outputs are one row per text); for NER and QA it must be the teacher's
     (same vocabulary), so the cached teacher outputs line up with the student's tokens."""
 
     kind: Literal["checkpoint"] = "checkpoint"
     model: str = Field(..., description="hub id or local folder")
     trust_remote_code: bool = False
+
+
+OWN_TOKENIZER = ("the student's own tokenizer (hub id, local folder or packaged name), e.g. a smaller vocabulary; "
+                 "default the teacher's. Classification only: the teacher's outputs are one row per text, so the "
+                 "student reads its own encoding of the same texts")
 
 
 class CustomTransformerStudent(StudentBase):
@@ -298,7 +304,9 @@ class CustomTransformerStudent(StudentBase):
     ffn_size: int = Field(1024, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     init_embeddings_from_teacher: bool = Field(True, description="start from the teacher's token embeddings "
-                                                                  "(PCA-projected when the widths differ)")
+                                                                  "(PCA-projected when the widths differ; with "
+                                                                  "its own tokenizer, for the tokens both share)")
+    tokenizer: str | None = Field(None, description=OWN_TOKENIZER)
     train: TrainConfig = TrainConfig(epochs=10, learning_rate=5e-4)
 
     @model_validator(mode="after")
@@ -326,6 +334,7 @@ class BiLSTMStudent(StudentBase):
     num_layers: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     word2vec: Word2VecConfig = Word2VecConfig()
+    tokenizer: str | None = Field(None, description=OWN_TOKENIZER)
     train: TrainConfig = TrainConfig(epochs=10, learning_rate=2e-3)
 
     @model_validator(mode="after")
@@ -524,6 +533,20 @@ class RunConfig(Strict):
             raise ValueError("rest_of_train needs data.max_train_examples: without a subset the whole training "
                              "pool is labelled and no rest is left")
         return transfer
+
+    @model_validator(mode="after")
+    def _own_tokenizers_fit(self) -> "RunConfig":
+        for i, student in enumerate(self.students):
+            if getattr(student, "tokenizer", None) is None:
+                continue
+            if self.task != "classification":
+                raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification "
+                                 f"only so far (task '{self.task}' needs the teacher's tokens); remove it")
+            if student.distill.method in LAYER_METHODS:
+                raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
+                                 "hidden states token by token, so it needs the teacher's tokenizer; use logit or "
+                                 "hybrid")
+        return self
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> "RunConfig":

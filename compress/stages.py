@@ -40,7 +40,13 @@ from compress.hub import hub_access
 from compress.models.int8 import save_quantized
 from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.models.neighbours import embedding_candidates, mlm_candidates
-from compress.models.students import OWN_FAMILIES, build_student, teacher_embeddings
+from compress.models.students import (
+    OWN_FAMILIES,
+    build_student,
+    same_vocabulary,
+    student_tokenizer,
+    teacher_embeddings,
+)
 from compress.progress import console, track_steps
 from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
 from compress.quantize import argmax_agreement, quantize
@@ -100,6 +106,28 @@ def prepare_data(cfg: RunConfig) -> Data:
     return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length,
                 stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
                 transfer, stable_hash(transfer.features) if transfer is not None else None)
+
+
+def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
+    """`data` as `tokenizer` encodes it. The splits are the teacher tokenizer's; a student with a tokenizer of its
+    own (classification: the teacher's outputs are one row per text) reads the same texts, in the same order,
+    encoded its way, so the cached outputs still line up by row. Encoded once per run and tokenizer."""
+    teacher = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    if same_vocabulary(tokenizer, teacher):
+        return data
+    key = (str(cfg.run_dir), tokenizer.name_or_path, len(tokenizer))
+    if key not in _ENCODED_FOR:
+        enc, label_names = data.task.build(cfg, tokenizer, augmentation_words(cfg, teacher))
+        own = Data(data.task, enc["train"], enc["validation"], enc["test"], label_names, data.max_length,
+                   stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
+                   enc.get("transfer"), data.transfer_fingerprint)
+        assert [len(split) for split in (own.train, own.transfer) if split is not None] == \
+            [len(split) for split in (data.train, data.transfer) if split is not None], "one row per text"
+        _ENCODED_FOR[key] = own
+    return _ENCODED_FOR[key]
+
+
+_ENCODED_FOR: dict[tuple[str, str, int], Data] = {}
 
 
 def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
@@ -220,7 +248,8 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
     where = f"students.{index}"
-    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
+    tokenizer = student_tokenizer(student, cfg.teacher, where)
+    original, data = data, data_for(cfg, data, tokenizer)
     # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the
     # task only from labels and the comparison with KD is fair.
     set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
@@ -230,6 +259,10 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
     method, stage_seconds = student.distill.method if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
+    if method in LAYER_METHODS and data is not original:
+        raise UserError(f"distill.method '{method}' compares hidden states token by token, so it needs the "
+                        "teacher's tokenizer, and this student's differs", f"{where}.distill.method",
+                        "use logit or hybrid")
     if method in LAYER_METHODS:  # the teacher's features come online, from the loss
         layer_terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task),
                                      where)
@@ -244,8 +277,6 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
                           validate=validator(cfg, student.train, data, tokenizer), log=log)
     trained = replace(trained, seconds=trained.seconds + stage_seconds)
-    if student.kind == "checkpoint":  # same vocabulary, but its own input names (DistilBERT: no token types)
-        tokenizer = load_tokenizer(student.model, student.trust_remote_code, where=f"{where}.model")
     files, result = finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
     seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
     return files, replace(result, transfer_examples=seen)
@@ -268,6 +299,7 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArti
     cached outputs and score the validation split (logged, and kept in the report row)."""
     name = spec.name
     model, tokenizer = load_saved(cfg, source)
+    data = data_for(cfg, data, tokenizer)
     train = data.train.with_teacher(teacher_logits)
     score = validation_scorer(cfg, data, tokenizer)
     loss = task_loss(data.task, spec.recovery.distill)
@@ -298,6 +330,7 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
                    config_hash: str) -> tuple[list[str], ModelArtifact]:
     """PyTorch int8 of `source`; how often it picks what the fp32 model picks is measured on the test split."""
     fp32, tokenizer = load_saved(cfg, source)
+    data = data_for(cfg, data, tokenizer)
     model = quantize(fp32, spec.method)
     mask = token_mask(data.test, data.max_length) if data.task.per_token else None
     agreement = argmax_agreement(data.predict(fp32, data.test, tokenizer), data.predict(model, data.test, tokenizer),
@@ -342,6 +375,7 @@ def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_v
     Runtime; then the optimised graph and the int8 variants beside it, each scored the same way."""
     name = model_result.name
     model, tokenizer = load_saved(cfg, model_result)
+    data = data_for(cfg, data, tokenizer)
     out_dir = cfg.run_dir / "exports" / name
 
     def evaluate(outputs: dict[str, torch.Tensor]) -> dict:

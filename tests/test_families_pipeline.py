@@ -73,7 +73,7 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
     assert {"kd", "ce"} <= set(final) and "hidden" not in final
 
 
-def test_a_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_bert_dir, tiny_csv):
+def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_up(tmp_path, tiny_bert_dir, tiny_csv):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -84,7 +84,106 @@ def test_a_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_bert_dir
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(other)
     cfg = family_config(tmp_path, tiny_bert_dir, tiny_csv, other)
+    # Classification takes another vocabulary, but not with layer transfer (hidden states token by token) ...
     cfg = RunConfig.model_validate(cfg.model_dump() | {"students": [cfg.students[1].model_dump()]})
     with pytest.raises(UserError) as err:
         run(cfg)
+    assert "students.0.distill.method" in err.value.line() and "tokenizer" in err.value.line()
+    # ... and NER not at all: the teacher's outputs are per token.
+    from tests.conftest import make_conll
+
+    conll = {"kind": "conll", "train": str(make_conll(tmp_path / "train.txt", 30)), "word_column": 0, "tag_column": 1}
+    student = {"name": "distil", "kind": "checkpoint", "model": str(other), "train": TRAIN}
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"task": "ner", "data": {"source": conll, "max_length": 24},
+                                                       "students": [student], "name": "ner"})
+    with pytest.raises(UserError) as err:
+        run(cfg)
     assert "students.0.model" in err.value.line() and "tokenizer" in err.value.line()
+
+
+# ---------------------------------------------------------------- students with their own tokenizer
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer_dir(tmp_path_factory):
+    """A 120-entry uncased WordPiece tokenizer trained on the tiny CSV's words: not the teacher's vocabulary."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    from tests.conftest import make_texts
+
+    path = tmp_path_factory.mktemp("small-tokenizer")
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator([text for text, _ in make_texts(40)], vocab_size=120, min_frequency=1)
+    wordpiece.save_model(str(path))  # vocab.txt
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_small_vocab_bert_dir(tmp_path_factory, small_tokenizer_dir):
+    """A pretrained-style checkpoint student over the small vocabulary (a 1-layer random BERT)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("small-vocab-bert")
+    tokenizer = AutoTokenizer.from_pretrained(small_tokenizer_dir)
+    BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=64)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_students_with_their_own_vocabulary_pass_every_stage(tmp_path, tiny_bert_dir, tiny_csv, small_tokenizer_dir,
+                                                             tiny_small_vocab_bert_dir):
+    from compress.models.loading import load_saved_model
+
+    small = str(small_tokenizer_dir)
+    cfg = RunConfig.model_validate({
+        "name": "own-vocab", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 24, "max_train_examples": 40},
+        "transfer": {"rest_of_train": True},
+        "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
+        "students": [
+            {"name": "ckpt", "kind": "checkpoint", "model": str(tiny_small_vocab_bert_dir), "train": TRAIN},
+            {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+             "ffn_size": 32, "tokenizer": small, "train": TRAIN, "distill": {"method": "hybrid"}},
+            {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
+             "tokenizer": small, "train": TRAIN},
+        ],
+        "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
+                   "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
+        "quantize": [{"name": "rnn-int8", "model": "rnn"}],
+        "export": {"quantize": {"variants": ["dynamic-qint8"]}},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+    run(cfg)
+    rows = {r["model"]: r for r in json.loads((cfg.run_dir / "report.json").read_text())["rows"]}
+    vocab = len(AutoTokenizer.from_pretrained(small_tokenizer_dir))
+    for name in ("ckpt", "scratch", "rnn", "scratch-pruned"):
+        folder = cfg.run_dir / ("pruned" if name.endswith("-pruned") else "students") / name
+        assert len(AutoTokenizer.from_pretrained(folder)) == vocab  # saved with the tokenizer it read
+        assert load_saved_model(folder, "classification").get_input_embeddings().num_embeddings == vocab
+        assert rows[name]["parity_ok"] is True and 0 <= rows[name]["metric"] <= 1
+        # Scored again on the export over the test split as the student's tokenizer encodes it.
+        assert rows[name]["ort_metric"] == pytest.approx(rows[name]["metric"], abs=0.02)
+    assert rows["scratch"]["transfer_examples"] > 0 and rows["scratch-baseline"]["transfer_examples"] == 0
+    assert rows["rnn-int8"]["argmax_agreement"] > 0.5
+    # The teacher's cache is one row per text, however each student splits it.
+    manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["teacher_logits"]["result"]["features"] == 40
+
+
+@pytest.mark.parametrize("student, message", [
+    ({"kind": "custom_transformer", "distill": {"method": "intermediate"}}, "compares hidden states token by token"),
+    ({"kind": "bilstm"}, None),
+])
+def test_an_own_tokenizer_is_refused_where_tokens_must_line_up(tmp_path, student, message):
+    from pydantic import ValidationError
+
+    base = {"output_dir": str(tmp_path), "students": [{"name": "s", "tokenizer": "minilm-l6"} | student]}
+    if message:
+        with pytest.raises(ValidationError, match=message):
+            RunConfig.model_validate(base)
+    with pytest.raises(ValidationError, match="for classification only"):
+        RunConfig.model_validate(base | {"task": "ner", "data": {"source": {"kind": "wnut16"}}})

@@ -1,7 +1,9 @@
 """Student builders, one per kind: a layer-dropped copy of the teacher (DistilBERT's recipe), a pretrained
 checkpoint such as DistilBERT, the from-scratch transformer, and the BiLSTM with Word2Vec embeddings.
 
-Every student reads the teacher's tokenizer, so its tokens, labels and the cached teacher outputs line up.
+Every student reads the teacher's tokenizer, so its tokens, labels and the cached teacher outputs line up, unless
+it has its own (a checkpoint's, or one named for the custom transformer or the BiLSTM): for classification the
+teacher's outputs are one row per text, so the student reads its own encoding of the same texts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ OWN_FAMILIES = (CustomTransformerConfig.model_type, BiLSTMConfig.model_type)
 def build_student(spec: StudentConfig, task: str, label_names: list[str] | None, teacher: TeacherConfig,
                   tokenizer: PreTrainedTokenizerBase, train_ids: list[list[int]], seed: int,
                   where: str) -> PreTrainedModel:
-    """A fresh, untrained student of `spec.kind` with the task's head.
+    """A fresh, untrained student of `spec.kind` with the task's head, over `tokenizer` (student_tokenizer's).
 
     `train_ids` are token ids of the training text (the BiLSTM learns its Word2Vec embeddings from them).
     Nothing here reads the fine-tuned teacher, so a KD student and its baseline start identical.
@@ -42,7 +44,11 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
         model = load_task_model(teacher.model, task, label_names, teacher.trust_remote_code, new_head=True, where=where)
         return drop_layers(model, spec.layers, where=where)
     if isinstance(spec, CheckpointStudent):
-        check_same_tokenizer(spec.model, spec.trust_remote_code, tokenizer, f"{where}.model")
+        if task != "classification" and not same_vocabulary(tokenizer, teacher_tokenizer(teacher)):
+            raise UserError(f"the student's tokenizer is not the teacher's (different vocabulary), and for {task} "
+                            "the teacher's outputs are per token, so they would not line up with the student's",
+                            f"{where}.model", "pick a checkpoint with the teacher's vocabulary (e.g. "
+                                              "distilbert-base-uncased for an uncased BERT teacher)")
         return load_task_model(spec.model, task, label_names, spec.trust_remote_code, new_head=True,
                                where=f"{where}.model")
     if isinstance(spec, CustomTransformerStudent):
@@ -52,14 +58,23 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
     raise AssertionError(f"unhandled student kind {spec.kind}")
 
 
-def check_same_tokenizer(name: str, trust_remote_code: bool, teacher_tokenizer: PreTrainedTokenizerBase,
-                         where: str) -> None:
-    student_tokenizer = load_tokenizer(name, trust_remote_code, where=where)
-    if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
-        raise UserError("the student's tokenizer is not the teacher's (different vocabulary), so the teacher's "
-                        "outputs do not line up with its tokens", where,
-                        "pick a checkpoint with the teacher's vocabulary (e.g. distilbert-base-uncased for an "
-                        "uncased BERT teacher)")
+def student_tokenizer(spec: StudentConfig, teacher: TeacherConfig, where: str) -> PreTrainedTokenizerBase:
+    """The tokenizer a student reads: a checkpoint's own, the one a custom transformer or BiLSTM names, else the
+    teacher's."""
+    if isinstance(spec, CheckpointStudent):
+        return load_tokenizer(spec.model, spec.trust_remote_code, where=f"{where}.model")
+    own = getattr(spec, "tokenizer", None)
+    return load_tokenizer(own, where=f"{where}.tokenizer") if own else teacher_tokenizer(teacher)
+
+
+def teacher_tokenizer(teacher: TeacherConfig) -> PreTrainedTokenizerBase:
+    return load_tokenizer(teacher.model, teacher.trust_remote_code)
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether the two tokenizers share a vocabulary (DistilBERT's and BERT's uncased ones do), so ids, and the
+    teacher's per-token outputs, line up."""
+    return a.get_vocab() == b.get_vocab()
 
 
 def build_custom_transformer(spec: CustomTransformerStudent, task: str, label_names: list[str] | None,
@@ -72,9 +87,20 @@ def build_custom_transformer(spec: CustomTransformerStudent, task: str, label_na
     if spec.init_embeddings_from_teacher:
         with torch.no_grad():
             target = model.get_input_embeddings().weight
-            source = teacher_embeddings(teacher)[: target.shape[0]]
-            target[: source.shape[0]] = rescale(project_embeddings(source, target.shape[1]), target.std())
+            source = project_embeddings(teacher_embeddings(teacher), target.shape[1])
+            rows, teacher_rows = shared_token_rows(tokenizer, teacher_tokenizer(teacher), source.shape[0])
+            target[rows] = rescale(source[teacher_rows], target.std())
     return model
+
+
+def shared_token_rows(tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase,
+                      teacher_rows: int) -> tuple[list[int], list[int]]:
+    """(student ids, teacher ids) of the tokens both vocabularies hold, by the token's text: every id when the
+    student reads the teacher's tokenizer; with its own, the tokens they share (the rest keep their random start)."""
+    teacher_vocab = teacher.get_vocab()
+    pairs = sorted((i, teacher_vocab[token]) for token, i in tokenizer.get_vocab().items()
+                   if token in teacher_vocab and teacher_vocab[token] < teacher_rows)
+    return [s for s, _ in pairs], [t for _, t in pairs]
 
 
 def teacher_embeddings(teacher: TeacherConfig) -> torch.Tensor:

@@ -143,7 +143,8 @@ class AugmentConfig(Strict):
 class TransferConfig(Strict):
     """A transfer set: text without labels that the teacher labels once, so every KD student learns from the
     teacher's outputs on far more text than the labels cover (DistilBERT, TinyBERT). KD students train on the
-    labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split.
+    labelled split plus the transfer set (KD terms only on transfer rows); baselines keep to the labelled split
+    (a BiLSTM's Word2Vec, KD student and baseline alike, also reads the set's real text, not the teacher's outputs).
     """
 
     unlabeled: list[Path] = Field([], description="files of in-domain text: classification .txt (one text per "
@@ -295,7 +296,7 @@ OWN_TOKENIZER = ("the student's own tokenizer (hub id, local folder or packaged 
 
 
 class CustomTransformerStudent(StudentBase):
-    """The transformer written from scratch in compress/models/custom.py, over the teacher's tokenizer."""
+    """The transformer written from scratch in compress/models/custom.py, over the teacher's tokenizer or its own."""
 
     kind: Literal["custom_transformer"] = "custom_transformer"
     hidden_size: int = Field(256, ge=8)
@@ -317,7 +318,8 @@ class CustomTransformerStudent(StudentBase):
 
 
 class Word2VecConfig(Strict):
-    """Word2Vec (gensim, skip-gram) over the training split as the teacher's tokenizer splits it."""
+    """Word2Vec (gensim, skip-gram) over the training split and the transfer set's real text, as the student's
+    tokenizer splits them."""
 
     enabled: bool = True
     epochs: int = Field(10, ge=1)

@@ -152,14 +152,17 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     kd = teacher_logits is not None
     # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits), the KD settings
     # and the transfer set; the baseline starts from the same weights and never sees the teacher's training, the
-    # KD settings or the transfer set. Without a transfer set the hashes are what they were before it existed.
+    # KD settings or the transfer set's teacher outputs. Without a transfer set the hashes are what they were before
+    # it existed; an unset student tokenizer (the teacher's) leaves them as they were before that key existed.
     shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
+    if shape.get("tokenizer", "") is None:
+        del shape["tokenizer"]
+    # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus), KD student and baseline.
+    corpus = [stable_hash(data.word2vec_corpus())] if data.transfer is not None and uses_word2vec(student) else []
     if kd:
         transfer = [data.transfer_fingerprint] if data.transfer is not None else []
-        config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer)
+        config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer, *corpus)
     else:
-        # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus).
-        corpus = [stable_hash(data.word2vec_corpus())] if data.transfer is not None and uses_word2vec(student) else []
         config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
                                   cfg.teacher.trust_remote_code, shape, *corpus)
     stage = f"student:{student.name}" if kd else f"baseline:{student.name}-baseline"

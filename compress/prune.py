@@ -25,8 +25,8 @@ from compress.config import PruneConfig, StructuredPrune
 from compress.errors import UserError
 from compress.models.anatomy import (
     LayerParts,
+    Layout,
     layer_parts,
-    layout_of,
     remove_heads,
     remove_neurons,
     transformer_layers,
@@ -181,7 +181,7 @@ def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, impo
                             f"{where}.head_ratio")
     neurons = choose_removals([neuron_scores(p, importance) for p in parts], start_neurons, ffn_ratio, scope,
                               "FFN neuron", f"{where}.ffn_ratio")
-    record_pruned_heads(model, heads)
+    record_pruned_heads(model, heads, parts[0].layout)
     for p, h, n in zip(parts, heads, neurons):
         remove_heads(p, h)
         remove_neurons(p, n)
@@ -189,11 +189,11 @@ def prune_structured(model: nn.Module, head_ratio: float, ffn_ratio: float, impo
     model.zero_grad(set_to_none=True)  # old gradients have the old shapes
 
 
-def record_pruned_heads(model: nn.Module, heads: list[list[int]]) -> None:
+def record_pruned_heads(model: nn.Module, heads: list[list[int]], layout: Layout) -> None:
     """HF models rebuild pruned heads from config.pruned_heads ({layer: original head ids}) when they load; map
     the current numbering back to the original ids, which earlier steps may have thinned already. Families that
     cannot (DeBERTa-v2, our custom transformer) keep per-layer head counts instead (write_back_sizes)."""
-    config, layout = model.config, layout_of(model, "prune")
+    config = model.config
     if not layout.hf_prunes_heads:
         return
     original = getattr(config, layout.heads_key)

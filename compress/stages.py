@@ -103,31 +103,35 @@ def prepare_data(cfg: RunConfig) -> Data:
     transfer = enc.get("transfer")
     if transfer is not None:
         console.print(describe_transfer_set(transfer))
-    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, cfg.data.max_length,
-                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
-                transfer, stable_hash(transfer.features) if transfer is not None else None)
+    return encoded_data(task, enc, label_names, cfg.data.max_length)
 
 
 def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
     """`data` as `tokenizer` encodes it. The splits are the teacher tokenizer's; a student with a tokenizer of its
     own (classification: the teacher's outputs are one row per text) reads the same texts, in the same order,
-    encoded its way, so the cached outputs still line up by row. Encoded once per run and tokenizer."""
+    encoded its way, so the cached outputs still line up by row. Encoded once per data and vocabulary."""
     teacher = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
     if same_vocabulary(tokenizer, teacher):
         return data
-    key = (str(cfg.run_dir), tokenizer.name_or_path, len(tokenizer))
+    key = stable_hash(data.fingerprint, data.transfer_fingerprint, sorted(tokenizer.get_vocab().items()))
     if key not in _ENCODED_FOR:
         enc, label_names = data.task.build(cfg, tokenizer, augmentation_words(cfg, teacher))
-        own = Data(data.task, enc["train"], enc["validation"], enc["test"], label_names, data.max_length,
-                   stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
-                   enc.get("transfer"), data.transfer_fingerprint)
+        own = encoded_data(data.task, enc, label_names, data.max_length)
         assert [len(split) for split in (own.train, own.transfer) if split is not None] == \
             [len(split) for split in (data.train, data.transfer) if split is not None], "one row per text"
         _ENCODED_FOR[key] = own
     return _ENCODED_FOR[key]
 
 
-_ENCODED_FOR: dict[tuple[str, str, int], Data] = {}
+_ENCODED_FOR: dict[str, Data] = {}
+
+
+def encoded_data(task: Task, enc: dict[str, EncodedSplit], label_names: list[str] | None, max_length: int) -> Data:
+    """Data from a task's encoded splits, fingerprinted by their tokens."""
+    transfer = enc.get("transfer")
+    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, max_length,
+                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
+                transfer, stable_hash(transfer.features) if transfer is not None else None)
 
 
 def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
@@ -248,8 +252,8 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
     where = f"students.{index}"
-    tokenizer = student_tokenizer(student, cfg.teacher, where)
-    original, data = data, data_for(cfg, data, tokenizer)
+    tokenizer = student_tokenizer(student, cfg.task, cfg.teacher, where)
+    data = data_for(cfg, data, tokenizer)
     # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the
     # task only from labels and the comparison with KD is fair.
     set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
@@ -259,10 +263,6 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
     method, stage_seconds = student.distill.method if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
-    if method in LAYER_METHODS and data is not original:
-        raise UserError(f"distill.method '{method}' compares hidden states token by token, so it needs the "
-                        "teacher's tokenizer, and this student's differs", f"{where}.distill.method",
-                        "use logit or hybrid")
     if method in LAYER_METHODS:  # the teacher's features come online, from the loss
         layer_terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task),
                                      where)

@@ -37,6 +37,7 @@ LAYER_OF = {
     "compress.cli": "cli",
     "compress.entry": "cli",
     "bench.cli": "cli",
+    "bench.labelling_speed": "cli",  # a `python -m` measurement over a run folder's data stage
 }
 
 

@@ -187,3 +187,19 @@ def test_an_own_tokenizer_is_refused_where_tokens_must_line_up(tmp_path, student
             RunConfig.model_validate(base)
     with pytest.raises(ValidationError, match="for classification only"):
         RunConfig.model_validate(base | {"task": "ner", "data": {"source": {"kind": "wnut16"}}})
+
+
+def test_an_own_tokenizer_without_padding_is_one_line(tmp_path, tiny_bert_dir):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from compress.config import CustomTransformerStudent, TeacherConfig
+    from compress.models.students import student_tokenizer
+
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "no-pad")
+    spec = CustomTransformerStudent(name="s", tokenizer=str(tmp_path / "no-pad"))
+    with pytest.raises(UserError) as err:
+        student_tokenizer(spec, "classification", TeacherConfig(model=str(tiny_bert_dir)), "students.0")
+    assert "no padding token" in err.value.what and err.value.where == "students.0.tokenizer"

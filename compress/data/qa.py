@@ -46,7 +46,7 @@ def read_squad(path: Path, with_answers: bool = True) -> list[QAExample]:
         for paragraph in _field(article, "paragraphs", path, "article"):
             context = _field(paragraph, "context", path, "paragraph")
             for qa in _field(paragraph, "qas", path, "paragraph"):
-                qid = str(_field(qa, "id", path, "question"))
+                qid = str(_field(qa, "id", path, "question") if with_answers else qa.get("id", len(examples)))
                 where = f"{path}: example {qid}"
                 question = _field(qa, "question", path, f"example {qid}")
                 if not with_answers:
@@ -247,6 +247,8 @@ def pair(example: QAExample) -> tuple[str, str]:
 def read_unlabeled_questions(path: Path, key: str) -> list[QAExample]:
     """The questions of one unlabeled SQuAD-format file (answers ignored); `key` (transfer.unlabeled.<i>) leads
     every error's where."""
+    if not path.is_file():
+        raise UserError("unlabeled file not found", f"{key}: {path}", "check the path (relative to where you run)")
     if path.suffix.lower() != ".json":
         raise UserError(f"unsupported file type '{path.suffix}' for QA", f"{key}: {path}",
                         "use a SQuAD-format .json file (its answers are ignored)")

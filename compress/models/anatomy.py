@@ -16,12 +16,14 @@ from transformers import PreTrainedModel
 from compress.errors import UserError
 from compress.models.custom import CustomTransformerConfig
 
-# Families whose layers cannot be taken apart the way pruning and layer dropping need, and why.
+# Families whose heads and FFN structured pruning cannot cut apart, and why.
 REFUSED = {
     "albert": "ALBERT shares one layer's weights across all its layers, so no layer or head can go alone",
     "deberta": "DeBERTa (v1) fuses Q, K and V into one projection (in_proj); DeBERTa-v2/v3 is supported",
     "modernbert": "ModernBERT fuses Q, K and V (Wqkv) and gates its FFN (Wi)",
 }
+# Families whose layers cannot be dropped, and why.
+NO_LAYER_DROPPING = {"albert": REFUSED["albert"]}
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ LAYOUTS = {
 def layer_list(model: PreTrainedModel) -> tuple[nn.Module, str, str]:
     """The module holding the transformer layers, its attribute name, and the config key for the count."""
     base, family = model.base_model, model.config.model_type
-    if family in REFUSED:
-        raise UserError(f"cannot drop layers of a '{family}' model: {REFUSED[family]}", "students",
+    if family in NO_LAYER_DROPPING:
+        raise UserError(f"cannot drop layers of a '{family}' model: {NO_LAYER_DROPPING[family]}", "students",
                         "use a teacher of another family (docs/families.md)")
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):  # BERT-style, MPNet, DeBERTa-v2
         return base.encoder, "layer", "num_hidden_layers"
@@ -121,7 +123,18 @@ def layout_of(model: nn.Module, where: str) -> Layout:
     if layers is None or _find(layers[0], "attention.self.query") is None:
         raise UserError(f"structured pruning needs a transformer; a '{family}' model has no attention heads to "
                         "remove", where, "use kind: unstructured for this model")
+    if not _reads_like(layers[0], BERT_STYLE):
+        raise UserError(f"structured pruning does not know where a '{family}' model keeps its heads and FFN (its "
+                        "layers only partly read like BERT's)", where, "use kind: unstructured for this model")
     return BERT_STYLE
+
+
+def _reads_like(layer: nn.Module, layout: Layout) -> bool:
+    """Whether every projection and head-count attribute `layout` names is where it says on `layer`."""
+    attention = _find(layer, layout.attention)
+    names = [*layout.projections, layout.heads_attr, layout.head_dim_attr, *filter(None, [layout.width_attr])]
+    return (attention is not None and all(hasattr(attention, n) for n in names)
+            and all(isinstance(_find(layer, path), nn.Linear) for path in (layout.output, layout.up, layout.down)))
 
 
 def layer_parts(model: nn.Module, where: str) -> list[LayerParts]:

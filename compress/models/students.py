@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.config import (
+    LAYER_METHODS,
     BiLSTMStudent,
     CheckpointStudent,
     CustomTransformerStudent,
@@ -44,11 +45,6 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
         model = load_task_model(teacher.model, task, label_names, teacher.trust_remote_code, new_head=True, where=where)
         return drop_layers(model, spec.layers, where=where)
     if isinstance(spec, CheckpointStudent):
-        if task != "classification" and not same_vocabulary(tokenizer, teacher_tokenizer(teacher)):
-            raise UserError(f"the student's tokenizer is not the teacher's (different vocabulary), and for {task} "
-                            "the teacher's outputs are per token, so they would not line up with the student's",
-                            f"{where}.model", "pick a checkpoint with the teacher's vocabulary (e.g. "
-                                              "distilbert-base-uncased for an uncased BERT teacher)")
         return load_task_model(spec.model, task, label_names, spec.trust_remote_code, new_head=True,
                                where=f"{where}.model")
     if isinstance(spec, CustomTransformerStudent):
@@ -58,13 +54,30 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
     raise AssertionError(f"unhandled student kind {spec.kind}")
 
 
-def student_tokenizer(spec: StudentConfig, teacher: TeacherConfig, where: str) -> PreTrainedTokenizerBase:
+def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, where: str) -> PreTrainedTokenizerBase:
     """The tokenizer a student reads: a checkpoint's own, the one a custom transformer or BiLSTM names, else the
-    teacher's."""
-    if isinstance(spec, CheckpointStudent):
-        return load_tokenizer(spec.model, spec.trust_remote_code, where=f"{where}.model")
-    own = getattr(spec, "tokenizer", None)
-    return load_tokenizer(own, where=f"{where}.tokenizer") if own else teacher_tokenizer(teacher)
+    teacher's. One of its own is refused in one line where the teacher's outputs must line up token by token (NER,
+    QA, layer transfer) or where it cannot pad a batch."""
+    own = spec.model if isinstance(spec, CheckpointStudent) else getattr(spec, "tokenizer", None)
+    if own is None:
+        return teacher_tokenizer(teacher)
+    key = f"{where}.model" if isinstance(spec, CheckpointStudent) else f"{where}.tokenizer"
+    tokenizer = load_tokenizer(own, getattr(spec, "trust_remote_code", False), where=key)
+    if same_vocabulary(tokenizer, teacher_tokenizer(teacher)):
+        return tokenizer
+    if task != "classification":
+        raise UserError(f"the student's tokenizer is not the teacher's (different vocabulary), and for {task} the "
+                        "teacher's outputs are per token, so they would not line up with the student's", key,
+                        "use a model or tokenizer with the teacher's vocabulary (e.g. distilbert-base-uncased for an "
+                        "uncased BERT teacher)")
+    if spec.distill.method in LAYER_METHODS:
+        raise UserError(f"distill.method '{spec.distill.method}' compares hidden states token by token, so it "
+                        "needs the teacher's tokenizer, and this student's differs", f"{where}.distill.method",
+                        "use logit or hybrid")
+    if tokenizer.pad_token is None:
+        raise UserError("the student's tokenizer has no padding token, so it cannot batch texts", key,
+                        "use a tokenizer with a pad token (BERT-style ones have [PAD])")
+    return tokenizer
 
 
 def teacher_tokenizer(teacher: TeacherConfig) -> PreTrainedTokenizerBase:

@@ -281,9 +281,9 @@ class LayerDroppedStudent(StudentBase):
 
 
 class CheckpointStudent(StudentBase):
-    """A pretrained checkpoint as the student, e.g. distilbert-base-uncased. For classification its tokenizer may
-    differ from the teacher's (the teacher's outputs are one row per text); for NER and QA it must be the teacher's
-    (same vocabulary), so the cached teacher outputs line up with the student's tokens."""
+    """A pretrained checkpoint as the student, e.g. distilbert-base-uncased. For classification and NER its
+    tokenizer may differ from the teacher's (the teacher's outputs meet it per text, or per word); for QA it must be
+    the teacher's (same vocabulary), so the cached start and end outputs line up with the student's tokens."""
 
     kind: Literal["checkpoint"] = "checkpoint"
     model: str = Field(..., description="hub id or local folder")
@@ -291,8 +291,8 @@ class CheckpointStudent(StudentBase):
 
 
 OWN_TOKENIZER = ("the student's own tokenizer (hub id, local folder or packaged name), e.g. a smaller vocabulary; "
-                 "default the teacher's. Classification only: the teacher's outputs are one row per text, so the "
-                 "student reads its own encoding of the same texts")
+                 "default the teacher's. Classification and NER: the student reads its own encoding of the same "
+                 "texts and meets the teacher's outputs per text or per word")
 
 
 class CustomTransformerStudent(StudentBase):
@@ -541,9 +541,9 @@ class RunConfig(Strict):
         for i, student in enumerate(self.students):
             if getattr(student, "tokenizer", None) is None:
                 continue
-            if self.task != "classification":
+            if self.task == "qa":
                 raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification "
-                                 f"only so far (task '{self.task}' needs the teacher's tokens); remove it")
+                                 "and NER so far (QA's start and end are not mapped across tokenizers); remove it")
             if student.distill.method in LAYER_METHODS:
                 raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
                                  "hidden states token by token, so it needs the teacher's tokenizer; use logit or "

@@ -108,8 +108,9 @@ def prepare_data(cfg: RunConfig) -> Data:
 
 def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
     """`data` as `tokenizer` encodes it. The splits are the teacher tokenizer's; a student with a tokenizer of its
-    own (classification: the teacher's outputs are one row per text) reads the same texts, in the same order,
-    encoded its way, so the cached outputs still line up by row. Encoded once per data and vocabulary."""
+    own reads the same texts, in the same order, encoded its way, so the cached outputs still line up by row
+    (classification: one output per text), and NER's per-token ones are read at the teacher's token for each
+    word (Task.align_to_teacher). Encoded once per data and vocabulary."""
     teacher = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
     if same_vocabulary(tokenizer, teacher):
         return data
@@ -119,6 +120,10 @@ def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
         own = encoded_data(data.task, enc, label_names, data.max_length)
         assert [len(split) for split in (own.train, own.transfer) if split is not None] == \
             [len(split) for split in (data.train, data.transfer) if split is not None], "one row per text"
+        align = data.task.align_to_teacher
+        if align is not None:
+            transfer = align(own.transfer, data.transfer) if own.transfer is not None else None
+            own = replace(own, train=align(own.train, data.train), transfer=transfer)
         _ENCODED_FOR[key] = own
     return _ENCODED_FOR[key]
 

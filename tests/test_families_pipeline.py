@@ -39,6 +39,7 @@ def family_config(tmp_path, tiny_bert_dir, tiny_csv, checkpoint) -> RunConfig:
             {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
              "train": TRAIN},
         ],
+        "export": {"quantize": {"models": ["distil", "scratch"]}},  # every int8 variant, on two families
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
     })
 
@@ -85,17 +86,17 @@ def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(other)
     cfg = family_config(tmp_path, tiny_bert_dir, tiny_csv, other)
     # Classification takes another vocabulary, but not with layer transfer (hidden states token by token) ...
-    cfg = RunConfig.model_validate(cfg.model_dump() | {"students": [cfg.students[1].model_dump()]})
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"students": [cfg.students[1].model_dump()], "export": {}})
     with pytest.raises(UserError) as err:
         run(cfg)
     assert "students.0.distill.method" in err.value.line() and "tokenizer" in err.value.line()
-    # ... and NER not at all: the teacher's outputs are per token.
-    from tests.conftest import make_conll
+    # ... and QA not at all: its start and end outputs are not mapped across tokenizers yet.
+    from tests.conftest import make_squad
 
-    conll = {"kind": "conll", "train": str(make_conll(tmp_path / "train.txt", 30)), "word_column": 0, "tag_column": 1}
+    squad = {"kind": "squad", "train": str(make_squad(tmp_path / "train.json", 30))}
     student = {"name": "distil", "kind": "checkpoint", "model": str(other), "train": TRAIN}
-    cfg = RunConfig.model_validate(cfg.model_dump() | {"task": "ner", "data": {"source": conll, "max_length": 24},
-                                                       "students": [student], "name": "ner"})
+    cfg = RunConfig.model_validate(cfg.model_dump() | {"task": "qa", "data": {"source": squad, "max_length": 24},
+                                                       "students": [student], "name": "qa"})
     with pytest.raises(UserError) as err:
         run(cfg)
     assert "students.0.model" in err.value.line() and "tokenizer" in err.value.line()
@@ -104,20 +105,25 @@ def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_
 # ---------------------------------------------------------------- students with their own tokenizer
 
 
-@pytest.fixture(scope="module")
-def small_tokenizer_dir(tmp_path_factory):
-    """A 120-entry uncased WordPiece tokenizer trained on the tiny CSV's words: not the teacher's vocabulary."""
+def wordpiece_tokenizer(path, texts: list[str], vocab_size: int):
+    """An uncased WordPiece tokenizer trained on `texts`, saved in `path`: not the teacher's vocabulary."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
-    from tests.conftest import make_texts
-
-    path = tmp_path_factory.mktemp("small-tokenizer")
+    path.mkdir(parents=True, exist_ok=True)
     wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator([text for text, _ in make_texts(40)], vocab_size=120, min_frequency=1)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1)
     wordpiece.save_model(str(path))  # vocab.txt
     BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer_dir(tmp_path_factory):
+    """A 120-entry WordPiece tokenizer of the tiny CSV's words."""
+    from tests.conftest import make_texts
+
+    return wordpiece_tokenizer(tmp_path_factory.mktemp("small-tokenizer"), [t for t, _ in make_texts(40)], 120)
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +191,8 @@ def test_an_own_tokenizer_is_refused_where_tokens_must_line_up(tmp_path, student
     if message:
         with pytest.raises(ValidationError, match=message):
             RunConfig.model_validate(base)
-    with pytest.raises(ValidationError, match="for classification only"):
-        RunConfig.model_validate(base | {"task": "ner", "data": {"source": {"kind": "wnut16"}}})
+    with pytest.raises(ValidationError, match="works for classification and NER so far"):
+        RunConfig.model_validate(base | {"task": "qa", "data": {"source": {"kind": "squad", "train": "t.json"}}})
 
 
 def test_an_own_tokenizer_without_padding_is_one_line(tmp_path, tiny_bert_dir):
@@ -203,3 +209,30 @@ def test_an_own_tokenizer_without_padding_is_one_line(tmp_path, tiny_bert_dir):
     with pytest.raises(UserError) as err:
         student_tokenizer(spec, "classification", TeacherConfig(model=str(tiny_bert_dir)), "students.0")
     assert "no padding token" in err.value.what and err.value.where == "students.0.tokenizer"
+
+
+def test_an_ner_student_with_its_own_tokenizer_learns_from_the_teacher_per_word(tmp_path, tiny_bert_dir):
+    from tests.conftest import make_conll
+
+    train = make_conll(tmp_path / "train.txt", 60)
+    words = [line.split()[0] for line in train.read_text().splitlines() if line.strip()]
+    small = wordpiece_tokenizer(tmp_path / "ner-tokenizer", [" ".join(words)], 60)
+    cfg = RunConfig.model_validate({
+        "name": "ner-own-vocab", "task": "ner", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "conll", "train": str(train), "word_column": 0, "tag_column": 1},
+                 "max_length": 24, "max_train_examples": 30},
+        "transfer": {"rest_of_train": True},
+        "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
+        "students": [{"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
+                      "num_heads": 2, "ffn_size": 32, "tokenizer": str(small), "train": TRAIN}],
+        "export": {"enabled": False},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+    run(cfg)
+    rows = {r["model"]: r for r in json.loads((cfg.run_dir / "report.json").read_text())["rows"]}
+    assert 0 <= rows["scratch"]["metric"] <= 1 and rows["scratch"]["transfer_examples"] > 0
+    log = [json.loads(line) for line in (cfg.run_dir / "logs" / "scratch.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "step" in r]
+    assert steps and all(r["kd"] > 0 for r in steps)  # the teacher's per-word outputs reached the student
+    assert len(AutoTokenizer.from_pretrained(cfg.run_dir / "students" / "scratch")) == len(
+        AutoTokenizer.from_pretrained(small))

@@ -32,6 +32,9 @@ class EncodedSplit(Dataset):
     sequence_outputs: bool = False
     teacher: dict[str, torch.Tensor | np.ndarray] | None = None
     meta: dict = field(default_factory=dict)
+    # Per feature, for each token the position of the teacher's output to read (-1: none), where the teacher split
+    # the same words into other tokens (a student with its own tokenizer, NER); None: the same positions.
+    teacher_positions: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -42,8 +45,12 @@ class EncodedSplit(Dataset):
     def __getitems__(self, indices: list[int]) -> dict:
         """A batch's rows (the DataLoader asks for whole batches): the features, and each teacher output as one
         (B, ...) tensor read at once, so a memory-mapped cache is read a batch at a time, not a row at a time."""
-        teacher = {name: torch.from_numpy(rows(values, indices)) for name, values in (self.teacher or {}).items()}
-        return {"features": [self.features[i] for i in indices], "teacher": teacher}
+        teacher = {name: rows(values, indices) for name, values in (self.teacher or {}).items()}
+        if self.teacher_positions is not None:
+            teacher = {name: at_positions(values, [self.teacher_positions[i] for i in indices])
+                       for name, values in teacher.items()}
+        return {"features": [self.features[i] for i in indices],
+                "teacher": {name: torch.from_numpy(values) for name, values in teacher.items()}}
 
     @property
     def lengths(self) -> list[int]:
@@ -72,7 +79,10 @@ class EncodedSplit(Dataset):
         assert (self.teacher is None) == (other.teacher is None), "teacher outputs on both splits or neither"
         teacher = None if self.teacher is None else {name: RowsOf(self.teacher[name], other.teacher[name])
                                                      for name in self.teacher}
-        return replace(self, features=self.features + other.features, teacher=teacher, meta={})
+        assert (self.teacher_positions is None) == (other.teacher_positions is None), "aligned both or neither"
+        positions = None if self.teacher_positions is None else self.teacher_positions + other.teacher_positions
+        return replace(self, features=self.features + other.features, teacher=teacher, meta={},
+                       teacher_positions=positions)
 
     @property
     def labels(self) -> list:
@@ -95,6 +105,16 @@ class RowsOf:
         out = np.empty((len(indices), *head.shape[1:]), dtype=head.dtype)
         out[in_first], out[~in_first] = head, tail
         return out
+
+
+def at_positions(values: np.ndarray, positions: list[list[int]]) -> np.ndarray:
+    """Per-token outputs (B, L, ...) read at each row's `positions` (-1: zeros), as (B, longest row, ...)."""
+    out = np.zeros((len(positions), max(map(len, positions)), *values.shape[2:]), dtype=values.dtype)
+    for row, (value, wanted) in enumerate(zip(values, positions)):
+        wanted = np.asarray(wanted, dtype=np.int64)
+        found = np.flatnonzero(wanted >= 0)
+        out[row, found] = value[wanted[found]]
+    return out
 
 
 def rows(values, indices: list[int] | np.ndarray) -> np.ndarray:

@@ -250,6 +250,23 @@ def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tu
     return encoded, labels
 
 
+def aligned_to_teacher(split: EncodedSplit, teacher_split: EncodedSplit) -> EncodedSplit:
+    """`split` (the same sentences as `teacher_split`, split into tokens by another tokenizer) reading the teacher's
+    per-token outputs where the teacher has the same word: each word's first sub-word in the teacher's tokens.
+    A word the teacher's truncation cut off has no teacher output, so its label is dropped (IGNORE_INDEX) too."""
+    positions, features = [], []
+    for feature, ids, teacher_ids in zip(split.features, split.meta["word_ids"], teacher_split.meta["word_ids"]):
+        first = {}
+        for position, word in enumerate(teacher_ids):
+            if word is not None:
+                first.setdefault(word, position)
+        wanted = [first.get(word, -1) if word is not None else -1 for word in ids]
+        labels = [IGNORE_INDEX if at < 0 else label for label, at in zip(feature["labels"], wanted)]
+        positions.append(wanted)
+        features.append(feature | {"labels": labels})
+    return replace(split, features=features, teacher_positions=positions)
+
+
 def predicted_tags(logits: torch.Tensor, split: EncodedSplit, label_names: list[str]) -> list[list[str]]:
     """Tags per word: the first sub-word's prediction; words cut by truncation get O."""
     tags = []

@@ -22,13 +22,16 @@ class Task:
     build: Callable  # (RunConfig, tokenizer, augmentation's word source) -> (splits, label names or None)
     evaluate: Callable  # (outputs, split, RunConfig, label names) -> metrics
     per_token: bool  # outputs run along the sequence
+    # How a split that another tokenizer encoded reads the teacher's outputs (split, the teacher's split) -> split;
+    # None: row by row as they are (classification), or not supported (QA).
+    align_to_teacher: Callable | None = None
 
 
 TASKS = {
     "classification": Task("classification", "text-classification", ("logits",),
                            "accuracy", classification.build, classification.evaluate, per_token=False),
     "ner": Task("ner", "token-classification", ("logits",),
-                "f1", ner.build, ner.evaluate, per_token=True),
+                "f1", ner.build, ner.evaluate, per_token=True, align_to_teacher=ner.aligned_to_teacher),
     "qa": Task("qa", "question-answering", ("start_logits", "end_logits"),
                "f1", qa.build, qa.evaluate, per_token=True),
 }

@@ -2,8 +2,8 @@
 checkpoint such as DistilBERT, the from-scratch transformer, and the BiLSTM with Word2Vec embeddings.
 
 Every student reads the teacher's tokenizer, so its tokens, labels and the cached teacher outputs line up, unless
-it has its own (a checkpoint's, or one named for the custom transformer or the BiLSTM): for classification the
-teacher's outputs are one row per text, so the student reads its own encoding of the same texts.
+it has its own (a checkpoint's, or one named for the custom transformer or the BiLSTM): it then reads its own
+encoding of the same texts, and meets the teacher's outputs per text (classification) or per word (NER).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
 
 def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, where: str) -> PreTrainedTokenizerBase:
     """The tokenizer a student reads: a checkpoint's own, the one a custom transformer or BiLSTM names, else the
-    teacher's. One of its own is refused in one line where the teacher's outputs must line up token by token (NER,
-    QA, layer transfer) or where it cannot pad a batch."""
+    teacher's. One of its own is refused in one line where the teacher's outputs must line up token by token (QA,
+    layer transfer) or where it cannot pad a batch; NER meets the teacher at words (compress.data.ner)."""
     own = spec.model if isinstance(spec, CheckpointStudent) else getattr(spec, "tokenizer", None)
     if own is None:
         return teacher_tokenizer(teacher)
@@ -65,11 +65,11 @@ def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, wh
     tokenizer = load_tokenizer(own, getattr(spec, "trust_remote_code", False), where=key)
     if same_vocabulary(tokenizer, teacher_tokenizer(teacher)):
         return tokenizer
-    if task != "classification":
-        raise UserError(f"the student's tokenizer is not the teacher's (different vocabulary), and for {task} the "
-                        "teacher's outputs are per token, so they would not line up with the student's", key,
-                        "use a model or tokenizer with the teacher's vocabulary (e.g. distilbert-base-uncased for an "
-                        "uncased BERT teacher)")
+    if task == "qa":
+        raise UserError("the student's tokenizer is not the teacher's (different vocabulary), and for QA the "
+                        "teacher's start and end outputs are per token, which are not mapped across tokenizers yet",
+                        key, "use a model or tokenizer with the teacher's vocabulary (e.g. distilbert-base-uncased for "
+                             "an uncased BERT teacher)")
     if spec.distill.method in LAYER_METHODS:
         raise UserError(f"distill.method '{spec.distill.method}' compares hidden states token by token, so it "
                         "needs the teacher's tokenizer, and this student's differs", f"{where}.distill.method",

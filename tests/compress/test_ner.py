@@ -123,3 +123,29 @@ def test_bio_to_entities_with_offsets_and_stray_i():
 def test_b_after_b_starts_a_new_entity():
     ents = bio_to_entities(["A", "B"], ["B-PER", "B-PER"])
     assert [e.text for e in ents] == ["A", "B"]
+
+
+def test_a_student_with_its_own_tokenizer_meets_the_teacher_at_words():
+    import numpy as np
+
+    from compress.data.batching import IGNORE_INDEX, NO_LABEL, EncodedSplit
+    from compress.data.ner import aligned_to_teacher
+
+    # "Fleet street paris": the teacher splits "fleet" in two and its truncation cuts "paris"; the student splits
+    # "street" in two and keeps all three words.
+    teacher = EncodedSplit([{"input_ids": [0] * 5, "labels": [IGNORE_INDEX, 1, IGNORE_INDEX, 2, IGNORE_INDEX]}],
+                           sequence_outputs=True, meta={"word_ids": [[None, 0, 0, 1, None]]})
+    student = EncodedSplit([{"input_ids": [0] * 6, "labels": [IGNORE_INDEX, 1, 2, IGNORE_INDEX, 0, IGNORE_INDEX]}],
+                           sequence_outputs=True, meta={"word_ids": [[None, 0, 1, 1, 2, None]]})
+    aligned = aligned_to_teacher(student, teacher)
+    assert aligned.teacher_positions == [[-1, 1, 3, 3, -1, -1]]
+    assert aligned.features[0]["labels"] == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]  # "paris"
+    logits = np.arange(5 * 2, dtype=np.float32).reshape(1, 5, 2)  # the teacher's cache: (N, teacher tokens, C)
+    batch = aligned.with_teacher({"logits": logits}).__getitems__([0])["teacher"]["logits"].numpy()
+    assert batch.shape == (1, 6, 2)
+    assert batch[0, 1].tolist() == logits[0, 1].tolist() and batch[0, 2].tolist() == logits[0, 3].tolist()
+    assert not batch[0, 4].any()  # no teacher output for a word the teacher never saw
+    # Transfer sentences keep NO_LABEL where the KD terms run.
+    unlabeled = EncodedSplit([{"input_ids": [0] * 3, "labels": [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]}],
+                             sequence_outputs=True, meta={"word_ids": [[None, 0, None]]})
+    assert aligned_to_teacher(unlabeled, unlabeled).features[0]["labels"] == [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]

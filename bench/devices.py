@@ -10,17 +10,33 @@ from compress.errors import UserError
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def check_device(device: str) -> torch.device:
-    """The torch device for `device`, or a one-line error when this machine does not have it."""
+def check_device(device: str, where: str = "--device") -> torch.device:
+    """The torch device for `device` (cpu, cuda, cuda:N, mps), or a one-line error naming `where` when this machine
+    does not have it."""
     if device == "cpu":
         return torch.device("cpu")
     if device == "cuda" and torch.cuda.is_available():
         return torch.device("cuda")
     if device == "mps" and torch.backends.mps.is_available():
         return torch.device("mps")
+    index = device.removeprefix("cuda:")
+    if index.isdigit():
+        if int(index) < torch.cuda.device_count():
+            return torch.device(device)
+        raise UserError(f"device '{device}' is not on this machine (it has {torch.cuda.device_count()} CUDA GPUs)",
+                        where, "pick a GPU index below that count, or cpu")
     if device not in ("cuda", "mps"):
-        raise UserError(f"unknown device '{device}'", "--device", "use cpu, cuda or mps")
-    raise UserError(f"device '{device}' is not available on this machine", "--device", "use --device cpu")
+        raise UserError(f"unknown device '{device}'", where, "use cpu, cuda, cuda:N or mps")
+    raise UserError(f"device '{device}' is not available on this machine", where, "use cpu")
+
+
+def best_device() -> torch.device:
+    """CUDA, then MPS, then the CPU: what `device: auto` picks, as Accelerate does."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def ort_provider(device: str) -> str:

@@ -506,6 +506,9 @@ class RunConfig(Strict):
     name: Name = "demo"
     task: Literal["classification", "ner", "qa"] = "classification"
     seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="where models train and the teacher labels: auto (CUDA, then MPS, then the CPU), "
+                                    "cpu, cuda, cuda:N or mps; export and bench stay on the CPU")
     output_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
     transfer: TransferConfig | None = None
@@ -628,8 +631,9 @@ DEFAULT_CONFIG = RunConfig(
 )
 
 
-# Settings that change how a run goes, not what it produces: changing one must not invalidate finished stages.
-NOT_HASHED = frozenset({"checkpoint_every"})
+# Settings that change how a run goes, not what it produces: changing one must not invalidate finished stages (a
+# model trained on a GPU differs from a CPU-trained one by float rounding only, and a run may resume elsewhere).
+NOT_HASHED = frozenset({"checkpoint_every", "device"})
 
 
 def stable_hash(*parts: BaseModel | dict | str | None) -> str:

@@ -50,13 +50,14 @@ def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResu
     """Run the whole pipeline for `cfg`, resuming from the run folder's manifest; `selection` re-runs parts."""
     quiet_libraries()
     selection.check(cfg)
+    device = stages.run_device(cfg)  # an absent device fails here, before anything is written
     run_dir = cfg.run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
                         "set output_dir to a writable folder") from None
-    with run_folder_lock(run_dir):
+    with run_folder_lock(run_dir), stages.training_on(device):
         remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
         return _run_in(run_dir, cfg, selection)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoConfig
 
+from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
 from bench.measure import time_model_and_graphs
 from bench.results import capture_environment
@@ -86,6 +90,40 @@ class Data:
         real = found.from_rest + found.from_files
         text_of = self.transfer.meta.get("features", {}).get("example_index") or range(len(self.transfer))  # QA
         return ids + [f["input_ids"] for f, text in zip(self.transfer.features, text_of) if text < real]
+
+
+# ---------------------------------------------------------------- device
+
+
+def run_device(cfg: RunConfig) -> torch.device:
+    """The device `cfg.device` names on this machine (auto: CUDA, then MPS, then the CPU), or one line: an absent
+    device, or fp16 training without a CUDA GPU."""
+    device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device")
+    trainings = [("teacher.train", cfg.teacher.train)] + [(f"students.{i}.train", s.train)
+                                                          for i, s in enumerate(cfg.students)]
+    for where, train in trainings:
+        if train.mixed_precision == "fp16" and device.type != "cuda":
+            raise UserError(f"mixed_precision fp16 needs a CUDA GPU, and this run's device is {device}",
+                            f"{where}.mixed_precision", "use bf16 (CPUs with bf16 instructions and GPUs) or no")
+    return device
+
+
+@contextmanager
+def training_on(device: torch.device) -> Iterator[None]:
+    """Accelerate, which places every training, picks CUDA, then MPS, then the CPU itself: keep it on the CPU when
+    the run says so (ACCELERATE_USE_CPU), and make "cuda" mean the GPU the run names."""
+    saved = os.environ.get("ACCELERATE_USE_CPU")
+    if device.type == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = saved
 
 
 # ---------------------------------------------------------------- data
@@ -212,7 +250,7 @@ def finetune_teacher(cfg: RunConfig, data: Data, config_hash: str) -> tuple[list
 def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
     """The teacher's outputs on the training split as .npy files (per-token outputs padded to max_length)."""
     model, tokenizer = load_saved(cfg, teacher)
-    outputs = data.predict(model, data.train, tokenizer)
+    outputs = data.predict(model.to(run_device(cfg)), data.train, tokenizer)
     paths = teacher_output_paths(data.task)
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
@@ -229,8 +267,8 @@ def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -
     model, tokenizer = load_saved(cfg, teacher)
     batches = math.ceil(len(data.transfer) / LABEL_BATCH_SIZE)
     with track_steps("teacher labels the transfer set", batches) as advance:
-        outputs = predict(model, data.transfer, tokenizer, data.task.outputs, data.pad_to, LABEL_BATCH_SIZE,
-                          after_batch=advance)
+        outputs = predict(model.to(run_device(cfg)), data.transfer, tokenizer, data.task.outputs, data.pad_to,
+                          LABEL_BATCH_SIZE, after_batch=advance)
     paths = teacher_output_paths(data.task, "transfer")
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.transfer))

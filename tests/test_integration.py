@@ -21,7 +21,7 @@ def test_compress_run_on_bbc_with_minilm(tmp_path):
     config.write_text(f"""
 name: bbc-small
 output_dir: {tmp_path / 'runs'}
-data: {{source: {{kind: bbc_news}}, max_length: 32, max_train_examples: 160, max_eval_examples: 60}}
+data: {{source: {{kind: bbc_news}}, max_length: 32, max_train_examples: 120, max_eval_examples: 60}}
 teacher: {{model: minilm-l6, train: {{epochs: 2, learning_rate: 2.0e-4}}}}
 students: [{{name: minilm-l3, train: {{epochs: 2, learning_rate: 2.0e-4}}}}]
 export: {{quantize: {{models: [minilm-l3], variants: [dynamic-qint8, static-qint8]}}}}

@@ -1,0 +1,65 @@
+"""`device:` in the run YAML: auto picks CUDA, then MPS, then the CPU; an absent device or fp16 without a GPU is
+one line before anything is written; the setting leaves every stage hash alone."""
+
+import os
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from compress.config import RunConfig, stable_hash
+from compress.errors import UserError
+from compress.stages import run_device, training_on
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+def test_auto_picks_the_best_device_here_and_cpu_is_the_cpu():
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert run_device(RunConfig()).type == expected
+    assert run_device(RunConfig(device="cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")
+@pytest.mark.parametrize("device, message", [("cuda", "not available on this machine"),
+                                             ("cuda:3", "not on this machine (it has 0 CUDA GPUs)")])
+def test_an_absent_device_is_one_line(device, message):
+    with pytest.raises(UserError) as err:
+        run_device(RunConfig(device=device))
+    assert message in err.value.what and err.value.where == "device" and "\n" not in err.value.line()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")
+def test_fp16_without_a_gpu_is_one_line():
+    cfg = RunConfig.model_validate({"students": [{"name": "s", "train": {"mixed_precision": "fp16"}}]})
+    with pytest.raises(UserError) as err:
+        run_device(cfg)
+    assert "fp16 needs a CUDA GPU" in err.value.what and err.value.where == "students.0.train.mixed_precision"
+
+
+def test_a_device_that_is_no_device_fails_at_load():
+    with pytest.raises(ValidationError, match="device"):
+        RunConfig(device="gpu")
+
+
+def test_the_device_leaves_every_stage_hash_alone():
+    assert stable_hash(RunConfig(device="cpu")) == stable_hash(RunConfig())
+
+
+def test_training_stays_on_the_cpu_when_the_run_says_so():
+    before = os.environ.get("ACCELERATE_USE_CPU")
+    with training_on(torch.device("cpu")):
+        assert os.environ["ACCELERATE_USE_CPU"] == "true"  # Accelerate's own switch: every training on the CPU
+    assert os.environ.get("ACCELERATE_USE_CPU") == before
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")
+def test_compress_run_on_an_absent_gpu_exits_2_and_writes_nothing(tmp_path):
+    from compress.cli import main
+    from tests.conftest import console_script
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'runs'}\ndevice: cuda\n")
+    out = console_script(main, "compress", "run", str(config))
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "device" in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -50,11 +50,16 @@ class SplitFiles(Strict):
     test: Path | None = None
 
 
+PAIR_COLUMN = ("classification of sentence pairs (paraphrase, NLI, duplicate questions): the second text's column, "
+               "encoded with the first as the tokenizer encodes pairs ([CLS] a [SEP] b [SEP])")
+
+
 class LocalSource(SplitFiles):
     """CSV or JSONL files on disk. Splits that are not given are carved out of `train` (stratified, seeded)."""
 
     kind: Literal["local"] = "local"
     text_column: str = "text"
+    text_pair_column: str | None = Field(None, description=PAIR_COLUMN)
     label_column: str = "label"
 
 
@@ -92,6 +97,7 @@ class HubSource(Strict):
     validation_split: str | None = None
     test_split: str | None = "test"
     text_column: str = "text"
+    text_pair_column: str | None = Field(None, description=PAIR_COLUMN)
     label_column: str = "label"
 
 
@@ -524,6 +530,9 @@ class RunConfig(Strict):
         if self.data.source.kind not in SOURCES_BY_TASK[self.task]:
             raise ValueError(f"data.source kind '{self.data.source.kind}' does not fit task '{self.task}' "
                              f"(use {' or '.join(SOURCES_BY_TASK[self.task])})")
+        if self.task != "classification" and getattr(self.data.source, "text_pair_column", None):
+            raise ValueError(f"data.source.text_pair_column is for classification of text pairs, not task "
+                             f"'{self.task}'; remove it")
         if self.task == "qa" and (self.data.qa.doc_stride or 0) >= self.data.max_length:
             raise ValueError("data.qa.doc_stride must be smaller than data.max_length")
         return self

@@ -236,3 +236,66 @@ def test_an_ner_student_with_its_own_tokenizer_learns_from_the_teacher_per_word(
     assert steps and all(r["kd"] > 0 for r in steps)  # the teacher's per-word outputs reached the student
     assert len(AutoTokenizer.from_pretrained(cfg.run_dir / "students" / "scratch")) == len(
         AutoTokenizer.from_pretrained(small))
+
+
+# ---------------------------------------------------------------- sentence pairs
+
+
+def write_pairs(path, n: int, seed: int = 0):
+    """MRPC-style rows: sentence2 is sentence1 reworded (the same words, shuffled) or another sentence."""
+    import csv
+    import random
+
+    from tests.conftest import make_texts
+
+    rng = random.Random(seed)
+    texts = [t for t, _ in make_texts(n)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence1", "sentence2", "label"])
+        for i, text in enumerate(texts):
+            words = text.split()
+            rng.shuffle(words)
+            same = i % 2 == 0
+            writer.writerow([text, " ".join(words) if same else texts[(i + 7) % len(texts)], int(same)])
+    return path
+
+
+def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
+    train = write_pairs(tmp_path / "pairs.csv", 15)  # 4 classes x 15 texts: 60 pairs
+    unlabeled = write_pairs(tmp_path / "more.csv", 3, seed=1)
+    source = {"kind": "local", "train": str(train), "text_column": "sentence1", "text_pair_column": "sentence2"}
+    cfg = RunConfig.model_validate({
+        "name": "pairs", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": source, "max_length": 32, "max_train_examples": 30},
+        "transfer": {"rest_of_train": True, "unlabeled": [str(unlabeled)], "augment": {"copies": 1}},
+        "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
+        "students": [{"name": "half", "train": TRAIN, "baseline": False},
+                     {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
+                      "num_heads": 2, "ffn_size": 32, "train": TRAIN, "baseline": False}],
+        "export": {"quantize": {"enabled": False}},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+    })
+    from compress.stages import prepare_data
+
+    data = prepare_data(cfg)
+    first = data.train.features[0]
+    assert set(first["token_type_ids"]) == {0, 1}  # [CLS] a [SEP] b [SEP], as the tokenizer encodes pairs
+    found = data.transfer.meta["texts"]
+    assert found.from_rest > 0 and found.from_files > 0 and found.from_augment > 0
+    assert all(isinstance(t, tuple) and len(t) == 2 for t in found.texts)
+    run(cfg)
+    rows = {r["model"]: r for r in json.loads((cfg.run_dir / "report.json").read_text())["rows"]}
+    for name in ("teacher", "half", "scratch"):
+        assert rows[name]["parity_ok"] is True and rows[name]["ort_metric"] == pytest.approx(rows[name]["metric"],
+                                                                                              abs=0.02)
+    assert rows["half"]["transfer_examples"] == len(data.transfer)
+
+
+def test_a_missing_pair_column_is_one_line(tmp_path):
+    from compress.data.sources import read_local_file
+
+    path = write_pairs(tmp_path / "pairs.csv", 2)
+    with pytest.raises(UserError) as err:
+        read_local_file(path, "sentence1", "label", "question2")
+    assert "no column 'question2'" in err.value.what and err.value.where == f"{path}:2"

@@ -15,7 +15,13 @@ from compress.data.transfer import transfer_texts
 
 
 def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
-    enc = tokenizer(examples.texts, truncation=True, max_length=max_length)
+    """Texts, or (text, text pair) tuples as the tokenizer encodes pairs (both truncated, the longer first)."""
+    pairs = bool(examples.texts) and isinstance(examples.texts[0], tuple)
+    if pairs:
+        enc = tokenizer([a for a, _ in examples.texts], [b for _, b in examples.texts], truncation=True,
+                        max_length=max_length)
+    else:
+        enc = tokenizer(examples.texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     features = [{k: enc[k][i] for k in keys} | {"labels": examples.labels[i]} for i in range(len(examples))]
     return EncodedSplit(features)

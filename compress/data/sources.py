@@ -21,7 +21,7 @@ from compress.hub import hub_access, unreachable_note
 
 @dataclass(frozen=True)
 class Examples:
-    texts: list[str]
+    texts: list  # strings, or (text, text pair) tuples with data.source.text_pair_column
     labels: list[int]
 
     def __len__(self) -> int:
@@ -44,7 +44,8 @@ def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
         texts, names = read_bbc_news()
         raw = {"train": texts, "validation": None, "test": None}
     elif isinstance(source, LocalSource):
-        raw = {split: read_local_file(path, source.text_column, source.label_column) if path else None
+        raw = {split: read_local_file(path, source.text_column, source.label_column, source.text_pair_column)
+               if path else None
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
         names = None
     else:
@@ -79,8 +80,10 @@ def read_bbc_news() -> tuple[list[tuple[str, str]], list[str]]:
     return texts, names
 
 
-def read_local_file(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    """Read (text, label) pairs from a .csv/.tsv (header row) or .jsonl/.json (one object per line) file."""
+def read_local_file(path: Path, text_column: str, label_column: str,
+                    pair_column: str | None = None) -> list[tuple[str | tuple[str, str], str]]:
+    """Read (text, label) pairs from a .csv/.tsv (header row) or .jsonl/.json (one object per line) file; with
+    `pair_column` the text is a (text, text pair) tuple."""
     if not path.is_file():
         raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
     if path.suffix.lower() not in TABLE_SUFFIXES:
@@ -88,14 +91,15 @@ def read_local_file(path: Path, text_column: str, label_column: str) -> list[tup
     rows = read_rows(path)
     pairs = []
     for line, row in rows:
-        for column in (text_column, label_column):
+        for column in filter(None, (text_column, pair_column, label_column)):
             if column not in row:
                 raise UserError(f"no column '{column}' (has: {', '.join(map(str, row))})", f"{path}:{line}",
-                                "set data.source.text_column / label_column")
-        text, label = row[text_column], row[label_column]
-        if not isinstance(text, str) or not text.strip() or label is None or str(label).strip() == "":
+                                "set data.source.text_column / text_pair_column / label_column")
+        texts = [row[c] for c in filter(None, (text_column, pair_column))]
+        label = row[label_column]
+        if any(not isinstance(t, str) or not t.strip() for t in texts) or label is None or str(label).strip() == "":
             raise UserError("empty text or label", f"{path}:{line}", "fill in or remove the row")
-        pairs.append((text, str(label).strip()))
+        pairs.append((tuple(texts) if pair_column else texts[0], str(label).strip()))
     if not pairs:
         raise UserError("no examples", str(path), "the file needs a header row and at least one row of data")
     return pairs
@@ -179,7 +183,8 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
         if split is None:
             splits[key] = None
             continue
-        ds = load_hub_split(source, split, (source.text_column, source.label_column))
+        ds = load_hub_split(source, split, tuple(filter(None, (source.text_column, source.text_pair_column,
+                                                               source.label_column))))
         feature = ds.features[source.label_column]
         if names is None and hasattr(feature, "names"):
             names = list(feature.names)
@@ -188,7 +193,10 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
             raise UserError(f"split '{split}' has unlabelled rows (label -1 or out of range)",
                             f"data.source: hub dataset '{source.dataset}'", "pick a split with labels as test_split")
         labels = [names[i] if names else str(i) for i in ids]
-        splits[key] = list(zip(ds[source.text_column], labels))
+        texts = ds[source.text_column]
+        if source.text_pair_column:
+            texts = list(zip(texts, ds[source.text_pair_column]))
+        splits[key] = list(zip(texts, labels))
     return splits, names
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compress.artifacts import write_text_atomic
-from compress.config import LocalSource, RunConfig, stable_hash
+from compress.config import RunConfig, stable_hash
 from compress.data.augment import Candidates, augment_pairs, augment_sentences, augment_texts
 from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
 from compress.errors import UserError
@@ -42,9 +42,14 @@ def transfer_texts(cfg: RunConfig, splits: TextSplits, candidates: Candidates | 
     copies' replacement words (needed with augment)."""
     transfer = cfg.transfer
     assert transfer is not None, "transfer_texts needs a transfer block"
+    column, pair_column = text_columns(cfg)
     files = [text for i, path in enumerate(transfer.unlabeled)
-             for text in read_unlabeled(path, text_column(cfg), f"transfer.unlabeled.{i}")]
-    augmented = augmented_copies(cfg, splits.train.texts, candidates, augment_texts) if transfer.augment else []
+             for text in read_unlabeled(path, column, f"transfer.unlabeled.{i}", pair_column)]
+    augmented = []
+    if transfer.augment:
+        augment_with = augment_pairs if pair_column else augment_texts
+        augmented = [tuple(t) if pair_column else t  # JSON gives pairs back as lists
+                     for t in augmented_copies(cfg, splits.train.texts, candidates, augment_with)]
     labelled = [t for split in (splits.train, splits.validation, splits.test) for t in split.texts]
     return assemble(cfg, labelled, splits.rest_of_train.texts, files, augmented)
 
@@ -126,15 +131,17 @@ def augmented_copies(cfg: RunConfig, texts: list, candidates: Candidates | None,
     return augmented
 
 
-def text_column(cfg: RunConfig) -> str:
-    """The column that holds the text in unlabeled CSV/JSONL files: the local source's, else "text"."""
+def text_columns(cfg: RunConfig) -> tuple[str, str | None]:
+    """The columns that hold the text (and the text pair) in unlabeled CSV/JSONL files: the source's, else
+    "text"."""
     source = cfg.data.source
-    return source.text_column if isinstance(source, LocalSource) else "text"
+    return getattr(source, "text_column", "text"), getattr(source, "text_pair_column", None)
 
 
-def read_unlabeled(path: Path, column: str, key: str) -> list[str]:
+def read_unlabeled(path: Path, column: str, key: str, pair_column: str | None = None) -> list:
     """The texts of one unlabeled file: a .txt file's non-blank lines, or a CSV/TSV/JSONL file's `column`
-    (blank cells skipped). `key` (transfer.unlabeled.<i>) leads every error's where."""
+    (blank cells skipped), with `pair_column` (text, text pair) tuples. `key` (transfer.unlabeled.<i>) leads every
+    error's where."""
     where = f"{key}: {path}"
     if not path.is_file():
         raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
@@ -142,8 +149,11 @@ def read_unlabeled(path: Path, column: str, key: str) -> list[str]:
     if suffix not in TEXT_SUFFIXES:
         raise UserError(f"unsupported file type '{suffix}'", where, "use .txt (one text per line), .csv, .tsv or "
                                                                     ".jsonl")
+    if suffix == ".txt" and pair_column:
+        raise UserError("a .txt file holds one text per line, and this run classifies text pairs", where,
+                        f"give a CSV/JSONL file with the columns '{column}' and '{pair_column}'")
     try:
-        texts = _read_txt(path) if suffix == ".txt" else _column_texts(path, column)
+        texts = _read_txt(path) if suffix == ".txt" else _column_texts(path, column, pair_column)
     except UserError as err:  # the shared readers name the file (and line); lead with the key
         raise UserError(err.what, f"{key}: {err.where}", err.fix) from None
     if not texts:
@@ -207,18 +217,22 @@ def _read_lines(path: Path) -> list[str]:
         raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 
 
-def _column_texts(path: Path, column: str) -> list[str]:
+def _column_texts(path: Path, column: str, pair_column: str | None = None) -> list:
     texts = []
     for line, row in read_rows(path):
-        if column not in row:
-            raise UserError(f"no column '{column}' (has: {', '.join(map(str, row))})", f"{path}:{line}",
-                            "name the text column as data.source.text_column does ('text' by default)")
-        text = row[column]
-        if text is not None and not isinstance(text, str):
-            raise UserError(f"the text is a {type(text).__name__}, not a string", f"{path}:{line}",
-                            "write the text as a string")
-        if text and text.strip():
-            texts.append(text)
+        parts = []
+        for name in filter(None, (column, pair_column)):
+            if name not in row:
+                raise UserError(f"no column '{name}' (has: {', '.join(map(str, row))})", f"{path}:{line}",
+                                "name the text columns as data.source.text_column (and text_pair_column) do "
+                                "('text' by default)")
+            text = row[name]
+            if text is not None and not isinstance(text, str):
+                raise UserError(f"the text is a {type(text).__name__}, not a string", f"{path}:{line}",
+                                "write the text as a string")
+            parts.append(text)
+        if all(text and text.strip() for text in parts):
+            texts.append(tuple(parts) if pair_column else parts[0])
     return texts
 
 

@@ -10,9 +10,9 @@ from compress.errors import UserError
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def check_device(device: str, where: str = "--device") -> torch.device:
-    """The torch device for `device` (cpu, cuda, cuda:N, mps), or a one-line error naming `where` when this machine
-    does not have it."""
+def check_device(device: str, where: str = "--device", allow_index: bool = False) -> torch.device:
+    """The torch device for `device` (cpu, cuda, mps, and cuda:N with `allow_index`: bench times the current GPU
+    only), or a one-line error naming `where` when this machine does not have it."""
     if device == "cpu":
         return torch.device("cpu")
     if device == "cuda" and torch.cuda.is_available():
@@ -20,13 +20,15 @@ def check_device(device: str, where: str = "--device") -> torch.device:
     if device == "mps" and torch.backends.mps.is_available():
         return torch.device("mps")
     index = device.removeprefix("cuda:")
-    if index.isdigit():
+    if allow_index and index.isdigit() and torch.cuda.is_available():
         if int(index) < torch.cuda.device_count():
             return torch.device(device)
         raise UserError(f"device '{device}' is not on this machine (it has {torch.cuda.device_count()} CUDA GPUs)",
                         where, "pick a GPU index below that count, or cpu")
+    if allow_index and index.isdigit():
+        raise UserError(f"device '{device}' is not available on this machine (no CUDA GPU)", where, "use cpu")
     if device not in ("cuda", "mps"):
-        raise UserError(f"unknown device '{device}'", where, "use cpu, cuda, cuda:N or mps")
+        raise UserError(f"unknown device '{device}'", where, f"use cpu, cuda{', cuda:N' if allow_index else ''} or mps")
     raise UserError(f"device '{device}' is not available on this machine", where, "use cpu")
 
 

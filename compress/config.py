@@ -651,9 +651,15 @@ def stable_hash(*parts: BaseModel | dict | str | None) -> str:
     return hashlib.sha256(json.dumps(_without_unhashed(payload), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Keys added after runs existed that change nothing while unset: hashed only when set, so an upgrade does not re-run
+# a finished stage.
+HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer"})
+
+
 def _without_unhashed(value):
     if isinstance(value, dict):
-        return {k: _without_unhashed(v) for k, v in value.items() if k not in NOT_HASHED}
+        return {k: _without_unhashed(v) for k, v in value.items()
+                if k not in NOT_HASHED and not (k in HASHED_WHEN_SET and v is None)}
     if isinstance(value, list | tuple):
         return [_without_unhashed(v) for v in value]
     return value

@@ -154,10 +154,8 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits), the KD settings
     # and the transfer set; the baseline starts from the same weights and never sees the teacher's training, the
     # KD settings or the transfer set's teacher outputs. Without a transfer set the hashes are what they were before
-    # it existed; an unset student tokenizer (the teacher's) leaves them as they were before that key existed.
+    # it existed (and an unset student tokenizer, config.HASHED_WHEN_SET, leaves them as they were before that key).
     shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
-    if shape.get("tokenizer", "") is None:
-        del shape["tokenizer"]
     # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus), KD student and baseline.
     corpus = [stable_hash(data.word2vec_corpus())] if data.transfer is not None and uses_word2vec(student) else []
     if kd:

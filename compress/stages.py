@@ -5,6 +5,7 @@ domain packages (models, distill, prune, quantize, exports, bench), writes under
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 from transformers import AutoConfig
 
@@ -98,7 +100,7 @@ class Data:
 def run_device(cfg: RunConfig) -> torch.device:
     """The device `cfg.device` names on this machine (auto: CUDA, then MPS, then the CPU), or one line: an absent
     device, or fp16 training without a CUDA GPU."""
-    device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device")
+    device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device", allow_index=True)
     trainings = [("teacher.train", cfg.teacher.train)] + [(f"students.{i}.train", s.train)
                                                           for i, s in enumerate(cfg.students)]
     for where, train in trainings:
@@ -110,15 +112,16 @@ def run_device(cfg: RunConfig) -> torch.device:
 
 @contextmanager
 def training_on(device: torch.device) -> Iterator[None]:
-    """Accelerate, which places every training, picks CUDA, then MPS, then the CPU itself: keep it on the CPU when
-    the run says so (ACCELERATE_USE_CPU), and make "cuda" mean the GPU the run names."""
+    """Accelerate, which places every training, picks CUDA, then MPS, then the CPU itself, once per process: for the
+    run, its CPU switch (ACCELERATE_USE_CPU) says whether the run is on the CPU, its process-wide state starts
+    again where an earlier run in this process left it on another device, and "cuda" means the GPU the run names."""
     saved = os.environ.get("ACCELERATE_USE_CPU")
-    if device.type == "cpu":
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
+    os.environ["ACCELERATE_USE_CPU"] = "true" if device.type == "cpu" else "false"
+    if PartialState._shared_state and PartialState().device.type != device.type:
+        AcceleratorState._reset_state(reset_partial_state=True)
     try:
-        yield
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            yield
     finally:
         if saved is None:
             os.environ.pop("ACCELERATE_USE_CPU", None)

@@ -39,7 +39,7 @@ def family_config(tmp_path, tiny_bert_dir, tiny_csv, checkpoint) -> RunConfig:
             {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
              "train": TRAIN},
         ],
-        "export": {"quantize": {"models": ["distil", "scratch"]}},  # every int8 variant, on two families
+        "export": {"quantize": {"models": ["distil", "scratch"], "variants": ["dynamic-qint8", "static-qint8"]}},
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
     })
 
@@ -151,11 +151,12 @@ def test_students_with_their_own_vocabulary_pass_every_stage(tmp_path, tiny_bert
         "transfer": {"rest_of_train": True},
         "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
         "students": [
-            {"name": "ckpt", "kind": "checkpoint", "model": str(tiny_small_vocab_bert_dir), "train": TRAIN},
+            {"name": "ckpt", "kind": "checkpoint", "model": str(tiny_small_vocab_bert_dir), "train": TRAIN,
+             "baseline": False},
             {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
              "ffn_size": 32, "tokenizer": small, "train": TRAIN, "distill": {"method": "hybrid"}},
             {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16, "word2vec": {"epochs": 2},
-             "tokenizer": small, "train": TRAIN},
+             "tokenizer": small, "train": TRAIN, "baseline": False},
         ],
         "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
                    "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],

@@ -61,7 +61,7 @@ class EncodedSplit(Dataset):
         return replace(self, teacher=outputs)
 
     def head(self, n: int) -> "EncodedSplit":
-        return replace(self, features=self.features[:n], teacher=None)
+        return replace(self, features=self.features[:n], teacher=None, teacher_positions=None)
 
     def without_labels(self) -> "EncodedSplit":
         """Every label dropped, whatever it was: rows the loss must never take a label from. A per-token label

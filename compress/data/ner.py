@@ -252,15 +252,17 @@ def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tu
 
 def aligned_to_teacher(split: EncodedSplit, teacher_split: EncodedSplit) -> EncodedSplit:
     """`split` (the same sentences as `teacher_split`, split into tokens by another tokenizer) reading the teacher's
-    per-token outputs where the teacher has the same word: each word's first sub-word in the teacher's tokens.
-    A word the teacher's truncation cut off has no teacher output, so its label is dropped (IGNORE_INDEX) too."""
+    per-token outputs where both have the same word's start: each word's first sub-word reads the teacher's output
+    at its first sub-word. Elsewhere there is no teacher output, and the label is dropped (IGNORE_INDEX) with it: a
+    word the teacher's truncation cut off, and (with data.ner.label_all_subwords) a word's later sub-words."""
     positions, features = [], []
     for feature, ids, teacher_ids in zip(split.features, split.meta["word_ids"], teacher_split.meta["word_ids"]):
         first = {}
         for position, word in enumerate(teacher_ids):
             if word is not None:
                 first.setdefault(word, position)
-        wanted = [first.get(word, -1) if word is not None else -1 for word in ids]
+        starts = [word is not None and (p == 0 or ids[p - 1] != word) for p, word in enumerate(ids)]
+        wanted = [first.get(word, -1) if start else -1 for word, start in zip(ids, starts)]
         labels = [IGNORE_INDEX if at < 0 else label for label, at in zip(feature["labels"], wanted)]
         positions.append(wanted)
         features.append(feature | {"labels": labels})

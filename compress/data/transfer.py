@@ -45,11 +45,8 @@ def transfer_texts(cfg: RunConfig, splits: TextSplits, candidates: Candidates | 
     column, pair_column = text_columns(cfg)
     files = [text for i, path in enumerate(transfer.unlabeled)
              for text in read_unlabeled(path, column, f"transfer.unlabeled.{i}", pair_column)]
-    augmented = []
-    if transfer.augment:
-        augment_with = augment_pairs if pair_column else augment_texts
-        augmented = [tuple(t) if pair_column else t  # JSON gives pairs back as lists
-                     for t in augmented_copies(cfg, splits.train.texts, candidates, augment_with)]
+    augment_with = augment_pairs if pair_column else augment_texts
+    augmented = augmented_copies(cfg, splits.train.texts, candidates, augment_with) if transfer.augment else []
     labelled = [t for split in (splits.train, splits.validation, splits.test) for t in split.texts]
     return assemble(cfg, labelled, splits.rest_of_train.texts, files, augmented)
 
@@ -76,7 +73,7 @@ def transfer_questions(cfg: RunConfig, labelled: list[tuple[str, str]], train: l
     transfer = cfg.transfer
     assert transfer is not None, "transfer_questions needs a transfer block"
     augmented = augmented_copies(cfg, train, candidates, augment_pairs) if transfer.augment else []
-    return assemble(cfg, labelled, rest, files, [tuple(p) for p in augmented])  # JSON gives lists back
+    return assemble(cfg, labelled, rest, files, augmented)
 
 
 def assemble(cfg: RunConfig, labelled: list, rest: list, files: list, augmented: list) -> TransferTexts:
@@ -115,6 +112,7 @@ def augmented_copies(cfg: RunConfig, texts: list, candidates: Candidates | None,
     path: a local teacher folder edited in place keeps its old copies)."""
     augment = cfg.transfer.augment if cfg.transfer else None
     assert augment is not None and candidates is not None, "augmentation needs its settings and a word source"
+    pairs = bool(texts) and isinstance(texts[0], tuple)
     made_by = stable_hash(texts, augment, cfg.teacher.model, cfg.teacher.trust_remote_code, cfg.data.max_length,
                           cfg.seed)
     path = cfg.run_dir / "cache" / f"augmented-{made_by}.json"
@@ -122,7 +120,7 @@ def augmented_copies(cfg: RunConfig, texts: list, candidates: Candidates | None,
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(cached, list) and len(cached) == len(texts) * augment.copies:
-                return cached
+                return [tuple(c) for c in cached] if pairs else cached  # JSON gives pairs back as lists
         except (OSError, ValueError):
             pass  # unreadable: made again below
     augmented = augment_with(texts, augment.copies, augment.probability, candidates, cfg.seed)

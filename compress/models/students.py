@@ -65,6 +65,9 @@ def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, wh
     tokenizer = load_tokenizer(own, getattr(spec, "trust_remote_code", False), where=key)
     if same_vocabulary(tokenizer, teacher_tokenizer(teacher)):
         return tokenizer
+    if task == "ner" and not getattr(tokenizer, "is_fast", False):
+        raise UserError("NER needs a fast tokenizer (for word ids), and the student's is not one", key,
+                        "use a tokenizer with a tokenizer.json")
     if task == "qa":
         raise UserError("the student's tokenizer is not the teacher's (different vocabulary), and for QA the "
                         "teacher's start and end outputs are per token, which are not mapped across tokenizers yet",

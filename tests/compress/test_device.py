@@ -22,7 +22,7 @@ def test_auto_picks_the_best_device_here_and_cpu_is_the_cpu():
 
 @pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")
 @pytest.mark.parametrize("device, message", [("cuda", "not available on this machine"),
-                                             ("cuda:3", "not on this machine (it has 0 CUDA GPUs)")])
+                                             ("cuda:3", "not available on this machine (no CUDA GPU)")])
 def test_an_absent_device_is_one_line(device, message):
     with pytest.raises(UserError) as err:
         run_device(RunConfig(device=device))
@@ -42,14 +42,25 @@ def test_a_device_that_is_no_device_fails_at_load():
         RunConfig(device="gpu")
 
 
-def test_the_device_leaves_every_stage_hash_alone():
+def test_the_device_and_unset_new_keys_leave_every_stage_hash_alone():
     assert stable_hash(RunConfig(device="cpu")) == stable_hash(RunConfig())
+    # text_pair_column and a student's tokenizer came after runs existed: unset, they are not in the hash.
+    local = {"kind": "local", "train": "t.csv"}
+    data = RunConfig.model_validate({"data": {"source": local}}).data
+    before_the_key = data.model_dump(mode="json")
+    del before_the_key["source"]["text_pair_column"]
+    assert stable_hash(data) == stable_hash(before_the_key)
+    paired = RunConfig.model_validate({"data": {"source": local | {"text_pair_column": "b"}}}).data
+    assert stable_hash(paired) != stable_hash(data)
 
 
 def test_training_stays_on_the_cpu_when_the_run_says_so():
+    from accelerate import Accelerator
+
     before = os.environ.get("ACCELERATE_USE_CPU")
     with training_on(torch.device("cpu")):
         assert os.environ["ACCELERATE_USE_CPU"] == "true"  # Accelerate's own switch: every training on the CPU
+        assert Accelerator().device.type == "cpu"
     assert os.environ.get("ACCELERATE_USE_CPU") == before
 
 

@@ -132,14 +132,14 @@ def test_a_student_with_its_own_tokenizer_meets_the_teacher_at_words():
     from compress.data.ner import aligned_to_teacher
 
     # "Fleet street paris": the teacher splits "fleet" in two and its truncation cuts "paris"; the student splits
-    # "street" in two and keeps all three words.
+    # "street" in two (its second piece labelled, as data.ner.label_all_subwords does) and keeps all three words.
     teacher = EncodedSplit([{"input_ids": [0] * 5, "labels": [IGNORE_INDEX, 1, IGNORE_INDEX, 2, IGNORE_INDEX]}],
                            sequence_outputs=True, meta={"word_ids": [[None, 0, 0, 1, None]]})
-    student = EncodedSplit([{"input_ids": [0] * 6, "labels": [IGNORE_INDEX, 1, 2, IGNORE_INDEX, 0, IGNORE_INDEX]}],
+    student = EncodedSplit([{"input_ids": [0] * 6, "labels": [IGNORE_INDEX, 1, 2, 2, 0, IGNORE_INDEX]}],
                            sequence_outputs=True, meta={"word_ids": [[None, 0, 1, 1, 2, None]]})
     aligned = aligned_to_teacher(student, teacher)
-    assert aligned.teacher_positions == [[-1, 1, 3, 3, -1, -1]]
-    assert aligned.features[0]["labels"] == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]  # "paris"
+    assert aligned.teacher_positions == [[-1, 1, 3, -1, -1, -1]]  # word starts only
+    assert aligned.features[0]["labels"] == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
     logits = np.arange(5 * 2, dtype=np.float32).reshape(1, 5, 2)  # the teacher's cache: (N, teacher tokens, C)
     batch = aligned.with_teacher({"logits": logits}).__getitems__([0])["teacher"]["logits"].numpy()
     assert batch.shape == (1, 6, 2)

@@ -329,15 +329,14 @@ def test_bad_transfer_block_fails_at_load(tmp_path, yaml_text, message):
 
 
 def test_compress_run_with_a_missing_unlabeled_file_is_one_line_exit_2(tmp_path, tiny_bert_dir, tiny_csv):
-    import subprocess
-    import sys
-
+    from compress.cli import main
     from compress.config import dump_config
+    from tests.conftest import console_script
 
     cfg = transfer_run_config(tmp_path, tiny_bert_dir, tiny_csv, unlabeled=[tmp_path / "gone.txt"])
     path = tmp_path / "run.yaml"
     path.write_text(dump_config(cfg))
-    out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(path)], capture_output=True, text=True)
+    out = console_script(main, "compress", "run", str(path))  # in process: test_cli runs the command for real
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert f"transfer.unlabeled.0: {tmp_path / 'gone.txt'}: unlabeled file not found" in out.stderr

@@ -150,12 +150,12 @@ def layer_parts(model: nn.Module, where: str) -> list[LayerParts]:
     return parts
 
 
-def _find(module: nn.Module, path: str):
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
+def _find(module: nn.Module, path: str) -> nn.Module | None:
+    """The submodule at the dotted `path`, or None where the model has none."""
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def remove_heads(parts: LayerParts, heads: list[int]) -> None:

@@ -108,7 +108,7 @@ class _Describer:
 
 def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,
                           seq_len: int, warmup: int, iters: int, threads: int | None, seed: int,
-                          peak_flops_s: float) -> ModelTimings:
+                          peak_flops_s: float, pause_s: float = 0.05) -> ModelTimings:
     """A PyTorch model and, interleaved with it on the same inputs, its ONNX graphs (variant name -> file): the
     choice of a graph to ship rests on these ratios. Efficiency is each fp32 timing's achieved FLOP/s over
     `peak_flops_s`; none for int8 graphs (their work is not fp32 FLOPs, and the share could pass 100%)."""
@@ -118,5 +118,5 @@ def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs
     flops = count_flops(model, feeds)
     timings = {name: Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peak_flops_s
                             if flops and "int8" not in name else None)
-               for name, t in time_interleaved(runners, warmup, iters).items()}
+               for name, t in time_interleaved(runners, warmup, iters, pause_s=pause_s).items()}
     return ModelTimings(torch=timings.pop("torch"), ort=timings.pop("fp32", None), ort_variants=timings, flops=flops)

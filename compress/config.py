@@ -503,6 +503,8 @@ class BenchConfig(Strict):
     warmup: int = Field(10, ge=0)
     iters: int = Field(50, ge=3)
     threads: int | None = Field(None, ge=1, description="intra-op threads for PyTorch and ORT; default: all")
+    pause_ms: float = Field(50, ge=0, description="rest before each timed block, so the thread pools the previous "
+                                                  "block left spinning (ORT's, OpenMP's) do not steal its cores")
 
 
 # ---------------------------------------------------------------- run

@@ -33,7 +33,7 @@ def compression_config(tmp_path, tiny_bert_dir, tiny_csv) -> RunConfig:
              "recovery": RECOVERY},  # cubic schedule: 0.9 x 7/8 after step 1
         ],
         "quantize": [{"name": "half-int8", "model": "half"}, {"name": "half-heads-int8", "model": "half-heads"}],
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
 

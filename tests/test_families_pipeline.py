@@ -40,7 +40,7 @@ def family_config(tmp_path, tiny_bert_dir, tiny_csv, checkpoint) -> RunConfig:
              "train": TRAIN},
         ],
         "export": {"quantize": {"models": ["distil", "scratch"], "variants": ["dynamic-qint8", "static-qint8"]}},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
 
@@ -162,7 +162,7 @@ def test_students_with_their_own_vocabulary_pass_every_stage(tmp_path, tiny_bert
                    "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
         "quantize": [{"name": "rnn-int8", "model": "rnn"}],
         "export": {"quantize": {"variants": ["dynamic-qint8"]}},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
     run(cfg)
     rows = {r["model"]: r for r in json.loads((cfg.run_dir / "report.json").read_text())["rows"]}
@@ -227,7 +227,7 @@ def test_an_ner_student_with_its_own_tokenizer_learns_from_the_teacher_per_word(
         "students": [{"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
                       "num_heads": 2, "ffn_size": 32, "tokenizer": str(small), "train": TRAIN}],
         "export": {"enabled": False},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
     run(cfg)
     rows = {r["model"]: r for r in json.loads((cfg.run_dir / "report.json").read_text())["rows"]}
@@ -275,7 +275,7 @@ def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
                      {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
                       "num_heads": 2, "ffn_size": 32, "train": TRAIN, "baseline": False}],
         "export": {"quantize": {"enabled": False}},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
     from compress.stages import prepare_data
 

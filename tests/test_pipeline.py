@@ -25,7 +25,7 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv, **student) -> RunConfig:
         "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 24},
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
         "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}} | student],
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
 
@@ -255,7 +255,7 @@ def test_edited_data_file_invalidates_the_teacher(tmp_path, tiny_bert_dir):
         "name": "edit", "output_dir": str(tmp_path / "runs"),
         "data": {"source": {"kind": "local", "train": str(data)}, "max_length": 16},
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 1}},
-        "export": {"enabled": False}, "bench": {"warmup": 0, "iters": 3, "seq_len": 8}})
+        "export": {"enabled": False}, "bench": {"warmup": 0, "iters": 3, "seq_len": 8, "pause_ms": 0}})
     run(cfg)
     write_csv(data, make_texts(12, seed=5))
     assert "teacher" in run(cfg).ran

@@ -21,7 +21,7 @@ def config(tmp_path, tiny_bert_dir, task: str, source: dict, **data) -> RunConfi
         # A dynamic and a calibrated static int8 variant of one HF export and one of ours (each variant quantised,
         # scored and timed costs seconds; tests/exports/test_ort_variants.py covers every variant).
         "export": {"quantize": {"models": ["half", "rnn"], "variants": ["dynamic-qint8-per-channel", "static-qint8"]}},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
 

@@ -64,7 +64,7 @@ data: {{source: {{kind: local, train: {tiny_csv}}}, max_length: 16}}
 teacher: {{model: {tiny_bert_dir}, train: {{epochs: 1}}}}
 students: [{{name: s, layers: [0], baseline: false, train: {{epochs: 1}}}}]
 export: {{enabled: false}}
-bench: {{warmup: 0, iters: 3, seq_len: 8}}
+bench: {{warmup: 0, iters: 3, seq_len: 8, pause_ms: 0}}
 """)
     out = compress("run", str(path))
     assert out.returncode == 0, out.stderr

@@ -34,7 +34,7 @@ def transfer_run_config(tmp_path, tiny_bert_dir, tiny_csv, unlabeled=(), student
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
         "students": students or [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}}],
         "export": {"enabled": False},
-        "bench": {"warmup": 1, "iters": 3, "seq_len": 16},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
 

@@ -50,7 +50,7 @@ class SplitFiles(Strict):
     test: Path | None = None
 
 
-PAIR_COLUMN = ("classification of sentence pairs (paraphrase, NLI, duplicate questions): the second text's column, "
+PAIR_COLUMN = ("sentence pairs (paraphrase, NLI, duplicate questions, similarity scores): the second text's column, "
                "encoded with the first as the tokenizer encodes pairs ([CLS] a [SEP] b [SEP])")
 
 
@@ -103,8 +103,10 @@ class HubSource(Strict):
 
 DataSource = Annotated[Union[BbcNewsSource, LocalSource, ConllSource, Wnut16Source, SquadSource, HubSource],
                        Field(discriminator="kind")]
-SOURCES_BY_TASK = {"classification": ("bbc_news", "local", "hub"), "ner": ("conll", "wnut16", "hub"),
-                   "qa": ("squad", "hub")}
+SOURCES_BY_TASK = {"classification": ("bbc_news", "local", "hub"), "regression": ("local", "hub"),
+                   "ner": ("conll", "wnut16", "hub"), "qa": ("squad", "hub")}
+# Tasks with one output per text (or text pair): the teacher's outputs need no alignment across tokenizers.
+PER_TEXT_TASKS = ("classification", "regression")
 
 
 SOURCE_KINDS = {kind for kinds in SOURCES_BY_TASK.values() for kind in kinds}
@@ -227,6 +229,8 @@ class KDConfig(Strict):
     tinybert: TinyBERT's two stages: first the whole student learns every mapped teacher layer's hidden states and
             attention, and the embeddings (`intermediate` weights, `intermediate_epochs`), without the prediction
             layer; then logit KD; for transformer students. With a transfer set both stages run over it.
+    For task regression the KL term is the MSE to the teacher's score (no temperature) and CE the MSE to the label;
+    hybrid, whose extra term needs classes, is refused.
     """
 
     method: Literal["logit", "hybrid", "intermediate", "progressive", "tinybert"] = "logit"
@@ -512,7 +516,9 @@ class BenchConfig(Strict):
 
 class RunConfig(Strict):
     name: Name = "demo"
-    task: Literal["classification", "ner", "qa"] = "classification"
+    task: Literal["classification", "regression", "ner", "qa"] = Field(
+        "classification", description="classification (a class per text or pair), regression (a score per text or "
+                                      "pair, e.g. STS-B), ner (a tag per word) or qa (an answer span)")
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where models train and the teacher labels: auto (CUDA, then MPS, then the CPU), "
@@ -532,9 +538,9 @@ class RunConfig(Strict):
         if self.data.source.kind not in SOURCES_BY_TASK[self.task]:
             raise ValueError(f"data.source kind '{self.data.source.kind}' does not fit task '{self.task}' "
                              f"(use {' or '.join(SOURCES_BY_TASK[self.task])})")
-        if self.task != "classification" and getattr(self.data.source, "text_pair_column", None):
-            raise ValueError(f"data.source.text_pair_column is for classification of text pairs, not task "
-                             f"'{self.task}'; remove it")
+        if self.task not in PER_TEXT_TASKS and getattr(self.data.source, "text_pair_column", None):
+            raise ValueError(f"data.source.text_pair_column is for classification or regression of text pairs, not "
+                             f"task '{self.task}'; remove it")
         if self.task == "qa" and (self.data.qa.doc_stride or 0) >= self.data.max_length:
             raise ValueError("data.qa.doc_stride must be smaller than data.max_length")
         return self
@@ -562,6 +568,17 @@ class RunConfig(Strict):
                 raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
                                  "hidden states token by token, so it needs the teacher's tokenizer; use logit or "
                                  "hybrid")
+        return self
+
+    @model_validator(mode="after")
+    def _methods_fit_task(self) -> "RunConfig":
+        if self.task != "regression":
+            return self
+        for key, kd in [(f"students.{i}.distill", s.distill) for i, s in enumerate(self.students)] + \
+                       [(f"prune.{i}.recovery.distill", p.recovery.distill) for i, p in enumerate(self.prune)]:
+            if kd.method == "hybrid":
+                raise ValueError(f"{key}.method 'hybrid' adds a term on the teacher's most likely class, and a "
+                                 "regression has no classes; use logit")
         return self
 
     @model_validator(mode="after")

@@ -16,9 +16,13 @@ def quantize(model: nn.Module, method: str) -> nn.Module:
     return METHODS[method](model)
 
 
-def argmax_agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], mask: torch.Tensor | None) -> float:
+def argmax_agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                     mask: torch.Tensor | None) -> float | None:
     """Share of positions where two models' outputs pick the same class (or start/end token). `mask` (N, T)
-    limits per-token outputs to real tokens."""
+    limits per-token outputs to real tokens. None for a regression's one score: there is nothing to pick (its
+    metric against the fp32 model's says what int8 cost)."""
+    if all(values.shape[-1] == 1 for values in a.values()):
+        return None
     same, total = 0, 0
     for name in a:
         agree = a[name].argmax(-1) == b[name].argmax(-1)

@@ -60,7 +60,7 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
     kept = next((v for v in variants if v.kept), None)
     return ReportRow(
         model=m.name, role=m.role, family=m.family, params=m.params, size_mb=round(m.size_mb, 3),
-        metric=m.metrics[metric], retained=m.metrics[metric] / teacher_metric if teacher_metric else None,
+        metric=m.metrics[metric], retained=m.metrics[metric] / teacher_metric if teacher_metric > 0 else None,
         torch_p50_ms=torch_p50, ort_p50_ms=ort_p50,
         speedup=teacher_torch / torch_p50 if teacher_torch and torch_p50 else None,
         ort_speedup=teacher_torch / ort_p50 if teacher_torch and ort_p50 else None,
@@ -93,7 +93,7 @@ def _best(rows: list[dict]) -> dict:
     others = [r for r in rows if r["role"] != "teacher"]
 
     def kept_share(r: dict) -> float | None:
-        return r["ort_kept_metric"] / teacher_metric if teacher_metric and r.get("ort_kept_speedup") else None
+        return r["ort_kept_metric"] / teacher_metric if teacher_metric > 0 and r.get("ort_kept_speedup") else None
 
     in_torch = [r for r in others if r["role"] != "quantized" and r["speedup"] and r["retained"] is not None
                 and r["retained"] >= RETAINED_FLOOR]
@@ -178,7 +178,7 @@ def print_ort_variants(report: dict) -> None:
                 table.add_row(r["model"], v["variant"], "", "", "", "", "", "", f"failed: {v['error'][:60]}")
                 continue
             check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
-                     else f"{v['argmax_agreement'] * 100:.1f}%")
+                     else fmt_number(None if v["argmax_agreement"] is None else v["argmax_agreement"] * 100, ".1f", "%"))
             table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
                           metric_change(v["metric_drop"]), check, fmt_number(v["ort_p50_ms"], ".2f"),
                           fmt_number(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")

@@ -208,7 +208,8 @@ class ReportRow:
     size_mb: float = _doc("size of the saved model folder's weights, MB (10^6 bytes)")
     metric: float = _doc("the task's headline metric named by the top-level `metric` (`accuracy`; `f1` for NER and "
                          "QA), on the test split, as a fraction")
-    retained: float | None = _doc("`metric / teacher metric`")
+    retained: float | None = _doc("`metric / teacher metric`; none where the teacher's metric is 0 or below (a "
+                                  "regression's correlation can be: there is no share of it to keep)")
     torch_p50_ms: float | None = _doc("median latency in PyTorch eager (CPU), batch and length as in `bench`; "
                                       "`null` when not measured")
     ort_p50_ms: float | None = _doc("median latency of the plain ONNX export in ONNX Runtime (CPU); `null` when "
@@ -239,7 +240,8 @@ class ReportRow:
     prune_kind: str | None = _doc("`structured` or `unstructured` for pruned rows")
     prune_steps: list[PruneStep] | None = _doc("per step: validation metric after pruning and after recovery, "
                                                "heads and FFN sizes per layer (structured) or sparsity")
-    argmax_agreement: float | None = _doc("int8 rows: share of test predictions equal to the fp32 model's")
+    argmax_agreement: float | None = _doc("int8 rows: share of test predictions equal to the fp32 model's (none "
+                                          "for regression: one score, no choice)")
     ort_metric: float | None = _doc("the headline metric of the ONNX export, scored with ONNX Runtime on the test "
                                     "split")
     ort_metrics: Metrics | None = _doc("every metric of the ONNX export")

@@ -4,6 +4,7 @@ the custom transformer and the BiLSTM, each with a KD row and a baseline row."""
 import json
 
 import pytest
+from pydantic import ValidationError
 from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
 from compress.config import RunConfig
@@ -300,3 +301,84 @@ def test_a_missing_pair_column_is_one_line(tmp_path):
     with pytest.raises(UserError) as err:
         read_local_file(path, "sentence1", "label", "question2")
     assert "no column 'question2'" in err.value.what and err.value.where == f"{path}:2"
+
+
+# ---------------------------------------------------------------- regression
+
+
+def write_scores(path, n: int, seed: int = 0):
+    """STS-B-style rows: a pair of texts and a similarity score in [0, 5], the share of the first text's words the
+    second keeps, times 5."""
+    import csv
+    import random
+
+    from tests.conftest import make_texts
+
+    rng = random.Random(seed)
+    texts = [t for t, _ in make_texts(n, seed)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence1", "sentence2", "score"])
+        for i, text in enumerate(texts):
+            words, other = text.split(), texts[(i + 5) % len(texts)].split()
+            kept = rng.randint(0, len(words))
+            writer.writerow([text, " ".join(words[:kept] + other[kept:]), f"{5 * kept / len(words):.2f}"])
+    return path
+
+
+def test_a_regression_of_pairs_passes_every_stage(tmp_path, tiny_bert_dir):
+    train = write_scores(tmp_path / "sts.csv", 15)  # 60 pairs
+    source = {"kind": "local", "train": str(train), "text_column": "sentence1", "text_pair_column": "sentence2",
+              "label_column": "score"}
+    scratch = {"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+               "ffn_size": 32, "train": TRAIN}
+    cfg = RunConfig.model_validate({
+        "name": "sts", "task": "regression", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": source, "max_length": 32, "max_train_examples": 30},
+        "transfer": {"rest_of_train": True},
+        "teacher": {"model": str(tiny_bert_dir), "train": TRAIN},
+        "students": [scratch, {"name": "rnn", "kind": "bilstm", "embedding_size": 16, "hidden_size": 16,
+                               "word2vec": {"epochs": 2}, "train": TRAIN, "baseline": False}],
+        "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
+                   "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
+        "quantize": [{"name": "rnn-int8", "model": "rnn"}],
+        "export": {"quantize": {"models": ["scratch"], "variants": ["dynamic-qint8"]}},
+        "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
+    })
+    run(cfg)
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    assert (report["task"], report["metric"]) == ("regression", "spearman")
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"teacher", "scratch", "scratch-baseline", "rnn", "scratch-pruned", "rnn-int8"}
+    for row in rows.values():
+        assert -1 <= row["metric"] <= 1 and {"spearman", "pearson", "mse"} <= set(row["metrics"])
+        if row["role"] != "quantized":
+            assert row["parity_ok"] is True and row["ort_metric"] == pytest.approx(row["metric"], abs=0.02)
+    assert rows["rnn-int8"]["argmax_agreement"] is None  # one score: nothing to pick, its metric says what int8 cost
+    int8 = next(v for v in rows["scratch"]["ort_variants"] if v["variant"] == "dynamic-qint8")
+    assert int8["argmax_agreement"] is None and -1 <= int8["ort_metric"] <= 1
+    teacher_config = json.loads((cfg.run_dir / "teacher" / "config.json").read_text())
+    assert (len(teacher_config["id2label"]), teacher_config["problem_type"]) == (1, "regression")
+    import numpy as np
+
+    transfer = np.load(cfg.run_dir / "cache" / "teacher_transfer_logits.npy")
+    assert transfer.shape == (rows["scratch"]["transfer_examples"], 1) and np.isfinite(transfer).all()
+    log = [json.loads(line) for line in (cfg.run_dir / "logs" / "scratch.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "step" in r]
+    # Transfer rows (no score) add to the MSE to the teacher only; the MSE to the labels stays finite.
+    assert steps and all(np.isfinite(r["ce"]) and r["kd"] > 0 for r in steps)
+
+
+def test_regression_refuses_what_needs_classes(tmp_path):
+    from compress.data.sources import read_local_file
+
+    path = tmp_path / "sts.csv"
+    path.write_text("sentence1,sentence2,score\na cat,a dog,3.5\na car,a bus,high\n")
+    with pytest.raises(UserError) as err:
+        read_local_file(path, "sentence1", "score", "sentence2", scores=True)
+    assert "regression label 'high' is not a finite number" in err.value.what and err.value.where == f"{path}:3"
+    with pytest.raises(ValidationError, match="regression has no classes"):
+        RunConfig.model_validate({"task": "regression", "data": {"source": {"kind": "local", "train": str(path)}},
+                                  "students": [{"name": "s", "distill": {"method": "hybrid"}}]})
+    with pytest.raises(ValidationError, match="does not fit task 'regression'"):
+        RunConfig.model_validate({"task": "regression"})  # the packaged BBC News has classes, not scores

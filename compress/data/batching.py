@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -66,11 +67,12 @@ class EncodedSplit(Dataset):
     def without_labels(self) -> "EncodedSplit":
         """Every label dropped, whatever it was: rows the loss must never take a label from. A per-token label
         becomes NO_LABEL where there was one (the KD terms run there, as on a labelled sentence's words), and
-        IGNORE_INDEX stays; a class label and QA's start and end positions become IGNORE_INDEX."""
+        IGNORE_INDEX stays; a class label and QA's start and end positions become IGNORE_INDEX, a regression score
+        NaN."""
         def dropped(labels):
             if isinstance(labels, list):
                 return [IGNORE_INDEX if label == IGNORE_INDEX else NO_LABEL for label in labels]
-            return IGNORE_INDEX
+            return math.nan if isinstance(labels, float) else IGNORE_INDEX  # a regression score: NaN, none
         return replace(self, features=[f | {k: dropped(f[k]) for k in TARGETS if k in f} for f in self.features])
 
     def followed_by(self, other: "EncodedSplit") -> "EncodedSplit":

@@ -1,14 +1,16 @@
-"""Where classification text comes from: the packaged BBC News corpus, local CSV/JSONL files, or the hub.
+"""Where classification and regression text comes from: the packaged BBC News corpus, local CSV/JSONL files, or
+the hub.
 
-Every source ends as `TextSplits`: train/validation/test lists of (text, label id) plus the label names.
-Splits a source does not provide are carved out of train with a fixed-seed stratified split, so the same config
-always sees the same examples.
+Every source ends as `TextSplits`: train/validation/test lists of (text, label id) plus the label names, or for
+regression (text, score) and no label names. Splits a source does not provide are carved out of train with a
+fixed-seed split (stratified by class for classification), so the same config always sees the same examples.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from compress.hub import hub_access, unreachable_note
 @dataclass(frozen=True)
 class Examples:
     texts: list  # strings, or (text, text pair) tuples with data.source.text_pair_column
-    labels: list[int]
+    labels: list  # class ids, or scores (floats) for regression
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -33,25 +35,33 @@ class TextSplits:
     train: Examples
     validation: Examples
     test: Examples
-    label_names: list[str]
+    label_names: list[str] | None  # None: regression scores
     rest_of_train: Examples = Examples([], [])  # the training pool that data.max_train_examples left out
 
 
-def load_splits(cfg: DataConfig, seed: int) -> TextSplits:
-    """Load the configured source, fill in missing splits and apply the configured subsets."""
+def load_splits(cfg: DataConfig, seed: int, scores: bool = False) -> TextSplits:
+    """Load the configured source, fill in missing splits and apply the configured subsets. With `scores`
+    (regression) labels are numbers, and splits are carved and subset by a seeded shuffle (no classes to
+    stratify on)."""
     source = cfg.source
     if isinstance(source, BbcNewsSource):
         texts, names = read_bbc_news()
         raw = {"train": texts, "validation": None, "test": None}
     elif isinstance(source, LocalSource):
-        raw = {split: read_local_file(path, source.text_column, source.label_column, source.text_pair_column)
+        raw = {split: read_local_file(path, source.text_column, source.label_column, source.text_pair_column, scores)
                if path else None
                for split, path in (("train", source.train), ("validation", source.validation), ("test", source.test))}
         names = None
     else:
-        raw, names = read_hub_dataset(source)
-    label_names, splits = _to_label_ids(raw, names, where=_describe(source))
-    filled, rest = fill_splits(splits, cfg, seed, carve=_stratified_split, subset=_stratified_subset)
+        raw, names = read_hub_dataset(source, scores)
+    if scores:
+        label_names = None
+        splits = {split: None if pairs is None else Examples([t for t, _ in pairs], [y for _, y in pairs])
+                  for split, pairs in raw.items()}
+        filled, rest = fill_splits(splits, cfg, seed, carve=_seeded_examples_split, subset=_seeded_examples_subset)
+    else:
+        label_names, splits = _to_label_ids(raw, names, where=_describe(source))
+        filled, rest = fill_splits(splits, cfg, seed, carve=_stratified_split, subset=_stratified_subset)
     train, validation, test = filled["train"], filled["validation"], filled["test"]
     return TextSplits(train, validation, test, label_names, rest or Examples([], []))
 
@@ -80,14 +90,15 @@ def read_bbc_news() -> tuple[list[tuple[str, str]], list[str]]:
     return texts, names
 
 
-def read_local_file(path: Path, text_column: str, label_column: str,
-                    pair_column: str | None = None) -> list[tuple[str | tuple[str, str], str]]:
-    """Read (text, label) pairs from a .csv/.tsv (header row) or .jsonl/.json (one object per line) file; with
-    `pair_column` the text is a (text, text pair) tuple."""
+def read_local_file(path: Path, text_column: str, label_column: str, pair_column: str | None = None,
+                    scores: bool = False) -> list[tuple[str | tuple[str, str], str | float]]:
+    """Read (text, label) pairs from a table file (see read_rows); with
+    `pair_column` the text is a (text, text pair) tuple; with `scores` the label is a finite number."""
     if not path.is_file():
         raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise UserError(f"unsupported file type '{path.suffix.lower()}'", str(path), "use .csv, .tsv or .jsonl")
+        raise UserError(f"unsupported file type '{path.suffix.lower()}'", str(path),
+                        "use .csv, .tsv, .jsonl, .json or .parquet")
     rows = read_rows(path)
     pairs = []
     for line, row in rows:
@@ -99,21 +110,73 @@ def read_local_file(path: Path, text_column: str, label_column: str,
         label = row[label_column]
         if any(not isinstance(t, str) or not t.strip() for t in texts) or label is None or str(label).strip() == "":
             raise UserError("empty text or label", f"{path}:{line}", "fill in or remove the row")
-        pairs.append((tuple(texts) if pair_column else texts[0], str(label).strip()))
+        label = as_score(label, f"{path}:{line}") if scores else str(label).strip()
+        pairs.append((tuple(texts) if pair_column else texts[0], label))
     if not pairs:
         raise UserError("no examples", str(path), "the file needs a header row and at least one row of data")
     return pairs
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def as_score(label, where: str) -> float:
+    """A regression label as a float; a label that is not a finite number is the user's to fix."""
+    try:
+        score = float(label)
+    except (TypeError, ValueError):
+        score = math.nan
+    if isinstance(label, bool) or not math.isfinite(score):
+        raise UserError(f"regression label {str(label)[:40]!r} is not a finite number", where,
+                        "give every row a numeric score, or use task: classification for class names")
+    return score
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) pairs of a .csv/.tsv (header row) or .jsonl/.json (one object per line) file."""
+    """(line number, row) pairs of a .csv/.tsv (header row), a .jsonl (one object per line), a .json (one object per
+    line, or one JSON list of objects, as pandas' to_json(orient="records") writes) or a .parquet file (the row's
+    number stands for the line)."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    if suffix == ".json" and _starts_with(path, "["):
+        return _read_json_list(path)
     return _read_jsonl(path)
+
+
+def _starts_with(path: Path, char: str) -> bool:
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")  # a byte-order mark and blank space first
+    return head[:1] == char.encode()
+
+
+def _read_json_list(path: Path) -> list[tuple[int, dict]]:
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            rows = json.load(f)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"not valid JSON ({err.msg})", f"{path}:{err.lineno}",
+                        "write one JSON list of objects, or one object per line") from None
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise UserError(f"item {number} of the list is not a JSON object", str(path),
+                            "write one JSON list of objects, or one object per line")
+    return list(enumerate(rows, start=1))
+
+
+def _read_parquet(path: Path) -> list[tuple[int, dict]]:
+    import pyarrow.parquet  # installed with datasets
+
+    try:
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several types (ArrowInvalid, OSError) for a damaged file
+        raise UserError(f"cannot read the Parquet file ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
+                        str(path), "write it again, or give a CSV/JSONL file") from None
+    return list(enumerate(rows, start=1))
 
 
 def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
@@ -175,8 +238,9 @@ def hub_splits(source: HubSource) -> dict[str, str | None]:
     return {"train": source.train_split, "validation": source.validation_split, "test": source.test_split}
 
 
-def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]] | None], list[str] | None]:
-    """Classification splits from the hub; label names from the dataset's ClassLabel feature when it has one."""
+def read_hub_dataset(source: HubSource, scores: bool = False) -> tuple[dict[str, list[tuple] | None], list[str] | None]:
+    """Classification splits from the hub; label names from the dataset's ClassLabel feature when it has one. With
+    `scores` (regression) the labels are read as numbers."""
     splits: dict[str, list[tuple[str, str]] | None] = {}
     names = None
     for key, split in hub_splits(source).items():
@@ -185,6 +249,13 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
             continue
         ds = load_hub_split(source, split, tuple(filter(None, (source.text_column, source.text_pair_column,
                                                                source.label_column))))
+        texts = ds[source.text_column]
+        if source.text_pair_column:
+            texts = list(zip(texts, ds[source.text_pair_column]))
+        if scores:
+            where = f"data.source: hub dataset '{source.dataset}', split '{split}'"
+            splits[key] = [(text, as_score(label, where)) for text, label in zip(texts, ds[source.label_column])]
+            continue
         feature = ds.features[source.label_column]
         if names is None and hasattr(feature, "names"):
             names = list(feature.names)
@@ -193,9 +264,6 @@ def read_hub_dataset(source: HubSource) -> tuple[dict[str, list[tuple[str, str]]
             raise UserError(f"split '{split}' has unlabelled rows (label -1 or out of range)",
                             f"data.source: hub dataset '{source.dataset}'", "pick a split with labels as test_split")
         labels = [names[i] if names else str(i) for i in ids]
-        texts = ds[source.text_column]
-        if source.text_pair_column:
-            texts = list(zip(texts, ds[source.text_pair_column]))
         splits[key] = list(zip(texts, labels))
     return splits, names
 
@@ -259,6 +327,23 @@ def _to_label_ids(raw: dict[str, list[tuple[str, str]] | None], names: list[str]
     if len(names) < 2:
         raise UserError(f"found {len(names)} class(es)", where, "classification needs at least two labels")
     return names, out
+
+
+def _seeded_examples_split(data: Examples, fraction: float, seed: int, what: str) -> tuple[Examples, Examples]:
+    kept, carved = _seeded_split(list(zip(data.texts, data.labels)), fraction, seed, what)
+    return _examples(kept), _examples(carved)
+
+
+def _seeded_examples_subset(data: Examples, size: int, seed: int) -> tuple[Examples, Examples]:
+    """A seeded subset of `size` examples, and the examples it left out."""
+    if size >= len(data):
+        return data, Examples([], [])
+    kept, rest = train_test_split(list(zip(data.texts, data.labels)), train_size=size, random_state=seed)
+    return _examples(kept), _examples(rest)
+
+
+def _examples(pairs: list[tuple]) -> Examples:
+    return Examples([t for t, _ in pairs], [y for _, y in pairs])
 
 
 def _stratified_split(data: Examples, fraction: float, seed: int, what: str) -> tuple[Examples, Examples]:

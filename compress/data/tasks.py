@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compress.data import classification, ner, qa
+from compress.data import classification, ner, qa, regression
 from compress.data.batching import IGNORE_INDEX
 
 
@@ -30,6 +30,9 @@ class Task:
 TASKS = {
     "classification": Task("classification", "text-classification", ("logits",),
                            "accuracy", classification.build, classification.evaluate, per_token=False),
+    # One output per text: optimum's text-classification export with a one-unit head (problem_type regression).
+    "regression": Task("regression", "text-classification", ("logits",),
+                       "spearman", regression.build, regression.evaluate, per_token=False),
     "ner": Task("ner", "token-classification", ("logits",),
                 "f1", ner.build, ner.evaluate, per_token=True, align_to_teacher=ner.aligned_to_teacher),
     "qa": Task("qa", "question-answering", ("start_logits", "end_logits"),
@@ -39,7 +42,8 @@ TASKS = {
 
 def loss_targets(task: Task, outputs,
                  batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-    """(student logits, teacher logits or None, labels) triples, each shaped (M, C) / (M, C) / (M,).
+    """(student logits, teacher logits or None, labels) triples, each shaped (M, C) / (M, C) / (M,); regression's
+    are scores, (M,) / (M,) / (M,).
 
     NER keeps only word positions (labels != -100: a label, or NO_LABEL on a transfer sentence), so KD never runs
     over padding, special tokens or non-first sub-words. QA treats start and end as two classifications over the
@@ -52,4 +56,6 @@ def loss_targets(task: Task, outputs,
     if task.name == "ner":
         mask = labels != IGNORE_INDEX
         return [(logits[mask], teacher[mask] if teacher is not None else None, labels[mask])]
+    if task.name == "regression":
+        return [(logits.squeeze(-1), teacher.squeeze(-1) if teacher is not None else None, labels)]
     return [(logits, teacher, labels)]

@@ -145,10 +145,10 @@ def read_unlabeled(path: Path, column: str, key: str, pair_column: str | None = 
         raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
-        raise UserError(f"unsupported file type '{suffix}'", where, "use .txt (one text per line), .csv, .tsv or "
-                                                                    ".jsonl")
+        raise UserError(f"unsupported file type '{suffix}'", where, "use .txt (one text per line), .csv, .tsv, "
+                                                                    ".jsonl, .json or .parquet")
     if suffix == ".txt" and pair_column:
-        raise UserError("a .txt file holds one text per line, and this run classifies text pairs", where,
+        raise UserError("a .txt file holds one text per line, and this run reads text pairs", where,
                         f"give a CSV/JSONL file with the columns '{column}' and '{pair_column}'")
     try:
         texts = _read_txt(path) if suffix == ".txt" else _column_texts(path, column, pair_column)

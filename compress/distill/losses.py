@@ -63,3 +63,18 @@ def confident_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     else:
         confident = student_logits.sum() * 0.0  # keeps the graph (and the gradient, zero) defined
     return confident, sure.float().mean()
+
+
+def score_kd_term(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
+    """Regression's KD term: the mean squared error to the teacher's (M,) scores (no temperature: a score has no
+    distribution to soften)."""
+    return F.mse_loss(student_scores, teacher_scores.to(student_scores.dtype))
+
+
+def labelled_mse(student_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Regression's label term: the mean squared error over the (M,) rows that have a score (NaN: a transfer
+    set's row has none); 0 with a zero gradient when none has."""
+    labelled = ~torch.isnan(labels)
+    if not bool(labelled.any()):
+        return student_scores.sum() * 0.0
+    return F.mse_loss(student_scores[labelled], labels[labelled].to(student_scores.dtype))

@@ -2,7 +2,8 @@
 
     loss(batch, outputs) -> (loss, {term name: value})
 
-Fine-tuning and baselines minimise `ce`; logit KD `alpha * kd + (1 - alpha) * ce`; hybrid adds
+Fine-tuning and baselines minimise `ce`; logit KD `alpha * kd + (1 - alpha) * ce` (for regression `kd` is the MSE
+to the teacher's score and `ce` the MSE to the label); hybrid adds
 `confident_weight * confident`; intermediate (TinyBERT) adds `hidden`, `attention` and `embedding` terms against
 the teacher's layers; each progressive stage (MobileBERT) one layer's `hidden` and `attention`; TinyBERT's first
 stage the intermediate terms alone; pruning recovery
@@ -20,7 +21,7 @@ from compress.config import KDConfig, LayerDroppedStudent, StudentConfig
 from compress.data.batching import IGNORE_INDEX
 from compress.data.tasks import Task, loss_targets
 from compress.distill.intermediate import IntermediateLoss, LayerStage
-from compress.distill.losses import confident_term, kd_term
+from compress.distill.losses import confident_term, kd_term, labelled_mse, score_kd_term
 from compress.models.students import default_layers
 
 
@@ -38,7 +39,8 @@ class LogitTerms(nn.Module):
     """`ce` against the labels (rows without one, a transfer set's, add nothing to it), and with the teacher's
     cached outputs in the batch `kd` (KL at `temperature`, times T^2) over every row and, with a `threshold`,
     `confident` (CE on the teacher's answer where it is sure) and its `confident_fraction`. Each is averaged over
-    the task's targets (QA: start and end); NER uses labelled tokens only."""
+    the task's targets (QA: start and end); NER uses labelled tokens only. Regression's `ce` and `kd` are mean
+    squared errors to the label and to the teacher's score."""
 
     model_kwargs: dict = {}
 
@@ -48,11 +50,12 @@ class LogitTerms(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], outputs) -> dict[str, torch.Tensor]:
         per_target: dict[str, list[torch.Tensor]] = {}
+        scores = self.task.name == "regression"
         for student, teacher, labels in loss_targets(self.task, outputs, batch):
             values = {}
             if self.temperature is not None:
-                values["kd"] = kd_term(student, teacher, self.temperature)
-            values["ce"] = labelled_cross_entropy(student, labels)
+                values["kd"] = score_kd_term(student, teacher) if scores else kd_term(student, teacher, self.temperature)
+            values["ce"] = labelled_mse(student, labels) if scores else labelled_cross_entropy(student, labels)
             if self.threshold is not None:
                 values["confident"], values["confident_fraction"] = confident_term(student, teacher, self.threshold)
             for name, value in values.items():

@@ -25,8 +25,9 @@ from compress.models.anatomy import resize_layers
 from compress.models.int8 import is_quantized_dir, load_quantized
 
 # The transformers class that builds a model with each task's head.
-AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "ner": AutoModelForTokenClassification,
-                "qa": AutoModelForQuestionAnswering}
+AUTO_CLASSES = {"classification": AutoModelForSequenceClassification,
+                "regression": AutoModelForSequenceClassification,  # one output, problem_type "regression"
+                "ner": AutoModelForTokenClassification, "qa": AutoModelForQuestionAnswering}
 
 
 def _packaged_minilm_l6() -> str:
@@ -61,10 +62,10 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "tea
 def load_task_model(name: str, task: str, label_names: list[str] | None, trust_remote_code: bool = False,
                     new_head: bool = True, where: str = "teacher.model") -> PreTrainedModel:
     """Load `name` with the task's head. With `new_head` the head is (re)initialised for `label_names`
-    (QA has no labels: its head gives start and end logits)."""
+    (QA and regression have no labels: their heads give start and end logits, or one score)."""
     path = resolve_model_path(name)
     auto = AUTO_CLASSES[task]
-    labels = label_settings(label_names)
+    labels = label_settings(task, label_names)
     with _access(path) as online:
         try:
             if new_head:
@@ -79,11 +80,17 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
         if model_labels != label_names:
             raise UserError(f"the model's labels {model_labels} are not the data's {label_names} (same order)", where,
                             "set teacher.finetune: true to train a new head, or give data.ner.labels in its order")
+    if task == "regression" and model.config.num_labels != 1:
+        raise UserError(f"the model's head gives {model.config.num_labels} outputs, a regression needs one score",
+                        where, "set teacher.finetune: true to train a new head")
     return model
 
 
-def label_settings(label_names: list[str] | None) -> dict:
-    """Config keys for a new head. QA heads give start and end logits: two outputs per token, no labels."""
+def label_settings(task: str, label_names: list[str] | None) -> dict:
+    """Config keys for a new head. QA heads give start and end logits: two outputs per token, no labels; a
+    regression head one score (problem_type "regression": transformers' pipelines then apply no softmax)."""
+    if task == "regression":
+        return {"num_labels": 1, "problem_type": "regression"}
     if label_names is None:
         return {"num_labels": 2}
     return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),

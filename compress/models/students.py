@@ -98,7 +98,7 @@ def build_custom_transformer(spec: CustomTransformerStudent, task: str, label_na
     config = CustomTransformerConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
                                      num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
                                      intermediate_size=spec.ffn_size, hidden_dropout_prob=spec.dropout,
-                                     pad_token_id=tokenizer.pad_token_id, **label_settings(label_names))
+                                     pad_token_id=tokenizer.pad_token_id, **label_settings(task, label_names))
     model = AUTO_CLASSES[task].from_config(config)
     if spec.init_embeddings_from_teacher:
         with torch.no_grad():
@@ -147,7 +147,7 @@ def build_bilstm(spec: BiLSTMStudent, task: str, label_names: list[str] | None, 
                  train_ids: list[list[int]], seed: int) -> PreTrainedModel:
     config = BiLSTMConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding_size, hidden_size=spec.hidden_size,
                           num_layers=spec.num_layers, dropout=spec.dropout, pad_token_id=tokenizer.pad_token_id,
-                          **label_settings(label_names))
+                          **label_settings(task, label_names))
     model = AUTO_CLASSES[task].from_config(config)
     if spec.word2vec.enabled:
         vectors = word2vec_vectors(train_ids, spec.embedding_size, spec.word2vec.epochs, spec.word2vec.window,

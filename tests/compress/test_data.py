@@ -58,6 +58,46 @@ def test_local_jsonl_with_given_test_file(tmp_path):
     assert len(splits.test) == 15 and len(splits.train) + len(splits.validation) == 45
 
 
+def test_a_json_list_and_parquet_read_as_the_same_rows_as_jsonl(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    from compress.data.sources import read_local_file
+
+    rows = [{"text": t, "label": y} for t, y in make_texts(5)]
+    jsonl, listed, parquet = tmp_path / "d.jsonl", tmp_path / "d.json", tmp_path / "d.parquet"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listed.write_text("\ufeff\n" + json.dumps(rows, indent=2))  # a byte-order mark and a blank line first
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), parquet)
+    expected = read_local_file(jsonl, "text", "label")
+    assert len(expected) == 15
+    assert read_local_file(listed, "text", "label") == expected == read_local_file(parquet, "text", "label")
+
+
+@pytest.mark.parametrize("content, what", [("[1, 2]", "item 1 of the list is not a JSON object"),
+                                           ("[{\"text\": 1,", "not valid JSON"), ("PAR1 damaged", "Parquet")])
+def test_a_bad_json_list_or_parquet_is_one_line(tmp_path, content, what):
+    from compress.data.sources import read_local_file
+
+    path = tmp_path / ("d.parquet" if "PAR1" in content else "d.json")
+    path.write_text(content)
+    with pytest.raises(UserError, match=what):
+        read_local_file(path, "text", "label")
+
+
+def test_regression_scores_are_numbers_carved_by_a_seeded_shuffle(tmp_path):
+    path = tmp_path / "scores.csv"
+    path.write_text("text,score\n" + "".join(f"text number {i},{i / 10}\n" for i in range(50)))
+    source = LocalSource(train=path, label_column="score")
+    splits = load_splits(DataConfig(source=source, max_train_examples=30), seed=0, scores=True)
+    assert splits.label_names is None and (len(splits.train), len(splits.validation), len(splits.test)) == (30, 5, 5)
+    assert len(splits.rest_of_train) == 10 and all(isinstance(y, float) for y in splits.train.labels)
+    everything = splits.train.labels + splits.validation.labels + splits.test.labels + splits.rest_of_train.labels
+    assert sorted(everything) == [i / 10 for i in range(50)]  # every row once, its score as written
+    again = load_splits(DataConfig(source=source, max_train_examples=30), seed=0, scores=True)
+    assert again.test.texts == splits.test.texts
+
+
 def test_integer_labels_sort_numerically(tmp_path):
     rows = [(f"text {i}", str(i % 11)) for i in range(110)]
     path = write_csv(tmp_path / "d.csv", rows)

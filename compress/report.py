@@ -177,8 +177,9 @@ def print_ort_variants(report: dict) -> None:
             if v.get("error"):
                 table.add_row(r["model"], v["variant"], "", "", "", "", "", "", f"failed: {v['error'][:60]}")
                 continue
+            agreement = v["argmax_agreement"]
             check = (f"{v['parity_max_abs_diff']:.0e}" if v["precision"] == "fp32"
-                     else fmt_number(None if v["argmax_agreement"] is None else v["argmax_agreement"] * 100, ".1f", "%"))
+                     else fmt_number(None if agreement is None else agreement * 100, ".1f", "%"))
             table.add_row(r["model"], v["variant"], f"{v['size_mb']:.1f}", f"{v['ort_metric']:.4f}",
                           metric_change(v["metric_drop"]), check, fmt_number(v["ort_p50_ms"], ".2f"),
                           fmt_number(v["speedup_vs_torch"], ".2f", "x"), "*" if v["kept"] else "")

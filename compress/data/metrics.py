@@ -3,9 +3,8 @@ headline metric, as DistilBERT and TinyBERT report STS-B), Pearson and the mean 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, mean_squared_error

@@ -54,7 +54,8 @@ class LogitTerms(nn.Module):
         for student, teacher, labels in loss_targets(self.task, outputs, batch):
             values = {}
             if self.temperature is not None:
-                values["kd"] = score_kd_term(student, teacher) if scores else kd_term(student, teacher, self.temperature)
+                values["kd"] = (score_kd_term(student, teacher) if scores
+                                else kd_term(student, teacher, self.temperature))
             values["ce"] = labelled_mse(student, labels) if scores else labelled_cross_entropy(student, labels)
             if self.threshold is not None:
                 values["confident"], values["confident_fraction"] = confident_term(student, teacher, self.threshold)

@@ -11,17 +11,25 @@ from compress.errors import UserError
 
 def run_app(app: typer.Typer) -> None:
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer returns a command's exit code (typer.Exit) rather than exiting, and turns
+        # Ctrl-C into exit code 130 (its KeyboardInterrupt handler), so both are read here.
+        code = app(standalone_mode=False)
     except UserError as err:
         typer.echo(f"error: {err.line()}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(130)
+        code = INTERRUPTED
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.TyperException as err:  # usage errors: unknown option, missing argument (exit 2)
         err.show() if hasattr(err, "show") else typer.echo(f"error: {err.format_message()}", err=True)
         sys.exit(err.exit_code)
     except typer.Abort:
-        sys.exit(130)
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)

@@ -22,6 +22,30 @@ def test_a_real_process_exits_2_with_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
+def test_the_entry_point_exits_1_on_a_regression_and_130_on_ctrl_c(tmp_path, monkeypatch):
+    # Through main(), as the installed console script runs: typer outside standalone mode returns these codes
+    # rather than exiting, so a test through typer's CliRunner would not see them lost.
+    def document(p50: float) -> str:
+        row = {"name": "x", "backend": "torch", "device": "cpu", "batch_size": 1, "seq_len": 8, "latency_ms_p50": p50}
+        return json.dumps({"command": "latency", "settings": {}, "environment": {}, "results": [row]})
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(document(10.0))
+    b.write_text(document(20.0))
+    out = bench("compare", str(a), str(b))
+    assert out.returncode == 1 and "1 regression(s)" in out.stderr
+    assert bench("compare", str(a), str(a)).returncode == 0
+
+    from bench import compare
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "load_rows", interrupted)
+    out = bench("compare", str(a), str(b))
+    assert out.returncode == 130 and out.stderr.strip() == "interrupted: run the same command again to resume"
+
+
 @pytest.fixture(scope="module")
 def onnx_file(tiny_bert_onnx):
     return tiny_bert_onnx

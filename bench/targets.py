@@ -101,7 +101,12 @@ def export_for_ort(source: str, onnx: Path, task: str = "classification", opset:
 @lru_cache(maxsize=None)
 def onnx_vocab_size(path: Path) -> int:
     """The vocabulary the graph's input_ids index: rows of the embedding table that input_ids gathers from."""
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # protobuf's DecodeError and others for a file that is not an ONNX graph
+        # The words `bench latency` uses for the same file, which ONNX Runtime refuses there.
+        raise UserError(f"ONNX Runtime cannot load it (not an ONNX graph: {type(err).__name__})", str(path),
+                        "re-export the model; check the opset against your onnxruntime version") from None
     tables = {init.name: init.dims for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Gather" and "input_ids" in node.input[1:] and node.input[0] in tables:
@@ -112,18 +117,20 @@ def onnx_vocab_size(path: Path) -> int:
 
 def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
     try:
-        rows = json.loads((run / "report.json").read_text())["rows"]
-    except (ValueError, KeyError) as err:
-        raise UserError(f"report.json cannot be read ({err})", str(run / "report.json"),
+        # Each row names its model and folder; anything else (a list, rows: null, a row without model_dir) is a
+        # report.json this tool did not write, or a damaged one.
+        rows = [(str(row["model"]), str(row["model_dir"]), row.get("ort_kept_path") or row.get("onnx_path"))
+                for row in json.loads((run / "report.json").read_text())["rows"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"report.json cannot be read ({type(err).__name__}: {err})", str(run / "report.json"),
                         "run `compress run` again to rewrite it") from None
     runnables = []
-    for row in rows:
-        folder = str(run / row["model_dir"])
-        graph = row.get("ort_kept_path") or row.get("onnx_path")
+    for model, model_dir, graph in rows:
+        folder = str(run / model_dir)
         if not backends or "torch" in backends:
-            runnables.append(Runnable(row["model"], "torch", folder, folder))
+            runnables.append(Runnable(model, "torch", folder, folder))
         if graph and (not backends or "ort" in backends):
-            runnables.append(Runnable(row["model"], "ort", str(run / graph), folder))
+            runnables.append(Runnable(model, "ort", str(run / graph), folder))
     return runnables
 
 

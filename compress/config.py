@@ -7,6 +7,7 @@ the same settings (a test keeps the two equal).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -30,7 +31,8 @@ from compress.errors import UserError
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan off: `.inf` or `.nan` for a temperature or a learning rate is refused, not trained into NaNs.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- data
@@ -720,13 +722,25 @@ def _first_problem(err: ValidationError, path: Path) -> UserError:
     key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if problem["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), sorted(_known_keys()), n=1)
         return UserError(f"unknown key '{key}'{extra}", str(path),
-                         "remove it or check the spelling against configs/demo.yaml")
+                         f"did you mean '{close[0]}'?" if close
+                         else "remove it or check the spelling against configs/demo.yaml")
     given = problem.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
     msg = problem["msg"].replace("Value error, ", "")
     what = f"key '{key}': {msg}{shown}{extra}" if key else f"{msg}{extra}"
     return UserError(what, str(path), "fix the value; configs/demo.yaml shows every key")
+
+
+def _known_keys() -> set[str]:
+    """Every key any part of the YAML takes (the closest to a misspelt one is offered as the fix)."""
+    keys, models = set(), [Strict]
+    while models:
+        model = models.pop()
+        models += model.__subclasses__()
+        keys |= set(model.model_fields)
+    return keys
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -48,7 +48,7 @@ def read_conll(path: Path, word_column: int = 0, tag_column: int = -1) -> list[S
     tags: list[str] = []
     first_line = 0
     with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
+        for number, raw in enumerate(_lines(f, path), start=1):
             columns = raw.split()
             if not columns or columns[0] == "-DOCSTART-":
                 if words:
@@ -68,6 +68,13 @@ def read_conll(path: Path, word_column: int = 0, tag_column: int = -1) -> list[S
     if not sentences:
         raise UserError("no sentences", str(path), "the file needs token/tag lines separated by blank lines")
     return sentences
+
+
+def _lines(f, path: Path) -> list[str]:
+    try:
+        return f.readlines()
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 
 
 def read_wnut16() -> list[Sentence]:
@@ -233,9 +240,11 @@ def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tu
     splits, rest = load_sentences(cfg)
     labels = cfg.data.ner.labels or label_list(splits["train"])
     check_bio(set(labels), "data.ner.labels")
-    where = str(getattr(cfg.data.source, "train", cfg.data.source.kind))
-    for sentences in splits.values():
-        check_known_tags(sentences, labels, where)
+    source = cfg.data.source
+    for split, sentences in splits.items():
+        # A split given as its own file is named by it; one carved out of train, by the train file.
+        where = getattr(source, split, None) or getattr(source, "train", None) or source.kind
+        check_known_tags(sentences, labels, str(where))
     opts = cfg.data.ner
     encoded = {name: encode(s, tokenizer, labels, cfg.data.max_length, opts.label_all_subwords)
                for name, s in splits.items()}

@@ -38,6 +38,10 @@ def read_squad(path: Path, with_answers: bool = True) -> list[QAExample]:
         raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        if not isinstance(data, list):
+            raise TypeError(f"'data' is a {type(data).__name__}, not a list of articles")
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UserError(f"not a SQuAD JSON file ({type(err).__name__}: {err})", str(path),
                         "expected {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [...]}]}]}") from None

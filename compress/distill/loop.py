@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from compress.config import TrainConfig
 from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
 from compress.distill.objectives import WeightedLoss
+from compress.errors import UserError
 from compress.progress import console, track_steps
 from compress.results import TrainResult
 
@@ -123,6 +124,10 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                 with accelerator.accumulate(model):
                     outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **model_kwargs)
                     value, terms = loss(batch, outputs)
+                    if not torch.isfinite(value):  # every later step would be NaN too, and the model is lost
+                        raise UserError(f"the loss is {value.item()} at step {step + 1} (epoch {epoch})",
+                                        log.description, "lower train.learning_rate or check the distill settings; "
+                                        "nothing was written for this model")
                     accelerator.backward(value)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)

@@ -64,10 +64,6 @@ def test_unreadable_report_json_is_a_user_error(tmp_path, content):
     assert err.value.where == str(tmp_path / "report.json") and "compress run" in err.value.fix
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError),
-                   reason="bug: _run_folder catches ValueError/KeyError only around reading 'rows', so a row without "
-                          "model_dir (KeyError) or a report.json that is a list or has rows: null (TypeError) "
-                          "escapes as a traceback instead of a UserError")
 @pytest.mark.parametrize("document", [{"rows": [{"model": "x"}]}, [], {"rows": None}])
 def test_a_report_json_of_the_wrong_shape_is_a_user_error(tmp_path, document):
     report(tmp_path, []).joinpath("report.json").write_text(json.dumps(document))

@@ -34,6 +34,15 @@ def test_unknown_key_names_the_key_and_file(tmp_path):
         load_config(path)
     line = err.value.line()
     assert "unknown key 'students.0.distill.tempreature'" in line and str(path) in line and "\n" not in line
+    assert err.value.fix == "did you mean 'temperature'?"
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_a_non_finite_number_is_refused(tmp_path, value):
+    # An infinite temperature would train on NaN losses from the first step and still write a report.
+    path = write(tmp_path, f"students: [{{name: s, distill: {{temperature: {value}}}}}]\n")
+    with pytest.raises(UserError, match="students.0.distill.temperature': Input should be a finite number"):
+        load_config(path)
 
 
 def test_wrong_type_names_the_key_and_value(tmp_path):

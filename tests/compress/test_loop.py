@@ -49,6 +49,18 @@ def test_kd_training_logs_both_terms_and_moves_toward_the_teacher(tiny_bert_dir,
     assert after < before
 
 
+def test_a_nan_loss_stops_training_with_one_line_naming_the_model_and_step(tiny_bert_dir, tiny_csv):
+    from compress.errors import UserError
+
+    tokenizer, train, model = setup(tiny_bert_dir, tiny_csv)
+    teacher_logits = torch.full((len(train), 3), math.nan)  # what an infinite temperature or a broken cache gives
+    kd = task_loss(TASKS["classification"], KDConfig())
+    with pytest.raises(UserError, match=r"the loss is nan at step 1 \(epoch 0\)") as err:
+        train_model(model, train.with_teacher({"logits": teacher_logits}), tokenizer, kd,
+                    TrainConfig(epochs=1, batch_size=16), seed=0, log=TrainLog("distil s"))
+    assert err.value.where == "distil s"
+
+
 def test_training_is_seeded(tiny_bert_dir, tiny_csv):
     outs = []
     for _ in range(2):

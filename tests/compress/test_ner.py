@@ -149,3 +149,27 @@ def test_a_student_with_its_own_tokenizer_meets_the_teacher_at_words():
     unlabeled = EncodedSplit([{"input_ids": [0] * 3, "labels": [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]}],
                              sequence_outputs=True, meta={"word_ids": [[None, 0, None]]})
     assert aligned_to_teacher(unlabeled, unlabeled).features[0]["labels"] == [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]
+
+
+def test_a_latin1_conll_file_is_one_line(tmp_path):
+    from compress.data.ner import read_conll
+
+    path = tmp_path / "train.txt"
+    path.write_bytes("Müller B-PER\nflew O\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8 text") as err:
+        read_conll(path)
+    assert err.value.where == str(path)
+
+
+def test_an_unknown_tag_in_the_test_file_names_the_test_file(tmp_path, tiny_bert_dir):
+    from compress.config import RunConfig
+    from compress.data.ner import build
+    from tests.conftest import make_conll
+
+    train, test = make_conll(tmp_path / "train.txt", 20), tmp_path / "test.txt"
+    test.write_text("alice B-PER\nflew O\nto O\nrome B-CITY\n")
+    cfg = RunConfig.model_validate({"task": "ner", "data": {"source": {
+        "kind": "conll", "train": str(train), "test": str(test), "word_column": 0, "tag_column": 1}}})
+    with pytest.raises(UserError, match="unknown tag 'B-CITY'") as err:
+        build(cfg, AutoTokenizer.from_pretrained(tiny_bert_dir))
+    assert err.value.where == f"{test}:1"

@@ -134,3 +134,14 @@ def test_normalisation_and_metrics_against_hand_values():
     # a: EM 0, F1 max(2/3, 0.8) = 0.8; b: unanswerable, empty prediction -> 1, 1; c: 0, 0
     assert m["exact_match"] == pytest.approx(100 / 3)
     assert m["f1"] == pytest.approx(100 * 1.8 / 3)
+
+
+@pytest.mark.parametrize("content, what", [('{"data": 5}', "'data' is a int, not a list of articles"),
+                                           ("é".encode("latin-1"), "not UTF-8 text")])
+def test_a_squad_file_of_the_wrong_shape_or_encoding_is_one_line(tmp_path, content, what):
+    from compress.data.qa import read_squad
+
+    path = tmp_path / "train.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError, match=what):
+        read_squad(path)

@@ -10,9 +10,11 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    DebertaConfig,
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
     MPNetConfig,
     RobertaConfig,
     XLMRobertaConfig,
@@ -276,6 +278,35 @@ def test_families_that_cannot_be_cut_apart_are_one_line(config, message):
         with pytest.raises(UserError) as err:
             action()
         assert message in err.value.what and "\n" not in err.value.line()
+
+
+FUSED = {  # families whose attention or FFN is fused: structured pruning refused (docs/families.md)
+    "deberta": DebertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, num_labels=3),
+    "modernbert": ModernBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, num_labels=3, pad_token_id=0),
+}
+
+
+@pytest.mark.parametrize("family", FUSED)
+def test_fused_families_refuse_structured_pruning_and_take_what_else_they_can(family):
+    from compress.models.students import drop_layers
+
+    model = AutoModelForSequenceClassification.from_config(copy.deepcopy(FUSED[family]))
+    with pytest.raises(UserError) as err:
+        layer_parts(model, "prune.0")
+    assert "structured pruning of a" in err.value.what and "\n" not in err.value.line()
+    ids = torch.tensor([[1, 5, 7, 2]])
+    if family == "deberta":  # v1 keeps BERT's encoder.layer list: its layers drop
+        student = drop_layers(copy.deepcopy(model), [1], "students.0")
+        assert len(student.base_model.encoder.layer) == 1 and student(input_ids=ids).logits.isfinite().all()
+    else:  # ModernBERT keeps its layers elsewhere: refused in one line
+        with pytest.raises(UserError, match="cannot drop layers"):
+            drop_layers(model, [1], "students.0")
+    targets = unstructured_targets(model, None, "prune.0")  # unstructured finds their Linear weights
+    prune_unstructured(targets, 0.5, "global")
+    make_permanent(targets)
+    assert target_sparsity(targets) == pytest.approx(0.5, abs=1e-3) and model(input_ids=ids).logits.isfinite().all()
 
 
 def test_heads_of_an_mpnet_are_kept_in_one_line():

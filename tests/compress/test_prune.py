@@ -281,9 +281,9 @@ def test_families_that_cannot_be_cut_apart_are_one_line(config, message):
 
 
 FUSED = {  # families whose attention or FFN is fused: structured pruning refused (docs/families.md)
-    "deberta": DebertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    "deberta": DebertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              intermediate_size=64, num_labels=3),
-    "modernbert": ModernBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    "modernbert": ModernBertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                    intermediate_size=64, num_labels=3, pad_token_id=0),
 }
 
@@ -297,9 +297,16 @@ def test_fused_families_refuse_structured_pruning_and_take_what_else_they_can(fa
         layer_parts(model, "prune.0")
     assert "structured pruning of a" in err.value.what and "\n" not in err.value.line()
     ids = torch.tensor([[1, 5, 7, 2]])
-    if family == "deberta":  # v1 keeps BERT's encoder.layer list: its layers drop
+    if family == "deberta":  # v1 keeps BERT's encoder.layer list: its layers drop and its layers distil
+        from compress.config import KDConfig, LayerDroppedStudent
+        from compress.distill.objectives import layer_transfer
+
         student = drop_layers(copy.deepcopy(model), [1], "students.0")
         assert len(student.base_model.encoder.layer) == 1 and student(input_ids=ids).logits.isfinite().all()
+        spec = LayerDroppedStudent(name="s", layers=[1], distill=KDConfig(method="intermediate"))
+        transfer = layer_transfer(spec, student.config, model, "students.0")
+        terms = transfer(feeds(), student(**feeds(), **transfer.model_kwargs))
+        assert set(terms) == {"hidden", "attention", "embedding"} and all(torch.isfinite(v) for v in terms.values())
     else:  # ModernBERT keeps its layers elsewhere: refused in one line
         with pytest.raises(UserError, match="cannot drop layers"):
             drop_layers(model, [1], "students.0")
@@ -307,6 +314,20 @@ def test_fused_families_refuse_structured_pruning_and_take_what_else_they_can(fa
     prune_unstructured(targets, 0.5, "global")
     make_permanent(targets)
     assert target_sparsity(targets) == pytest.approx(0.5, abs=1e-3) and model(input_ids=ids).logits.isfinite().all()
+
+
+@pytest.mark.parametrize("family", ["albert", *FUSED])
+def test_families_that_cannot_be_cut_apart_still_export_with_parity(family, tmp_path):
+    config = (AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=64, num_labels=3)
+              if family == "albert" else copy.deepcopy(FUSED[family]))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6"))
+    onnx = export_hf_model(model, tokenizer, tmp_path / "onnx", "text-classification", opset=18)
+    ids = feeds()
+    ids["token_type_ids"] = torch.zeros_like(ids["input_ids"])
+    assert parity_max_abs_diff(model, create_session(onnx), _np(ids)) < 1e-4
 
 
 def test_heads_of_an_mpnet_are_kept_in_one_line():

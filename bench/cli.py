@@ -31,7 +31,7 @@ MinSeconds = Annotated[float, typer.Option(min=0.0, help="time each model for at
 Threads = Annotated[int | None, typer.Option(min=1, help="intra-op threads (PyTorch and ORT); default: all")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="write the result as JSON", show_default=False)]
 CsvOut = Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV", show_default=False)]
-Task = Annotated[str, typer.Option(help="head for zoo shapes: classification | ner | qa")]
+Task = Annotated[str, typer.Option(help="head for zoo shapes: classification | regression | ner | qa")]
 
 
 @app.callback()
@@ -175,7 +175,7 @@ def _resolve(targets: list[str], backends: list[str] | None, export_dir: Path, t
     if bad:
         raise UserError(f"unknown backend '{bad[0]}'", "--backend", "use torch or ort")
     if task not in TASKS:
-        raise UserError(f"unknown task '{task}'", "--task", "use classification, ner or qa")
+        raise UserError(f"unknown task '{task}'", "--task", "use classification, regression, ner or qa")
     return [r for target in targets for r in resolve(target, backends, export_dir, task)]
 
 

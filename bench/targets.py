@@ -149,7 +149,7 @@ def _load_folder(path: Path) -> torch.nn.Module:
 
 
 def _zoo(name: str, task: str) -> torch.nn.Module:
-    return build_zoo_model(name, task, num_labels=9 if task == "ner" else 2)  # 9: CoNLL-2003's tags
+    return build_zoo_model(name, task, num_labels={"ner": 9, "regression": 1}.get(task, 2))  # 9: CoNLL-2003's tags
 
 
 def _output_names(model: torch.nn.Module) -> tuple[str, ...]:

@@ -57,7 +57,8 @@ PAIR_COLUMN = ("sentence pairs (paraphrase, NLI, duplicate questions, similarity
 
 
 class LocalSource(SplitFiles):
-    """CSV or JSONL files on disk. Splits that are not given are carved out of `train` (stratified, seeded)."""
+    """CSV/TSV, JSONL/JSON or Parquet files on disk. Splits that are not given are carved out of `train` (seeded;
+    stratified for classification)."""
 
     kind: Literal["local"] = "local"
     text_column: str = "text"
@@ -184,7 +185,7 @@ class TrainConfig(Strict):
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, allow_inf_nan=True, description=".inf: no clipping")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches per optimizer step")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="fp16 needs a GPU; bf16 runs on CPU too")
     validate_every_epoch: bool = Field(True, description="score the validation split after each epoch and end "
@@ -383,7 +384,7 @@ class RecoveryConfig(Strict):
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, allow_inf_nan=True, description=".inf: no clipping")
     distill: KDConfig = KDConfig()
 
     @field_validator("distill")
@@ -509,8 +510,12 @@ class BenchConfig(Strict):
     warmup: int = Field(10, ge=0)
     iters: int = Field(50, ge=3)
     threads: int | None = Field(None, ge=1, description="intra-op threads for PyTorch and ORT; default: all")
-    pause_ms: float = Field(50, ge=0, description="rest before each timed block, so the thread pools the previous "
-                                                  "block left spinning (ORT's, OpenMP's) do not steal its cores")
+    pause_ms: float | None = Field(None, ge=0, description="rest before each timed block, so the thread pools the "
+                                   "previous block left spinning (ORT's, OpenMP's) do not steal its cores; "
+                                   "default 50")
+
+    def pause_s(self) -> float:
+        return (50 if self.pause_ms is None else self.pause_ms) / 1e3
 
 
 # ---------------------------------------------------------------- run
@@ -564,8 +569,8 @@ class RunConfig(Strict):
             if getattr(student, "tokenizer", None) is None:
                 continue
             if self.task == "qa":
-                raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification "
-                                 "and NER so far (QA's start and end are not mapped across tokenizers); remove it")
+                raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification, "
+                                 "regression and NER so far (QA's start and end are not mapped across tokenizers); remove it")
             if student.distill.method in LAYER_METHODS:
                 raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
                                  "hidden states token by token, so it needs the teacher's tokenizer; use logit or "
@@ -674,7 +679,7 @@ def stable_hash(*parts: BaseModel | dict | str | None) -> str:
 
 # Keys added after runs existed that change nothing while unset: hashed only when set, so an upgrade does not re-run
 # a finished stage.
-HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer"})
+HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer", "pause_ms"})
 
 
 def _without_unhashed(value):
@@ -722,7 +727,8 @@ def _first_problem(err: ValidationError, path: Path) -> UserError:
     key = ".".join(str(p) for p in loc)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if problem["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), sorted(_known_keys()), n=1)
+        # A known key in the wrong place gets no suggestion (it would suggest itself).
+        close = difflib.get_close_matches(str(loc[-1]), sorted(_known_keys() - {str(loc[-1])}), n=1)
         return UserError(f"unknown key '{key}'{extra}", str(path),
                          f"did you mean '{close[0]}'?" if close
                          else "remove it or check the spelling against configs/demo.yaml")

@@ -57,7 +57,7 @@ def artifact_rows(report: dict) -> list[dict]:
                 "kept": v.get("kept"), "size_mb": v.get("size_mb"), "size_mb_compressed": None,
                 "flops": r.get("flops") if v["precision"] == "fp32" else None,
                 "metric": None if failed else v["ort_metric"],
-                "retained": None if failed or not teacher_metric else v["ort_metric"] / teacher_metric,
+                "retained": None if failed or not teacher_metric > 0 else v["ort_metric"] / teacher_metric,
                 "latency_ms_p50": v.get("ort_p50_ms"), "latency_ms_p95": v.get("ort_p95_ms"),
                 "speedup": teacher_p50 / v["ort_p50_ms"] if teacher_p50 and v.get("ort_p50_ms") else None,
                 "parity_max_abs_diff": v.get("parity_max_abs_diff"), "argmax_agreement": v.get("argmax_agreement"),

@@ -207,7 +207,7 @@ class ReportRow:
     params: int = _doc("parameters, counted from the model (int8 rows: the fp32 model's)")
     size_mb: float = _doc("size of the saved model folder's weights, MB (10^6 bytes)")
     metric: float = _doc("the task's headline metric named by the top-level `metric` (`accuracy`; `f1` for NER and "
-                         "QA), on the test split, as a fraction")
+                         "QA, as fractions; `spearman` for regression, -1 to 1), on the test split")
     retained: float | None = _doc("`metric / teacher metric`; none where the teacher's metric is 0 or below (a "
                                   "regression's correlation can be: there is no share of it to keep)")
     torch_p50_ms: float | None = _doc("median latency in PyTorch eager (CPU), batch and length as in `bench`; "

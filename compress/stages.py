@@ -461,7 +461,7 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
             graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
             results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
-                                                    b.threads, cfg.seed, peak, b.pause_ms / 1e3)
+                                                    b.threads, cfg.seed, peak, b.pause_s())
             advance()
     write_json_atomic(cfg.run_dir / "bench.json", {
         "settings": b.model_dump(), "results": to_json(results, BenchResult),

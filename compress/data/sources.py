@@ -56,8 +56,13 @@ def load_splits(cfg: DataConfig, seed: int, scores: bool = False) -> TextSplits:
         raw, names = read_hub_dataset(source, scores)
     if scores:
         label_names = None
-        splits = {split: None if pairs is None else Examples([t for t, _ in pairs], [y for _, y in pairs])
-                  for split, pairs in raw.items()}
+        splits = {split: None if pairs is None else _examples(pairs) for split, pairs in raw.items()}
+        for split, examples in splits.items():
+            if examples is not None and len(examples) > 1 and len(set(examples.labels)) == 1:
+                # GLUE hides its test scores as -1.0: every correlation on such a split would be 0, silently.
+                raise UserError(f"every row of the {split} split has the score {examples.labels[0]:g}",
+                                _describe(source), "give a split with real scores (GLUE's test labels are hidden: "
+                                                   "use test_split: validation)")
         filled, rest = fill_splits(splits, cfg, seed, carve=_seeded_examples_split, subset=_seeded_examples_subset)
     else:
         label_names, splits = _to_label_ids(raw, names, where=_describe(source))
@@ -223,7 +228,7 @@ def load_hub_split(source: HubSource, split: str, columns: tuple[str, ...]):
         try:
             ds = datasets.load_dataset(source.dataset, source.subset, split=split)
         except Exception as err:  # datasets raises many types for network, auth and name problems
-            reason = f"{unreachable_note(online)}{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            reason = f"{unreachable_note(online)}{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
             raise UserError(f"could not load split '{split}' ({reason})", where,
                             "check the name and your network, or save it to files and use a local source "
                             "(kind: local, conll or squad)") from None

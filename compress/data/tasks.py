@@ -1,4 +1,4 @@
-"""What differs between the three tasks, in one place: outputs, export task, metric, data, loss targets.
+"""What differs between the tasks, in one place: outputs, export task, metric, data, loss targets.
 Everything else (training loop, export, bench, report) is shared. The model class per task is in
 compress.models.loading.AUTO_CLASSES (models sit above data)."""
 

@@ -127,7 +127,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                     if not torch.isfinite(value):  # every later step would be NaN too, and the model is lost
                         raise UserError(f"the loss is {value.item()} at step {step + 1} (epoch {epoch})",
                                         log.description, "lower train.learning_rate or check the distill settings; "
-                                        "nothing was written for this model")
+                                        "the model was not saved")
                     accelerator.backward(value)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)

@@ -203,3 +203,13 @@ def test_hub_ner_and_qa_rows_are_read_like_conll2003_and_squad(monkeypatch):
     assert sentence.words == ["Peter", "Blackburn", "spoke"] and sentence.tags == ["B-PER", "I-PER", "O"]
     [example] = qa._hub_examples(HubSource(dataset="squad"), "train")
     assert example.answers == [{"text": "Bob", "answer_start": 0}] and example.context == "Bob spoke."
+
+
+def test_a_split_whose_scores_are_all_one_value_is_refused(tmp_path):
+    # GLUE hides its test scores as -1: correlations on such a split would all be 0 without a word.
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("text,score\n" + "".join(f"text number {i},{i / 10}\n" for i in range(20)))
+    test.write_text("text,score\n" + "".join(f"hidden text {i},-1\n" for i in range(5)))
+    source = LocalSource(train=train, test=test, label_column="score")
+    with pytest.raises(UserError, match="every row of the test split has the score -1"):
+        load_splits(DataConfig(source=source), seed=0, scores=True)

@@ -77,3 +77,20 @@ def test_hybrid_with_no_confident_row_is_plain_kd_and_still_differentiable():
     assert terms["confident"].item() == 0.0 and not math.isnan(loss.item())
     loss.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_regression_terms_skip_rows_without_a_score():
+    import math
+
+    from compress.data.batching import EncodedSplit
+    from compress.distill.losses import labelled_mse, score_kd_term
+
+    scores = torch.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    labels = torch.tensor([2.0, math.nan, 4.0])  # the middle row is a transfer text's: no score
+    assert labelled_mse(scores, labels).item() == pytest.approx(0.5)  # (1 + 0) / 2 rows with a score
+    nothing = labelled_mse(scores, torch.full((3,), math.nan))
+    nothing.backward()
+    assert nothing.item() == 0 and torch.equal(scores.grad, torch.zeros(3))
+    assert score_kd_term(scores, torch.tensor([1.0, 2.0, 1.0])).item() == pytest.approx(3.0)  # every row: 9 / 3
+    dropped = EncodedSplit([{"input_ids": [1], "labels": 3.5}, {"input_ids": [1], "labels": 2}]).without_labels()
+    assert math.isnan(dropped.labels[0]) and dropped.labels[1] == -100  # a score becomes NaN, a class id -100

@@ -570,7 +570,8 @@ class RunConfig(Strict):
                 continue
             if self.task == "qa":
                 raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification, "
-                                 "regression and NER so far (QA's start and end are not mapped across tokenizers); remove it")
+                                 "regression and NER so far (QA's start and end are not mapped across tokenizers); "
+                                 "remove it")
             if student.distill.method in LAYER_METHODS:
                 raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
                                  "hidden states token by token, so it needs the teacher's tokenizer; use logit or "

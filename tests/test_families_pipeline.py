@@ -193,7 +193,7 @@ def test_an_own_tokenizer_is_refused_where_tokens_must_line_up(tmp_path, student
     if message:
         with pytest.raises(ValidationError, match=message):
             RunConfig.model_validate(base)
-    with pytest.raises(ValidationError, match="works for classification and NER so far"):
+    with pytest.raises(ValidationError, match="works for classification, regression and NER so far"):
         RunConfig.model_validate(base | {"task": "qa", "data": {"source": {"kind": "squad", "train": "t.json"}}})
 
 

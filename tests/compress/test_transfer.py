@@ -289,7 +289,8 @@ def bad_transfer_data(tmp_path, tiny_csv, path) -> RunConfig:
     ("latin1.csv", "text\ncaf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text"),
     ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text"),
     ("number.jsonl", '{"text": 3}\n', "the text is a int, not a string"),
-    ("table.parquet", "x", "unsupported file type '.parquet'"),
+    ("table.xlsx", "x", "unsupported file type '.xlsx'"),
+    ("table.parquet", "x", "cannot read the Parquet file"),
 ])
 def test_bad_unlabeled_file_is_one_line_naming_the_key(tmp_path, tiny_csv, name, content, message):
     path = tmp_path / name

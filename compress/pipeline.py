@@ -8,6 +8,7 @@ and a change re-runs only what is downstream of it. What each stage does is in c
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import transformers
 
-from compress import stages
+from compress import distributed, stages
 from compress.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
 from compress.config import (
     BiLSTMStudent,
@@ -57,9 +58,13 @@ def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResu
     except OSError as err:
         raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
                         "set output_dir to a writable folder") from None
-    with run_folder_lock(run_dir), stages.training_on(device):
-        remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
-        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    main = distributed.is_main()  # with several processes, the main one alone writes (compress.distributed)
+    with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
+        distributed.start(device)
+        if main:
+            remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
+            write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+        distributed.wait_for_everyone()
         return _run_in(run_dir, cfg, selection)
 
 
@@ -77,6 +82,8 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
                       f"{selection.only}; run without --only to bring the later stages up to date")
         return RunResult(run_dir, None, runner.ran, runner.skipped)
 
+    if not distributed.is_main():  # the main process writes and prints the report
+        return RunResult(run_dir, None, runner.ran, runner.skipped)
     started = time.perf_counter()
     timeline = [{"stage": "data", "seconds": round(data_seconds, 3)}] + runner.timeline()
     report = build_report(cfg, models, exports, bench, stages.bench_environment(run_dir), timeline)

@@ -274,14 +274,16 @@ class Pruner:
 
 def prune_iteratively(pruner: Pruner, seed: int, score: Callable[[nn.Module], float],
                       recover: Callable[[int], float] | None, gradients: Callable[[nn.Module], None] | None,
-                      log_path: Path, name: str) -> tuple[list[PruneStep], float]:
+                      log_path: Path | None, name: str) -> tuple[list[PruneStep], float]:
     """Prune -> score -> recover, `pruner.spec.steps` times; returns the steps and the seconds recovery took.
 
     `score(model)` is the validation metric; `recover(step)` fine-tunes the model after a step (None: no
-    recovery) and returns its seconds. Each step is a line of `log_path` and of the console.
+    recovery) and returns its seconds. Each step is a line of `log_path` (None: no log, as in a process other than
+    the main one) and of the console.
     """
     steps, seconds, total = [], 0.0, pruner.spec.steps
-    log_path.write_text("")
+    if log_path is not None:
+        log_path.write_text("")
     for step in range(1, total + 1):
         set_seed(seed + step)  # Taylor gradients run the model in train mode (dropout): same draws on resume
         pruner.step(gradients)
@@ -291,8 +293,9 @@ def prune_iteratively(pruner: Pruner, seed: int, score: Callable[[nn.Module], fl
             after = score(pruner.model)
         record = PruneStep(step=step, **pruner.sizes(), validation_after_prune=before, validation=after)
         steps.append(record)
-        with log_path.open("a") as f:
-            f.write(json.dumps(to_json(record)) + "\n")
+        if log_path is not None:
+            with log_path.open("a") as f:
+                f.write(json.dumps(to_json(record)) + "\n")
         console.print(f"{name} step {step}/{total}: validation {before:.4f} after pruning, {after:.4f} after recovery")
     pruner.finish()
     return steps, seconds

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from compress import distributed
 from compress.config import RunConfig
 from compress.errors import UserError
 from compress.manifest import STAGES, Manifest, stage_group
@@ -67,6 +68,11 @@ class LaterStageNotRun(Exception):
         super().__init__(stage)
 
 
+# Stages that train: with several processes every process runs them (each its share of the batches); every other
+# stage runs in the main process alone (compress.distributed).
+TRAINING_STAGES = ("teacher", "student", "baseline", "prune")
+
+
 class StageRunner:
     """Runs stages through the manifest, as the selection asks, and remembers which ran and which were skipped."""
 
@@ -96,12 +102,31 @@ class StageRunner:
             outputs, result = work()
             return outputs, to_json(result, result_type)
 
-        recorded, skipped = self.manifest.run_stage(stage, config_hash, recorded_work, force=force)
-        if force and self.selection.only:
-            self.manifest.forget_after(self.selection.only)
+        if distributed.is_main():
+            recorded, skipped = self.manifest.run_stage(stage, config_hash, recorded_work, force=force)
+            if force and self.selection.only:
+                self.manifest.forget_after(self.selection.only)
+            distributed.wait_for_everyone()  # the others now read what was recorded
+        else:
+            recorded, skipped = self._follow_main(stage, config_hash, force, work)
         (self.skipped if skipped else self.ran).append(stage)
         console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
         return from_json(result_type, recorded)
+
+    def _follow_main(self, stage: str, config_hash: str, force: bool,
+                     work: Callable[[], tuple[list[str], R]]) -> tuple[dict, bool]:
+        """Another process than the main one: a training stage the main process runs is run here too (its share
+        of the batches; it writes nothing), any other is left to the main process; then, once the main process
+        has recorded it, the result it recorded (and the manifest as the main process left it)."""
+        skipped = not force and self.manifest.is_done(stage, config_hash)
+        if not skipped and stage.split(":")[0] in TRAINING_STAGES:
+            try:
+                work()
+            except distributed.TrainedElsewhere:
+                pass
+        distributed.wait_for_everyone()
+        self.manifest = Manifest(self.manifest.run_dir)
+        return self.manifest.result(stage), skipped
 
     def timeline(self) -> list[dict]:
         """This run's stages in pipeline order, with the seconds each took when it last ran."""

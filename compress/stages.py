@@ -25,6 +25,7 @@ from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
 from bench.measure import time_model_and_graphs
 from bench.results import capture_environment
+from compress import distributed
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
 from compress.config import (
     LAYER_METHODS,
@@ -359,8 +360,8 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArti
                            log=log).seconds
 
     steps, seconds = prune_iteratively(Pruner(model, spec, f"prune.{index}"), cfg.seed, score,
-                                       recover if spec.recovery.epochs else None, gradients, log_path(cfg, name),
-                                       name)
+                                       recover if spec.recovery.epochs else None, gradients,
+                                       log_path(cfg, name) if distributed.is_main() else None, name)
     trained = TrainResult(steps=0, seconds=seconds, final_loss=0.0, epochs_run=spec.recovery.epochs * spec.steps)
     files, result = finish_model(cfg, name, "pruned", source.student_kind, model, tokenizer, data, trained,
                                  config_hash, rel=f"pruned/{name}")
@@ -391,7 +392,10 @@ def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None,
                  trained: TrainResult | None, config_hash: str, rel: str | None = None,
                  weights_of=None) -> tuple[list[str], ModelArtifact]:
     """Evaluate on the test split, save atomically, and describe the model for the report. `weights_of` is the
-    fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters())."""
+    fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters()).
+    With several processes, the main one alone does this: the others stop here (distributed.TrainedElsewhere)."""
+    if not distributed.is_main():
+        raise distributed.TrainedElsewhere(name)
     metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
     rel = rel or (name if role == "teacher" else f"students/{name}")
     if role == "quantized":

@@ -24,3 +24,45 @@ def test_kd_training_runs_across_two_processes(tiny_bert_dir, tmp_path):
     # 24 examples, batches of 4: 6 batches per epoch, 3 per process, over 12 epochs.
     assert result["processes"] == 2 and result["steps"] == 36
     assert result["last_epoch_loss"] < 0.6 * result["first_epoch_loss"]
+
+
+def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir, tiny_csv, tmp_path):
+    """`torchrun --nproc_per_node 2 -m compress.cli run`: both processes train (each its share of the batches), the
+    main one alone writes; the report has every row, nothing is left half-written, and the same config run again
+    (here in one process) finds every stage done."""
+    import yaml
+
+    from compress.config import load_config
+    from compress.pipeline import run
+
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "two", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 16},
+        "transfer": {"augment": {"copies": 1}},
+        "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 1, "learning_rate": 3e-3}},
+        "students": [{"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
+                      "num_heads": 2, "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}}],
+        "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
+                   "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
+        "export": {"quantize": {"enabled": False}},
+        "bench": {"warmup": 0, "iters": 3, "seq_len": 8, "pause_ms": 0},
+    }))
+    launcher = Path(sys.executable).with_name("torchrun")
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([str(launcher), "--standalone", "--nproc_per_node", "2", "-m", "compress.cli", "run",
+                          str(config)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "two"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert {r["model"] for r in report["rows"]} == {"teacher", "scratch", "scratch-baseline", "scratch-pruned"}
+    assert out.stdout.count("report: ") == 1  # one process printed (and wrote) the report
+    leftovers = [p for p in run_dir.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]
+    assert leftovers == []
+    # Each process took half of every epoch's batches: the teacher's log has half the steps one process takes.
+    steps = [json.loads(line) for line in (run_dir / "logs" / "teacher.jsonl").read_text().splitlines()]
+    labelled = json.loads((run_dir / "manifest.json").read_text())["stages"]["teacher_logits"]["result"]["features"]
+    assert sum("step" in s for s in steps) == -(-labelled // (16 * 2))
+    again = run(load_config(config))
+    assert again.ran == [] and set(again.skipped) >= {"teacher", "student:scratch", "baseline:scratch-baseline",
+                                                      "prune:scratch-pruned", "bench"}

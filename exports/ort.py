@@ -11,13 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
+
+from compress.errors import UserError
+
+try:
+    import onnxruntime as ort
+except ImportError:  # the `cpu` or `gpu` extra installs one of its two builds
+    raise UserError("ONNX Runtime is not installed", "onnxruntime",
+                    'pip install "bert-compress[cpu]", or "bert-compress[gpu]" on a CUDA machine') from None
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.data.batching import collect_outputs
-from compress.errors import UserError
 
 
 def create_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",

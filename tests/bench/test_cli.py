@@ -102,3 +102,19 @@ def test_corrupt_onnx_is_one_line_exit_2(tmp_path):
     out = bench("latency", str(bad), "--iters", "3")
     assert out.returncode == 2 and "ONNX Runtime cannot load it" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_without_onnx_runtime_a_command_is_one_line(monkeypatch):
+    # ONNX Runtime comes from the `cpu` or `gpu` extra; installed without either, a command says which to add.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import of it now fails, as when it is absent
+    for name in [m for m in sys.modules if m == "exports.ort" or m.startswith("bench.")]:
+        parent, _, child = name.rpartition(".")
+        # Imported afresh below; the old modules come back afterwards, in sys.modules and on their packages.
+        monkeypatch.setattr(sys.modules[parent], child, sys.modules[name])
+        monkeypatch.delitem(sys.modules, name)
+    from bench.cli import main as fresh_main
+
+    out = console_script(fresh_main, "bench", "latency", "bert-base", "--iters", "3", "--seq-lens", "8")
+    assert out.returncode == 2 and out.stderr.strip() == (
+        'error: onnxruntime: ONNX Runtime is not installed -- pip install "bert-compress[cpu]", or '
+        '"bert-compress[gpu]" on a CUDA machine')

@@ -5,6 +5,7 @@ at once instead of after loading torch, transformers and ONNX Runtime."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -154,7 +155,21 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
 
 
 def _settings(arguments: dict) -> dict:
+    """The command's arguments as the JSON records them; the files it will write are checked first, so a
+    measurement is never lost to a folder that cannot be written."""
+    for option in ("json", "csv", "trace"):
+        if arguments.get(option) is not None:
+            _check_writable(arguments[option], f"--{option}")
     return {k: str(v) if isinstance(v, Path) else v for k, v in arguments.items()}
+
+
+def _check_writable(path: Path, option: str) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError("is a folder, not a file", f"{option} {path}", "name a file to write")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError("its folder does not exist or cannot be written", f"{option} {path}",
+                        "create the folder or pick a writable path")
 
 
 def _setup(device: str, threads: int | None) -> None:

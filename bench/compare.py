@@ -20,10 +20,13 @@ def load_rows(path: Path) -> list[dict]:
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError("file not found", str(path), "pass two files written by `bench ... --json`") from None
+    except IsADirectoryError:
+        raise UserError("is a folder, not a file", str(path),
+                        "pass two files written by `bench ... --json` (a run's is <run folder>/bench.json)") from None
     except ValueError as err:
         raise UserError(f"not JSON ({err})", str(path), "pass two files written by `bench ... --json`") from None
     results = document.get("results") if isinstance(document, dict) else None
-    if isinstance(results, list):
+    if isinstance(results, list) and all(isinstance(row, dict) for row in results):
         return results
     if isinstance(results, dict) and "settings" in document:
         return _run_bench_rows(document)

@@ -13,7 +13,7 @@ import torch
 from bench.devices import check_device, ort_provider, torch_clock
 from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.runners import dummy_inputs, ort_runner, torch_runner
-from bench.targets import Runnable, onnx_vocab_size, open_torch
+from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
 from bench.timing import Clock, time_interleaved, wall_clock
 from compress.data.batching import MODEL_INPUTS
 from compress.results import ModelTimings, Timing
@@ -29,6 +29,10 @@ class Opened:
     vocab_size: int
     clock: Clock
     provider: str
+    config: object = None  # the PyTorch model's config (None for a graph: check_positions reads it from disk)
+
+    def check_positions(self, seq_len: int) -> None:
+        check_positions(self.runnable, self.config, seq_len)
 
 
 def open_runnable(runnable: Runnable, device: str, threads: int | None) -> Opened:
@@ -40,7 +44,7 @@ def open_runnable(runnable: Runnable, device: str, threads: int | None) -> Opene
                       wall_clock(), session.get_providers()[0])
     model = open_torch(runnable.path, dev, runnable.task)
     return Opened(runnable, lambda feeds: torch_runner(model, feeds), model.config.vocab_size, torch_clock(dev),
-                  f"torch-{dev.type}")
+                  f"torch-{dev.type}", model.config)
 
 
 def latency_rows(runnables: list[Runnable], device: str, batch_sizes: list[int], seq_lens: list[int], warmup: int,
@@ -49,6 +53,8 @@ def latency_rows(runnables: list[Runnable], device: str, batch_sizes: list[int],
     their ratios are measured side by side."""
     dev = check_device(device)
     opened = [open_runnable(r, device, threads) for r in runnables]
+    for o in opened:
+        o.check_positions(max(seq_lens))
     described = _Describer()
     peak = gemm_peak_flops(dev, torch.get_num_threads())
     rows = []

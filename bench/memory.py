@@ -64,6 +64,7 @@ def probe(spec: dict) -> dict:
     _reset_peak_rss()
     reset_device_memory(device)
     opened = open_runnable(runnable, spec["device"], spec["threads"])
+    opened.check_positions(spec["seq_len"])
     run = opened.runner(dummy_inputs(opened.vocab_size, spec["batch_size"], spec["seq_len"], list(MODEL_INPUTS)))
     for _ in range(spec["iters"]):
         run()

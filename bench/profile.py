@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.devices import check_device, ort_provider, synchronizer
 from bench.runners import dummy_inputs, ort_runner, torch_runner
-from bench.targets import Runnable, onnx_vocab_size, open_torch
+from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
 from compress.data.batching import MODEL_INPUTS
 from exports.ort import create_session
 
@@ -39,6 +39,7 @@ def _profile_torch(runnable: Runnable, device: str, batch_size: int, seq_len: in
                    trace: Path) -> dict[str, dict]:
     dev = check_device(device)
     model = open_torch(runnable.path, dev, runnable.task)
+    check_positions(runnable, model.config, seq_len)
     run = torch_runner(model, dummy_inputs(model.config.vocab_size, batch_size, seq_len, list(MODEL_INPUTS)))
     sync = synchronizer(dev)
     for _ in range(warmup):
@@ -66,6 +67,7 @@ def _profile_ort(runnable: Runnable, device: str, batch_size: int, seq_len: int,
         session = create_session(Path(runnable.path), provider=ort_provider(device),
                                  profile_prefix=str(Path(tmp) / "ort"))
         vocab = onnx_vocab_size(Path(runnable.path))
+        check_positions(runnable, None, seq_len)
         run = ort_runner(session, dummy_inputs(vocab, batch_size, seq_len, list(MODEL_INPUTS)))
         for _ in range(warmup + iters):
             run()

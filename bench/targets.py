@@ -115,6 +115,20 @@ def onnx_vocab_size(path: Path) -> int:
     return int(json.loads(config.read_text()).get("vocab_size", 30522)) if config.is_file() else 30522
 
 
+def check_positions(runnable: Runnable, config, seq_len: int) -> None:
+    """One line where `seq_len` is longer than the model takes (its position table), before anything is timed.
+    `config` is the model's (None: read the config.json an export keeps beside its graph, if any)."""
+    if config is None:
+        saved = Path(runnable.path).parent / "config.json"
+        config = transformers.AutoConfig.from_pretrained(saved.parent) if saved.is_file() else None
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # their positions start after the padding index
+    if limit and seq_len > limit:
+        raise UserError(f"{seq_len} tokens is longer than the {limit} positions '{runnable.name}' takes",
+                        "--seq-lens / --seq-len", f"use at most {limit}")
+
+
 def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
     try:
         # Each row names its model and folder; anything else (a list, rows: null, a row without model_dir) is a

@@ -526,7 +526,7 @@ class RunConfig(Strict):
     task: Literal["classification", "regression", "ner", "qa"] = Field(
         "classification", description="classification (a class per text or pair), regression (a score per text or "
                                       "pair, e.g. STS-B), ner (a tag per word) or qa (an answer span)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="the one seed of every split, shuffle and initialisation")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where models train and the teacher labels: auto (CUDA, then MPS, then the CPU), "
                                     "cpu, cuda, cuda:N or mps; export and bench stay on the CPU")
@@ -694,24 +694,42 @@ def _without_unhashed(value):
 
 def load_config(path: Path) -> RunConfig:
     """Read and validate a run YAML; every problem becomes one UserError line naming the file and key."""
+    if path.is_dir():
+        raise UserError("is a folder, not a config file", str(path), "give the path of a run YAML")
     if not path.is_file():
         raise UserError("config file not found", str(path),
                         "check the path, or run `compress run` with no argument for the demo")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read the config ({type(err).__name__})", str(path),
                         "save it as a readable UTF-8 file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"not valid YAML ({getattr(err, 'problem', err)})", where, "fix the syntax") from None
+        problem = str(getattr(err, "problem", err))
+        raise UserError(f"not valid YAML ({problem})", where,
+                        "keep one of them" if "appears twice" in problem else "fix the syntax") from None
     if not isinstance(raw, dict):
         raise UserError("expected a mapping of settings at the top level", str(path), "see configs/demo.yaml")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         raise _first_problem(err, path) from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a mapping that names a key twice (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _first_problem(err: ValidationError, path: Path) -> UserError:

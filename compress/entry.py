@@ -21,8 +21,11 @@ def run_app(app: typer.Typer) -> None:
         code = INTERRUPTED
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except typer.TyperException as err:  # usage errors: unknown option, missing argument (exit 2)
-        err.show() if hasattr(err, "show") else typer.echo(f"error: {err.format_message()}", err=True)
+    except typer.TyperException as err:  # usage errors: unknown option, missing argument, bad value (exit 2)
+        ctx = getattr(err, "ctx", None)
+        command = ctx.command_path if ctx is not None else "the command"
+        if err.format_message():  # no command at all: typer has shown the help already
+            typer.echo(f"error: {command}: {err.format_message()} -- run '{command} --help'", err=True)
         sys.exit(err.exit_code)
     except typer.Abort:
         code = INTERRUPTED

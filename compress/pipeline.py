@@ -135,8 +135,7 @@ def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
     them instead of held in memory."""
     runner("teacher_logits", stable_hash("teacher_logits", teacher.hash), CachedOutputs,
            lambda: stages.cache_teacher_outputs(cfg, teacher, data))
-    return {name: np.load(cfg.run_dir / path, mmap_mode="r")
-            for name, path in stages.teacher_output_paths(data.task).items()}
+    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(data.task))
 
 
 def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
@@ -148,8 +147,19 @@ def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
         return None
     runner("teacher_transfer", stable_hash("teacher_transfer", teacher.hash, data.transfer_fingerprint),
            CachedOutputs, lambda: stages.cache_transfer_outputs(cfg, teacher, data))
-    return {name: np.load(cfg.run_dir / path, mmap_mode="r")
-            for name, path in stages.teacher_output_paths(data.task, "transfer").items()}
+    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(data.task, "transfer"))
+
+
+def load_cached_outputs(run_dir: Path, paths: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The teacher's cached outputs, memory-mapped; a damaged file (a disk that filled up, an edit) is one line."""
+    outputs = {}
+    for name, path in paths.items():
+        try:
+            outputs[name] = np.load(run_dir / path, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            raise UserError(f"the teacher's cached outputs cannot be read ({type(err).__name__})", str(run_dir / path),
+                            "compute them again: compress run --from teacher") from None
+    return outputs
 
 
 def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,

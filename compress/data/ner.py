@@ -12,7 +12,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
 from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
-from compress.data.sources import fill_splits, hub_splits, load_hub_split
+from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_sentences
 from compress.errors import UserError
 
@@ -41,8 +41,7 @@ def read_conll(path: Path, word_column: int = 0, tag_column: int = -1) -> list[S
     """Read a CoNLL column file: one token per line, columns split on whitespace, a blank line between
     sentences, `-DOCSTART-` lines skipped. The word and tag columns are configurable (CoNLL-2003 keeps the NER
     tag in the last of four columns; WNUT in the second of two)."""
-    if not path.is_file():
-        raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
+    require_file(path, "data file", str(path), "check data.source paths (relative to where you run)")
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []

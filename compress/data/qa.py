@@ -15,7 +15,7 @@ import torch
 from compress.config import HubSource, RunConfig, SquadSource
 from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
-from compress.data.sources import fill_splits, hub_splits, load_hub_split
+from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_questions
 from compress.errors import UserError
 
@@ -34,8 +34,7 @@ class QAExample:
 def read_squad(path: Path, with_answers: bool = True) -> list[QAExample]:
     """Read a SQuAD-format JSON file (v1.1, or v2.0 with `is_impossible`), checking every answer span; without
     answers (a transfer set's file) only ids, questions and contexts are read, and answers are ignored."""
-    if not path.is_file():
-        raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
+    require_file(path, "data file", str(path), "check data.source paths (relative to where you run)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
         if not isinstance(data, list):
@@ -251,8 +250,7 @@ def pair(example: QAExample) -> tuple[str, str]:
 def read_unlabeled_questions(path: Path, key: str) -> list[QAExample]:
     """The questions of one unlabeled SQuAD-format file (answers ignored); `key` (transfer.unlabeled.<i>) leads
     every error's where."""
-    if not path.is_file():
-        raise UserError("unlabeled file not found", f"{key}: {path}", "check the path (relative to where you run)")
+    require_file(path, "unlabeled file", f"{key}: {path}", "check the path (relative to where you run)")
     if path.suffix.lower() != ".json":
         raise UserError(f"unsupported file type '{path.suffix}' for QA", f"{key}: {path}",
                         "use a SQuAD-format .json file (its answers are ignored)")

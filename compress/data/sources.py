@@ -99,8 +99,7 @@ def read_local_file(path: Path, text_column: str, label_column: str, pair_column
                     scores: bool = False) -> list[tuple[str | tuple[str, str], str | float]]:
     """Read (text, label) pairs from a table file (see read_rows); with
     `pair_column` the text is a (text, text pair) tuple; with `scores` the label is a finite number."""
-    if not path.is_file():
-        raise UserError("data file not found", str(path), "check data.source paths (relative to where you run)")
+    require_file(path, "data file", str(path), "check data.source paths (relative to where you run)")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise UserError(f"unsupported file type '{path.suffix.lower()}'", str(path),
                         "use .csv, .tsv, .jsonl, .json or .parquet")
@@ -123,6 +122,14 @@ def read_local_file(path: Path, text_column: str, label_column: str, pair_column
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def require_file(path: Path, what: str, where: str, fix: str) -> None:
+    """One line where `path` is not a file: missing, or a folder where a file was meant."""
+    if path.is_dir():
+        raise UserError(f"{what} is a folder, not a file", where, f"name the file inside it; {fix}")
+    if not path.is_file():
+        raise UserError(f"{what} not found", where, fix)
 
 
 def as_score(label, where: str) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 from compress.artifacts import write_text_atomic
 from compress.config import RunConfig, stable_hash
 from compress.data.augment import Candidates, augment_pairs, augment_sentences, augment_texts
-from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows
+from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows, require_file
 from compress.errors import UserError
 
 TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
@@ -141,8 +141,7 @@ def read_unlabeled(path: Path, column: str, key: str, pair_column: str | None = 
     (blank cells skipped), with `pair_column` (text, text pair) tuples. `key` (transfer.unlabeled.<i>) leads every
     error's where."""
     where = f"{key}: {path}"
-    if not path.is_file():
-        raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
+    require_file(path, "unlabeled file", where, "check the path (relative to where you run)")
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
         raise UserError(f"unsupported file type '{suffix}'", where, "use .txt (one text per line), .csv, .tsv, "
@@ -168,8 +167,7 @@ def read_unlabeled_sentences(path: Path, word_column: int, key: str) -> list[lis
     ignored, a blank line between sentences) or one sentence per line, split at whitespace. A .txt file is read as
     CoNLL when it has blank lines and its lines have at most 4 columns (a word and its tags), else as lines."""
     where = f"{key}: {path}"
-    if not path.is_file():
-        raise UserError("unlabeled file not found", where, "check the path (relative to where you run)")
+    require_file(path, "unlabeled file", where, "check the path (relative to where you run)")
     suffix = path.suffix.lower()
     if suffix not in (".txt", *CONLL_SUFFIXES):
         raise UserError(f"unsupported file type '{suffix}' for NER", where,

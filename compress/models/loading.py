@@ -3,10 +3,12 @@ tool saved (plain, structured-pruned with uneven FFN sizes, PyTorch int8). The t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 from transformers import (
     AutoConfig,
@@ -55,7 +57,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "tea
     with _access(path) as online:
         try:
             return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
+        # transformers fails on a folder without tokenizer files with whatever error its guess runs into
+        except (OSError, ValueError, AttributeError, TypeError) as err:
             raise _load_error(name, err, where, online) from None
 
 
@@ -72,7 +75,7 @@ def load_task_model(name: str, task: str, label_names: list[str] | None, trust_r
                 return auto.from_pretrained(path, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
                                             **labels)
             model = auto.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SafetensorError) as err:  # SafetensorError: a damaged (truncated) weights file
             raise _load_error(name, err, where, online) from None
     if label_names is not None:
         # A trained head is only usable if its label ids mean the same labels as ours.
@@ -97,11 +100,21 @@ def label_settings(task: str, label_names: list[str] | None) -> dict:
             "label2id": {n: i for i, n in enumerate(label_names)}}
 
 
+# The end of the saved architecture's name for each task's head (BertForTokenClassification, ours alike).
+HEAD_NAMES = {"classification": "ForSequenceClassification", "regression": "ForSequenceClassification",
+              "ner": "ForTokenClassification", "qa": "ForQuestionAnswering"}
+
+
 def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A saved model folder and its tokenizer, for a command that runs it (compress answer / tag)."""
+    """A saved model folder and its tokenizer, for a command that runs it (compress answer / tag); a model with
+    another task's head is refused."""
     if not (Path(model_dir) / "config.json").is_file():
         raise UserError("not a saved model folder (no config.json)", str(model_dir),
                         "point at runs/<name>/teacher or runs/<name>/students/<model>")
+    architecture = (json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or ["?"])[0]
+    if not architecture.endswith(HEAD_NAMES[task]):
+        raise UserError(f"this is a {architecture}, not a {task} model", str(model_dir),
+                        f"use a model of a run with task: {task}")
     try:
         return load_saved_model(Path(model_dir), task), AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
@@ -113,7 +126,16 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     """A model this tool saved, with its task head, in eval mode: config.json + model.safetensors (from_pretrained),
     an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
     describes) or pruned heads transformers cannot rebuild (DeBERTa-v2), or a PyTorch int8 model
-    (model.int8.safetensors)."""
+    (model.int8.safetensors). A damaged folder is one line."""
+    try:
+        return _load_saved_model(path, task)
+    except (OSError, ValueError, SafetensorError) as err:
+        raise UserError(f"cannot load the saved model ({type(err).__name__}: {str(err).splitlines()[0][:160]})",
+                        str(path), "it is damaged or incomplete: run the stage that wrote it again "
+                                   "(compress run --from <stage>)") from None
+
+
+def _load_saved_model(path: Path, task: str) -> PreTrainedModel:
     auto = AUTO_CLASSES[task]
     config = AutoConfig.from_pretrained(path)
     # Our custom transformer builds its own per-layer sizes; HF families get them cut in below.

@@ -1,0 +1,97 @@
+"""Bad input found by trying the commands as a new user would (issue 18): each is one line `error: where: what --
+what to do`, exit code 2, no traceback, through the console scripts' entry points."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.cli import main as bench_main
+from compress.cli import main as compress_main
+from compress.errors import UserError
+from tests.compress.test_cli import assert_one_line_error
+from tests.conftest import console_script
+
+
+def compress(*args):
+    return console_script(compress_main, "compress", *map(str, args))
+
+
+def bench(*args):
+    return console_script(bench_main, "bench", *map(str, args))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: a\nteacher: {model: x}\nname: b\n", "run.yaml:3: not valid YAML (key 'name' appears twice in one mapping) "
+                                              "-- keep one of them"),
+    ("seed: -1\n", "key 'seed': Input should be greater than or equal to 0"),
+    ("students: [{name: s, distill: {temprature: 2}}]\n", "did you mean 'temperature'?"),
+])
+def test_config_mistakes(tmp_path, text, fragment):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert_one_line_error(compress("validate", path), fragment)
+
+
+def test_a_folder_where_a_file_belongs(tmp_path):
+    from compress.data.sources import read_local_file
+
+    assert_one_line_error(compress("validate", tmp_path), "is a folder, not a config file")
+    with pytest.raises(UserError, match="data file is a folder, not a file"):
+        read_local_file(tmp_path, "text", "label")
+    assert_one_line_error(bench("compare", tmp_path, tmp_path), "is a folder, not a file")
+
+
+def test_option_mistakes_are_one_line():
+    # (The command's name is what the shell called it: `bench latency` from the console script.)
+    assert_one_line_error(bench("latency", "tinybert-4", "--iters", "0"),
+                          "latency: Invalid value for '--iters'", "latency --help'")
+    assert_one_line_error(compress("run", "--bogus"), "run: No such option: --bogus", "run --help'")
+
+
+def test_outputs_are_checked_before_measuring_and_lengths_against_the_model(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "out.json"
+    out = bench("latency", "tinybert-4", "--iters", "3", "--json", missing)
+    assert_one_line_error(out, f"--json {missing}: its folder does not exist or cannot be written")
+    assert "p50" not in out.stdout  # nothing was measured
+    assert_one_line_error(bench("latency", "tinybert-4", "--iters", "3", "--seq-lens", "1024"),
+                          "1024 tokens is longer than the 512 positions 'tinybert-4' takes")
+
+
+def test_compare_of_a_file_of_the_wrong_shape(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"results": [1, 2]}))
+    assert_one_line_error(bench("compare", path, path), "no results in it")
+
+
+def test_a_model_of_another_task_is_refused_by_tag_and_answer(tiny_bert_dir):
+    assert_one_line_error(compress("tag", "--model", tiny_bert_dir, "--text", "alice flew to paris"),
+                          "this is a BertForSequenceClassification, not a ner model")
+    assert_one_line_error(compress("answer", "--model", tiny_bert_dir, "--question", "who?", "--context", "alice"),
+                          "not a qa model")
+
+
+def test_damaged_model_folders_and_caches(tiny_bert_dir, tmp_path):
+    import shutil
+
+    from compress.models.loading import load_saved_model, load_task_model, load_tokenizer
+    from compress.pipeline import load_cached_outputs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="cannot load model folder"):
+        load_tokenizer(str(empty))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_bert_dir, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UserError, match="cannot load model folder"):
+        load_task_model(str(truncated), "classification", ["a", "b", "c"], new_head=False)
+    with pytest.raises(UserError, match="cannot load the saved model .SafetensorError") as err:
+        load_saved_model(truncated, "classification")
+    assert "compress run --from" in err.value.fix
+    np.save(tmp_path / "logits.npy", np.zeros((4, 3), dtype=np.float32))
+    (tmp_path / "logits.npy").write_bytes((tmp_path / "logits.npy").read_bytes()[:100])
+    with pytest.raises(UserError, match="the teacher's cached outputs cannot be read") as err:
+        load_cached_outputs(tmp_path, {"logits": tmp_path / "logits.npy"})
+    assert err.value.fix == "compute them again: compress run --from teacher"

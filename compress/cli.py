@@ -44,8 +44,11 @@ def run(
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) -> None:
-    """Check a run YAML (keys, types, values) without running anything."""
+    """Check a run YAML (keys, types, values, and what the models' config files refute) without running anything."""
+    from compress.preflight import check_against_models
+
     cfg = load_config(config)
+    check_against_models(cfg)
     typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
 
 

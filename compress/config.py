@@ -608,6 +608,9 @@ class RunConfig(Strict):
                 if entry.model not in known:
                     raise ValueError(f"{key}.{i}.model '{entry.model}' is not a model of this run before it "
                                      f"(choose from: {', '.join(known) or 'none; add a student'})")
+                if key == "prune" and entry.kind == "structured" and self._student_kind_of(entry.model) == "bilstm":
+                    raise ValueError(f"prune.{i}: structured pruning removes attention heads and FFN neurons, and "
+                                     f"'{entry.model}' is a BiLSTM; use kind: unstructured")
                 if key == "prune":
                     known = known + [entry.name]
         for name in self.export.quantize.models or []:
@@ -615,6 +618,14 @@ class RunConfig(Strict):
                 raise ValueError(f"export.quantize.models: '{name}' is not an exported model of this run "
                                  f"(choose from: {', '.join(['teacher', *known])})")
         return self
+
+    def _student_kind_of(self, model: str) -> str | None:
+        """The kind of student a model of this run is, or was pruned from."""
+        sources = {p.name: p.model for p in self.prune}
+        while model in sources:
+            model = sources[model]
+        names = {name: s.kind for s in self.students for name in (s.name, f"{s.name}-baseline")}
+        return names.get(model)
 
     def ort_quantized_models(self) -> list[str]:
         """The models whose ONNX exports get ONNX Runtime int8 variants."""

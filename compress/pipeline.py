@@ -31,6 +31,7 @@ from compress.config import (
     stable_hash,
 )
 from compress.errors import UserError
+from compress.preflight import check_against_models
 from compress.progress import console, track_steps
 from compress.report import build_report, print_report, print_timeline
 from compress.report_files import write_report_files
@@ -52,6 +53,7 @@ def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResu
     quiet_libraries()
     selection.check(cfg)
     device = stages.run_device(cfg)  # an absent device fails here, before anything is written
+    check_against_models(cfg)  # and what the models' configs refute (a layer the teacher lacks), before training
     run_dir = cfg.run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -95,3 +95,30 @@ def test_damaged_model_folders_and_caches(tiny_bert_dir, tmp_path):
     with pytest.raises(UserError, match="the teacher's cached outputs cannot be read") as err:
         load_cached_outputs(tmp_path, {"logits": tmp_path / "logits.npy"})
     assert err.value.fix == "compute them again: compress run --from teacher"
+
+
+@pytest.mark.parametrize("students, fragment", [
+    ("[{name: s, layers: [0, 99]}]", "students.0.layers: layer(s) [99] do not exist: the teacher has 4 (0..3)"),
+    ("[{name: s, kind: custom_transformer, num_layers: 2, distill: {method: intermediate, "
+     "intermediate: {layer_map: [9, 1]}}}]", "layer_map [9, 1] needs one teacher layer (0..3) for each of the "
+                                             "student's 2 layers"),
+    ("[{name: s, kind: checkpoint, model: SMALL}]", "'SMALL' has a vocabulary of 100 tokens and the teacher 30522: "
+                                                    "QA reads both through the teacher's tokens"),
+])
+def test_validate_checks_the_config_against_the_models_config_files(tmp_path, tiny_bert_dir, students, fragment):
+    # Found before any training (compress run checks the same first), from config.json files alone.
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps({"model_type": "distilbert", "vocab_size": 100, "n_layers": 2}))
+    path = tmp_path / "run.yaml"
+    path.write_text(f"task: qa\ndata: {{source: {{kind: squad, train: x.json}}}}\nteacher: {{model: {tiny_bert_dir}}}\n"
+                    f"students: {students.replace('SMALL', str(small))}\n")
+    assert_one_line_error(compress("validate", path), fragment.replace("SMALL", str(small)))
+
+
+def test_validate_refuses_structured_pruning_of_a_bilstm(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("students: [{name: r, kind: bilstm}]\n"
+                    "prune: [{name: p1, model: r, kind: unstructured}, {name: p2, model: p1, kind: structured}]\n")
+    assert_one_line_error(compress("validate", path), "prune.1: structured pruning removes attention heads",
+                          "'p1' is a BiLSTM")

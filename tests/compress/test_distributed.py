@@ -1,5 +1,5 @@
-"""The distillation loop across two CPU processes (gloo), as users run it on several GPUs: each process takes half
-the batches, gradients are averaged, and the loss still falls.
+"""`compress run` across two CPU processes (gloo), as users run it on several GPUs: each process takes half the
+batches and the gradients are averaged; the main process alone writes.
 
 Launched with torchrun, which Accelerate reads (RANK, WORLD_SIZE): on CPU `accelerate launch --num_processes 2
 --cpu` starts two processes only through MPI (`--mpirun_hostfile`); without it, it silently starts one."""
@@ -9,21 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-
-def test_kd_training_runs_across_two_processes(tiny_bert_dir, tmp_path):
-    out = tmp_path / "result.json"
-    launcher = Path(sys.executable).with_name("torchrun")
-    script = Path(__file__).parents[1] / "distributed_kd.py"
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([str(launcher), "--standalone", "--nproc_per_node", "2", str(script), str(tiny_bert_dir),
-                          str(out)], capture_output=True, text=True, env=env | {"ACCELERATE_USE_CPU": "true"},
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(out.read_text())
-    # 24 examples, batches of 4: 6 batches per epoch, 3 per process, over 12 epochs.
-    assert result["processes"] == 2 and result["steps"] == 36
-    assert result["last_epoch_loss"] < 0.6 * result["first_epoch_loss"]
 
 
 def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir, tiny_csv, tmp_path):
@@ -39,13 +24,12 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
     config.write_text(yaml.safe_dump({
         "name": "two", "output_dir": str(tmp_path / "runs"),
         "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 16},
-        "transfer": {"augment": {"copies": 1}},
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 1, "learning_rate": 3e-3}},
         "students": [{"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
                       "num_heads": 2, "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}}],
         "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
                    "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
-        "export": {"quantize": {"enabled": False}},
+        "export": {"enabled": False},
         "bench": {"warmup": 0, "iters": 3, "seq_len": 8, "pause_ms": 0},
     }))
     launcher = Path(sys.executable).with_name("torchrun")

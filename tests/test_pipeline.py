@@ -216,8 +216,11 @@ def test_killed_run_resumes_to_the_same_report(first_run, tmp_path, tiny_bert_di
     path = tmp_path / "run.yaml"
     path.write_text(dump_config(cfg))
     errors = (tmp_path / "stderr.txt").open("w")  # a file, not a pipe: nothing blocks however much is written
+    # A shell starts background jobs with Ctrl-C ignored, and a child inherits that (CI may run us so): the run gets
+    # Ctrl-C's default handling, as in a terminal.
     process = subprocess.Popen([sys.executable, "-m", "compress.cli", "run", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=errors)
+                               stdout=subprocess.DEVNULL, stderr=errors,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest, deadline, half_written = cfg.run_dir / "manifest.json", time.monotonic() + 300, []
     while process.poll() is None and time.monotonic() < deadline and not half_written:
         # After the KD student, the next thing saved is the baseline (students/half-baseline.tmp), then exports.

@@ -5,6 +5,7 @@ at once instead of after loading torch, transformers and ONNX Runtime."""
 
 from __future__ import annotations
 
+import json as json_module  # the commands' --json option is named json
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from compress.entry import run_app
+from compress.entry import run_app, show_version
 from compress.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -30,14 +31,16 @@ Warmup = Annotated[int, typer.Option(min=0, help="untimed calls first")]
 Iters = Annotated[int, typer.Option(min=3, help="timed calls (at least)")]
 MinSeconds = Annotated[float, typer.Option(min=0.0, help="time each model for at least this long")]
 Threads = Annotated[int | None, typer.Option(min=1, help="intra-op threads (PyTorch and ORT); default: all")]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="write the result as JSON", show_default=False)]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="write the result as JSON (- : to stdout, instead of "
+                                                               "the table)", show_default=False)]
 CsvOut = Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV", show_default=False)]
 Task = Annotated[str, typer.Option(help="head for zoo shapes: classification | regression | ner | qa")]
 
 
 @app.callback()
-def _group() -> None:
-    """Benchmark commands."""
+def _group(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                 help="print the version and exit")] = False) -> None:
+    """Latency, memory and profiles of models, measured on this machine."""
 
 
 @app.command()
@@ -158,7 +161,7 @@ def _settings(arguments: dict) -> dict:
     """The command's arguments as the JSON records them; the files it will write are checked first, so a
     measurement is never lost to a folder that cannot be written."""
     for option in ("json", "csv", "trace"):
-        if arguments.get(option) is not None:
+        if arguments.get(option) is not None and str(arguments[option]) != "-":
             _check_writable(arguments[option], f"--{option}")
     return {k: str(v) if isinstance(v, Path) else v for k, v in arguments.items()}
 
@@ -209,12 +212,20 @@ def _finish(command: str, settings: dict, rows: list[dict], json_path: Path | No
     from bench.results import result_document, write_outputs
     from compress.progress import console
 
-    console.print(table)
+    to_stdout = str(json_path) == "-"  # the JSON alone on stdout, for a pipe
+    if not to_stdout:
+        console.print(table)
     if json_path or csv_path:
         if command in ("latency", "zoo"):
             extra["gemm_peak_flops_s"] = _gemm_peak(settings["device"])
-        write_outputs(result_document(command, settings, rows, **extra), json_path, csv_path)
-        console.print(f"written: {', '.join(str(p) for p in (json_path, csv_path) if p)}")
+        document = result_document(command, settings, rows, **extra)
+        if to_stdout:
+            typer.echo(json_module.dumps(document, indent=2))
+            json_path = None
+        write_outputs(document, json_path, csv_path)
+        written = ", ".join(str(p) for p in (json_path, csv_path) if p)
+        if written:
+            typer.echo(f"written: {written}", err=to_stdout)  # beside JSON on stdout: on stderr
 
 
 def _table(title: str, rows: list[dict], columns: dict[str, str]):

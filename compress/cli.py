@@ -8,11 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from compress.config import DEFAULT_CONFIG, RunConfig, load_config
-from compress.entry import run_app
+from compress.entry import run_app, show_version
 from compress.manifest import STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil, prune, quantise, export and benchmark BERT-family models.")
+
+
+@app.callback()
+def _group(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                 help="print the version and exit")] = False) -> None:
+    """Distil, prune, quantise, export and benchmark BERT-family models."""
 
 
 def _config(path: Path | None) -> RunConfig:

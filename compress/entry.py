@@ -36,3 +36,12 @@ def run_app(app: typer.Typer) -> None:
 
 
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)
+
+
+def show_version(asked: bool) -> None:
+    """--version: the installed bert-compress's version, then exit."""
+    if asked:
+        from importlib import metadata
+
+        typer.echo(f"bert-compress {metadata.version('bert-compress')}")
+        raise typer.Exit()

@@ -38,6 +38,7 @@ LAYER_OF = {
     "compress.entry": "cli",
     "bench.cli": "cli",
     "bench.labelling_speed": "cli",  # a `python -m` measurement over a run folder's data stage
+    "bench.data_stage": "cli",  # a `python -m` measurement of the data stage on a large CSV
 }
 
 

@@ -118,3 +118,19 @@ def test_without_onnx_runtime_a_command_is_one_line(monkeypatch):
     assert out.returncode == 2 and out.stderr.strip() == (
         'error: onnxruntime: ONNX Runtime is not installed -- pip install "bert-compress[cpu]", or '
         '"bert-compress[gpu]" on a CUDA machine')
+
+
+def test_version_and_json_to_stdout(tmp_path):
+    from importlib import metadata
+
+    from compress.cli import main as compress_main
+
+    assert bench("--version").stdout.strip() == f"bert-compress {metadata.version('bert-compress')}"
+    assert console_script(compress_main, "compress", "--version").stdout.strip().startswith("bert-compress ")
+    row = {"name": "x", "backend": "torch", "device": "cpu", "batch_size": 1, "seq_len": 8, "latency_ms_p50": 2.0}
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"command": "latency", "settings": {}, "environment": {}, "results": [row]}))
+    out = bench("compare", str(a), str(a), "--json", "-", "--csv", str(tmp_path / "c.csv"))
+    document = json.loads(out.stdout)  # the JSON alone: no table around it
+    assert out.returncode == 0 and document["command"] == "compare" and document["results"][0]["ratio"] == 1.0
+    assert out.stderr.strip() == f"written: {tmp_path / 'c.csv'}" and not (tmp_path / "-").exists()

@@ -1,0 +1,56 @@
+"""The data stage on a large CSV: seconds and peak RSS of `compress run`'s data preparation (reading, splitting and
+tokenising every split), in a fresh process so the peak is the data's.
+
+    python -m bench.data_stage [--examples 100000] [--max-length 128] [--csv /tmp/big.csv]
+
+The CSV is built from the packaged BBC News corpus by sampling passages of 20-120 words (seeded), so anyone can
+make the same file offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import resource
+import time
+from pathlib import Path
+
+from compress.config import RunConfig
+from compress.data.sources import read_bbc_news
+from compress.stages import prepare_data
+
+
+def build_csv(path: Path, examples: int, seed: int = 0) -> None:
+    texts = read_bbc_news()[0]
+    rng = random.Random(seed)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for _ in range(examples):
+            text, label = texts[rng.randrange(len(texts))]
+            words = text.split()
+            start = rng.randrange(max(1, len(words) - 60))
+            writer.writerow([" ".join(words[start:start + rng.randint(20, 120)]), label])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=100_000)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--csv", type=Path, default=Path("/tmp/bert-compress-data-stage.csv"))
+    args = parser.parse_args()
+    if not args.csv.is_file():
+        build_csv(args.csv, args.examples)
+    cfg = RunConfig.model_validate({"name": "data-stage", "output_dir": str(args.csv.parent / "runs"), "data": {
+        "source": {"kind": "local", "train": str(args.csv)}, "max_length": args.max_length}})
+    start = time.perf_counter()
+    data = prepare_data(cfg)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    examples = len(data.train) + len(data.validation) + len(data.test)
+    print(f"{examples} examples at max_length {args.max_length}: data stage {seconds:.1f} s, peak RSS {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

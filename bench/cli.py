@@ -160,6 +160,8 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
 def _settings(arguments: dict) -> dict:
     """The command's arguments as the JSON records them; the files it will write are checked first, so a
     measurement is never lost to a folder that cannot be written."""
+    if str(arguments.get("csv")) == "-" or str(arguments.get("trace")) == "-":
+        raise UserError("only --json writes to stdout (-)", "--csv / --trace", "name a file")
     for option in ("json", "csv", "trace"):
         if arguments.get(option) is not None and str(arguments[option]) != "-":
             _check_writable(arguments[option], f"--{option}")
@@ -167,12 +169,15 @@ def _settings(arguments: dict) -> dict:
 
 
 def _check_writable(path: Path, option: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
+    """The file can be written: not a folder, and the nearest folder above it that exists (the rest is created)
+    is writable."""
     if path.is_dir():
         raise UserError("is a folder, not a file", f"{option} {path}", "name a file to write")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError("its folder does not exist or cannot be written", f"{option} {path}",
-                        "create the folder or pick a writable path")
+        raise UserError(f"cannot write into {folder}", f"{option} {path}", "pick a writable path")
 
 
 def _setup(device: str, threads: int | None) -> None:

@@ -118,11 +118,18 @@ def onnx_vocab_size(path: Path) -> int:
 def check_positions(runnable: Runnable, config, seq_len: int) -> None:
     """One line where `seq_len` is longer than the model takes (its position table), before anything is timed.
     `config` is the model's (None: read the config.json an export keeps beside its graph, if any)."""
-    if config is None:
+    if config is None:  # an export keeps its model's config.json beside the graph: read as JSON (any model type)
         saved = Path(runnable.path).parent / "config.json"
-        config = transformers.AutoConfig.from_pretrained(saved.parent) if saved.is_file() else None
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        try:
+            values = json.loads(saved.read_text()) if saved.is_file() else {}
+        except (OSError, ValueError):
+            values = {}
+    else:
+        values = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    limit = values.get("max_position_embeddings") if isinstance(values, dict) else None
+    if values.get("model_type") in ("deberta-v2", "deberta") and not values.get("position_biased_input", True):
+        limit = None  # relative positions only: no table to run past
+    if limit and values.get("model_type") in ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text"):
         limit -= 2  # their positions start after the padding index
     if limit and seq_len > limit:
         raise UserError(f"{seq_len} tokens is longer than the {limit} positions '{runnable.name}' takes",

@@ -526,7 +526,7 @@ class RunConfig(Strict):
     task: Literal["classification", "regression", "ner", "qa"] = Field(
         "classification", description="classification (a class per text or pair), regression (a score per text or "
                                       "pair, e.g. STS-B), ner (a tag per word) or qa (an answer span)")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="the one seed of every split, shuffle and initialisation")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="the one seed of every split, shuffle and initialisation")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where models train and the teacher labels: auto (CUDA, then MPS, then the CPU), "
                                     "cpu, cuda, cuda:N or mps; export and bench stay on the CPU")
@@ -735,7 +735,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` merges; its keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):  # unhashable: the parent says so
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice in one mapping",
                                                         key_node.start_mark)

@@ -2,7 +2,7 @@
 which process writes, and where they wait for each other.
 
 Every process runs the pipeline. Training stages (the teacher's fine-tune, students, baselines, pruning with its
-recovery) run in all of them: Accelerate gives each process its share of every batch and averages the gradients.
+recovery) run in all of them: Accelerate hands the processes whole batches in turn and averages the gradients.
 The main process alone writes: models, the teacher's outputs, exports, bench.json, the manifest and the report; the
 stages that only write (the teacher's outputs, int8, export, bench) run in it alone while the others wait, and every
 process then reads what it recorded, so all of them make the same decision about every later stage. A single
@@ -12,9 +12,11 @@ process (no launcher) is the case where all of this does nothing.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 
+from compress.errors import UserError
 from compress.progress import console
 
 
@@ -40,8 +42,11 @@ def start(device: torch.device) -> None:
     from accelerate import PartialState
 
     # On a CPU Accelerate joins the group only when told the run is on the CPU: otherwise, finding no GPU, it would
-    # run each process alone.
-    PartialState(cpu=device.type == "cpu")
+    # run each process alone. The others wait while the main process exports and benches alone: a long timeout.
+    state = PartialState(cpu=device.type == "cpu", timeout=timedelta(hours=12))
+    if state.num_processes != world_size():
+        raise UserError(f"{world_size()} processes were started but they did not join one group on {device}",
+                        "device", "several processes run on CUDA or the CPU (device: cuda or cpu)")
     console.quiet = not is_main()
 
 

@@ -43,5 +43,9 @@ def show_version(asked: bool) -> None:
     if asked:
         from importlib import metadata
 
-        typer.echo(f"bert-compress {metadata.version('bert-compress')}")
+        try:
+            version = metadata.version("bert-compress")
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            version = "(not installed: pip install -e .)"
+        typer.echo(f"bert-compress {version}")
         raise typer.Exit()

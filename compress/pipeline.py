@@ -160,7 +160,7 @@ def load_cached_outputs(run_dir: Path, paths: dict[str, Path]) -> dict[str, np.n
             outputs[name] = np.load(run_dir / path, mmap_mode="r")
         except (ValueError, OSError) as err:
             raise UserError(f"the teacher's cached outputs cannot be read ({type(err).__name__})", str(run_dir / path),
-                            "compute them again: compress run --from teacher") from None
+                            "delete it and run again: the teacher labels again, nothing else re-runs") from None
     return outputs
 
 

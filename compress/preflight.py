@@ -1,8 +1,10 @@
 """What a run's config says that the models' own configs can refute, checked before anything trains: a layer the
-teacher does not have, a layer map that does not fit, a QA or layer-transfer student whose vocabulary is not the
-teacher's. Reads config.json files as JSON only (the packaged teacher, local folders, the hub's local cache), so
-`compress validate` stays quick; a hub model that is not on this machine is left to the run, which says so in one
-line when it gets there."""
+teacher does not have, a layer map that does not fit. (A checkpoint student's vocabulary is compared by its
+tokenizer when the student's stage starts: config.json's vocab_size counts padded embedding rows.)
+
+Reads config.json files as JSON only (the packaged teacher, local folders, the hub's local cache), so `compress
+validate` stays quick; a hub model that is not on this machine is left to the run, which says so in one line when
+it gets there."""
 
 from __future__ import annotations
 
@@ -32,21 +34,15 @@ def check_against_models(cfg: RunConfig) -> None:
             if bad:
                 raise UserError(f"layer(s) {bad} do not exist: the teacher has {depth} (0..{depth - 1})",
                                 f"{where}.layers", f"pick layers from 0 to {depth - 1}")
-        student_config = model_config(student.model) if isinstance(student, CheckpointStudent) else None
         layer_map = student.distill.intermediate.layer_map
         if layer_map is not None and student.distill.method in LAYER_METHODS:
+            student_config = model_config(student.model) if isinstance(student, CheckpointStudent) else None
             layers = student_layers(student, student_config, depth)
             if (layers is not None and len(layer_map) != layers) or any(not 0 <= t < depth for t in layer_map):
-                raise UserError(f"layer_map {layer_map} needs one teacher layer (0..{depth - 1}) for each of the "
-                                f"student's {layers} layers", f"{where}.distill.intermediate.layer_map",
+                per_layer = f"each of the student's {layers} layers" if layers is not None else "each student layer"
+                raise UserError(f"layer_map {layer_map} needs one teacher layer (0..{depth - 1}) for {per_layer}",
+                                f"{where}.distill.intermediate.layer_map",
                                 "give one teacher layer per student layer, or leave it out for the uniform map")
-        needs_teacher_tokens = cfg.task == "qa" or student.distill.method in LAYER_METHODS
-        vocabulary, teacher_vocabulary = (student_config or {}).get("vocab_size"), teacher.get("vocab_size")
-        if student_config is not None and needs_teacher_tokens and vocabulary != teacher_vocabulary:
-            what = "QA" if cfg.task == "qa" else student.distill.method
-            raise UserError(f"'{student.model}' has a vocabulary of {vocabulary} tokens and the teacher "
-                            f"{teacher_vocabulary}: {what} reads both through the teacher's tokens", f"{where}.model",
-                            "pick a checkpoint with the teacher's tokenizer, or use logit KD (classification, NER)")
 
 
 def model_config(name: str) -> dict | None:
@@ -58,7 +54,10 @@ def model_config(name: str) -> dict | None:
     else:  # a hub id: its config only if the hub cache already holds it
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(name, "config.json") if name.count("/") <= 1 else None
+        try:
+            cached = try_to_load_from_cache(name, "config.json")
+        except ValueError:  # not a valid hub id either (HFValidationError): a local path that does not exist
+            cached = None
         file = Path(cached) if isinstance(cached, str) else None
     try:
         config = json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else None

@@ -177,8 +177,9 @@ def _title(report: dict) -> str:
 def _environment_line(report: dict) -> str:
     env = report.get("environment", {})
     versions = env.get("versions", {})
+    ort = versions.get("onnxruntime") or versions.get("onnxruntime-gpu", "?")  # the CPU or the GPU build
     return (f"Measured on {env.get('cpu', 'unknown CPU')}, {env.get('torch_threads', '?')} threads; torch "
-            f"{versions.get('torch', '?')}, onnxruntime {versions.get('onnxruntime', '?')}.")
+            f"{versions.get('torch', '?')}, onnxruntime {ort}.")
 
 
 def markdown(report: dict) -> str:

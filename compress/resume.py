@@ -68,7 +68,7 @@ class LaterStageNotRun(Exception):
         super().__init__(stage)
 
 
-# Stages that train: with several processes every process runs them (each its share of the batches); every other
+# Stages that train: with several processes every process runs them (on its turn of the batches); every other
 # stage runs in the main process alone (compress.distributed).
 TRAINING_STAGES = ("teacher", "student", "baseline", "prune")
 
@@ -115,7 +115,7 @@ class StageRunner:
 
     def _follow_main(self, stage: str, config_hash: str, force: bool,
                      work: Callable[[], tuple[list[str], R]]) -> tuple[dict, bool]:
-        """Another process than the main one: a training stage the main process runs is run here too (its share
+        """Another process than the main one: a training stage the main process runs is run here too (its turn
         of the batches; it writes nothing), any other is left to the main process; then, once the main process
         has recorded it, the result it recorded (and the manifest as the main process left it)."""
         skipped = not force and self.manifest.is_done(stage, config_hash)

@@ -456,6 +456,10 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
                  exports: dict[str, ExportResult]) -> tuple[list[str], BenchResult]:
     """Latency of every model in PyTorch and, interleaved with it, each of its ONNX graphs; bench.json."""
     b = cfg.bench
+    if distributed.world_size() > 1 and not b.threads:
+        # A launcher runs each process on one thread (torchrun's OMP_NUM_THREADS=1); bench as one process would,
+        # on every core, as ONNX Runtime's sessions do.
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     results = {}
     peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())
     with track_steps("bench", len(models)) as advance:

@@ -2,21 +2,22 @@
 compress.distill.objectives), for the teacher's fine-tuning, every student, progressive stages and pruning
 recovery alike. Resume, best epoch, early stopping and logging live here.
 
-Runs on Accelerate (device placement, mixed precision, several processes); the pipeline around it is not yet
-guarded for several processes, so `compress run` is single-process for now.
+Runs on Accelerate (device placement, mixed precision, several processes: each takes whole batches in turn, so a
+step covers N batches; compress.distributed says which process writes).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
@@ -58,7 +59,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != cfg.mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision)
+    # Several processes: a stage may leave parameters out of its loss (TinyBERT's first stage the classifier,
+    # a progressive stage the other layers' projections), which DDP must be told to expect.
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a launcher's; asking Accelerate would create its state
+    unused = [DistributedDataParallelKwargs(find_unused_parameters=True)] if several else []
+    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision,
+                       kwargs_handlers=unused)
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:

@@ -92,8 +92,11 @@ def load_for_inference(model_dir: Path, task: str) -> tuple[PreTrainedModel, Pre
     if not (Path(model_dir) / "config.json").is_file():
         raise UserError("not a saved model folder (no config.json)", str(model_dir),
                         "point at runs/<name>/teacher or runs/<name>/students/<model>")
-    architecture = (json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or ["?"])[0]
-    if not architecture.endswith(HEAD_NAMES[task]):
+    try:
+        architecture = (json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or [None])[0]
+    except (ValueError, AttributeError):
+        raise UserError("config.json is not a JSON object", str(model_dir), "save the model again") from None
+    if architecture is not None and not architecture.endswith(HEAD_NAMES[task]):
         raise UserError(f"this is a {architecture}, not a {task} model", str(model_dir),
                         f"use a model of a run with task: {task}")
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir, tiny_csv, tmp_path):
-    """`torchrun --nproc_per_node 2 -m compress.cli run`: both processes train (each its share of the batches), the
+    """`torchrun --nproc_per_node 2 -m compress.cli run`: both processes train (whole batches in turn), the
     main one alone writes; the report has every row, nothing is left half-written, and the same config run again
     (here in one process) finds every stage done."""
     import yaml

@@ -31,12 +31,18 @@ def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tu
     """train/validation/test, and with a transfer block "transfer": its texts tokenised like the training split,
     every label IGNORE_INDEX (the meta says where the texts came from). `candidates` proposes the replacement
     words of transfer.augment."""
-    splits = load_splits(cfg.data, cfg.seed)
+    return build_texts(cfg, tokenizer, candidates, scores=False, no_label=IGNORE_INDEX)
+
+
+def build_texts(cfg: RunConfig, tokenizer, candidates: Candidates | None, scores: bool,
+                no_label: float) -> tuple[dict[str, EncodedSplit], list[str] | None]:
+    """build, for class labels or (`scores`, regression) numbers; `no_label` is a transfer text's label."""
+    splits = load_splits(cfg.data, cfg.seed, scores=scores)
     encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length)
                for name in ("train", "validation", "test")}
     if cfg.transfer is not None:
         found = transfer_texts(cfg, splits, candidates)
-        unlabeled = Examples(found.texts, [IGNORE_INDEX] * len(found.texts))
+        unlabeled = Examples(found.texts, [no_label] * len(found.texts))
         encoded["transfer"] = replace(encode(unlabeled, tokenizer, cfg.data.max_length), meta={"texts": found})
     return encoded, splits.label_names
 

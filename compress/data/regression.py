@@ -4,17 +4,14 @@ the label is a float; Pearson and Spearman correlation, and the mean squared err
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 
 from compress.config import RunConfig
 from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
-from compress.data.classification import encode
+from compress.data.classification import build_texts
 from compress.data.metrics import regression_metrics
-from compress.data.sources import Examples, load_splits
-from compress.data.transfer import transfer_texts
 
 NO_SCORE = math.nan  # a transfer text's label: the MSE to the label skips it, the KD term does not
 
@@ -22,14 +19,7 @@ NO_SCORE = math.nan  # a transfer text's label: the MSE to the label skips it, t
 def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], None]:
     """train/validation/test and, with a transfer block, "transfer" (every label NO_SCORE), as
     classification.build; no label names (one output)."""
-    splits = load_splits(cfg.data, cfg.seed, scores=True)
-    encoded = {name: encode(getattr(splits, name), tokenizer, cfg.data.max_length)
-               for name in ("train", "validation", "test")}
-    if cfg.transfer is not None:
-        found = transfer_texts(cfg, splits, candidates)
-        unlabeled = Examples(found.texts, [NO_SCORE] * len(found.texts))
-        encoded["transfer"] = replace(encode(unlabeled, tokenizer, cfg.data.max_length), meta={"texts": found})
-    return encoded, None
+    return build_texts(cfg, tokenizer, candidates, scores=True, no_label=NO_SCORE)
 
 
 def evaluate(outputs: dict[str, torch.Tensor], split: EncodedSplit, cfg: RunConfig, label_names: None) -> dict:

@@ -50,11 +50,12 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 @lru_cache(maxsize=None)
-def gemm_peak_flops(device: torch.device, threads: int) -> float:
-    """FLOP/s of the fastest of ten fp32 square matrix products on `device` with `threads` threads: the practical
-    ceiling that dense BERT layers run against. Measured once per process and setting."""
+def gemm_peak_flops(device: torch.device, threads: int, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of the fastest of ten square matrix products in `dtype` on `device` with `threads` threads: the
+    practical ceiling that dense BERT layers in that precision run against. Measured once per process and
+    setting."""
     n = 1024 if device.type == "cpu" else 4096  # ~2 GFLOP on a CPU, long enough to time; 137 GFLOP on a GPU
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     clock = torch_clock(device)
     for _ in range(3):
         torch.mm(a, b)

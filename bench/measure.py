@@ -116,8 +116,9 @@ def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs
                           seq_len: int, warmup: int, iters: int, threads: int | None, seed: int,
                           peak_flops_s: float, pause_s: float = 0.05) -> ModelTimings:
     """A PyTorch model and, interleaved with it on the same inputs, its ONNX graphs (variant name -> file): the
-    choice of a graph to ship rests on these ratios. Efficiency is each fp32 timing's achieved FLOP/s over
-    `peak_flops_s`; none for int8 graphs (their work is not fp32 FLOPs, and the share could pass 100%)."""
+    choice of a graph to ship rests on these ratios. Efficiency is each timing's achieved FLOP/s over
+    `peak_flops_s`, the GEMM peak in the model's precision (graphs come from fp32 models only); none for int8 graphs
+    (their work is not fp32 FLOPs, and the share could pass 100%)."""
     feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, input_names, seed=seed)
     runners = {"torch": torch_runner(model, feeds)}
     runners |= {name: ort_runner(create_session(path, threads=threads), feeds) for name, path in graphs.items()}

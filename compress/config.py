@@ -458,11 +458,13 @@ PRUNE_KINDS = {"structured", "unstructured"}
 
 
 class QuantizeConfig(Strict):
-    """PyTorch dynamic int8: Linear and LSTM weights stored in int8, activations quantised on the fly."""
+    """A lower-precision copy of a model, scored and timed as a row of its own: PyTorch dynamic int8 (Linear and
+    LSTM weights in int8, activations quantised on the fly; CPU kernels), or every weight and activation in bf16 or
+    fp16 (half the size; fast where the hardware has the instructions: GPUs, CPUs with AMX or AVX512-BF16)."""
 
     name: Name
     model: str = Field(description="the model to quantise: a student, '<student>-baseline' or a prune entry")
-    method: Literal["dynamic_int8"] = "dynamic_int8"
+    method: Literal["dynamic_int8", "bf16", "fp16"] = "dynamic_int8"
 
 
 # ---------------------------------------------------------------- export and bench

@@ -1,19 +1,24 @@
-"""PyTorch dynamic int8 as a compression step: quantise a trained model and measure how often it still picks what
-the fp32 model picks. The int8 file format (and its loader) is compress.models.int8."""
+"""Lower precision as a compression step: PyTorch dynamic int8, or the whole model in bf16 or fp16; and how often
+the copy still picks what the fp32 model picks. The int8 file format (and its loader) is compress.models.int8; a
+half-precision model is saved as any model is, its dtype in config.json."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from compress.models.int8 import quantize_dynamic_int8
 
-METHODS = {"dynamic_int8": quantize_dynamic_int8}
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def quantize(model: nn.Module, method: str) -> nn.Module:
-    """A quantised copy of `model` by `method` (a key of METHODS); the fp32 model is left as it is."""
-    return METHODS[method](model)
+    """A copy of `model` in `method`'s precision (dynamic_int8, bf16 or fp16); the fp32 model is left as it is."""
+    if method in HALF_PRECISIONS:
+        return copy.deepcopy(model).to(HALF_PRECISIONS[method])
+    return quantize_dynamic_int8(model)
 
 
 def argmax_agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],

@@ -70,7 +70,7 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
         parity_ok=export.parity_max_abs_diff <= cfg.export.parity_atol if export else None,
         student_kind=m.student_kind, train_seconds=m.train_seconds, epochs_run=m.epochs_run, best_epoch=m.best_epoch,
         nonzero_params=m.nonzero_params, sparsity=m.sparsity, size_mb_compressed=round(m.size_mb_compressed, 3),
-        flops=timings.flops if timings else None, source=m.source, model_dir=m.dir,
+        flops=timings.flops if timings else None, source=m.source, precision=precision_of(m), model_dir=m.dir,
         prune_kind=m.prune.kind if m.prune else None, prune_steps=m.prune.steps if m.prune else None,
         argmax_agreement=m.argmax_agreement,
         ort_metric=export.ort_metrics.get(metric) if export else None,
@@ -83,6 +83,11 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
         torch_efficiency=_timing(timings, "torch", "efficiency"), ort_efficiency=_timing(timings, "ort", "efficiency"),
         ort_kept_reason=reason, transfer_examples=m.transfer_examples,
         kd_gain=m.metrics[metric] - baseline_metric if baseline_metric is not None else None)
+
+
+def precision_of(m: ModelArtifact) -> str:
+    """Runs made before bf16/fp16 rows recorded no precision: their quantised rows are int8."""
+    return m.precision or ("int8" if m.role == "quantized" else "fp32")
 
 
 def _best(rows: list[dict]) -> dict:
@@ -137,9 +142,14 @@ def _notes(rows: list[dict]) -> list[str]:
         notes.append(f"{', '.join(sparse)}: unstructured sparsity zeroes weights inside dense matrices; the file "
                      "shrinks only compressed, and dense kernels do not skip zeros, so latency is as measured "
                      "(any change there is noise, not a speed-up from sparsity)")
-    if any(r["role"] == "quantized" for r in rows):
+    if any(r["precision"] == "int8" for r in rows):
         notes.append("PyTorch int8 rows: dynamic quantisation of Linear/LSTM weights, CPU kernels; no ONNX export "
                      "(ONNX Runtime quantises the fp32 export); params are the fp32 model's")
+    half = sorted({r["precision"] for r in rows if r["precision"] in ("bf16", "fp16")})
+    if half:
+        notes.append(f"PyTorch {'/'.join(half)} rows: every weight and activation in that precision, scored on the "
+                     "run's device; fast only where the hardware has the instructions (GPUs; CPUs with AMX or "
+                     "AVX512-BF16), slower than fp32 elsewhere; no ONNX export")
     return notes
 
 

@@ -43,9 +43,10 @@ def artifact_rows(report: dict) -> list[dict]:
     for r in report["rows"]:
         model = {k: r.get(k) for k in ("model", "role", "family", "student_kind", "source", "params",
                                        "nonzero_params", "sparsity")}
+        precision = r.get("precision") or ("int8" if r["role"] == "quantized" else "fp32")  # older reports: none
         rows.append(model | {
-            "runtime": "pytorch", "variant": "int8-dynamic" if r["role"] == "quantized" else "fp32",
-            "precision": "int8" if r["role"] == "quantized" else "fp32", "kept": None,
+            "runtime": "pytorch", "variant": "int8-dynamic" if precision == "int8" else precision,
+            "precision": precision, "kept": None,
             "size_mb": r["size_mb"], "size_mb_compressed": r.get("size_mb_compressed"), "flops": r.get("flops"),
             "metric": r["metric"], "retained": r["retained"], "latency_ms_p50": r["torch_p50_ms"],
             "latency_ms_p95": r.get("torch_p95_ms"), "speedup": r["speedup"], "parity_max_abs_diff": None,

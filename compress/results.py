@@ -78,6 +78,7 @@ class ModelArtifact:
     argmax_agreement: float | None = None  # quantised: how often it picks what the fp32 model picks
     prune: PruneRecord | None = None
     transfer_examples: int = 0  # transfer-set examples it trained on (per epoch); pruned/int8: its source's
+    precision: str | None = None  # quantised rows: int8, bf16 or fp16 (None: fp32, or an int8 row of older runs)
 
 
 @dataclass(frozen=True)
@@ -235,12 +236,14 @@ class ReportRow:
                                             "save on disk or over the wire")
     flops: int | None = _doc("FLOPs per forward at the bench shape (`null` where the counter cannot see the work: "
                              "LSTM, int8)")
-    source: str | None = _doc("the model a pruned or int8 row was made from")
+    source: str | None = _doc("the model a pruned or quantised row was made from")
+    precision: str = _doc("what its weights and arithmetic are in PyTorch: `fp32`, `int8` (dynamic), `bf16` or "
+                          "`fp16`")
     model_dir: str = _doc("the saved model folder, relative to the run folder")
     prune_kind: str | None = _doc("`structured` or `unstructured` for pruned rows")
     prune_steps: list[PruneStep] | None = _doc("per step: validation metric after pruning and after recovery, "
                                                "heads and FFN sizes per layer (structured) or sparsity")
-    argmax_agreement: float | None = _doc("int8 rows: share of test predictions equal to the fp32 model's (none "
+    argmax_agreement: float | None = _doc("quantised rows: share of test predictions equal to the fp32 model's (none "
                                           "for regression: one score, no choice)")
     ort_metric: float | None = _doc("the headline metric of the ONNX export, scored with ONNX Runtime on the test "
                                     "split")

@@ -44,7 +44,7 @@ from compress.distill.objectives import intermediate_loss, layer_transfer, task_
 from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
 from compress.errors import UserError
 from compress.hub import hub_access
-from compress.models.int8 import save_quantized
+from compress.models.int8 import is_int8_model, save_quantized
 from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.models.neighbours import embedding_candidates, mlm_candidates
 from compress.models.students import (
@@ -56,7 +56,7 @@ from compress.models.students import (
 )
 from compress.progress import console, track_steps
 from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
-from compress.quantize import argmax_agreement, quantize
+from compress.quantize import HALF_PRECISIONS, argmax_agreement, quantize
 from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact, PruneRecord, TrainResult, to_json
 from exports.variants import GraphScorer, export_and_score
 
@@ -375,9 +375,12 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArti
 
 def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
                    config_hash: str) -> tuple[list[str], ModelArtifact]:
-    """PyTorch int8 of `source`; how often it picks what the fp32 model picks is measured on the test split."""
+    """A lower-precision copy of `source`; how often it picks what the fp32 model picks is measured on the test
+    split. Int8 runs on the CPU (PyTorch's int8 kernels are CPU ones); bf16 and fp16 on the run's device."""
     fp32, tokenizer = load_saved(cfg, source)
     data = data_for(cfg, data, tokenizer)
+    if spec.method in HALF_PRECISIONS:
+        fp32 = fp32.to(run_device(cfg))
     model = quantize(fp32, spec.method)
     mask = token_mask(data.test, data.max_length) if data.task.per_token else None
     agreement = argmax_agreement(data.predict(fp32, data.test, tokenizer), data.predict(model, data.test, tokenizer),
@@ -385,7 +388,8 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
     files, result = finish_model(cfg, spec.name, "quantized", source.student_kind, model, tokenizer, data, None,
                                  config_hash, rel=f"quantized/{spec.name}", weights_of=fp32)
     return files, replace(result, source=source.name, argmax_agreement=agreement,
-                          transfer_examples=source.transfer_examples)
+                          transfer_examples=source.transfer_examples,
+                          precision="int8" if spec.method == "dynamic_int8" else spec.method)
 
 
 def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
@@ -398,7 +402,7 @@ def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None,
         raise distributed.TrainedElsewhere(name)
     metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
     rel = rel or (name if role == "teacher" else f"students/{name}")
-    if role == "quantized":
+    if role == "quantized" and is_int8_model(model):
         save_quantized(model, tokenizer, cfg.run_dir / rel)
     else:
         save_pretrained_atomic(model, tokenizer, cfg.run_dir / rel)
@@ -461,19 +465,24 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
         # on every core, as ONNX Runtime's sessions do.
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     results = {}
-    peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())
+    # The CPU's GEMM peak in each precision the models run in (a bf16 row against the bf16 peak); the fp32 one always.
+    peaks = {torch.float32: gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())}
     with track_steps("bench", len(models)) as advance:
         for m in models:
             model, tokenizer = load_saved(cfg, m)
+            dtype = next(model.parameters()).dtype
+            if dtype not in peaks:
+                peaks[dtype] = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads(), dtype)
             export = exports.get(m.name)
             graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
             results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
-                                                    b.threads, cfg.seed, peak, b.pause_s())
+                                                    b.threads, cfg.seed, peaks[dtype], b.pause_s())
             advance()
+    half_peaks = {f"gemm_peak_{name}_flops_s": peaks[d] for name, d in HALF_PRECISIONS.items() if d in peaks}
     write_json_atomic(cfg.run_dir / "bench.json", {
         "settings": b.model_dump(), "results": to_json(results, BenchResult),
-        "environment": capture_environment() | {"gemm_peak_flops_s": peak}})
+        "environment": capture_environment() | {"gemm_peak_flops_s": peaks[torch.float32]} | half_peaks})
     return ["bench.json"], results
 
 

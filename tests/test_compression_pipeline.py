@@ -32,7 +32,8 @@ def compression_config(tmp_path, tiny_bert_dir, tiny_csv) -> RunConfig:
             {"name": "half-sparse", "model": "half", "kind": "unstructured", "amount": 0.9, "steps": 2,
              "recovery": RECOVERY},  # cubic schedule: 0.9 x 7/8 after step 1
         ],
-        "quantize": [{"name": "half-int8", "model": "half"}, {"name": "half-heads-int8", "model": "half-heads"}],
+        "quantize": [{"name": "half-int8", "model": "half"}, {"name": "half-heads-int8", "model": "half-heads"},
+                     {"name": "half-heads-bf16", "model": "half-heads", "method": "bf16"}],
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 
@@ -62,7 +63,8 @@ def test_every_model_and_variant_is_in_every_report_file(squeezed):
     cfg, _, report = squeezed
     d = cfg.run_dir
     assert json.loads((d / "report.json").read_text()) == report
-    expected = [(r["model"], "pytorch", "int8-dynamic" if r["role"] == "quantized" else "fp32") for r in report["rows"]]
+    expected = [(r["model"], "pytorch", {"int8": "int8-dynamic"}.get(r["precision"], r["precision"]))
+                for r in report["rows"]]
     expected += [(r["model"], "onnxruntime", v["variant"]) for r in report["rows"] for v in r["ort_variants"] or []]
     assert any(runtime == "onnxruntime" and "static" in variant for _, runtime, variant in expected)
     with (d / "report.csv").open(newline="") as f:
@@ -119,6 +121,23 @@ def test_int8_rows_measure_agreement_and_shrink(squeezed):
         assert any(t.dtype == torch.int8 for t in weights.values())  # the Linear weights, stored as int8
     # The tiny model is mostly its 30k x 32 embedding table, which stays fp32; the Linear weights shrink 4x.
     assert rows["half-int8"]["size_mb"] < rows["half"]["size_mb"]
+
+
+def test_bf16_row_is_stored_scored_and_timed_in_bf16(squeezed):
+    cfg, rows, report = squeezed
+    row, source = rows["half-heads-bf16"], rows["half-heads"]
+    assert row["precision"] == "bf16" and source["precision"] == "fp32" and rows["half-int8"]["precision"] == "int8"
+    weights = load_file(str(cfg.run_dir / "quantized" / "half-heads-bf16" / "model.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert row["size_mb"] < 0.6 * source["size_mb"]  # every float weight in 2 bytes instead of 4
+    assert row["params"] == source["params"] and row["onnx_path"] is None
+    assert 0.5 <= row["argmax_agreement"] <= 1 and row["torch_p50_ms"] > 0
+    # The pruned layout (uneven FFN sizes) reloads in bf16, and its efficiency is against the CPU's bf16 peak.
+    model = load_saved_model(cfg.run_dir / row["model_dir"], "classification")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    environment = json.loads((cfg.run_dir / "bench.json").read_text())["environment"]
+    assert environment["gemm_peak_bf16_flops_s"] > 0 and row["torch_efficiency"] > 0
+    assert any("PyTorch bf16 rows" in note for note in report["notes"])
 
 
 def test_pruned_model_reloads_and_its_export_matches(squeezed):

@@ -33,6 +33,10 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, QUANTIZED_TYPES, dtype=torch.qint8, inplace=False)
 
 
+def is_int8_model(model: nn.Module) -> bool:
+    return any(isinstance(m, (qdynamic.Linear, qdynamic.LSTM)) for m in model.modules())
+
+
 def is_quantized_dir(path: Path) -> bool:
     return (Path(path) / QUANTIZATION_FILE).is_file()
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 from transformers import (
@@ -127,14 +128,14 @@ def _load_saved_model(path: Path, task: str) -> PreTrainedModel:
     heads = None if own else getattr(config, "layer_num_heads", None)
     ffn_sizes = None if own else getattr(config, "layer_intermediate_sizes", None)
     if not heads and not ffn_sizes and not is_quantized_dir(path):
-        return auto.from_pretrained(path).eval()
+        return auto.from_pretrained(path, dtype="auto").eval()  # "auto": a bf16/fp16 row stays in its precision
     model = auto.from_config(config)  # config.pruned_heads are applied here, as from_pretrained does
     if heads or ffn_sizes:
         resize_layers(model, heads, ffn_sizes)
     if is_quantized_dir(path):
         return load_quantized(model, path)
     load_model(model, str(Path(path) / "model.safetensors"))
-    return model.eval()
+    return model.to(config.dtype or torch.float32).eval()
 
 
 @contextmanager

@@ -49,11 +49,15 @@ def count_params(model: torch.nn.Module) -> int:
     return total
 
 
-@lru_cache(maxsize=None)
 def gemm_peak_flops(device: torch.device, threads: int, dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of the fastest of ten square matrix products in `dtype` on `device` with `threads` threads: the
     practical ceiling that dense BERT layers in that precision run against. Measured once per process and
     setting."""
+    return _gemm_peak_flops(device, threads, dtype)  # one cache key however the dtype was given
+
+
+@lru_cache(maxsize=None)
+def _gemm_peak_flops(device: torch.device, threads: int, dtype: torch.dtype) -> float:
     n = 1024 if device.type == "cpu" else 4096  # ~2 GFLOP on a CPU, long enough to time; 137 GFLOP on a GPU
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     clock = torch_clock(device)

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.devices import check_device, ort_provider, torch_clock
+from bench.devices import ORT_PROVIDERS, check_device, ort_provider, torch_clock
 from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
 from bench.timing import Clock, time_interleaved, wall_clock
 from compress.data.batching import MODEL_INPUTS
+from compress.models.int8 import is_int8_model
 from compress.results import ModelTimings, Timing
-from exports.ort import create_session
+from exports.ort import available_providers, create_session
 
 
 @dataclass
@@ -110,6 +111,34 @@ class _Describer:
             model = self.models[runnable.source]
             self.counted[key] = count_params(model), count_flops(model, feeds)
         return self.counted[key]
+
+
+def time_on_device(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], device: str,
+                   batch_size: int, seq_len: int, warmup: int, iters: int, seed: int,
+                   pause_s: float = 0.05) -> dict[str, Timing]:
+    """The model in PyTorch on `device` (moved there) and, where ONNX Runtime has that device's provider, its fp32
+    graphs there, timed side by side; efficiency against the device's GEMM peak in the model's precision. Int8
+    models and graphs are left out: their kernels are CPU ones."""
+    dev = check_device(device, "bench.devices", allow_index=True)
+    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, input_names, seed=seed)
+    flops = count_flops(model, feeds)  # counted on the CPU, before the move
+    runners, clocks = {}, {}
+    if not is_int8_model(model):
+        runners["torch"], clocks["torch"] = torch_runner(model.to(dev), feeds), torch_clock(dev)
+    provider = ORT_PROVIDERS.get(dev.type)
+    if provider in available_providers():
+        for name, path in graphs.items():
+            if "int8" not in name:
+                session = create_session(path, provider=provider, device_id=dev.index)
+                runners[name], clocks[name] = ort_runner(session, feeds), wall_clock()
+    if not runners:
+        return {}
+    dtype = next(model.parameters()).dtype if "torch" in runners else torch.float32
+    peaks = {"torch": gemm_peak_flops(dev, torch.get_num_threads(), dtype)}
+    peak_fp32 = gemm_peak_flops(dev, torch.get_num_threads())
+    return {name: Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peaks.get(name, peak_fp32)
+                         if flops else None)
+            for name, t in time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s).items()}
 
 
 def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,

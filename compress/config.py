@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
@@ -516,8 +517,29 @@ class BenchConfig(Strict):
                                    "previous block left spinning (ORT's, OpenMP's) do not steal its cores; "
                                    "default 50")
 
+    devices: list[str] | None = Field(None, description="where every model is timed: cpu (always: the comparison "
+                                      "table's columns), and cuda, cuda:N or mps beside it; default [cpu]")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_include_cpu(cls, devices: list[str] | None) -> list[str] | None:
+        if devices is None:
+            return None
+        unknown = [d for d in devices if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d)]
+        if unknown:
+            raise ValueError(f"unknown device '{unknown[0]}': use cpu, cuda, cuda:N or mps")
+        if "cpu" not in devices:
+            raise ValueError("must include cpu: the comparison table is timed there (e.g. [cpu, cuda])")
+        if len(set(devices)) < len(devices):
+            raise ValueError("names a device twice")
+        return devices
+
     def pause_s(self) -> float:
         return (50 if self.pause_ms is None else self.pause_ms) / 1e3
+
+    def other_devices(self) -> list[str]:
+        """The devices timed beside the CPU."""
+        return [d for d in self.devices or [] if d != "cpu"]
 
 
 # ---------------------------------------------------------------- run
@@ -693,7 +715,7 @@ def stable_hash(*parts: BaseModel | dict | str | None) -> str:
 
 # Keys added after runs existed that change nothing while unset: hashed only when set, so an upgrade does not re-run
 # a finished stage.
-HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer", "pause_ms"})
+HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer", "pause_ms", "devices"})
 
 
 def _without_unhashed(value):

@@ -12,7 +12,7 @@ from compress.anchors import compare_with_anchors
 from compress.config import RunConfig
 from compress.data.tasks import TASKS
 from compress.progress import console
-from compress.report_files import anchors_table, fmt_number, headline, kd_gain_text
+from compress.report_files import anchors_table, device_tables, fmt_number, headline, kd_gain_text
 from compress.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from exports.variants import judge_variants, metric_change
 
@@ -30,7 +30,8 @@ def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str,
     teacher_torch = _p50(bench.get(teacher.name), "torch")
     baselines = {m.name: m.metrics[metric] for m in models if m.role == "baseline"}
     rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
-                                teacher_torch, baselines.get(f"{m.name}-baseline") if m.role == "student" else None))
+                                teacher_torch, baselines.get(f"{m.name}-baseline") if m.role == "student" else None,
+                                bench.get(teacher.name)))
             for m in models]
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
@@ -52,8 +53,9 @@ def row_json(row: ReportRow) -> dict:
 
 def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, timings: ModelTimings | None,
                metric: str, teacher_metric: float, teacher_torch: float | None,
-               baseline_metric: float | None = None) -> ReportRow:
-    """`baseline_metric`: the metric of a KD student's own baseline (its kd_gain), None where it has none."""
+               baseline_metric: float | None = None, teacher_timings: ModelTimings | None = None) -> ReportRow:
+    """`baseline_metric`: the metric of a KD student's own baseline (its kd_gain), None where it has none.
+    `teacher_timings`: the teacher's, for speed-ups on the devices beside the CPU."""
     torch_p50, ort_p50 = _p50(timings, "torch"), _p50(timings, "ort")
     variants, kept_name, reason = judge_variants(export.variants if export else [], timings, torch_p50,
                                                  cfg.export.parity_atol, cfg.export.quantize.max_metric_drop)
@@ -70,7 +72,8 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
         parity_ok=export.parity_max_abs_diff <= cfg.export.parity_atol if export else None,
         student_kind=m.student_kind, train_seconds=m.train_seconds, epochs_run=m.epochs_run, best_epoch=m.best_epoch,
         nonzero_params=m.nonzero_params, sparsity=m.sparsity, size_mb_compressed=round(m.size_mb_compressed, 3),
-        flops=timings.flops if timings else None, source=m.source, precision=precision_of(m), model_dir=m.dir,
+        flops=timings.flops if timings else None, source=m.source, precision=precision_of(m),
+        devices=device_latency(timings, teacher_timings), model_dir=m.dir,
         prune_kind=m.prune.kind if m.prune else None, prune_steps=m.prune.steps if m.prune else None,
         argmax_agreement=m.argmax_agreement,
         ort_metric=export.ort_metrics.get(metric) if export else None,
@@ -83,6 +86,25 @@ def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, ti
         torch_efficiency=_timing(timings, "torch", "efficiency"), ort_efficiency=_timing(timings, "ort", "efficiency"),
         ort_kept_reason=reason, transfer_examples=m.transfer_examples,
         kd_gain=m.metrics[metric] - baseline_metric if baseline_metric is not None else None)
+
+
+def device_latency(timings: ModelTimings | None, teacher: ModelTimings | None) -> dict[str, dict] | None:
+    """Per device beside the CPU: this model's PyTorch and fp32-graph latency there, and speed-ups against the
+    teacher's PyTorch latency on the same device."""
+    if not timings or not timings.devices:
+        return None
+    out = {}
+    for device, measured in timings.devices.items():
+        torch_t, graph = measured.get("torch"), measured.get("fp32")
+        teacher_t = (teacher.devices.get(device) or {}).get("torch") if teacher else None
+        reference = teacher_t.latency_ms_p50 if teacher_t else None
+        out[device] = {
+            "torch_p50_ms": torch_t and torch_t.latency_ms_p50, "torch_p95_ms": torch_t and torch_t.latency_ms_p95,
+            "torch_efficiency": torch_t and torch_t.efficiency,
+            "speedup": reference / torch_t.latency_ms_p50 if reference and torch_t else None,
+            "ort_p50_ms": graph and graph.latency_ms_p50,
+            "ort_speedup": reference / graph.latency_ms_p50 if reference and graph else None}
+    return out
 
 
 def precision_of(m: ModelArtifact) -> str:
@@ -145,6 +167,11 @@ def _notes(rows: list[dict]) -> list[str]:
     if any(r["precision"] == "int8" for r in rows):
         notes.append("PyTorch int8 rows: dynamic quantisation of Linear/LSTM weights, CPU kernels; no ONNX export "
                      "(ONNX Runtime quantises the fp32 export); params are the fp32 model's")
+    for device in dict.fromkeys(d for r in rows for d in r["devices"] or {}):
+        if any(r["onnx_path"] for r in rows) and not any(r["devices"][device]["ort_p50_ms"] for r in rows
+                                                         if r["devices"] and device in r["devices"]):
+            notes.append(f"ONNX Runtime here has no execution provider for {device} (the CPU build, or none for "
+                         f"that device): its graphs were timed on the CPU only")
     half = sorted({r["precision"] for r in rows if r["precision"] in ("bf16", "fp16")})
     if half:
         notes.append(f"PyTorch {'/'.join(half)} rows: every weight and activation in that precision, scored on the "
@@ -220,6 +247,13 @@ def print_report(report: dict) -> None:
                       fmt_number(r["speedup"], ".2f", "x"),
                       _parity(r), _kept(r))
     console.print(table)
+    for title, (header, cells) in device_tables(report):
+        device_table = Table(title=title)
+        for column in header:
+            device_table.add_column(column, justify="left" if column == "model" else "right")
+        for row in cells:
+            device_table.add_row(*row)
+        console.print(device_table)
     print_ort_variants(report)
     print_anchors(report)
     for note in report.get("notes", []):

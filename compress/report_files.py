@@ -124,6 +124,25 @@ def variants_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+def device_tables(report: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """A latency table per device of bench.devices beside the CPU (none without such devices)."""
+    devices = list(dict.fromkeys(d for r in report["rows"] for d in r.get("devices") or {}))
+    header = ["model", "precision", "PyTorch p50 ms", "PyTorch p95 ms", "speed-up (PyTorch)", "of GEMM peak",
+              "ORT fp32 p50 ms", "speed-up (ORT)"]
+    tables = []
+    for device in devices:
+        cells = []
+        for r in report["rows"]:
+            d = (r.get("devices") or {}).get(device) or {}
+            cells.append([r["model"], r.get("precision") or "fp32", fmt_number(d.get("torch_p50_ms"), ".2f"),
+                          fmt_number(d.get("torch_p95_ms"), ".2f"), fmt_number(d.get("speedup"), ".2f", "x"),
+                          _percent(d.get("torch_efficiency")), fmt_number(d.get("ort_p50_ms"), ".2f"),
+                          fmt_number(d.get("ort_speedup"), ".2f", "x")])
+        b = report["bench"]
+        tables.append((f"Latency on {device} (batch {b['batch_size']}, {b['seq_len']} tokens)", (header, cells)))
+    return tables
+
+
 def anchors_table(report: dict) -> tuple[list[str], list[list[str]]]:
     header = ["model", "published pair", "published kept", "measured kept", "published speed-up",
               "measured speed-up (PyTorch)", "verdict"]
@@ -162,7 +181,8 @@ def _md_table(header: list[str], cells: list[list[str]]) -> str:
 
 
 def _sections(report: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
-    sections = [("Comparison", summary_table(report)), ("Every model and ONNX Runtime graph", variants_table(report))]
+    sections = [("Comparison", summary_table(report)), *device_tables(report),
+                ("Every model and ONNX Runtime graph", variants_table(report))]
     if report.get("anchors"):
         sections.append(("Published anchors", anchors_table(report)))
     sections.append(("Stage timeline", timeline_table(report)))

@@ -169,6 +169,8 @@ class ModelTimings:
     ort: Timing | None  # the plain fp32 export
     ort_variants: dict[str, Timing]  # the other graphs, by variant name
     flops: int | None  # per forward at the bench shape
+    # On each other device of bench.devices: "torch" and the fp32 graphs ORT can run there, by variant name.
+    devices: dict[str, dict[str, Timing]] = field(default_factory=dict)
 
 
 # The bench stage's result: each model's timings by model name.
@@ -239,6 +241,11 @@ class ReportRow:
     source: str | None = _doc("the model a pruned or quantised row was made from")
     precision: str = _doc("what its weights and arithmetic are in PyTorch: `fp32`, `int8` (dynamic), `bf16` or "
                           "`fp16`")
+    devices: dict[str, dict[str, float | None]] | None = _doc(
+        "per device of `bench.devices` other than the CPU: `torch_p50_ms`, `torch_p95_ms`, `torch_efficiency` (vs "
+        "that device's GEMM peak in the model's precision), `speedup` (the teacher's PyTorch p50 there / this "
+        "one's); `ort_p50_ms` and `ort_speedup` for the fp32 graph where ONNX Runtime has that device's provider; "
+        "`null` without other devices")
     model_dir: str = _doc("the saved model folder, relative to the run folder")
     prune_kind: str | None = _doc("`structured` or `unstructured` for pruned rows")
     prune_steps: list[PruneStep] | None = _doc("per step: validation metric after pruning and after recovery, "

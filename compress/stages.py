@@ -23,7 +23,7 @@ from transformers import AutoConfig
 
 from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
-from bench.measure import time_model_and_graphs
+from bench.measure import time_model_and_graphs, time_on_device
 from bench.results import capture_environment
 from compress import distributed
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
@@ -100,8 +100,10 @@ class Data:
 
 def run_device(cfg: RunConfig) -> torch.device:
     """The device `cfg.device` names on this machine (auto: CUDA, then MPS, then the CPU), or one line: an absent
-    device, or fp16 training without a CUDA GPU."""
+    device (there, or in bench.devices), or fp16 training without a CUDA GPU."""
     device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device", allow_index=True)
+    for bench_device in cfg.bench.other_devices():
+        check_device(bench_device, "bench.devices", allow_index=True)
     trainings = [("teacher.train", cfg.teacher.train)] + [(f"students.{i}.train", s.train)
                                                           for i, s in enumerate(cfg.students)]
     for where, train in trainings:
@@ -476,8 +478,11 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
             export = exports.get(m.name)
             graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-            results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
-                                                    b.threads, cfg.seed, peaks[dtype], b.pause_s())
+            timings = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
+                                            b.threads, cfg.seed, peaks[dtype], b.pause_s())
+            on_devices = {device: time_on_device(model, names, graphs, device, b.batch_size, b.seq_len, b.warmup,
+                                                 b.iters, cfg.seed, b.pause_s()) for device in b.other_devices()}
+            results[m.name] = replace(timings, devices=on_devices)
             advance()
     half_peaks = {f"gemm_peak_{name}_flops_s": peaks[d] for name, d in HALF_PRECISIONS.items() if d in peaks}
     write_json_atomic(cfg.run_dir / "bench.json", {

@@ -26,10 +26,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compress.data.batching import collect_outputs
 
 
+def available_providers() -> list[str]:
+    return ort.get_available_providers()
+
+
 def create_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
-                   profile_prefix: str | None = None) -> ort.InferenceSession:
-    """Open `path` on `provider` and check that it really runs there (ORT silently falls back to CPU). With
-    `profile_prefix`, ORT profiles every run into a file of that prefix (see session.end_profiling())."""
+                   profile_prefix: str | None = None, device_id: int | None = None) -> ort.InferenceSession:
+    """Open `path` on `provider` (the GPU `device_id` for CUDA) and check that it really runs there (ORT silently
+    falls back to CPU). With `profile_prefix`, ORT profiles every run into a file of that prefix (see
+    session.end_profiling())."""
     if not Path(path).is_file():
         raise UserError("ONNX file not found", str(path), "export the model first (compress run)")
     if provider not in ort.get_available_providers():
@@ -43,7 +48,8 @@ def create_session(path: Path, threads: int | None = None, provider: str = "CPUE
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+        options_of_provider = {"device_id": device_id} if device_id is not None else {}
+        session = ort.InferenceSession(str(path), sess_options=options, providers=[(provider, options_of_provider)])
     except Exception as err:  # ORT raises its own exception types for corrupt graphs and unknown opsets
         raise UserError(f"ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})", str(path),
                         "re-export the model; check the opset against your onnxruntime version") from None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bench.measure
-from bench.flops import count_params, gemm_peak_flops
+from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.measure import Opened, _Describer, add_speedups, latency_row, latency_rows, open_runnable
 from bench.runners import dummy_inputs
 from bench.targets import Runnable
@@ -154,3 +154,22 @@ def test_describer_counts_each_source_and_shape_once(runnables, monkeypatch):
     long = describe(runnables[0], dummy_inputs(30522, 1, 16, INPUTS))
     assert long[0] == short[0] and long[1] > short[1]
     assert opened_sources == [runnables[0].source]
+
+
+def test_time_on_device_times_the_model_and_its_fp32_graphs_there(tiny_bert_dir, tiny_bert_onnx):
+    # The bench stage's path for a device beside the CPU, run here on the CPU itself (CI has no GPU): the model
+    # and the fp32 graph side by side, int8 graphs left out, efficiency from the measured latency.
+    from transformers import BertForSequenceClassification
+
+    from bench.measure import time_on_device
+
+    model = BertForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    graphs = {"fp32": tiny_bert_onnx, "dynamic-qint8": tiny_bert_onnx}
+    timings = time_on_device(model, INPUTS, graphs, "cpu", batch_size=1, seq_len=8, warmup=1, iters=3, seed=0,
+                             pause_s=0)
+    assert set(timings) == {"torch", "fp32"}
+    peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())  # cached: the figure used
+    flops = count_flops(model, dummy_inputs(model.config.vocab_size, 1, 8, INPUTS))
+    for t in timings.values():
+        assert t.latency_ms_p50 > 0 and t.iters >= 3
+        assert t.efficiency == pytest.approx(flops / (t.latency_ms_p50 / 1e3) / peak)

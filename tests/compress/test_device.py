@@ -74,3 +74,24 @@ def test_compress_run_on_an_absent_gpu_exits_2_and_writes_nothing(tmp_path):
     out = console_script(main, "compress", "run", str(config))
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "device" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("devices, message", [(["cuda"], "must include cpu"), (["cpu", "tpu"], "unknown device 'tpu'"),
+                                              (["cpu", "cpu"], "names a device twice")])
+def test_bench_devices_are_checked_at_load(devices, message):
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate({"bench": {"devices": devices}})
+
+
+def test_bench_devices_unset_leave_the_bench_hash_alone():
+    assert stable_hash(RunConfig().bench) == stable_hash(RunConfig.model_validate({"bench": {"pause_ms": None}}).bench)
+    assert RunConfig().bench.other_devices() == []
+    named = RunConfig.model_validate({"bench": {"devices": ["cpu"]}}).bench
+    assert stable_hash(named) != stable_hash(RunConfig().bench)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")
+def test_an_absent_bench_device_is_one_line_before_anything_runs():
+    with pytest.raises(UserError) as err:
+        run_device(RunConfig.model_validate({"device": "cpu", "bench": {"devices": ["cpu", "cuda:3"]}}))
+    assert err.value.where == "bench.devices" and "no CUDA GPU" in err.value.what

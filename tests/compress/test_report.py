@@ -131,3 +131,29 @@ def test_markdown_and_html_hold_every_artifact_and_the_plot():
         assert "Fastest exported graph keeping &gt;= 97.0%" in text or "Fastest exported graph keeping >= 97.0%" in text
     assert "![metric vs latency](pareto.png)" in md
     assert "data:image/png;base64," in page and "<script" not in page and "src=\"http" not in page
+
+
+def test_a_device_beside_the_cpu_gets_its_own_latency_table_with_speedups_there():
+    from compress.report import device_latency
+    from compress.results import ModelTimings, Timing
+
+    def timing(p50, efficiency=None):
+        return Timing(p50, p50, p50 * 1.2, p50 * 1.3, p50, 0.1, 10, efficiency)
+
+    def timed(on_cuda):
+        return ModelTimings(torch=timing(30.0), ort=None, ort_variants={}, flops=None, devices={"cuda": on_cuda})
+
+    teacher = timed({"torch": timing(8.0, 0.4)})
+    student = device_latency(timed({"torch": timing(2.0, 0.1), "fp32": timing(1.0)}), teacher)["cuda"]
+    assert student["speedup"] == 4.0 and student["ort_speedup"] == 8.0 and student["torch_p95_ms"] == 2.4
+    int8 = device_latency(timed({}), teacher)["cuda"]  # int8: CPU kernels only, not timed on the GPU
+    assert int8["torch_p50_ms"] is None and int8["speedup"] is None
+    assert device_latency(ModelTimings(timing(1.0), None, {}, None), teacher) is None  # CPU only: no table
+
+    report = small_report()
+    report["rows"][0]["devices"] = device_latency(teacher, teacher)
+    report["rows"][1]["devices"] = {"cuda": student}
+    md = markdown(report)
+    assert "## Latency on cuda (batch 1, 128 tokens)" in md
+    assert "| s | fp32 | 2.00 | 2.40 | 4.00x | 10.0% | 1.00 | 8.00x |" in md
+    assert "Latency on cuda" not in markdown(small_report())

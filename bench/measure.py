@@ -113,32 +113,46 @@ class _Describer:
         return self.counted[key]
 
 
-def time_on_device(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], device: str,
-                   batch_size: int, seq_len: int, warmup: int, iters: int, seed: int,
-                   pause_s: float = 0.05) -> dict[str, Timing]:
-    """The model in PyTorch on `device` (moved there) and, where ONNX Runtime has that device's provider, its fp32
-    graphs there, timed side by side; efficiency against the device's GEMM peak in the model's precision. Int8
-    models and graphs are left out: their kernels are CPU ones."""
+@dataclass
+class OnDevice:
+    """A model of a run and its ONNX graphs (variant name -> file), to time on a device beside the CPU."""
+
+    model: torch.nn.Module
+    input_names: list[str]
+    graphs: dict[str, Path]
+
+
+def time_on_device(models: dict[str, OnDevice], device: str, batch_size: int, seq_len: int, warmup: int,
+                   iters: int, seed: int, pause_s: float = 0.05) -> dict[str, dict[str, Timing]]:
+    """Every model in PyTorch on `device` (moved there) and, where ONNX Runtime has that device's provider, its
+    fp32 graphs there, all timed side by side, so their ratios hold while the device's clocks wander (a GPU at
+    batch 1 drifts by 2x between separate blocks); efficiency against the device's GEMM peak in each model's
+    precision. Int8 models and graphs are left out: their kernels are CPU ones. Model name -> runtime ("torch"
+    or the graph's variant) -> timing."""
     dev = check_device(device, "bench.devices", allow_index=True)
-    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, input_names, seed=seed)
-    flops = count_flops(model, feeds)  # counted on the CPU, before the move
-    runners, clocks = {}, {}
-    if not is_int8_model(model):
-        runners["torch"], clocks["torch"] = torch_runner(model.to(dev), feeds), torch_clock(dev)
     provider = ORT_PROVIDERS.get(dev.type)
-    if provider in available_providers():
-        for name, path in graphs.items():
-            if "int8" not in name:
+    with_ort = provider in available_providers()
+    runners, clocks, work = {}, {}, {}  # keyed by (model name, runtime); work: (flops, peak)
+    for name, m in models.items():
+        feeds = dummy_inputs(m.model.config.vocab_size, batch_size, seq_len, m.input_names, seed=seed)
+        flops = count_flops(m.model, feeds)  # counted on the CPU, before the move
+        if not is_int8_model(m.model):
+            dtype = next(m.model.parameters()).dtype
+            runners[name, "torch"] = torch_runner(m.model.to(dev), feeds)
+            clocks[name, "torch"] = torch_clock(dev)
+            work[name, "torch"] = flops, gemm_peak_flops(dev, torch.get_num_threads(), dtype)
+        for variant, path in m.graphs.items() if with_ort else ():
+            if "int8" not in variant:
                 session = create_session(path, provider=provider, device_id=dev.index)
-                runners[name], clocks[name] = ort_runner(session, feeds), wall_clock()
-    if not runners:
-        return {}
-    dtype = next(model.parameters()).dtype if "torch" in runners else torch.float32
-    peaks = {"torch": gemm_peak_flops(dev, torch.get_num_threads(), dtype)}
-    peak_fp32 = gemm_peak_flops(dev, torch.get_num_threads())
-    return {name: Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peaks.get(name, peak_fp32)
-                         if flops else None)
-            for name, t in time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s).items()}
+                runners[name, variant], clocks[name, variant] = ort_runner(session, feeds), wall_clock()
+                work[name, variant] = flops, gemm_peak_flops(dev, torch.get_num_threads())
+    timed = time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s) if runners else {}
+    out: dict[str, dict[str, Timing]] = {name: {} for name in models}
+    for (name, runtime), t in timed.items():
+        flops, peak = work[name, runtime]
+        out[name][runtime] = Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peak
+                                    if flops else None)
+    return out
 
 
 def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,

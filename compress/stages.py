@@ -23,7 +23,7 @@ from transformers import AutoConfig
 
 from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
-from bench.measure import time_model_and_graphs, time_on_device
+from bench.measure import OnDevice, time_model_and_graphs, time_on_device
 from bench.results import capture_environment
 from compress import distributed
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
@@ -466,7 +466,7 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
         # A launcher runs each process on one thread (torchrun's OMP_NUM_THREADS=1); bench as one process would,
         # on every core, as ONNX Runtime's sessions do.
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    results = {}
+    results, on_device = {}, {}
     # The CPU's GEMM peak in each precision the models run in (a bf16 row against the bf16 peak); the fp32 one always.
     peaks = {torch.float32: gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())}
     with track_steps("bench", len(models)) as advance:
@@ -478,12 +478,15 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
             export = exports.get(m.name)
             graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
             names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-            timings = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup, b.iters,
-                                            b.threads, cfg.seed, peaks[dtype], b.pause_s())
-            on_devices = {device: time_on_device(model, names, graphs, device, b.batch_size, b.seq_len, b.warmup,
-                                                 b.iters, cfg.seed, b.pause_s()) for device in b.other_devices()}
-            results[m.name] = replace(timings, devices=on_devices)
+            results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup,
+                                                    b.iters, b.threads, cfg.seed, peaks[dtype], b.pause_s())
+            if b.other_devices():  # kept for the devices beside the CPU, where every model is timed at once
+                on_device[m.name] = OnDevice(model, names, graphs)
             advance()
+    for device in b.other_devices():
+        timed = time_on_device(on_device, device, b.batch_size, b.seq_len, b.warmup, b.iters, cfg.seed, b.pause_s())
+        for name, timings in timed.items():
+            results[name] = replace(results[name], devices=results[name].devices | {device: timings})
     half_peaks = {f"gemm_peak_{name}_flops_s": peaks[d] for name, d in HALF_PRECISIONS.items() if d in peaks}
     write_json_atomic(cfg.run_dir / "bench.json", {
         "settings": b.model_dump(), "results": to_json(results, BenchResult),

@@ -225,3 +225,20 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
     row = next(r for r in fewer.report["rows"] if r["model"] == "half")
     assert [v["variant"] for v in row["ort_variants"]] == ["fp32", "fp32-optimized", "dynamic-qint8"]
     assert not (tmp_path / "squeeze" / "exports" / "half" / "model_static_qint8.onnx").exists()
+
+
+def test_a_device_beside_the_cpu_times_every_model_there(squeezed, monkeypatch):
+    # CI has no GPU: the CPU stands in for the other device, so the bench stage's second pass and the report's
+    # table per device run for real. Int8 rows have CPU kernels only: no PyTorch timing there.
+    from compress.config import BenchConfig
+
+    cfg, rows, _ = squeezed
+    monkeypatch.setattr(BenchConfig, "other_devices", lambda self: ["cpu"])
+    result = run(cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"iters": 4})}))
+    assert result.ran == ["bench"]
+    by = {r["model"]: r for r in result.report["rows"]}
+    teacher = by["teacher"]["devices"]["cpu"]
+    assert teacher["speedup"] == 1.0 and teacher["torch_p50_ms"] > 0 and teacher["ort_p50_ms"] > 0
+    assert by["half-int8"]["devices"]["cpu"]["torch_p50_ms"] is None
+    assert by["half-heads-bf16"]["devices"]["cpu"]["torch_p50_ms"] > 0
+    assert "## Latency on cpu (batch 1, 16 tokens)" in (cfg.run_dir / "report.md").read_text()

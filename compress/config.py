@@ -713,6 +713,12 @@ def stable_hash(*parts: BaseModel | dict | str | None) -> str:
     return hashlib.sha256(json.dumps(_without_unhashed(payload), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def data_hash(*parts: list | str | None) -> str:
+    """stable_hash's digest of data that holds no config keys (encoded examples, a vocabulary), without walking
+    every value for them: on 100,000 encoded examples that walk took 30 s."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True).encode()).hexdigest()[:16]
+
+
 # Keys added after runs existed that change nothing while unset: hashed only when set, so an upgrade does not re-run
 # a finished stage.
 HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer", "pause_ms", "devices"})

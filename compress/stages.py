@@ -34,7 +34,7 @@ from compress.config import (
     RunConfig,
     StudentConfig,
     TrainConfig,
-    stable_hash,
+    data_hash,
 )
 from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
@@ -158,7 +158,7 @@ def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
     teacher = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
     if same_vocabulary(tokenizer, teacher):
         return data
-    key = stable_hash(data.fingerprint, data.transfer_fingerprint, sorted(tokenizer.get_vocab().items()))
+    key = data_hash(data.fingerprint, data.transfer_fingerprint, sorted(tokenizer.get_vocab().items()))
     if key not in _ENCODED_FOR:
         enc, label_names = data.task.build(cfg, tokenizer, augmentation_words(cfg, teacher))
         own = encoded_data(data.task, enc, label_names, data.max_length)
@@ -179,8 +179,8 @@ def encoded_data(task: Task, enc: dict[str, EncodedSplit], label_names: list[str
     """Data from a task's encoded splits, fingerprinted by their tokens."""
     transfer = enc.get("transfer")
     return Data(task, enc["train"], enc["validation"], enc["test"], label_names, max_length,
-                stable_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
-                transfer, stable_hash(transfer.features) if transfer is not None else None)
+                data_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
+                transfer, data_hash(transfer.features) if transfer is not None else None)
 
 
 def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:

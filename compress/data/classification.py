@@ -13,17 +13,21 @@ from compress.data.metrics import classification_metrics
 from compress.data.sources import Examples, load_splits
 from compress.data.transfer import transfer_texts
 
+# Texts per tokenizer call: the tokenizer's own objects for a whole large split at once would double the peak memory.
+ENCODE_CHUNK = 4096
+
 
 def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
     """Texts, or (text, text pair) tuples as the tokenizer encodes pairs (both truncated, the longer first)."""
-    pairs = bool(examples.texts) and isinstance(examples.texts[0], tuple)
-    if pairs:
-        enc = tokenizer([a for a, _ in examples.texts], [b for _, b in examples.texts], truncation=True,
-                        max_length=max_length)
-    else:
-        enc = tokenizer(examples.texts, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    features = [{k: enc[k][i] for k in keys} | {"labels": examples.labels[i]} for i in range(len(examples))]
+    features = []
+    for start in range(0, len(examples), ENCODE_CHUNK):
+        texts = examples.texts[start:start + ENCODE_CHUNK]
+        if isinstance(texts[0], tuple):
+            enc = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length)
+        else:
+            enc = tokenizer(texts, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        features += [{k: enc[k][i] for k in keys} | {"labels": examples.labels[start + i]} for i in range(len(texts))]
     return EncodedSplit(features)
 
 

@@ -213,3 +213,27 @@ def test_a_split_whose_scores_are_all_one_value_is_refused(tmp_path):
     source = LocalSource(train=train, test=test, label_column="score")
     with pytest.raises(UserError, match="every row of the test split has the score -1"):
         load_splits(DataConfig(source=source), seed=0, scores=True)
+
+
+def test_large_splits_are_tokenised_in_chunks_with_the_same_result(tiny_bert_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    import compress.data.classification as classification
+    from compress.data.sources import Examples
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    texts = [f"story {i} about the markets and the match" for i in range(7)]
+    for examples in (Examples(texts, list(range(7))), Examples([(t, t[::-1]) for t in texts], list(range(7)))):
+        whole = encode(examples, tokenizer, 16).features
+        monkeypatch.setattr(classification, "ENCODE_CHUNK", 3)
+        assert encode(examples, tokenizer, 16).features == whole
+        monkeypatch.undo()
+        assert [f["labels"] for f in whole] == list(range(7))
+
+
+def test_data_hash_is_stable_hash_without_the_walk():
+    from compress.config import data_hash, stable_hash
+
+    features = [{"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "labels": 2.5}, {"offsets": [(0, 3)]}]
+    assert data_hash([features, features[:1]], ["a", "b"]) == stable_hash([features, features[:1]], ["a", "b"])
+    assert data_hash(features) == stable_hash(features) != data_hash(features[:1])

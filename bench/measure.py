@@ -3,6 +3,7 @@ efficiency and throughput beside the percentiles."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
 from bench.timing import Clock, time_interleaved, wall_clock
 from compress.data.batching import MODEL_INPUTS
 from compress.models.int8 import is_int8_model
-from compress.results import ModelTimings, Timing
+from compress.results import Latency, ModelTimings, Timing
 from exports.ort import available_providers, create_session
 
 
@@ -115,44 +116,49 @@ class _Describer:
 
 @dataclass
 class OnDevice:
-    """A model of a run and its ONNX graphs (variant name -> file), to time on a device beside the CPU."""
+    """A model of a run, its plain fp32 ONNX graph (None: not exported) and FLOPs per forward at the bench shape,
+    to time on a device beside the CPU."""
 
     model: torch.nn.Module
     input_names: list[str]
-    graphs: dict[str, Path]
+    graph: Path | None
+    flops: int | None
 
 
 def time_on_device(models: dict[str, OnDevice], device: str, batch_size: int, seq_len: int, warmup: int,
                    iters: int, seed: int, pause_s: float = 0.05) -> dict[str, dict[str, Timing]]:
     """Every model in PyTorch on `device` (moved there) and, where ONNX Runtime has that device's provider, its
-    fp32 graphs there, all timed side by side, so their ratios hold while the device's clocks wander (a GPU at
-    batch 1 drifts by 2x between separate blocks); efficiency against the device's GEMM peak in each model's
-    precision. Int8 models and graphs are left out: their kernels are CPU ones. Model name -> runtime ("torch"
-    or the graph's variant) -> timing."""
+    fp32 graph there, all timed side by side, so their ratios hold while the device's clocks wander (a GPU at
+    batch 1 drifts by 2x between separate blocks). Int8 models are left out: their kernels are CPU ones. The
+    optimised graphs too: for our own families ORT optimised them for the CPU provider. Model name -> runtime
+    ("torch" or "fp32") -> timing, with efficiency against the device's GEMM peak in the precision used."""
     dev = check_device(device, "bench.devices", allow_index=True)
-    provider = ORT_PROVIDERS.get(dev.type)
-    with_ort = provider in available_providers()
-    runners, clocks, work = {}, {}, {}  # keyed by (model name, runtime); work: (flops, peak)
-    for name, m in models.items():
-        feeds = dummy_inputs(m.model.config.vocab_size, batch_size, seq_len, m.input_names, seed=seed)
-        flops = count_flops(m.model, feeds)  # counted on the CPU, before the move
-        if not is_int8_model(m.model):
-            dtype = next(m.model.parameters()).dtype
-            runners[name, "torch"] = torch_runner(m.model.to(dev), feeds)
-            clocks[name, "torch"] = torch_clock(dev)
-            work[name, "torch"] = flops, gemm_peak_flops(dev, torch.get_num_threads(), dtype)
-        for variant, path in m.graphs.items() if with_ort else ():
-            if "int8" not in variant:
-                session = create_session(path, provider=provider, device_id=dev.index)
-                runners[name, variant], clocks[name, variant] = ort_runner(session, feeds), wall_clock()
-                work[name, variant] = flops, gemm_peak_flops(dev, torch.get_num_threads())
-    timed = time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s) if runners else {}
+    # CUDA events and the GEMM peak run on the current GPU: make it the one named (cuda:1 is not the default).
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        provider = ORT_PROVIDERS.get(dev.type)
+        with_ort = provider in available_providers()
+        runners, clocks, peaks = {}, {}, {}  # keyed by (model name, runtime)
+        for name, m in models.items():
+            feeds = dummy_inputs(m.model.config.vocab_size, batch_size, seq_len, m.input_names, seed=seed)
+            if not is_int8_model(m.model):
+                runners[name, "torch"] = torch_runner(m.model.to(dev), feeds)
+                clocks[name, "torch"] = torch_clock(dev)
+                peaks[name, "torch"] = gemm_peak_flops(dev, torch.get_num_threads(), next(m.model.parameters()).dtype)
+            if with_ort and m.graph is not None:
+                session = create_session(m.graph, provider=provider, device_index=dev.index or 0)
+                runners[name, "fp32"], clocks[name, "fp32"] = ort_runner(session, feeds), wall_clock()
+                peaks[name, "fp32"] = gemm_peak_flops(dev, torch.get_num_threads())
+        timed = time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s) if runners else {}
     out: dict[str, dict[str, Timing]] = {name: {} for name in models}
     for (name, runtime), t in timed.items():
-        flops, peak = work[name, runtime]
-        out[name][runtime] = Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peak
-                                    if flops else None)
+        out[name][runtime] = with_efficiency(t, models[name].flops, peaks[name, runtime])
     return out
+
+
+def with_efficiency(latency: Latency, flops: int | None, peak_flops_s: float) -> Timing:
+    """A timing with its achieved FLOP/s over `peak_flops_s` (None where the FLOPs are not known)."""
+    return Timing(**latency.to_dict(), efficiency=flops / (latency.latency_ms_p50 / 1e3) / peak_flops_s
+                  if flops else None)
 
 
 def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,
@@ -166,7 +172,6 @@ def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs
     runners = {"torch": torch_runner(model, feeds)}
     runners |= {name: ort_runner(create_session(path, threads=threads), feeds) for name, path in graphs.items()}
     flops = count_flops(model, feeds)
-    timings = {name: Timing(**t.to_dict(), efficiency=flops / (t.latency_ms_p50 / 1e3) / peak_flops_s
-                            if flops and "int8" not in name else None)
+    timings = {name: with_efficiency(t, None if "int8" in name else flops, peak_flops_s)
                for name, t in time_interleaved(runners, warmup, iters, pause_s=pause_s).items()}
     return ModelTimings(torch=timings.pop("torch"), ort=timings.pop("fp32", None), ort_variants=timings, flops=flops)

@@ -89,7 +89,7 @@ def export_for_ort(source: str, onnx: Path, task: str = "classification", opset:
     if Path(source).is_dir() and is_quantized_dir(Path(source)):
         raise UserError("a PyTorch int8 model has no ONNX export", source,
                         "time it with --backend torch, or export its fp32 source (compress run exports it)")
-    model = open_torch(source, torch.device("cpu"), task)
+    model = open_torch(source, torch.device("cpu"), task).float()  # a bf16/fp16 folder: ORT's graph in fp32
     ids = torch.randint(low=model.config.vocab_size // 2, high=model.config.vocab_size, size=(2, 16))
     mask = torch.ones_like(ids)
     mask[1, 10:] = 0  # rows of different lengths, so no padding-dependent shape is frozen into the graph

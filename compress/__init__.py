@@ -1,0 +1,34 @@
+"""bert-compress as a library: the same run as `compress run`, from Python.
+
+    from compress import load_config, run
+    cfg = load_config("configs/demo.yaml").model_copy(update={"name": "notebook"})
+    result = run(cfg)                     # resumes: a stage that finished under the same settings is skipped
+    for row in result.report["rows"]:
+        print(row["model"], row["metric"], row["speedup"])
+
+`run` also takes a YAML path, or nothing (the offline default); `RunConfig.model_validate({...})` builds a config
+in code. A mistake in the config or the data raises `UserError` (its `.line()` is what the CLI prints). Model
+libraries load on the first `run`, so `import compress` stays light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.config import DEFAULT_CONFIG, RunConfig, load_config
+from compress.errors import UserError
+
+__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "load_config", "run"]
+
+
+def run(config: RunConfig | str | Path | None = None, *, start: str | None = None, only: str | None = None):
+    """Run (or resume) the pipeline; `start`/`only` re-run from a stage or one stage alone, as --from/--only do.
+    Returns a RunResult: `run_dir`, `report` (report.json's content), and the stages `ran` and `skipped`."""
+    from compress.pipeline import run as run_pipeline  # torch and transformers load here, not on import
+    from compress.resume import StageSelection
+
+    if config is None:
+        config = DEFAULT_CONFIG
+    elif not isinstance(config, RunConfig):
+        config = load_config(Path(config))
+    return run_pipeline(config, StageSelection(start=start, only=only))

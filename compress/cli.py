@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from compress.config import DEFAULT_CONFIG, RunConfig, load_config
+from compress.config import load_config
 from compress.entry import run_app, show_version
 from compress.manifest import STAGES
 
@@ -19,10 +19,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _group(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
                                                  help="print the version and exit")] = False) -> None:
     """Distil, prune, quantise, export and benchmark BERT-family models."""
-
-
-def _config(path: Path | None) -> RunConfig:
-    return DEFAULT_CONFIG if path is None else load_config(path)
 
 
 STAGE_NAMES = ", ".join(STAGES)
@@ -38,11 +34,9 @@ def run(
 ) -> None:
     """Run data -> teacher -> students -> prune -> quantize -> export -> bench -> report; resumes from the run
     folder (a stage that finished under the same settings is skipped)."""
-    cfg = _config(config)
-    from compress.pipeline import run as run_pipeline  # heavy imports only when running
-    from compress.resume import StageSelection
+    from compress import run as run_pipeline
 
-    result = run_pipeline(cfg, StageSelection(start=start, only=only))
+    result = run_pipeline(config, start=start, only=only)
     if result.report is not None:
         files = ", ".join(f"report.{ext}" for ext in ("json", "csv", "md", "html")) + ", pareto.png"
         typer.echo(f"report: {result.run_dir}/ ({files})")

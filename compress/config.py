@@ -530,9 +530,9 @@ class BenchConfig(Strict):
             raise ValueError(f"unknown device '{unknown[0]}': use cpu, cuda, cuda:N or mps")
         if "cpu" not in devices:
             raise ValueError("must include cpu: the comparison table is timed there (e.g. [cpu, cuda])")
-        if len(set(devices)) < len(devices):
-            raise ValueError("names a device twice")
-        return devices
+        if len({"cuda:0" if d == "cuda" else d for d in devices}) < len(devices):
+            raise ValueError("names a device twice (cuda is cuda:0)")
+        return None if devices == ["cpu"] else devices  # [cpu] is the default: the same bench hash
 
     def pause_s(self) -> float:
         return (50 if self.pause_ms is None else self.pause_ms) / 1e3

@@ -43,10 +43,9 @@ def artifact_rows(report: dict) -> list[dict]:
     for r in report["rows"]:
         model = {k: r.get(k) for k in ("model", "role", "family", "student_kind", "source", "params",
                                        "nonzero_params", "sparsity")}
-        precision = r.get("precision") or ("int8" if r["role"] == "quantized" else "fp32")  # older reports: none
         rows.append(model | {
-            "runtime": "pytorch", "variant": "int8-dynamic" if precision == "int8" else precision,
-            "precision": precision, "kept": None,
+            "runtime": "pytorch", "variant": "int8-dynamic" if r["precision"] == "int8" else r["precision"],
+            "precision": r["precision"], "kept": None,
             "size_mb": r["size_mb"], "size_mb_compressed": r.get("size_mb_compressed"), "flops": r.get("flops"),
             "metric": r["metric"], "retained": r["retained"], "latency_ms_p50": r["torch_p50_ms"],
             "latency_ms_p95": r.get("torch_p95_ms"), "speedup": r["speedup"], "parity_max_abs_diff": None,
@@ -134,7 +133,7 @@ def device_tables(report: dict) -> list[tuple[str, tuple[list[str], list[list[st
         cells = []
         for r in report["rows"]:
             d = (r.get("devices") or {}).get(device) or {}
-            cells.append([r["model"], r.get("precision") or "fp32", fmt_number(d.get("torch_p50_ms"), ".2f"),
+            cells.append([r["model"], r["precision"], fmt_number(d.get("torch_p50_ms"), ".2f"),
                           fmt_number(d.get("torch_p95_ms"), ".2f"), fmt_number(d.get("speedup"), ".2f", "x"),
                           _percent(d.get("torch_efficiency")), fmt_number(d.get("ort_p50_ms"), ".2f"),
                           fmt_number(d.get("ort_speedup"), ".2f", "x")])

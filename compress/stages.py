@@ -481,7 +481,7 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
             results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup,
                                                     b.iters, b.threads, cfg.seed, peaks[dtype], b.pause_s())
             if b.other_devices():  # kept for the devices beside the CPU, where every model is timed at once
-                on_device[m.name] = OnDevice(model, names, graphs)
+                on_device[m.name] = OnDevice(model, names, graphs.get("fp32"), results[m.name].flops)
             advance()
     for device in b.other_devices():
         timed = time_on_device(on_device, device, b.batch_size, b.seq_len, b.warmup, b.iters, cfg.seed, b.pause_s())

@@ -31,10 +31,10 @@ def available_providers() -> list[str]:
 
 
 def create_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
-                   profile_prefix: str | None = None, device_id: int | None = None) -> ort.InferenceSession:
-    """Open `path` on `provider` (the GPU `device_id` for CUDA) and check that it really runs there (ORT silently
-    falls back to CPU). With `profile_prefix`, ORT profiles every run into a file of that prefix (see
-    session.end_profiling())."""
+                   profile_prefix: str | None = None, device_index: int = 0) -> ort.InferenceSession:
+    """Open `path` on `provider` (CUDA: on GPU `device_index`, in IEEE fp32 as PyTorch's fp32 runs, not TF32) and
+    check that it really runs there (ORT silently falls back to CPU). With `profile_prefix`, ORT profiles every run
+    into a file of that prefix (see session.end_profiling())."""
     if not Path(path).is_file():
         raise UserError("ONNX file not found", str(path), "export the model first (compress run)")
     if provider not in ort.get_available_providers():
@@ -48,8 +48,8 @@ def create_session(path: Path, threads: int | None = None, provider: str = "CPUE
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     try:
-        options_of_provider = {"device_id": device_id} if device_id is not None else {}
-        session = ort.InferenceSession(str(path), sess_options=options, providers=[(provider, options_of_provider)])
+        cuda = {"device_id": str(device_index), "use_tf32": "0"} if provider == "CUDAExecutionProvider" else {}
+        session = ort.InferenceSession(str(path), sess_options=options, providers=[(provider, cuda)])
     except Exception as err:  # ORT raises its own exception types for corrupt graphs and unknown opsets
         raise UserError(f"ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})", str(path),
                         "re-export the model; check the opset against your onnxruntime version") from None

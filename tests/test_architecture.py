@@ -42,7 +42,14 @@ LAYER_OF = {
 }
 
 
+# The package's own __init__ is the Python API (`from compress import run`): a front door like the CLI, so it sits
+# at the top; nothing inside the packages imports it.
+PUBLIC_API = {"compress": "cli"}
+
+
 def layer(module: str) -> int:
+    if module in PUBLIC_API:
+        return LAYERS.index(PUBLIC_API[module])
     prefixes = [p for p in LAYER_OF if module == p or module.startswith(p + ".")]
     return LAYERS.index(LAYER_OF[max(prefixes, key=len)])
 

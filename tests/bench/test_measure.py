@@ -158,19 +158,19 @@ def test_describer_counts_each_source_and_shape_once(runnables, monkeypatch):
 
 def test_time_on_device_times_every_model_and_fp32_graph_side_by_side(tiny_bert_dir, tiny_bert_onnx):
     # The bench stage's path for a device beside the CPU, run here on the CPU itself (CI has no GPU): every model
-    # and its fp32 graph in one interleaved timing, int8 models and graphs left out, efficiency from the latency.
+    # and its fp32 graph in one interleaved timing, int8 models left out, efficiency from the latency.
     from transformers import BertForSequenceClassification
 
     from bench.measure import OnDevice, time_on_device
     from compress.models.int8 import quantize_dynamic_int8
 
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
-    models = {"tiny": OnDevice(model, INPUTS, {"fp32": tiny_bert_onnx, "dynamic-qint8": tiny_bert_onnx}),
-              "tiny-int8": OnDevice(quantize_dynamic_int8(model), INPUTS, {})}
+    flops = count_flops(model, dummy_inputs(model.config.vocab_size, 1, 8, INPUTS))
+    models = {"tiny": OnDevice(model, INPUTS, tiny_bert_onnx, flops),
+              "tiny-int8": OnDevice(quantize_dynamic_int8(model), INPUTS, None, None)}
     timed = time_on_device(models, "cpu", batch_size=1, seq_len=8, warmup=1, iters=3, seed=0, pause_s=0)
     assert {name: set(t) for name, t in timed.items()} == {"tiny": {"torch", "fp32"}, "tiny-int8": set()}
     peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())  # cached: the figure used
-    flops = count_flops(model, dummy_inputs(model.config.vocab_size, 1, 8, INPUTS))
     for t in timed["tiny"].values():
         assert t.latency_ms_p50 > 0 and t.iters >= 3
         assert t.efficiency == pytest.approx(flops / (t.latency_ms_p50 / 1e3) / peak)

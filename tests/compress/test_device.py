@@ -77,7 +77,8 @@ def test_compress_run_on_an_absent_gpu_exits_2_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("devices, message", [(["cuda"], "must include cpu"), (["cpu", "tpu"], "unknown device 'tpu'"),
-                                              (["cpu", "cpu"], "names a device twice")])
+                                              (["cpu", "cpu"], "names a device twice"),
+                                              (["cpu", "cuda", "cuda:0"], "cuda is cuda:0")])
 def test_bench_devices_are_checked_at_load(devices, message):
     with pytest.raises(ValidationError, match=message):
         RunConfig.model_validate({"bench": {"devices": devices}})
@@ -86,8 +87,9 @@ def test_bench_devices_are_checked_at_load(devices, message):
 def test_bench_devices_unset_leave_the_bench_hash_alone():
     assert stable_hash(RunConfig().bench) == stable_hash(RunConfig.model_validate({"bench": {"pause_ms": None}}).bench)
     assert RunConfig().bench.other_devices() == []
-    named = RunConfig.model_validate({"bench": {"devices": ["cpu"]}}).bench
-    assert stable_hash(named) != stable_hash(RunConfig().bench)
+    named = RunConfig.model_validate({"bench": {"devices": ["cpu"]}}).bench  # the default, spelt out
+    assert stable_hash(named) == stable_hash(RunConfig().bench)
+    assert RunConfig.model_validate({"bench": {"devices": ["cpu", "cuda:1"]}}).bench.other_devices() == ["cuda:1"]
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")

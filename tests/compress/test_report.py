@@ -16,7 +16,8 @@ def row(model, role, metric, torch_p50, params=1_000_000, kept=None, retained=No
     return {"model": model, "role": role, "family": "bert", "params": params, "size_mb": params * 4 / 1e6,
             "metric": metric, "retained": retained, "torch_p50_ms": torch_p50, "speedup": speedup,
             "model_dir": f"students/{model}", "ort_kept": kept_variant, "ort_kept_p50_ms": kept_p50,
-            "ort_kept_metric": kept_metric, "ort_kept_speedup": kept_speedup, "ort_variants": None} | extra
+            "ort_kept_metric": kept_metric, "ort_kept_speedup": kept_speedup, "ort_variants": None,
+            "precision": "fp32"} | extra
 
 
 def test_pareto_front_keeps_only_undominated_points():

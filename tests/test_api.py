@@ -1,0 +1,32 @@
+"""The Python API the README shows: `from compress import load_config, run`, on a run built once per session."""
+
+import subprocess
+import sys
+
+import pytest
+
+import compress
+from compress.config import dump_config
+from tests.test_pipeline import tiny_config
+
+
+def test_the_readme_example_resumes_a_run_from_python(run_folder_copy, tiny_bert_dir, tiny_csv):
+    copied = run_folder_copy("tiny", lambda root: tiny_config(root, tiny_bert_dir, tiny_csv))
+    path = copied.root / "tiny.yaml"
+    path.write_text(dump_config(copied.cfg))
+
+    cfg = compress.load_config(path)
+    result = compress.run(cfg)  # every stage finished under these settings: nothing re-runs
+    assert result.ran == [] and result.report["rows"] == copied.result.report["rows"]
+    rows = {row["model"]: (row["metric"], row["speedup"]) for row in result.report["rows"]}
+    assert set(rows) == {"teacher", "half", "half-baseline"} and rows["teacher"][1] == 1.0
+
+    assert compress.run(str(path), only="bench").ran == ["bench"]  # a path works, and so does `only`
+    with pytest.raises(compress.UserError, match="config file not found"):
+        compress.run(copied.root / "missing.yaml")
+
+
+def test_importing_the_package_loads_no_model_library():
+    code = "import sys, compress; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -13,11 +13,10 @@ from typing import Annotated
 
 import typer
 
-from compress.entry import run_app, show_version
+from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
 from compress.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Latency, memory and profiles of models, measured on this machine.")
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
 TARGETS_HELP = "run folders, .onnx files, HF model folders or zoo names (bench zoo --help lists them)"
 Targets = Annotated[list[str], typer.Argument(help=TARGETS_HELP, show_default=False)]
@@ -38,9 +37,12 @@ Task = Annotated[str, typer.Option(help="head for zoo shapes: classification | r
 
 
 @app.callback()
-def _group(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
-                                                 help="print the version and exit")] = False) -> None:
-    """Latency, memory and profiles of models, measured on this machine."""
+def _group(version: Version = False, quiet: Quiet = False, verbose: Verbose = False) -> None:
+    """Latency, memory and profiles of models, measured on this machine.
+
+    Example: bench latency runs/demo --device cpu   (bench --install-completion: tab completion in your shell)
+    """
+    set_verbosity(quiet, verbose)
 
 
 @app.command()
@@ -49,7 +51,10 @@ def latency(targets: Targets, device: Device = "cpu", backend: Backends = None, 
             threads: Threads = None, task: Task = "classification", json: JsonOut = None,
             csv: CsvOut = None) -> None:
     """p50/p90/p95/p99, mean, std and throughput of each target at each batch size and sequence length, timed
-    side by side; FLOPs and efficiency (achieved FLOP/s over this machine's GEMM peak) beside them."""
+    side by side; FLOPs and efficiency (achieved FLOP/s over this machine's GEMM peak) beside them.
+
+    Example: bench latency bert-base runs/demo/exports/custom-1x128/model.onnx --batch-sizes 1,8 --json lat.json
+    """
     settings = _settings(locals())
     from bench.measure import latency_rows
 
@@ -67,7 +72,10 @@ def memory(targets: Targets, device: Device = "cpu", backend: Backends = None, b
            threads: Threads = None, task: Task = "classification",
            json: JsonOut = None, csv: CsvOut = None) -> None:
     """Peak process RSS (and how much the model added to it), CUDA max allocated, MPS current and driver
-    allocated: each target loaded and run in a fresh process. "n/a" where a device has no such figure."""
+    allocated: each target loaded and run in a fresh process. "n/a" where a device has no such figure.
+
+    Example: bench memory runs/demo --device cpu
+    """
     settings = _settings(locals())
     from bench.memory import memory_rows
 
@@ -90,7 +98,10 @@ def profile(target: Annotated[str, typer.Argument(help="one model: " + TARGETS_H
             trace: Annotated[Path, typer.Option(help="Chrome trace file to write")] = Path("bench-trace.json"),
             json: JsonOut = None, csv: CsvOut = None) -> None:
     """Top operators by self time per forward (torch.profiler; ONNX Runtime's profile per operator type) and a
-    Chrome trace of the profiled forwards."""
+    Chrome trace of the profiled forwards.
+
+    Example: bench profile bert-base --backend torch --trace trace.json   (open it in chrome://tracing)
+    """
     settings = _settings(locals())
     from bench.profile import profile_runnable
 
@@ -113,7 +124,10 @@ def compare(a: Annotated[Path, typer.Argument(help="baseline: a `bench --json` f
             metric: Annotated[str, typer.Option(help="field to compare")] = "latency_ms_p50",
             threshold: Annotated[float, typer.Option(min=0.0, help="0.1: flag B worse than A by more than 10%")] = 0.1,
             json: JsonOut = None, csv: CsvOut = None) -> None:
-    """B next to A with the ratio B/A; exits 1 when a row regressed past the threshold."""
+    """B next to A with the ratio B/A; exits 1 when a row regressed past the threshold.
+
+    Example: bench compare before.json runs/demo/bench.json --threshold 0.1
+    """
     settings = _settings(locals())
     from bench.compare import compare_rows, load_rows
 
@@ -134,7 +148,10 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
         threads: Threads = None, task: Task = "classification", json: JsonOut = None, csv: CsvOut = None) -> None:
     """The architecture-only table: BERT-base, DistilBERT-base, TinyBERT-4, MobileBERT, our custom transformer and
     BiLSTM, with random weights -- exact params, FLOPs, PyTorch and ONNX Runtime latency timed side by side, and
-    speed-up over BERT-base on each backend."""
+    speed-up over BERT-base on each backend.
+
+    Example: bench zoo bert-base tinybert-4 --device cuda
+    """
     settings = _settings(locals())
     from bench.measure import add_speedups, latency_rows
     from compress.anchors import add_zoo_anchors

@@ -8,17 +8,19 @@ from typing import Annotated, Optional
 import typer
 
 from compress.config import load_config
-from compress.entry import run_app, show_version
+from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
 from compress.manifest import STAGES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Distil, prune, quantise, export and benchmark BERT-family models.")
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
 
 @app.callback()
-def _group(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
-                                                 help="print the version and exit")] = False) -> None:
-    """Distil, prune, quantise, export and benchmark BERT-family models."""
+def _group(version: Version = False, quiet: Quiet = False, verbose: Verbose = False) -> None:
+    """Distil, prune, quantise, export and benchmark BERT-family models.
+
+    Example: compress run configs/wnut16.yaml   (compress --install-completion: tab completion in your shell)
+    """
+    set_verbosity(quiet, verbose)
 
 
 STAGE_NAMES = ", ".join(STAGES)
@@ -28,12 +30,17 @@ STAGE_NAMES = ", ".join(STAGES)
 def run(
     config: Annotated[Optional[Path], typer.Argument(help="run YAML; omit for the offline demo")] = None,
     start: Annotated[Optional[str], typer.Option(
-        "--from", help=f"re-run this stage and every later one ({STAGE_NAMES})", show_default=False)] = None,
+        "--from", help=f"re-run this stage and every later one ({STAGE_NAMES})", show_default=False,
+        autocompletion=lambda: list(STAGES))] = None,
     only: Annotated[Optional[str], typer.Option(
-        "--only", help="re-run this stage alone; earlier stages must have finished", show_default=False)] = None,
+        "--only", help=f"re-run this stage alone; earlier stages must have finished ({STAGE_NAMES})",
+        show_default=False, autocompletion=lambda: list(STAGES))] = None,
 ) -> None:
     """Run data -> teacher -> students -> prune -> quantize -> export -> bench -> report; resumes from the run
-    folder (a stage that finished under the same settings is skipped)."""
+    folder (a stage that finished under the same settings is skipped).
+
+    Example: compress run configs/wnut16.yaml --from bench   (re-measure a finished run on a quieter machine)
+    """
     from compress import run as run_pipeline
 
     result = run_pipeline(config, start=start, only=only)
@@ -44,7 +51,10 @@ def run(
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) -> None:
-    """Check a run YAML (keys, types, values, and what the models' config files refute) without running anything."""
+    """Check a run YAML (keys, types, values, and what the models' config files refute) without running anything.
+
+    Example: compress validate configs/squad.yaml
+    """
     from compress.preflight import check_against_models
 
     cfg = load_config(config)
@@ -60,7 +70,10 @@ def answer(
     max_length: Annotated[int, typer.Option(min=16)] = 384,
     max_answer_length: Annotated[int, typer.Option(min=1)] = 30,
 ) -> None:
-    """Answer a question from a context with a trained QA model."""
+    """Answer a question from a context with a trained QA model.
+
+    Example: compress answer --model runs/squad/teacher --question "Who wrote it?" --context "It was written by Ada."
+    """
     from compress.inference import answer_question  # model libraries load only for commands that run models
 
     typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
@@ -71,7 +84,10 @@ def tag(
     model: Annotated[Path, typer.Option(help="a saved NER model folder (teacher or student of an ner run)")],
     text: Annotated[str, typer.Option(help="the text to tag (words split on whitespace)")],
 ) -> None:
-    """Print the entities a trained NER model finds: type, text, character span."""
+    """Print the entities a trained NER model finds: type, text, character span.
+
+    Example: compress tag --model runs/wnut16/teacher --text "Taylor Swift played Madison Square Garden"
+    """
     from compress.inference import tag_text  # model libraries load only for commands that run models
 
     for entity in tag_text(model, text):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -49,3 +50,22 @@ def show_version(asked: bool) -> None:
             version = "(not installed: pip install -e .)"
         typer.echo(f"bert-compress {version}")
         raise typer.Exit()
+
+
+Version = Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                       help="print the version and exit")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the result's path (files are "
+                                                           "written as ever)")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' warnings and info "
+                                                               "(transformers, hub, tracing)")]
+
+
+def set_verbosity(quiet: bool, verbose: bool) -> None:
+    """The console's verbosity for this command: --quiet silences progress and tables, --verbose lets the
+    libraries' own messages through."""
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose together", "options", "pick one")
+    from compress import progress
+
+    progress.console.quiet = quiet
+    progress.LIBRARY_MESSAGES = verbose

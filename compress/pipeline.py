@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import transformers
 
-from compress import distributed, stages
+from compress import distributed, progress, stages
 from compress.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
 from compress.config import (
     BiLSTMStudent,
@@ -229,7 +229,9 @@ def _named(models: list[ModelArtifact], name: str) -> ModelArtifact:
 
 def quiet_libraries() -> None:
     """Keep the console for our progress and tables: library chatter about new heads, tracing and
-    tokenizer padding is expected here and says nothing the report does not."""
+    tokenizer padding is expected here and says nothing the report does not (--verbose keeps it)."""
+    if progress.LIBRARY_MESSAGES:
+        return
     transformers.logging.set_verbosity_error()
     huggingface_hub.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

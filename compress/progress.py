@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Piped output (CI logs, `| tee`) gets a wide fixed width so the comparison table is not squeezed to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# --verbose: the libraries' own warnings and info come through (by default the run silences them).
+LIBRARY_MESSAGES = False
 
 
 @contextmanager

@@ -105,3 +105,37 @@ def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_ber
 def test_unknown_stage_name():
     out = compress("run", "--from", "studnets")
     assert_one_line_error(out, "--from: unknown stage 'studnets'", "stages: teacher, students")
+
+
+def test_every_command_has_an_example_and_completion_is_on():
+    from bench.cli import main as bench_main
+
+    for command in ("run", "validate", "answer", "tag"):
+        assert "Example: compress " + command in compress(command, "--help").stdout
+    for command in ("latency", "memory", "profile", "compare", "zoo"):
+        assert "Example: bench " + command in console_script(bench_main, "bench", command, "--help").stdout
+    assert "--install-completion" in compress("--help").stdout
+
+
+def test_stage_names_complete_in_the_shell():
+    import os
+
+    typed = {"COMP_WORDS": "compress run --only st", "COMP_CWORD": "3"}  # what bash hands the completion script
+    env = os.environ | {"_COMPRESS_COMPLETE": "complete_bash"} | typed
+    script = Path(sys.executable).with_name("compress")  # the installed console script: completion keys on its name
+    out = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["students"]
+
+
+def test_quiet_prints_only_the_result_and_verbose_with_it_is_refused(tmp_path):
+    from bench.cli import main as bench_main
+    from compress import progress
+
+    try:
+        out = console_script(bench_main, "bench", "-q", "zoo", "custom-2x256", "--iters", "3", "--warmup", "0",
+                             "--json", str(tmp_path / "zoo.json"))
+        assert out.returncode == 0 and out.stdout == f"written: {tmp_path / 'zoo.json'}\n"  # no table, no bar
+        assert json.loads((tmp_path / "zoo.json").read_text())["results"][0]["name"] == "custom-2x256"
+        assert_one_line_error(compress("-q", "-v", "validate", "configs/demo.yaml"), "--quiet and --verbose together")
+    finally:
+        progress.console.quiet, progress.LIBRARY_MESSAGES = False, False

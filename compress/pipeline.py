@@ -31,6 +31,7 @@ from compress.config import (
     stable_hash,
 )
 from compress.errors import UserError
+from compress.model_cards import write_model_cards
 from compress.preflight import check_against_models
 from compress.progress import console, track_steps
 from compress.report import build_report, print_report, print_timeline
@@ -90,6 +91,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     timeline = [{"stage": "data", "seconds": round(data_seconds, 3)}] + runner.timeline()
     report = build_report(cfg, models, exports, bench, stages.bench_environment(run_dir), timeline)
     write_report_files(run_dir, report)
+    write_model_cards(cfg, report)
     print_report(report)
     print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}], runner.ran)
     return RunResult(run_dir, report, runner.ran, runner.skipped)

@@ -32,6 +32,7 @@ LAYER_OF = {
     "compress.pipeline": "pipeline",
     "compress.report": "pipeline",
     "compress.report_files": "pipeline",
+    "compress.model_cards": "pipeline",
     "compress.anchors": "pipeline",
     "compress.inference": "pipeline",
     "compress.cli": "cli",

@@ -140,6 +140,17 @@ def test_bf16_row_is_stored_scored_and_timed_in_bf16(squeezed):
     assert any("PyTorch bf16 rows" in note for note in report["notes"])
 
 
+def test_cards_of_pruned_and_quantised_rows_load_them_through_our_loader(squeezed):
+    cfg, rows, _ = squeezed
+    for name, dtype in (("half-heads", torch.float32), ("half-int8", None), ("half-heads-bf16", torch.bfloat16)):
+        card = (cfg.run_dir / rows[name]["model_dir"] / "README.md").read_text()
+        assert "load_saved_model" in card and f"# {name}" in card
+        scope = {}
+        exec(card.split("```python\n")[1].split("```")[0], scope)
+        if dtype is not None:
+            assert next(scope["model"].parameters()).dtype == dtype
+
+
 def test_pruned_model_reloads_and_its_export_matches(squeezed):
     # Exact reload against the in-memory model is tested in tests/compress (test_prune, test_quantize); here the
     # saved pruned folder, whose layers differ in FFN size, loads and agrees with its ONNX export.

@@ -73,6 +73,17 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
     final = json.loads((cfg.run_dir / "logs" / "distil.jsonl").read_text().splitlines()[0])
     assert {"hidden", "attention", "embedding"} <= set(stage) and "kd" not in stage
     assert {"kd", "ce"} <= set(final) and "hidden" not in final
+    # Our own families' cards load them through the Auto classes (after `import compress.models`) and their
+    # graphs through onnxruntime; each card's code runs.
+    def run_card(folder: str) -> dict:
+        scope = {}
+        exec((cfg.run_dir / folder / "README.md").read_text().split("```python\n")[1].split("```")[0], scope)
+        return scope
+
+    for name, architecture in (("scratch", "CustomTransformerForSequenceClassification"),
+                               ("rnn", "BiLSTMForSequenceClassification")):
+        assert type(run_card(rows[name]["model_dir"])["model"]).__name__ == architecture
+        assert run_card(f"exports/{name}")["session"].get_inputs()
 
 
 def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_up(tmp_path, tiny_bert_dir, tiny_csv):

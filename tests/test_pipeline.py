@@ -293,3 +293,23 @@ def test_resumed_student_matches_one_trained_in_a_full_run(tmp_path, tiny_bert_d
     assert "student:half" in run(cfg).ran
     resumed = load_file(str(cfg.run_dir / "students" / "half" / "model.safetensors"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_every_model_and_export_folder_has_a_card_whose_code_loads_it(first_run):
+    _, cfg, result = first_run
+    rows = {r["model"]: r for r in result.report["rows"]}
+
+    def code_of(card: str) -> str:
+        return card.split("```python\n")[1].split("```")[0]
+
+    card = (cfg.run_dir / "students" / "half" / "README.md").read_text()
+    assert "# half" in card and "logit KD" in card and f"accuracy: {rows['half']['metric']:.4f}" in card
+    assert str(cfg.teacher.model) in card and "machine:" in card
+    scope = {}
+    exec(code_of(card), scope)  # the card's own loading code
+    assert scope["model"].config.num_labels == 3 and scope["model"].dtype == torch.float32  # tiny_csv: 3 labels
+    export_card = (cfg.run_dir / "exports" / "half" / "README.md").read_text()
+    exec(code_of(export_card.split("## Load the ONNX graph")[1]), scope)
+    assert scope["run"]("the market rallied")[0]["label"] in scope["model"].config.id2label.values()
+    assert "no distillation" in (cfg.run_dir / "students" / "half-baseline" / "README.md").read_text()
+    assert "The teacher" in (cfg.run_dir / "teacher" / "README.md").read_text()

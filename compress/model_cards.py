@@ -1,0 +1,103 @@
+"""A README.md model card in every model and export folder of a run: how the model was made, what it scored and how
+fast it ran in this run, on which machine, and how to load it. Written with the report, from its rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compress.artifacts import write_text_atomic
+from compress.config import RunConfig
+from compress.data.tasks import TASKS
+from compress.report_files import fmt_number
+
+AUTO_CLASS = {"classification": "AutoModelForSequenceClassification",
+              "regression": "AutoModelForSequenceClassification",
+              "ner": "AutoModelForTokenClassification", "qa": "AutoModelForQuestionAnswering"}
+ORT_CLASS = {name: "ORT" + auto.removeprefix("Auto") for name, auto in AUTO_CLASS.items()}
+OUR_FAMILIES = ("custom", "bilstm")  # load after `import compress.models`, which registers them with the Auto classes
+
+
+def write_model_cards(cfg: RunConfig, report: dict) -> None:
+    for row in report["rows"]:
+        card = model_card(cfg, report, row)
+        write_text_atomic(cfg.run_dir / row["model_dir"] / "README.md", card + _loading(cfg, row))
+        if row.get("onnx_path"):
+            write_text_atomic(cfg.run_dir / Path(row["onnx_path"]).parent / "README.md",
+                              card + _export_loading(cfg, row))
+
+
+def model_card(cfg: RunConfig, report: dict, row: dict) -> str:
+    metric = report["metric"]
+    env = report.get("environment", {})
+    measured = [f"- {name}: {value:.4f}" for name, value in row["metrics"].items() if isinstance(value, float)]
+    b = report["bench"]
+    lines = [f"# {row['model']}", "", f"{_how_made(cfg, row)}", "",
+             f"Made by bert-compress, run `{report['run']}` ({cfg.task}); measured on the test split of that run:", "",
+             *measured, "",
+             f"- share of the teacher's {metric}: {fmt_number(row['retained'] and row['retained'] * 100, '.1f', '%')}",
+             f"- parameters: {row['params']:,}; size {row['size_mb']:.1f} MB; precision {row['precision']}",
+             f"- PyTorch latency at batch {b['batch_size']}, {b['seq_len']} tokens: p50 "
+             f"{fmt_number(row['torch_p50_ms'], '.2f', ' ms')}, {fmt_number(row['speedup'], '.2f', 'x')} the "
+             "teacher's speed",
+             f"- ONNX Runtime graph to ship: {row.get('ort_kept') or 'n/a'}, p50 "
+             f"{fmt_number(row.get('ort_kept_p50_ms'), '.2f', ' ms')}",
+             f"- machine: {env.get('cpu', 'unknown CPU')}, {env.get('torch_threads', '?')} threads"
+             f"{', GPU ' + env['gpu'] if env.get('gpu') else ''}; torch {env.get('versions', {}).get('torch', '?')}",
+             "", "The whole comparison is in the run folder's report.md.", "", ""]
+    return "\n".join(lines)
+
+
+def _how_made(cfg: RunConfig, row: dict) -> str:
+    role, source = row["role"], row.get("source")
+    if role == "teacher":
+        tuned = "fine-tuned on this run's training split" if cfg.teacher.finetune else "used as given"
+        return f"The teacher: `{cfg.teacher.model}`, {tuned}."
+    if role in ("student", "baseline"):
+        name = row["model"].removesuffix("-baseline") if role == "baseline" else row["model"]
+        spec = next(s for s in cfg.students if s.name == name)
+        if role == "baseline":
+            return f"A `{spec.kind}` student trained on the labels alone (no distillation): the baseline of `{name}`."
+        d, transfer = spec.distill, row.get("transfer_examples", 0)
+        texts = f"{transfer:,} transfer-set texts labelled by the teacher" if transfer else "no transfer set"
+        return (f"A `{spec.kind}` student distilled from the teacher (`{cfg.teacher.model}`): {d.method} KD, "
+                f"temperature {d.temperature}, alpha {d.alpha}; {texts}.")
+    if role == "pruned":
+        return f"`{source}` after {row.get('prune_kind')} pruning in {len(row.get('prune_steps') or [])} step(s)."
+    what = "dynamic int8, CPU kernels" if row["precision"] == "int8" else "every weight and activation"
+    return f"`{source}` quantised: {row['precision']} ({what})."
+
+
+def _needs_our_loader(folder: Path, row: dict) -> bool:
+    """Int8 files, and layers of their own sizes (structured pruning, kept by a quantised copy), which no HF config
+    key describes: these load only through bert-compress."""
+    config = json.loads((folder / "config.json").read_text())
+    return row["precision"] == "int8" or bool(config.get("layer_intermediate_sizes") or config.get("layer_num_heads"))
+
+
+def _loading(cfg: RunConfig, row: dict) -> str:
+    path = str(cfg.run_dir / row["model_dir"])
+    if _needs_our_loader(cfg.run_dir / row["model_dir"], row):
+        code = ["from compress.models.loading import load_saved_model",
+                f"model = load_saved_model({path!r}, {cfg.task!r})"]
+    else:
+        code = ([f"import compress.models  # registers the '{row['family']}' family with the Auto classes"]
+                if row["family"] in OUR_FAMILIES else [])
+        code += [f"from transformers import {AUTO_CLASS[cfg.task]}",
+                 f"model = {AUTO_CLASS[cfg.task]}.from_pretrained({path!r}, dtype=\"auto\")  # in its precision"]
+    return "## Load it\n\n```python\n" + "\n".join(code) + "\n```\n"
+
+
+def _export_loading(cfg: RunConfig, row: dict) -> str:
+    graph = Path(row.get("ort_kept_path") or row["onnx_path"])
+    folder = str(cfg.run_dir / graph.parent)
+    if row["family"] in OUR_FAMILIES:
+        code = ["import onnxruntime", f"session = onnxruntime.InferenceSession({str(cfg.run_dir / graph)!r})"]
+    else:
+        task = TASKS[cfg.task].export_task
+        code = [f"from optimum.onnxruntime import {ORT_CLASS[cfg.task]}",
+                "from transformers import AutoTokenizer, pipeline",
+                f"model = {ORT_CLASS[cfg.task]}.from_pretrained({folder!r}, file_name={graph.name!r})",
+                f"run = pipeline({task!r}, model=model, tokenizer=AutoTokenizer.from_pretrained({folder!r}))"]
+    return (f"## Load the ONNX graph ({graph.name}, the one this run keeps)\n\n```python\n" + "\n".join(code)
+            + "\n```\n")

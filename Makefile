@@ -25,13 +25,15 @@ bench: $(STAMP)
 install: $(STAMP)
 
 # On a machine with a CUDA GPU: ONNX Runtime's GPU build in place of the CPU one, the default run trained and labelled
-# on the GPU, then latency, memory and a profile of a zoo shape on the GPU. Results land in runs/gpu-check/.
+# on the GPU and benched on the CPU and the GPU (with a bf16 row), then latency, memory and a profile of a zoo shape on
+# the GPU. Results land in runs/gpu-check/.
 gpu-check: $(STAMP)
 	$(PY) -m pip uninstall --quiet --yes onnxruntime
 	$(PY) -m pip install --quiet -e ".[gpu]"
 	mkdir -p runs
 	$(PY) -c "import yaml; c = yaml.safe_load(open('configs/demo.yaml')); c.update(name='gpu-check', device='cuda'); \
-		yaml.safe_dump(c, open('runs/gpu-check.yaml', 'w'), sort_keys=False)"
+		c['bench']['devices'] = ['cpu', 'cuda']; c['quantize'].append(dict(name='minilm-l3-bf16', model='minilm-l3', \
+		method='bf16')); yaml.safe_dump(c, open('runs/gpu-check.yaml', 'w'), sort_keys=False)"
 	$(VENV)/bin/compress run runs/gpu-check.yaml
 	$(VENV)/bin/bench latency bert-base --device cuda --batch-sizes 1,8 --json runs/gpu-check/latency-cuda.json
 	$(VENV)/bin/bench memory bert-base --device cuda --json runs/gpu-check/memory-cuda.json

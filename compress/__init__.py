@@ -24,11 +24,11 @@ __all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "load_config", "run"]
 def run(config: RunConfig | str | Path | None = None, *, start: str | None = None, only: str | None = None):
     """Run (or resume) the pipeline; `start`/`only` re-run from a stage or one stage alone, as --from/--only do.
     Returns a RunResult: `run_dir`, `report` (report.json's content), and the stages `ran` and `skipped`."""
-    from compress.pipeline import run as run_pipeline  # torch and transformers load here, not on import
-    from compress.resume import StageSelection
-
     if config is None:
         config = DEFAULT_CONFIG
     elif not isinstance(config, RunConfig):
-        config = load_config(Path(config))
+        config = load_config(Path(config))  # before the heavy imports, so a config mistake is reported at once
+    from compress.pipeline import run as run_pipeline  # torch and transformers load here, not on import
+    from compress.resume import StageSelection
+
     return run_pipeline(config, StageSelection(start=start, only=only))

@@ -2,19 +2,19 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from bench.cli import main as bench_main
 from compress.config import RunConfig
 from compress.data.batching import MODEL_INPUTS
 from compress.errors import UserError
 from compress.models.loading import load_saved_model
 from compress.pipeline import run
 from exports.ort import create_session
+from tests.conftest import console_script
 
 RECOVERY = {"epochs": 1, "learning_rate": 3e-3}
 
@@ -193,8 +193,7 @@ def test_unknown_layer_fails_in_one_line_and_keeps_what_was_done(squeezed):
 def test_bench_latency_loads_pruned_and_int8_folders(squeezed):
     cfg, rows, _ = squeezed
     folders = [str(cfg.run_dir / rows[name]["model_dir"]) for name in ("half-heads", "half-int8")]
-    out = subprocess.run([sys.executable, "-m", "bench.cli", "latency", *folders, "--iters", "3", "--warmup", "1",
-                          "--seq-len", "16"], capture_output=True, text=True)
+    out = console_script(bench_main, "bench", "latency", *folders, "--iters", "3", "--warmup", "1", "--seq-len", "16")
     assert out.returncode == 0, out.stderr
     assert "half-heads" in out.stdout and "half-int8" in out.stdout
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from compress.config import DEFAULT_CONFIG, RunConfig, load_config
 from compress.errors import UserError
 
-__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "load_config", "run"]
+__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "export", "load_config", "run"]
 
 
 def run(config: RunConfig | str | Path | None = None, *, start: str | None = None, only: str | None = None):
@@ -32,3 +32,11 @@ def run(config: RunConfig | str | Path | None = None, *, start: str | None = Non
     from compress.resume import StageSelection
 
     return run_pipeline(config, StageSelection(start=start, only=only))
+
+
+def export(model_dir: str | Path, out_dir: str | Path, task: str | None = None, optimize: bool = True,
+           quantize: list[str] | None = None, opset: int = 18) -> list[dict]:
+    """`compress export` as a function: one saved model folder to ONNX in `out_dir` (see compress.single)."""
+    from compress.single import export_folder
+
+    return export_folder(Path(model_dir), Path(out_dir), task, optimize, quantize, opset)

@@ -63,6 +63,30 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
 
 
 @app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="a saved model folder (a run's teacher, student, pruned or bf16 row)")],
+    output: Annotated[Path, typer.Argument(help="the folder to write: model.onnx, config and tokenizer, variants")],
+    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
+                                                     "folder's config.json", show_default=False)] = None,
+    optimize: Annotated[bool, typer.Option(help="also model_optimized.onnx (ORT's fusions)")] = True,
+    quantize: Annotated[Optional[list[str]], typer.Option(
+        help="dynamic int8 variants to add, repeatable: dynamic-qint8, dynamic-qint8-per-channel, dynamic-quint8, "
+             "dynamic-quint8-per-channel", show_default=False)] = None,
+    opset: Annotated[int, typer.Option(min=14)] = 18,
+) -> None:
+    """Export one saved model folder to ONNX, as the run's export stage does (optimum's layout for HF families, so
+    ORTModelFor* loads it; torch.onnx for the custom transformer and the BiLSTM), each graph checked against PyTorch.
+
+    Example: compress export runs/demo/students/custom-1x128 exports/custom --quantize dynamic-qint8
+    """
+    from compress import export as export_folder  # model libraries load only for commands that run models
+
+    for f in export_folder(model, output, task, optimize, quantize, opset):
+        parity = "" if f["parity_max_abs_diff"] is None else f", max |ONNX - PyTorch| {f['parity_max_abs_diff']:.1e}"
+        typer.echo(f"{output / f['file']}: {f['size_mb']:.1f} MB{parity}")
+
+
+@app.command()
 def answer(
     model: Annotated[Path, typer.Option(help="a saved QA model folder (teacher or student of a qa run)")],
     question: Annotated[str, typer.Option(help="the question")],

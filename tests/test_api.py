@@ -25,6 +25,12 @@ def test_the_readme_example_resumes_a_run_from_python(run_folder_copy, tiny_bert
         compress.run(copied.root / "missing.yaml")
 
 
+def test_export_is_a_function_too(run_folder_copy, tiny_bert_dir, tiny_csv, tmp_path):
+    copied = run_folder_copy("tiny", lambda root: tiny_config(root, tiny_bert_dir, tiny_csv))
+    files = compress.export(copied.cfg.run_dir / "teacher", tmp_path / "teacher-onnx", optimize=False)
+    assert [f["file"] for f in files] == ["model.onnx"] and files[0]["parity_max_abs_diff"] < 1e-4
+
+
 def test_importing_the_package_loads_no_model_library():
     code = "import sys, compress; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -110,7 +110,7 @@ def test_unknown_stage_name():
 def test_every_command_has_an_example_and_completion_is_on():
     from bench.cli import main as bench_main
 
-    for command in ("run", "validate", "answer", "tag"):
+    for command in ("run", "validate", "export", "answer", "tag"):
         assert "Example: compress " + command in compress(command, "--help").stdout
     for command in ("latency", "memory", "profile", "compare", "zoo"):
         assert "Example: bench " + command in console_script(bench_main, "bench", command, "--help").stdout

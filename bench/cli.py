@@ -236,7 +236,9 @@ def _finish(command: str, settings: dict, rows: list[dict], json_path: Path | No
 
     to_stdout = str(json_path) == "-"  # the JSON alone on stdout, for a pipe
     if not to_stdout:
-        console.print(table)
+        quiet, console.quiet = console.quiet, console.quiet and bool(json_path or csv_path)
+        console.print(table)  # without a file to write, the table is the result: --quiet leaves it
+        console.quiet = quiet
     if json_path or csv_path:
         if command in ("latency", "zoo"):
             extra["gemm_peak_flops_s"] = _gemm_peak(settings["device"])

@@ -65,7 +65,8 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="a saved model folder (a run's teacher, student, pruned or bf16 row)")],
-    output: Annotated[Path, typer.Argument(help="the folder to write: model.onnx, config and tokenizer, variants")],
+    output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier export: it is "
+                                                "replaced): model.onnx, config and tokenizer, variants")],
     task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
                                                      "folder's config.json", show_default=False)] = None,
     optimize: Annotated[bool, typer.Option(help="also model_optimized.onnx (ORT's fusions)")] = True,
@@ -77,7 +78,7 @@ def export(
     """Export one saved model folder to ONNX, as the run's export stage does (optimum's layout for HF families, so
     ORTModelFor* loads it; torch.onnx for the custom transformer and the BiLSTM), each graph checked against PyTorch.
 
-    Example: compress export runs/demo/students/custom-1x128 exports/custom --quantize dynamic-qint8
+    Example: compress export runs/demo/students/custom-1x128 onnx/custom-1x128 --quantize dynamic-qint8
     """
     from compress import export as export_folder  # model libraries load only for commands that run models
 

@@ -47,7 +47,7 @@ def start(device: torch.device) -> None:
     if state.num_processes != world_size():
         raise UserError(f"{world_size()} processes were started but they did not join one group on {device}",
                         "device", "several processes run on CUDA or the CPU (device: cuda or cpu)")
-    console.quiet = not is_main()
+    console.quiet = console.quiet or not is_main()  # --quiet holds on the main process too
 
 
 def wait_for_everyone() -> None:

@@ -11,6 +11,16 @@ from compress.errors import UserError
 
 
 def run_app(app: typer.Typer) -> None:
+    from compress import progress
+
+    saved = progress.console.quiet, progress.LIBRARY_MESSAGES
+    try:
+        _run(app)
+    finally:  # --quiet/--verbose hold for this command only (it may run in a process that goes on: tests, notebooks)
+        progress.console.quiet, progress.LIBRARY_MESSAGES = saved
+
+
+def _run(app: typer.Typer) -> None:
     try:
         # Outside standalone mode typer returns a command's exit code (typer.Exit) rather than exiting, and turns
         # Ctrl-C into exit code 130 (its KeyboardInterrupt handler), so both are read here.
@@ -56,8 +66,8 @@ Version = Annotated[bool, typer.Option("--version", callback=show_version, is_ea
                                        help="print the version and exit")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the result's path (files are "
                                                            "written as ever)")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' warnings and info "
-                                                               "(transformers, hub, tracing)")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="compress run: also show the libraries' own "
+                                                               "warnings (transformers, hub, tracing)")]
 
 
 def set_verbosity(quiet: bool, verbose: bool) -> None:

@@ -21,10 +21,12 @@ OUR_FAMILIES = ("custom", "bilstm")  # load after `import compress.models`, whic
 def write_model_cards(cfg: RunConfig, report: dict) -> None:
     for row in report["rows"]:
         card = model_card(cfg, report, row)
-        write_text_atomic(cfg.run_dir / row["model_dir"] / "README.md", card + _loading(cfg, row))
+        folders = [(cfg.run_dir / row["model_dir"], _loading)]
         if row.get("onnx_path"):
-            write_text_atomic(cfg.run_dir / Path(row["onnx_path"]).parent / "README.md",
-                              card + _export_loading(cfg, row))
+            folders.append((cfg.run_dir / Path(row["onnx_path"]).parent, _export_loading))
+        for folder, loading in folders:
+            if (folder / "config.json").is_file():  # never a folder of a card alone, which would look finished
+                write_text_atomic(folder / "README.md", card + loading(cfg, row))
 
 
 def model_card(cfg: RunConfig, report: dict, row: dict) -> str:
@@ -60,8 +62,10 @@ def _how_made(cfg: RunConfig, row: dict) -> str:
             return f"A `{spec.kind}` student trained on the labels alone (no distillation): the baseline of `{name}`."
         d, transfer = spec.distill, row.get("transfer_examples", 0)
         texts = f"{transfer:,} transfer-set texts labelled by the teacher" if transfer else "no transfer set"
+        # Regression's KD is MSE to the teacher's score: no temperature.
+        how = f"alpha {d.alpha}" if cfg.task == "regression" else f"temperature {d.temperature}, alpha {d.alpha}"
         return (f"A `{spec.kind}` student distilled from the teacher (`{cfg.teacher.model}`): {d.method} KD, "
-                f"temperature {d.temperature}, alpha {d.alpha}; {texts}.")
+                f"{how}; {texts}.")
     if role == "pruned":
         return f"`{source}` after {row.get('prune_kind')} pruning in {len(row.get('prune_steps') or [])} step(s)."
     what = "dynamic int8, CPU kernels" if row["precision"] == "int8" else "every weight and activation"

@@ -41,7 +41,10 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     """model.onnx (optimum's export for HF families, torch.onnx for ours) with config and tokenizer in `out_dir`,
     checked against PyTorch on the same inputs; then model_optimized.onnx and each dynamic int8 variant beside it.
     Returns one line per file: its name, size and (fp32 graphs) the largest difference from PyTorch."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    check_output_folder(model_dir, out_dir)
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task '{task}'", "--task", f"use {', '.join(TASKS)}")
     if is_quantized_dir(model_dir):
         raise UserError("a PyTorch int8 model has no ONNX export", str(model_dir),
                         "export its fp32 source and add --quantize dynamic-qint8")
@@ -63,12 +66,28 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
 
     files = [describe(onnx_path)]
     source = onnx_path
-    if optimize:
-        source = out_dir / "model_optimized.onnx"
-        optimize_graph(onnx_path, source, hf_family)
-        files.append(describe(source))
-    for variant in quantize or []:
-        path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
-        quantize_graph(source, path, variant)
-        files.append(describe(path))
+    try:
+        if optimize:
+            source = out_dir / "model_optimized.onnx"
+            optimize_graph(onnx_path, source, hf_family)
+            files.append(describe(source))
+        for variant in quantize or []:
+            path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
+            quantize_graph(source, path, variant)
+            files.append(describe(path))
+    except Exception as err:  # ORT's own errors; its writers leave no half-written graph (exports.ort)
+        done = ", ".join(f["file"] for f in files)
+        raise UserError(f"ONNX Runtime could not make the next graph ({str(err).splitlines()[0][:160]}); written: "
+                        f"{done}", str(out_dir), "try --no-optimize, or without that --quantize variant") from None
     return files
+
+
+def check_output_folder(model_dir: Path, out_dir: Path) -> None:
+    """The export replaces `out_dir` whole: it must be new, empty or an earlier export, and neither the model's
+    folder nor one that holds it."""
+    if out_dir == model_dir or out_dir in model_dir.parents:
+        raise UserError("the output folder is the model's folder or holds it, and the export replaces it whole",
+                        str(out_dir), "give a new folder, e.g. onnx/<model>")
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "model.onnx").is_file()):
+        raise UserError("the output folder exists and is not an earlier export, and the export replaces it whole",
+                        str(out_dir), "give a new or empty folder")

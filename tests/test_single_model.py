@@ -42,4 +42,12 @@ def test_export_refuses_what_it_cannot_do_in_one_line(tiny_run, tmp_path):
     assert_one_line_error(compress("export", half, tmp_path / "o", "--task", "qa"),
                           "not a qa model")
     assert_one_line_error(compress("export", tmp_path, tmp_path / "o"), "not a saved model folder")
+    assert_one_line_error(compress("export", half, tmp_path / "o", "--task", "poetry"), "unknown task 'poetry'")
     assert not (tmp_path / "o").exists()
+    # The export replaces its folder whole: never the model's own, one that holds it, or another folder with files.
+    for out in (half, half.parent, tiny_run.cfg.run_dir):
+        assert_one_line_error(compress("export", half, out), "holds it")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    assert_one_line_error(compress("export", half, tmp_path / "notes"), "not an earlier export")
+    assert (half / "model.safetensors").is_file() and (tmp_path / "notes" / "todo.txt").read_text() == "keep me"

@@ -131,11 +131,10 @@ def test_quiet_prints_only_the_result_and_verbose_with_it_is_refused(tmp_path):
     from bench.cli import main as bench_main
     from compress import progress
 
-    try:
-        out = console_script(bench_main, "bench", "-q", "zoo", "custom-2x256", "--iters", "3", "--warmup", "0",
-                             "--json", str(tmp_path / "zoo.json"))
-        assert out.returncode == 0 and out.stdout == f"written: {tmp_path / 'zoo.json'}\n"  # no table, no bar
-        assert json.loads((tmp_path / "zoo.json").read_text())["results"][0]["name"] == "custom-2x256"
-        assert_one_line_error(compress("-q", "-v", "validate", "configs/demo.yaml"), "--quiet and --verbose together")
-    finally:
-        progress.console.quiet, progress.LIBRARY_MESSAGES = False, False
+    zoo = ["zoo", "custom-2x256", "--iters", "3", "--warmup", "0"]
+    out = console_script(bench_main, "bench", "-q", *zoo, "--json", str(tmp_path / "zoo.json"))
+    assert out.returncode == 0 and out.stdout == f"written: {tmp_path / 'zoo.json'}\n"  # no table, no bar
+    assert json.loads((tmp_path / "zoo.json").read_text())["results"][0]["name"] == "custom-2x256"
+    assert "custom-2x256" in console_script(bench_main, "bench", "-q", *zoo).stdout  # no file: the table is the result
+    assert progress.console.quiet is False  # --quiet held for its command only
+    assert_one_line_error(compress("-q", "-v", "validate", "configs/demo.yaml"), "--quiet and --verbose together")

@@ -16,9 +16,10 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_real_process_exits_2_with_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.cli", "latency", str(tmp_path)], capture_output=True,
-                         text=True)
-    assert out.returncode == 2 and out.stderr.startswith("error: ") and "not a run folder, .onnx file" in out.stderr
+    # A command whose mistake shows before torch loads, so the real interpreter's path costs a second, not ten.
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "compare", str(tmp_path / "a.json"),
+                          str(tmp_path / "b.json")], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "file not found" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from tests.bench.test_cli import bench
+from tests.bench.test_memory import ROW_KEYS as MEMORY_ROW_KEYS
 
 FAST = ["--warmup", "1", "--iters", "3"]
 
@@ -90,9 +91,12 @@ def test_memory_reports_each_targets_own_peak_and_na_for_absent_devices(tiny_ber
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["results"]
     assert [r["backend"] for r in rows] == ["ort", "torch", "torch"]
+    assert [r["provider"] for r in rows] == ["CPUExecutionProvider", "torch-cpu", "torch-cpu"]
     for r in rows:
+        assert list(r) == MEMORY_ROW_KEYS and (r["device"], r["batch_size"], r["seq_len"]) == ("cpu", 1, 16)
+        # The peak holds the interpreter and libraries too; the increase is the model's share of it.
         assert r["peak_rss_mb"] > r["rss_increase_mb"] > 0
-        assert r["cuda_max_allocated_mb"] is None and r["mps_current_allocated_mb"] is None
+        assert r["cuda_max_allocated_mb"] is r["mps_current_allocated_mb"] is r["mps_driver_allocated_mb"] is None
     assert "n/a" in result.output and " 0.00 " not in result.output
     tiny, tinybert = (r["rss_increase_mb"] for r in rows[1:])
     assert tinybert - tiny > 40

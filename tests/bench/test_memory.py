@@ -20,18 +20,6 @@ ROW_KEYS = ["name", "backend", "path", "device", "batch_size", "seq_len", "peak_
             "cuda_max_allocated_mb", "mps_current_allocated_mb", "mps_driver_allocated_mb", "provider"]
 
 
-def test_a_real_probe_measures_its_runnable_in_a_fresh_process(tiny_bert_dir):
-    runnable = Runnable("tiny", "torch", str(tiny_bert_dir), str(tiny_bert_dir))
-    [row] = memory_rows([runnable], "cpu", batch_size=2, seq_len=16, iters=1, threads=1)
-    assert list(row) == ROW_KEYS
-    assert (row["name"], row["backend"], row["path"], row["provider"]) == ("tiny", "torch", str(tiny_bert_dir),
-                                                                             "torch-cpu")
-    assert (row["device"], row["batch_size"], row["seq_len"]) == ("cpu", 2, 16)
-    # The peak holds the interpreter and libraries too; the increase is the model's share of it.
-    assert row["peak_rss_mb"] > row["rss_increase_mb"] > 0
-    assert row["cuda_max_allocated_mb"] is row["mps_current_allocated_mb"] is row["mps_driver_allocated_mb"] is None
-
-
 def run_probe_main(monkeypatch, capsys, runnable, device="cpu"):
     """`python -m bench.memory SPEC` in this process (its imports are loaded already): exit code, stdout, stderr.
     The reset of the RSS high-water mark is skipped, so pytest's own is left alone."""

@@ -59,20 +59,18 @@ def gemm_peak_flops(device: torch.device, threads: int, dtype: torch.dtype = tor
 @lru_cache(maxsize=None)
 def _gemm_peak_flops(device: torch.device, threads: int, dtype: torch.dtype) -> float:
     n = 1024 if device.type == "cpu" else 4096  # ~2 GFLOP on a CPU, long enough to time; 137 GFLOP on a GPU
-    clock = torch_clock(device)
-    if device.type == "cpu" and dtype != torch.float32:
-        # A CPU without bf16/fp16 instructions emulates them (AVX2: ~1 GFLOP/s, 30 s for thirteen 1024 products):
-        # grow from 128 until one product takes 5 ms, which AMX reaches only at 1024.
+    # A CPU without bf16/fp16 instructions emulates them (AVX2: ~1 GFLOP/s, 30 s for thirteen 1024 products): grow
+    # from 128 until one product takes 5 ms, which AMX reaches only at 1024.
+    sized_by_pilot = device.type == "cpu" and dtype != torch.float32
+    if sized_by_pilot:
         n = 128
-        while n < 1024 and clock(lambda: _product(n, device, dtype)) < 0.005:
-            n *= 2
+    clock = torch_clock(device)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    while sized_by_pilot and n < 1024 and clock(lambda: torch.mm(a, b)) < 0.005:
+        n *= 2
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b)
     best = min(clock(lambda: torch.mm(a, b)) for _ in range(10))
     return 2 * n**3 / best
 
-
-def _product(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    return torch.mm(a, a)

@@ -3,12 +3,14 @@ fast it ran in this run, on which machine, and how to load it. Written with the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from transformers import AutoConfig
 
 from compress.artifacts import write_text_atomic
 from compress.config import RunConfig
 from compress.data.tasks import TASKS
+from compress.models.loading import per_layer_sizes
 from compress.report_files import fmt_number
 
 AUTO_CLASS = {"classification": "AutoModelForSequenceClassification",
@@ -73,15 +75,15 @@ def _how_made(cfg: RunConfig, row: dict) -> str:
 
 
 def _needs_our_loader(folder: Path, row: dict) -> bool:
-    """Int8 files, and layers of their own sizes (structured pruning, kept by a quantised copy), which no HF config
-    key describes: these load only through bert-compress."""
-    config = json.loads((folder / "config.json").read_text())
-    return row["precision"] == "int8" or bool(config.get("layer_intermediate_sizes") or config.get("layer_num_heads"))
+    """Int8 files, and layers of their own sizes (structured pruning, kept by a quantised copy): these load only
+    through bert-compress, by the same test its loader makes."""
+    return row["precision"] == "int8" or any(per_layer_sizes(AutoConfig.from_pretrained(folder)))
 
 
 def _loading(cfg: RunConfig, row: dict) -> str:
-    path = str(cfg.run_dir / row["model_dir"])
-    if _needs_our_loader(cfg.run_dir / row["model_dir"], row):
+    folder = cfg.run_dir / row["model_dir"]
+    path = str(folder)
+    if _needs_our_loader(folder, row):
         code = ["from compress.models.loading import load_saved_model",
                 f"model = load_saved_model({path!r}, {cfg.task!r})"]
     else:

@@ -11,7 +11,7 @@ from compress.data.batching import MODEL_INPUTS
 from compress.data.tasks import TASKS
 from compress.errors import UserError
 from compress.models.int8 import is_quantized_dir
-from compress.models.loading import load_for_inference
+from compress.models.loading import HEAD_NAMES, load_for_inference
 from compress.models.students import OWN_FAMILIES
 from exports.onnx import parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, quantize_graph
@@ -28,10 +28,10 @@ def task_of(model_dir: Path) -> str:
                         "point at runs/<name>/teacher or runs/<name>/students/<model>")
     config = json.loads(path.read_text())
     architecture = (config.get("architectures") or [""])[0]
-    for suffix, task in (("ForTokenClassification", "ner"), ("ForQuestionAnswering", "qa"),
-                         ("ForSequenceClassification", "classification")):
-        if architecture.endswith(suffix):
-            return "regression" if config.get("problem_type") == "regression" else task
+    # HEAD_NAMES lists classification before regression: one head, told apart by problem_type.
+    task = next((task for task, head in HEAD_NAMES.items() if architecture.endswith(head)), None)
+    if task is not None:
+        return "regression" if config.get("problem_type") == "regression" else task
     raise UserError(f"cannot tell the task of this folder (architecture {architecture or 'unknown'})", str(model_dir),
                     "give --task classification, regression, ner or qa")
 

@@ -120,13 +120,18 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
                                    "(compress run --from <stage>)") from None
 
 
+def per_layer_sizes(config) -> tuple[list[int] | None, list[int] | None]:
+    """Heads and FFN sizes per layer that structured pruning left in an HF family, which no HF config key describes
+    and from_pretrained cannot rebuild (None, None: none; our custom transformer builds its own per-layer sizes)."""
+    if config.model_type == "custom":
+        return None, None
+    return getattr(config, "layer_num_heads", None), getattr(config, "layer_intermediate_sizes", None)
+
+
 def _load_saved_model(path: Path, task: str) -> PreTrainedModel:
     auto = AUTO_CLASSES[task]
     config = AutoConfig.from_pretrained(path)
-    # Our custom transformer builds its own per-layer sizes; HF families get them cut in below.
-    own = config.model_type == "custom"
-    heads = None if own else getattr(config, "layer_num_heads", None)
-    ffn_sizes = None if own else getattr(config, "layer_intermediate_sizes", None)
+    heads, ffn_sizes = per_layer_sizes(config)  # cut in below
     if not heads and not ffn_sizes and not is_quantized_dir(path):
         return auto.from_pretrained(path, dtype="auto").eval()  # "auto": a bf16/fp16 row stays in its precision
     model = auto.from_config(config)  # config.pruned_heads are applied here, as from_pretrained does

@@ -1,10 +1,11 @@
 """What a run's config says that the models' own configs can refute, checked before anything trains: a layer the
-teacher does not have, a layer map that does not fit. (A checkpoint student's vocabulary is compared by its
-tokenizer when the student's stage starts: config.json's vocab_size counts padded embedding rows.)
+teacher does not have, a layer map that does not fit, a checkpoint student with another vocabulary where the
+teacher's outputs must meet it token by token (QA, layer transfer).
 
-Reads config.json files as JSON only (the packaged teacher, local folders, the hub's local cache), so `compress
-validate` stays quick; a hub model that is not on this machine is left to the run, which says so in one line when
-it gets there."""
+Reads config.json and vocabulary files as JSON or text only (the packaged teacher, local folders, the hub's local
+cache), so `compress validate` stays quick; a hub model that is not on this machine, or a vocabulary in another
+format (a SentencePiece model), is left to the run, which compares the loaded tokenizers when the student's stage
+starts. (config.json's vocab_size cannot tell: it counts padded embedding rows.)"""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def check_against_models(cfg: RunConfig) -> None:
             if bad:
                 raise UserError(f"layer(s) {bad} do not exist: the teacher has {depth} (0..{depth - 1})",
                                 f"{where}.layers", f"pick layers from 0 to {depth - 1}")
+        if isinstance(student, CheckpointStudent) and (cfg.task == "qa" or student.distill.method in LAYER_METHODS):
+            check_same_vocabulary(cfg, student, where)
         layer_map = student.distill.intermediate.layer_map
         if layer_map is not None and student.distill.method in LAYER_METHODS:
             student_config = model_config(student.model) if isinstance(student, CheckpointStudent) else None
@@ -45,25 +48,73 @@ def check_against_models(cfg: RunConfig) -> None:
                                 "give one teacher layer per student layer, or leave it out for the uniform map")
 
 
+def check_same_vocabulary(cfg: RunConfig, student: CheckpointStudent, where: str) -> None:
+    """The same refusals as models.students.student_tokenizer, made before the teacher trains."""
+    ours, teachers = vocabulary(student.model), vocabulary(cfg.teacher.model)
+    if ours is None or teachers is None or ours == teachers:
+        return
+    if cfg.task == "qa":
+        raise UserError("the student's vocabulary is not the teacher's, and for QA the teacher's start and end "
+                        "outputs are per token, which are not mapped across tokenizers yet", f"{where}.model",
+                        "use a model with the teacher's vocabulary (e.g. distilbert-base-uncased for an uncased "
+                        "BERT teacher)")
+    raise UserError(f"distill.method '{student.distill.method}' compares hidden states token by token, so it needs "
+                    "the teacher's vocabulary, and this student's tokenizer has another", f"{where}.distill.method",
+                    "use logit or hybrid, or a student with the teacher's vocabulary")
+
+
+def vocabulary(name: str) -> dict | None:
+    """Token -> id as the model's tokenizer files hold it (tokenizer.json, vocab.txt or vocab.json); None where none
+    of them is on this machine or readable."""
+    text = model_file_text(name, "tokenizer.json")
+    if text is not None:
+        try:
+            vocab = json.loads(text).get("model", {}).get("vocab")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(vocab, list):  # a Unigram model: [token, score] in id order
+            return {entry[0]: i for i, entry in enumerate(vocab) if isinstance(entry, list) and entry}
+        return vocab if isinstance(vocab, dict) else None
+    text = model_file_text(name, "vocab.txt")
+    if text is not None:
+        return {token: i for i, token in enumerate(text.removesuffix("\n").split("\n"))}  # as transformers reads it
+    text = model_file_text(name, "vocab.json")
+    try:
+        vocab = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return vocab if isinstance(vocab, dict) else None
+
+
 def model_config(name: str) -> dict | None:
     """The model's config.json; None where it is not on this machine or not readable (the run's own loading then
     says why)."""
+    text = model_file_text(name, "config.json")
+    try:
+        config = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def model_file_text(name: str, filename: str) -> str | None:
+    """One file of a packaged model, a local folder or a hub id the hub cache already holds; None where it is not
+    on this machine or not readable."""
     path = Path(resolve_model_path(name))
     if path.exists():
-        file = path / "config.json"
-    else:  # a hub id: its config only if the hub cache already holds it
+        file = path / filename
+    else:  # a hub id: the file only if the hub cache already holds it
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            cached = try_to_load_from_cache(name, "config.json")
+            cached = try_to_load_from_cache(name, filename)
         except ValueError:  # not a valid hub id either (HFValidationError): a local path that does not exist
             cached = None
         file = Path(cached) if isinstance(cached, str) else None
     try:
-        config = json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else None
-    except (OSError, ValueError):
+        return file.read_text(encoding="utf-8") if file is not None and file.is_file() else None
+    except (OSError, ValueError):  # ValueError: not UTF-8
         return None
-    return config if isinstance(config, dict) else None
 
 
 def layer_count(config: dict | None) -> int | None:

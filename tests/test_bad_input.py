@@ -65,6 +65,11 @@ def test_outputs_are_checked_before_measuring_and_lengths_against_the_model(tmp_
         out = bench("latency", "tinybert-4", "--iters", "3", "--json", locked / "new" / "out.json")
         assert_one_line_error(out, f"cannot write into {locked}")
         assert "p50" not in out.stdout  # nothing was measured
+    blocker = tmp_path / "a-file"  # a path under a file cannot be written, as root too
+    blocker.write_text("")
+    out = bench("latency", "tinybert-4", "--iters", "3", "--json", blocker / "new" / "out.json")
+    assert_one_line_error(out, f"cannot write into {blocker}")
+    assert "p50" not in out.stdout
     assert_one_line_error(bench("latency", "tinybert-4", "--json", tmp_path), "is a folder, not a file")
     assert_one_line_error(bench("latency", "tinybert-4", "--csv", "-"), "only --json writes to stdout")
     assert_one_line_error(bench("latency", "tinybert-4", "--iters", "3", "--seq-lens", "1024"),
@@ -117,14 +122,22 @@ def test_damaged_model_folders_and_caches(tiny_bert_dir, tmp_path):
                                              "student's 2 layers"),
     ("[{name: s, kind: checkpoint, model: SMALL, distill: {method: intermediate, intermediate: {layer_map: [0]}}}]",
      "layer_map [0] needs one teacher layer (0..3) for each of the student's 2 layers"),
+    ("[{name: s, kind: checkpoint, model: OTHER, distill: {method: tinybert}}]",
+     "students.0.distill.method: distill.method 'tinybert' compares hidden states token by token, so it needs the "
+     "teacher's vocabulary"),
 ])
 def test_validate_checks_the_config_against_the_models_config_files(tmp_path, tiny_bert_dir, students, fragment):
     # Found before any training (compress run checks the same first), from config.json files alone.
     small = tmp_path / "small"
     small.mkdir()
     (small / "config.json").write_text(json.dumps({"model_type": "distilbert", "vocab_size": 100, "n_layers": 2}))
+    other = tmp_path / "other"  # ... and from tokenizer files: one with another vocabulary
+    other.mkdir()
+    (other / "config.json").write_text((small / "config.json").read_text())
+    (other / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
     path = tmp_path / "run.yaml"
-    path.write_text(f"teacher: {{model: {tiny_bert_dir}}}\nstudents: {students.replace('SMALL', str(small))}\n")
+    students = students.replace("SMALL", str(small)).replace("OTHER", str(other))
+    path.write_text(f"teacher: {{model: {tiny_bert_dir}}}\nstudents: {students}\n")
     assert_one_line_error(compress("validate", path), fragment)
 
 
@@ -140,3 +153,12 @@ def test_validate_refuses_structured_pruning_of_a_bilstm(tmp_path):
                     "prune: [{name: p1, model: r, kind: unstructured}, {name: p2, model: p1, kind: structured}]\n")
     assert_one_line_error(compress("validate", path), "prune.1: structured pruning removes attention heads",
                           "'p1' is a BiLSTM")
+
+
+def test_a_run_folder_that_cannot_be_made(tmp_path, tiny_bert_dir):
+    blocker = tmp_path / "a-file"  # a folder under a file cannot be made, as root too
+    blocker.write_text("")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"teacher: {{model: {tiny_bert_dir}}}\noutput_dir: {blocker / 'runs'}\n")
+    assert_one_line_error(compress("run", path), "cannot write the run folder")
+    assert blocker.read_text() == ""

@@ -97,7 +97,8 @@ def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(other)
     cfg = family_config(tmp_path, tiny_bert_dir, tiny_csv, other)
-    # Classification takes another vocabulary, but not with layer transfer (hidden states token by token) ...
+    # Classification takes another vocabulary, but not with layer transfer (hidden states token by token): refused
+    # from the tokenizer files before the teacher trains ...
     cfg = RunConfig.model_validate(cfg.model_dump() | {"students": [cfg.students[1].model_dump()], "export": {}})
     with pytest.raises(UserError) as err:
         run(cfg)

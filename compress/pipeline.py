@@ -38,7 +38,8 @@ from compress.report import build_report, print_report, print_timeline
 from compress.report_files import write_report_files
 from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
 from compress.resume import LaterStageNotRun, StageRunner, StageSelection
-from compress.stages import Data
+from compress.data.tasks import TASKS
+from compress.stages import RunData
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     runner = StageRunner(run_dir, selection)
     if cfg.bench.threads:
         torch.set_num_threads(cfg.bench.threads)
-    started = time.perf_counter()
-    data = stages.prepare_data(cfg)
-    data_seconds = time.perf_counter() - started
+    data = stages.RunData(cfg)
+    if not data.cached:
+        data.load()  # a first run: the data stage prints its line and errors before any stage starts
     try:
         models, exports, bench = run_stages(cfg, data, runner)
     except LaterStageNotRun as stopped:
@@ -88,7 +89,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     if not distributed.is_main():  # the main process writes and prints the report
         return RunResult(run_dir, None, runner.ran, runner.skipped)
     started = time.perf_counter()
-    timeline = [{"stage": "data", "seconds": round(data_seconds, 3)}] + runner.timeline()
+    timeline = [{"stage": "data", "seconds": round(data.seconds, 3)}] + runner.timeline()
     report = build_report(cfg, models, exports, bench, stages.bench_environment(run_dir), timeline)
     write_report_files(run_dir, report)
     write_model_cards(cfg, report)
@@ -97,7 +98,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     return RunResult(run_dir, report, runner.ran, runner.skipped)
 
 
-def run_stages(cfg: RunConfig, data: Data,
+def run_stages(cfg: RunConfig, data: RunData,
                runner: StageRunner) -> tuple[list[ModelArtifact], dict[str, ExportResult], BenchResult]:
     """teacher -> students -> prune -> quantize -> export -> bench; returns the models, exports and timings."""
     teacher = teacher_stage(cfg, data, runner)
@@ -127,31 +128,32 @@ def run_stages(cfg: RunConfig, data: Data,
 # ---------------------------------------------------------------- each stage: its hash, then the call
 
 
-def teacher_stage(cfg: RunConfig, data: Data, runner: StageRunner) -> ModelArtifact:
+def teacher_stage(cfg: RunConfig, data: RunData, runner: StageRunner) -> ModelArtifact:
     config_hash = stable_hash("teacher", cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
-    return runner("teacher", config_hash, ModelArtifact, lambda: stages.finetune_teacher(cfg, data, config_hash))
+    return runner("teacher", config_hash, ModelArtifact,
+                  lambda: stages.finetune_teacher(cfg, data.load(), config_hash))
 
 
-def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
+def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
                     runner: StageRunner) -> dict[str, np.ndarray]:
     """The teacher's outputs on the training split, computed once and reused by every KD student and epoch.
     Memory-mapped, so a large split's outputs (SQuAD: features x positions x 2) are paged in as batches need
     them instead of held in memory."""
     runner("teacher_logits", stable_hash("teacher_logits", teacher.hash), CachedOutputs,
-           lambda: stages.cache_teacher_outputs(cfg, teacher, data))
-    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(data.task))
+           lambda: stages.cache_teacher_outputs(cfg, teacher, data.load()))
+    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(TASKS[cfg.task]))
 
 
-def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data,
+def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
                      runner: StageRunner) -> dict[str, np.ndarray] | None:
     """The teacher's outputs on the transfer set (None without one), computed once for every KD student and
     memory-mapped like the training split's. Hashed with the teacher and the tokenised transfer set, so an edited
     unlabeled file (or another cap, seed or max_length) labels it again."""
-    if data.transfer is None:
+    if data.transfer_fingerprint is None:
         return None
     runner("teacher_transfer", stable_hash("teacher_transfer", teacher.hash, data.transfer_fingerprint),
-           CachedOutputs, lambda: stages.cache_transfer_outputs(cfg, teacher, data))
-    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(data.task, "transfer"))
+           CachedOutputs, lambda: stages.cache_transfer_outputs(cfg, teacher, data.load()))
+    return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(TASKS[cfg.task], "transfer"))
 
 
 def load_cached_outputs(run_dir: Path, paths: dict[str, Path]) -> dict[str, np.ndarray]:
@@ -166,7 +168,7 @@ def load_cached_outputs(run_dir: Path, paths: dict[str, Path]) -> dict[str, np.n
     return outputs
 
 
-def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: Data,
+def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: ModelArtifact, data: RunData,
                   runner: StageRunner, teacher_logits: dict[str, np.ndarray] | None,
                   transfer_logits: dict[str, np.ndarray] | None = None) -> ModelArtifact:
     """The KD student (with `teacher_logits`, and `transfer_logits` with a transfer set) or its baseline
@@ -178,41 +180,42 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     # it existed (and an unset student tokenizer, config.HASHED_WHEN_SET, leaves them as they were before that key).
     shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
     # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus), KD student and baseline.
-    corpus = [stable_hash(data.word2vec_corpus())] if data.transfer is not None and uses_word2vec(student) else []
+    transferred = data.transfer_fingerprint is not None
+    corpus = [data.word2vec_fingerprint] if transferred and uses_word2vec(student) else []
     if kd:
-        transfer = [data.transfer_fingerprint] if data.transfer is not None else []
+        transfer = [data.transfer_fingerprint] if transferred else []
         config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer, *corpus)
     else:
         config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
                                   cfg.teacher.trust_remote_code, shape, *corpus)
     stage = f"student:{student.name}" if kd else f"baseline:{student.name}-baseline"
     return runner(stage, config_hash, ModelArtifact,
-                  lambda: stages.train_student(cfg, index, student, teacher, data, teacher_logits, config_hash,
+                  lambda: stages.train_student(cfg, index, student, teacher, data.load(), teacher_logits, config_hash,
                                                transfer_logits))
 
 
 def prune_stage(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,
-                data: Data, runner: StageRunner, teacher_logits: dict[str, np.ndarray]) -> ModelArtifact:
+                data: RunData, runner: StageRunner, teacher_logits: dict[str, np.ndarray]) -> ModelArtifact:
     config_hash = stable_hash("prune", source.hash, teacher.hash, spec.model_dump(mode="json", exclude={"name"}))
     return runner(f"prune:{spec.name}", config_hash, ModelArtifact,
-                  lambda: stages.prune_model(cfg, index, spec, source, data, teacher_logits, config_hash))
+                  lambda: stages.prune_model(cfg, index, spec, source, data.load(), teacher_logits, config_hash))
 
 
-def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: Data,
+def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: RunData,
                    runner: StageRunner) -> ModelArtifact:
     config_hash = stable_hash("quantize", source.hash, spec.model_dump(mode="json", exclude={"name"}))
     return runner(f"quantize:{spec.name}", config_hash, ModelArtifact,
-                  lambda: stages.quantize_model(cfg, spec, source, data, config_hash))
+                  lambda: stages.quantize_model(cfg, spec, source, data.load(), config_hash))
 
 
-def export_stage(cfg: RunConfig, model: ModelArtifact, data: Data, runner: StageRunner) -> ExportResult:
+def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: StageRunner) -> ExportResult:
     int8_variants = cfg.export.quantize.variants if model.name in cfg.ort_quantized_models() else []
     static = any(v.startswith("static") for v in int8_variants)
     # Only what changes the graphs or their scores: the budget and parity tolerance are applied by the report.
     config_hash = stable_hash("export", model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
                               cfg.export.quantize.calibration_batches if static else None)
     return runner(f"export:{model.name}", config_hash, ExportResult,
-                  lambda: stages.export_model(cfg, model, data, int8_variants, config_hash))
+                  lambda: stages.export_model(cfg, model, data.load(), int8_variants, config_hash))
 
 
 def bench_stage(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, ExportResult],

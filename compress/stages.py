@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +37,7 @@ from compress.config import (
     StudentConfig,
     TrainConfig,
     data_hash,
+    stable_hash,
 )
 from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
@@ -148,6 +151,98 @@ def prepare_data(cfg: RunConfig) -> Data:
     if transfer is not None:
         console.print(describe_transfer_set(transfer))
     return encoded_data(task, enc, label_names, cfg.data.max_length)
+
+
+class RunData:
+    """The run's data as the pipeline sees it. The stage hashes read only its fingerprints, which are kept in the run
+    folder's cache under a key of everything that makes them (`data_key`), so a run whose stages are all done (a
+    re-run, `--only report`) neither reads nor tokenises the data; the splits are built on first use (`load`)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.record_path = cfg.run_dir / "cache" / f"data-{data_key(cfg)}.json"
+        self.record = read_data_record(self.record_path)
+        self.seconds = 0.0  # spent building the splits in this run
+        self._data: Data | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.record is not None
+
+    def load(self) -> Data:
+        if self._data is None:
+            started = time.perf_counter()
+            self._data = prepare_data(self.cfg)
+            self.seconds = time.perf_counter() - started
+            self.record = data_record(self._data)
+            if distributed.is_main():
+                write_json_atomic(self.record_path, self.record)
+        return self._data
+
+    @property
+    def fingerprint(self) -> str:
+        return self._recorded("fingerprint")
+
+    @property
+    def transfer_fingerprint(self) -> str | None:
+        return self._recorded("transfer_fingerprint")
+
+    @property
+    def word2vec_fingerprint(self) -> str | None:
+        return self._recorded("word2vec_fingerprint")
+
+    def _recorded(self, name: str):
+        if self.record is None:
+            self.load()
+        return self.record[name]
+
+
+def data_record(data: Data) -> dict:
+    """The fingerprints the stage hashes read (a BiLSTM's Word2Vec corpus only matters with a transfer set)."""
+    corpus = data_hash(data.word2vec_corpus()) if data.transfer is not None else None
+    return {"fingerprint": data.fingerprint, "transfer_fingerprint": data.transfer_fingerprint,
+            "word2vec_fingerprint": corpus}
+
+
+def read_data_record(path: Path) -> dict | None:
+    """A data record this code wrote; None where there is none or it is damaged (the data is then built again)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = {"fingerprint", "transfer_fingerprint", "word2vec_fingerprint"}
+    return record if isinstance(record, dict) and set(record) == keys else None
+
+
+DATA_FORMAT = 1  # raise when a change to the code encodes the same data differently: old records then miss
+
+
+def data_key(cfg: RunConfig) -> str:
+    """Everything that makes the tokenised splits: the task, data and transfer settings, the seed, the teacher (by
+    name, and a local folder's tokenizer files by content) and the contents of every local file the data reads. As
+    with the augmented copies' cache, a hub dataset is known by its name and a teacher's weights by its name or
+    path."""
+    source = cfg.data.source
+    files = [getattr(source, split, None) for split in ("train", "validation", "test")]
+    files += cfg.transfer.unlabeled if cfg.transfer else []
+    teacher = Path(resolve_model_path(cfg.teacher.model))
+    tokenizer_files = sorted(p for p in teacher.iterdir() if p.is_file() and p.suffix in TOKENIZER_SUFFIXES) \
+        if teacher.is_dir() else []
+    return stable_hash("data", str(DATA_FORMAT), cfg.task, cfg.data, cfg.transfer, str(cfg.seed), cfg.teacher.model,
+                       str(cfg.teacher.trust_remote_code), [file_digest(Path(f)) for f in files if f is not None],
+                       [[p.name, file_digest(p)] for p in tokenizer_files])
+
+
+TOKENIZER_SUFFIXES = (".json", ".txt", ".model")  # tokenizer.json, vocab.txt, merges.txt, SentencePiece models
+
+
+def file_digest(path: Path) -> str | None:
+    """The file's SHA-256; None where it cannot be read (the data stage then says why in one line)."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:

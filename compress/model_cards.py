@@ -3,6 +3,7 @@ fast it ran in this run, on which machine, and how to load it. Written with the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoConfig
@@ -17,7 +18,7 @@ AUTO_CLASS = {"classification": "AutoModelForSequenceClassification",
               "regression": "AutoModelForSequenceClassification",
               "ner": "AutoModelForTokenClassification", "qa": "AutoModelForQuestionAnswering"}
 ORT_CLASS = {name: "ORT" + auto.removeprefix("Auto") for name, auto in AUTO_CLASS.items()}
-OUR_FAMILIES = ("custom", "bilstm")  # load after `import compress.models`, which registers them with the Auto classes
+OUR_FAMILIES = ("custom", "bilstm")  # their folders carry their code (trust_remote_code), the ONNX graphs need none
 
 
 def write_model_cards(cfg: RunConfig, report: dict) -> None:
@@ -87,10 +88,16 @@ def _loading(cfg: RunConfig, row: dict) -> str:
         code = ["from compress.models.loading import load_saved_model",
                 f"model = load_saved_model({path!r}, {cfg.task!r})"]
     else:
+        remote_code = row["family"] in OUR_FAMILIES and "auto_map" in json.loads((folder / "config.json").read_text())
+        # A folder saved before our families carried their code needs our package to register them.
         code = ([f"import compress.models  # registers the '{row['family']}' family with the Auto classes"]
-                if row["family"] in OUR_FAMILIES else [])
+                if row["family"] in OUR_FAMILIES and not remote_code else [])
+        trust = ", trust_remote_code=True" if remote_code else ""
         code += [f"from transformers import {AUTO_CLASS[cfg.task]}",
-                 f"model = {AUTO_CLASS[cfg.task]}.from_pretrained({path!r}, dtype=\"auto\")  # in its precision"]
+                 f"model = {AUTO_CLASS[cfg.task]}.from_pretrained({path!r}, dtype=\"auto\"{trust})  # in its precision"]
+        if remote_code:
+            code.append(f"# trust_remote_code runs the folder's {row['family']}.py, the model's own code: transformers "
+                        "alone loads it")
     return "## Load it\n\n```python\n" + "\n".join(code) + "\n```\n"
 
 

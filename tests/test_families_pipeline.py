@@ -5,7 +5,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import AutoConfig, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
 from compress.config import RunConfig
 from compress.errors import UserError
@@ -73,7 +73,7 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
     final = json.loads((cfg.run_dir / "logs" / "distil.jsonl").read_text().splitlines()[0])
     assert {"hidden", "attention", "embedding"} <= set(stage) and "kd" not in stage
     assert {"kd", "ce"} <= set(final) and "hidden" not in final
-    # Our own families' cards load them through the Auto classes (after `import compress.models`) and their
+    # Our own families' cards load them through the Auto classes (their folders carry their code) and their
     # graphs through onnxruntime; each card's code runs.
     def run_card(folder: str) -> dict:
         scope = {}
@@ -84,6 +84,29 @@ def test_every_family_gets_a_kd_row_and_a_baseline_row(tmp_path, tiny_bert_dir, 
                                ("rnn", "BiLSTMForSequenceClassification")):
         assert type(run_card(rows[name]["model_dir"])["model"]).__name__ == architecture
         assert run_card(f"exports/{name}")["session"].get_inputs()
+        assert_loads_with_transformers_alone(cfg.run_dir / rows[name]["model_dir"], architecture, tmp_path)
+    # Loading a folder's own copy of the code here left the package's classes registered for the model types.
+    from compress.models.custom import CustomTransformerConfig
+
+    assert type(AutoConfig.from_pretrained(cfg.run_dir / rows["scratch"]["model_dir"])) is CustomTransformerConfig
+
+
+def assert_loads_with_transformers_alone(folder, architecture: str, tmp_path) -> None:
+    """The folder loads through AutoModelFor*.from_pretrained(trust_remote_code=True) in a Python that has
+    transformers and torch but cannot import this project (no site .pth files, so not the editable install)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    code = (f"import sys, importlib.util; sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
+            "assert importlib.util.find_spec('compress') is None, 'this project is importable here'\n"
+            "import torch\nfrom transformers import AutoModelForSequenceClassification as Auto\n"
+            f"model = Auto.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
+            "print(type(model).__name__, tuple(model(torch.tensor([[2, 3, 4]])).logits.shape))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [architecture, "(1,", "3)"]
 
 
 def test_a_checkpoint_with_another_vocabulary_is_refused_where_tokens_must_line_up(tmp_path, tiny_bert_dir, tiny_csv):

@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 
 class BiLSTMConfig(PretrainedConfig):
@@ -148,7 +149,14 @@ class BiLSTMForQuestionAnswering(_WithHead):
         return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
 
 
-AutoConfig.register("bilstm", BiLSTMConfig)
-AutoModelForSequenceClassification.register(BiLSTMConfig, BiLSTMForSequenceClassification)
-AutoModelForTokenClassification.register(BiLSTMConfig, BiLSTMForTokenClassification)
-AutoModelForQuestionAnswering.register(BiLSTMConfig, BiLSTMForQuestionAnswering)
+# Registered with the Auto classes here, and for them in saved folders: save_pretrained copies this file beside the
+# weights with an auto_map, so a folder loads with transformers alone (trust_remote_code=True). The package's config
+# class owns the model type: that copy (a transformers_modules one) takes it only where the package has not.
+if not __name__.startswith("transformers_modules.") or "bilstm" not in CONFIG_MAPPING:
+    AutoConfig.register("bilstm", BiLSTMConfig, exist_ok=True)
+BiLSTMConfig.register_for_auto_class()
+for auto, head in ((AutoModelForSequenceClassification, BiLSTMForSequenceClassification),
+                   (AutoModelForTokenClassification, BiLSTMForTokenClassification),
+                   (AutoModelForQuestionAnswering, BiLSTMForQuestionAnswering)):
+    auto.register(BiLSTMConfig, head, exist_ok=True)
+    head.register_for_auto_class(auto.__name__)

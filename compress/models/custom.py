@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 
 class CustomTransformerConfig(PretrainedConfig):
@@ -296,7 +297,14 @@ class CustomTransformerForQuestionAnswering(_WithHead):
         return QuestionAnsweringModelOutput(start_logits=start, end_logits=end, **extras)
 
 
-AutoConfig.register("custom", CustomTransformerConfig)
-AutoModelForSequenceClassification.register(CustomTransformerConfig, CustomTransformerForSequenceClassification)
-AutoModelForTokenClassification.register(CustomTransformerConfig, CustomTransformerForTokenClassification)
-AutoModelForQuestionAnswering.register(CustomTransformerConfig, CustomTransformerForQuestionAnswering)
+# Registered with the Auto classes here, and for them in saved folders: save_pretrained copies this file beside the
+# weights with an auto_map, so a folder loads with transformers alone (trust_remote_code=True). The package's config
+# class owns the model type: that copy (a transformers_modules one) takes it only where the package has not.
+if not __name__.startswith("transformers_modules.") or "custom" not in CONFIG_MAPPING:
+    AutoConfig.register("custom", CustomTransformerConfig, exist_ok=True)
+CustomTransformerConfig.register_for_auto_class()
+for auto, head in ((AutoModelForSequenceClassification, CustomTransformerForSequenceClassification),
+                   (AutoModelForTokenClassification, CustomTransformerForTokenClassification),
+                   (AutoModelForQuestionAnswering, CustomTransformerForQuestionAnswering)):
+    auto.register(CustomTransformerConfig, head, exist_ok=True)
+    head.register_for_auto_class(auto.__name__)

@@ -30,6 +30,7 @@ from compress.config import (
     dump_config,
     stable_hash,
 )
+from compress.data.tasks import TASKS
 from compress.errors import UserError
 from compress.model_cards import write_model_cards
 from compress.preflight import check_against_models
@@ -38,8 +39,8 @@ from compress.report import build_report, print_report, print_timeline
 from compress.report_files import write_report_files
 from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
 from compress.resume import LaterStageNotRun, StageRunner, StageSelection
-from compress.data.tasks import TASKS
 from compress.stages import RunData
+from compress.tracking import write_final_scalars
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     report = build_report(cfg, models, exports, bench, stages.bench_environment(run_dir), timeline)
     write_report_files(run_dir, report)
     write_model_cards(cfg, report)
+    write_final_scalars(cfg, report)
     print_report(report)
     print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}], runner.ran)
     return RunResult(run_dir, report, runner.ran, runner.skipped)

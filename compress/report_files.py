@@ -1,4 +1,5 @@
-"""The report as files in the run folder: report.json, report.csv, report.md, report.html and pareto.png.
+"""The report as files in the run folder: report.json, report.csv, report.md, report.html, pareto.png and, where
+models trained in this run folder, curves.png (loss per step and validation metric per epoch, from logs/).
 
 Every file is written from the same report dict (compress.report.build_report), so they cannot disagree. The CSV
 and the Markdown/HTML variants table have one row per deployable artifact: each model in PyTorch and each of its
@@ -11,6 +12,7 @@ import base64
 import csv
 import html
 import io
+import json
 import re
 from pathlib import Path
 
@@ -23,13 +25,17 @@ CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "
 
 
 def write_report_files(run_dir: Path, report: dict) -> None:
-    """All five files, each written atomically."""
+    """Every file, each written atomically."""
     png = pareto_png(report)
+    curves = training_curves(run_dir / "logs", [row["model"] for row in report["rows"]])
+    curves_plot = curves_png(curves, report["metric"]) if curves else None
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.csv", artifacts_csv(report))
-    write_text_atomic(run_dir / "report.md", markdown(report))
-    write_text_atomic(run_dir / "report.html", html_page(report, png))
+    write_text_atomic(run_dir / "report.md", markdown(report, with_curves=curves_plot is not None))
+    write_text_atomic(run_dir / "report.html", html_page(report, png, curves_plot))
     write_bytes_atomic(run_dir / "pareto.png", png)
+    if curves_plot is not None:
+        write_bytes_atomic(run_dir / "curves.png", curves_plot)
 
 
 # ---------------------------------------------------------------- one row per artifact
@@ -202,10 +208,12 @@ def _environment_line(report: dict) -> str:
             f"{versions.get('torch', '?')}, onnxruntime {ort}.")
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, with_curves: bool = False) -> str:
     parts = [f"# {_title(report)}", ""] + [part for line in headline(report) for part in (line, "")]
     parts += [_environment_line(report), "",
              "![metric vs latency](pareto.png)", ""]
+    if with_curves:
+        parts += ["![training curves](curves.png)", ""]
     for name, (header, cells) in _sections(report):
         parts += [f"## {name}", "", _md_table(header, cells), ""]
     if report.get("notes"):
@@ -218,12 +226,15 @@ def _numeric_class(cell: str) -> str:
     return ' class="n"' if re.fullmatch(r"[+-]?[\d.,]+(e[+-]?\d+)?[%xM]?|n/a", cell) else ""
 
 
-def html_page(report: dict, png: bytes) -> str:
-    """One file with everything in it: the plot is embedded as base64, the style inline."""
+def html_page(report: dict, png: bytes, curves: bytes | None = None) -> str:
+    """One file with everything in it: the plots are embedded as base64, the style inline."""
     e = html.escape
     body = [f"<h1>{e(_title(report))}</h1>"] + [f"<p><b>{e(line)}</b></p>" for line in headline(report)]
     body += [f"<p>{e(_environment_line(report))}</p>",
              f'<img alt="metric vs latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">']
+    if curves is not None:
+        body += ["<h2>Training</h2>",
+                 f'<img alt="training curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">']
     for name, (header, cells) in _sections(report):
         rows = "".join("<tr>" + "".join(f"<td{_numeric_class(c)}>{e(c)}</td>" for c in row) + "</tr>" for row in cells)
         body.append(f"<h2>{e(name)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>{rows}</table>")
@@ -289,3 +300,60 @@ def pareto_png(report: dict) -> bytes:
     fig.savefig(out, format="png")
     plt.close(fig)
     return out.getvalue()
+
+
+def training_curves(logs: Path, models: list[str]) -> dict[str, dict[str, list]]:
+    """Each model's training as its log holds it (logs/<model>.jsonl: loss per step, validation metric per epoch);
+    models without a log (quantised copies, a teacher used as it came) are left out."""
+    curves = {}
+    for model in models:
+        path = logs / f"{model}.jsonl"
+        if not path.is_file():
+            continue
+        curve = {"step": [], "loss": [], "epoch": [], "validation": []}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if "loss" in record:
+                curve["step"].append(record["step"])
+                curve["loss"].append(record["loss"])
+            elif "validation" in record:
+                curve["epoch"].append(record["epoch"] + 1)
+                curve["validation"].append(record["validation"])
+        if curve["step"]:
+            curves[model] = curve
+    return curves
+
+
+def curves_png(curves: dict[str, dict[str, list]], metric: str) -> bytes:
+    """Two panels: each model's training loss per step (a running mean over a fiftieth of its steps, log scale:
+    the teacher's cross-entropy and a student's KD terms differ in scale) and its validation metric per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for model, curve in curves.items():
+        running = running_mean(curve["loss"], max(1, len(curve["loss"]) // 50))
+        line, = loss_ax.plot(curve["step"], running, label=model, linewidth=1)
+        if curve["validation"]:
+            metric_ax.plot(curve["epoch"], curve["validation"], "o-", color=line.get_color(), label=model)
+    loss_ax.set(xlabel="step", ylabel="training loss (running mean)", yscale="log", title="Loss")
+    metric_ax.set(xlabel="epoch", ylabel=f"{metric} (validation split)", title="Validation")
+    for ax in (loss_ax, metric_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the window - 1 before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out

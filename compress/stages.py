@@ -616,7 +616,8 @@ def load_saved(cfg: RunConfig, model_result: ModelArtifact):
 
 
 def train_log(cfg: RunConfig, name: str, config_hash: str, description: str) -> TrainLog:
-    return TrainLog(description, log_path(cfg, name), checkpoint_path(cfg, name, config_hash))
+    return TrainLog(description, log_path(cfg, name), checkpoint_path(cfg, name, config_hash),
+                    tuple(cfg.tracking), cfg.run_dir / "tb", name)
 
 
 def checkpoint_path(cfg: RunConfig, name: str, config_hash: str) -> Path:

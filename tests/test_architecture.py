@@ -33,6 +33,7 @@ LAYER_OF = {
     "compress.report": "pipeline",
     "compress.report_files": "pipeline",
     "compress.model_cards": "pipeline",
+    "compress.tracking": "pipeline",
     "compress.single": "pipeline",
     "compress.anchors": "pipeline",
     "compress.inference": "pipeline",

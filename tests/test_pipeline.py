@@ -141,7 +141,10 @@ def test_only_reruns_one_stage_and_only_report_rewrites_the_files(first_run):
     result = run(cfg, StageSelection(only="report"))
     assert result.ran == [] and metrics(result.report) == metrics(first.report)
     assert all((cfg.run_dir / name).stat().st_size > 0
-               for name in ("report.json", "report.csv", "report.md", "report.html", "pareto.png"))
+               for name in ("report.json", "report.csv", "report.md", "report.html", "pareto.png", "curves.png"))
+    # The training curves (from logs/) are in the page and the Markdown.
+    assert 'alt="training curves" src="data:image/png;base64,' in (cfg.run_dir / "report.html").read_text()
+    assert "![training curves](curves.png)" in (cfg.run_dir / "report.md").read_text()
 
 
 def test_only_an_earlier_stage_sends_the_later_ones_back_to_run(first_run):
@@ -319,3 +322,33 @@ def test_every_model_and_export_folder_has_a_card_whose_code_loads_it(first_run)
     assert scope["run"]("the market rallied")[0]["label"] in scope["model"].config.id2label.values()
     assert "no distillation" in (cfg.run_dir / "students" / "half-baseline" / "README.md").read_text()
     assert "The teacher" in (cfg.run_dir / "teacher" / "README.md").read_text()
+
+
+def tensorboard_tags(folder: Path) -> set[str]:
+    """Every scalar tag in the TensorBoard event files under `folder` (TFRecord framing: length, its CRC, the
+    Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags = set()
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            tags |= {value.tag for value in event.summary.value}
+            at += 12 + length + 4
+    return tags
+
+
+def test_every_training_logs_its_terms_to_tensorboard(first_run):
+    _, cfg, _ = first_run
+    tags = tensorboard_tags(cfg.run_dir / "tb" / "half")
+    assert {"train/loss", "train/lr", "train/kd", "train/ce", "validation/metric"} <= tags
+    assert {"train/loss", "train/ce", "validation/metric"} <= tensorboard_tags(cfg.run_dir / "tb" / "half-baseline")
+    assert "train/kd" not in tensorboard_tags(cfg.run_dir / "tb" / "half-baseline")
+    assert {"train/loss"} <= tensorboard_tags(cfg.run_dir / "tb" / "teacher")
+    # ... and every model's final figures, written with the report
+    final = tensorboard_tags(cfg.run_dir / "tb" / "half" / "final")
+    assert {"final/metric", "final/params", "final/torch_p50_ms", "final/speedup", "final/metrics/accuracy"} <= final

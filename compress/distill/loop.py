@@ -38,6 +38,9 @@ class TrainLog:
     description: str = "training"
     log_path: Path | None = None
     checkpoint: Path | None = None
+    trackers: tuple[str, ...] = ()  # Accelerate trackers that get the same records (tensorboard)
+    tracking_dir: Path | None = None  # where they write: tensorboard into <tracking_dir>/<name>/
+    name: str = "model"
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -52,10 +55,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """An Accelerator for one model's training. accelerate keeps one process-wide state that refuses a second
-    precision, but a run trains several models, each with its own; only that state is reset (the process and its
-    distributed setup are kept)."""
+def make_accelerator(cfg: TrainConfig, log: TrainLog = TrainLog()) -> Accelerator:
+    """An Accelerator for one model's training, with the log's trackers. accelerate keeps one process-wide state that
+    refuses a second precision, but a run trains several models, each with its own; only that state is reset (the
+    process and its distributed setup are kept)."""
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != cfg.mixed_precision:
         AcceleratorState._reset_state()
@@ -63,8 +66,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # a progressive stage the other layers' projections), which DDP must be told to expect.
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a launcher's; asking Accelerate would create its state
     unused = [DistributedDataParallelKwargs(find_unused_parameters=True)] if several else []
+    tracking = {"log_with": list(log.trackers), "project_dir": str(log.tracking_dir)} if log.trackers else {}
     return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision,
-                       kwargs_handlers=unused)
+                       kwargs_handlers=unused, **tracking)
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
@@ -96,7 +100,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
     Each step's loss terms, and each epoch's validation metric, go to `log.log_path` as JSON lines.
     """
     set_seed(seed)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, log)
     loader = make_loader(train, tokenizer, cfg.batch_size, shuffle=True, seed=seed,
                          group_by_length=cfg.group_by_length)
     order = loader.generator  # reseeded every epoch: the data order depends on (seed, epoch) only
@@ -121,6 +125,8 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
         _keep_log_up_to(log.log_path, step, first_epoch)  # the epochs after the checkpoint run again
     lines = (log.log_path.open("a" if first_epoch else "w", buffering=1)
              if log.log_path and accelerator.is_main_process else None)
+    if log.trackers:  # a resumed run hides the events it logs again (TensorBoard's purge_step), as the log is cut
+        accelerator.init_trackers(log.name, init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
     start, value, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
     with track_steps(log.description, (cfg.epochs - first_epoch) * len(loader)) as advance:
         for epoch in range(first_epoch, cfg.epochs):
@@ -142,13 +148,18 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                     optimizer.zero_grad()
                 step += 1
                 if lines:
-                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "loss": value.item()}
-                    lines.write(json.dumps(record | {k: v.item() for k, v in terms.items()}) + "\n")
+                    values = {"lr": scheduler.get_last_lr()[0], "loss": value.item()} | {k: v.item()
+                                                                                         for k, v in terms.items()}
+                    lines.write(json.dumps({"step": step, "epoch": epoch} | values) + "\n")
+                    if log.trackers:
+                        accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
                 advance(loss=value.item())
             if validate is not None:
                 metric = validate(accelerator.unwrap_model(model))
                 if lines:
                     lines.write(json.dumps({"epoch": epoch, "validation": metric}) + "\n")
+                    if log.trackers:
+                        accelerator.log({"validation/metric": metric, "validation/epoch": epoch}, step=step)
                 best.update(epoch, metric, accelerator.unwrap_model(model))
             if log.checkpoint is not None and accelerator.is_main_process and cfg.checkpoint_every \
                     and (epoch + 1) % cfg.checkpoint_every == 0:
@@ -158,6 +169,8 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                 break
     if lines:
         lines.close()
+    if log.trackers:
+        accelerator.end_training()
     best.restore(accelerator.unwrap_model(model))
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(value.item()),
                        epochs_run=epoch + 1, best_epoch=best.epoch, best_validation=best.metric)

@@ -158,3 +158,14 @@ def test_a_device_beside_the_cpu_gets_its_own_latency_table_with_speedups_there(
     assert "## Latency on cuda (batch 1, 128 tokens)" in md
     assert "| s | fp32 | 2.00 | 2.40 | 4.00x | 10.0% | 1.00 | 8.00x |" in md
     assert "Latency on cuda" not in markdown(small_report())
+
+
+def test_training_curves_come_from_the_logs(tmp_path):
+    from compress.report_files import curves_png, running_mean, training_curves
+
+    (tmp_path / "a.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 2.0}\n{"step": 2, "epoch": 0, "loss": 1.0}\n'
+                                      '{"epoch": 0, "validation": 0.5}\n')
+    curves = training_curves(tmp_path, ["a", "quantized-copy"])  # a model without a log is left out
+    assert curves == {"a": {"step": [1, 2], "loss": [2.0, 1.0], "epoch": [1], "validation": [0.5]}}
+    assert curves_png(curves, "accuracy").startswith(b"\x89PNG")
+    assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]

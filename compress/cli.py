@@ -45,8 +45,10 @@ def run(
 
     result = run_pipeline(config, start=start, only=only)
     if result.report is not None:
-        files = ", ".join(f"report.{ext}" for ext in ("json", "csv", "md", "html")) + ", pareto.png"
-        typer.echo(f"report: {result.run_dir}/ ({files})")
+        files = [f"report.{ext}" for ext in ("json", "csv", "md", "html")] + ["pareto.png"]
+        files += ["curves.png"] if (result.run_dir / "curves.png").is_file() else []
+        files += ["tb/"] if (result.run_dir / "tb").is_dir() else []
+        typer.echo(f"report: {result.run_dir}/ ({', '.join(files)})")
 
 
 @app.command()

@@ -90,13 +90,14 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     if not distributed.is_main():  # the main process writes and prints the report
         return RunResult(run_dir, None, runner.ran, runner.skipped)
     started = time.perf_counter()
-    timeline = [{"stage": "data", "seconds": round(data.seconds, 3)}] + runner.timeline()
+    timeline = [{"stage": "data", "seconds": data.seconds}] + runner.timeline()
     report = build_report(cfg, models, exports, bench, stages.bench_environment(run_dir), timeline)
     write_report_files(run_dir, report)
     write_model_cards(cfg, report)
     write_final_scalars(cfg, report)
     print_report(report)
-    print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}], runner.ran)
+    print_timeline(timeline + [{"stage": "report", "seconds": time.perf_counter() - started}],
+                   runner.ran + (["data"] if data.built else []))
     return RunResult(run_dir, report, runner.ran, runner.skipped)
 
 

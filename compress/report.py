@@ -284,7 +284,7 @@ def print_timeline(timeline: list[dict], ran: list[str]) -> None:
     longest = max((t["seconds"] for t in timeline), default=0) or 1
     this_run = 0.0
     for t in timeline:
-        reused = t["stage"] not in ran and t["stage"] not in ("data", "report")
+        reused = t["stage"] not in ran and t["stage"] != "report"
         this_run += 0.0 if reused else t["seconds"]
         table.add_row(t["stage"], "reused" if reused else "ran", f"{t['seconds']:.1f}",
                       "█" * max(1, round(30 * t["seconds"] / longest)))

@@ -313,10 +313,10 @@ def training_curves(logs: Path, models: list[str]) -> dict[str, dict[str, list]]
         curve = {"step": [], "loss": [], "epoch": [], "validation": []}
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            if "loss" in record:
+            if "loss" in record and "step" in record:
                 curve["step"].append(record["step"])
                 curve["loss"].append(record["loss"])
-            elif "validation" in record:
+            elif "validation" in record and "epoch" in record:  # a pruning log's records have neither shape
                 curve["epoch"].append(record["epoch"] + 1)
                 curve["validation"].append(record["validation"])
         if curve["step"]:
@@ -331,6 +331,7 @@ def curves_png(curves: dict[str, dict[str, list]], metric: str) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     for model, curve in curves.items():
@@ -340,6 +341,7 @@ def curves_png(curves: dict[str, dict[str, list]], metric: str) -> bytes:
             metric_ax.plot(curve["epoch"], curve["validation"], "o-", color=line.get_color(), label=model)
     loss_ax.set(xlabel="step", ylabel="training loss (running mean)", yscale="log", title="Loss")
     metric_ax.set(xlabel="epoch", ylabel=f"{metric} (validation split)", title="Validation")
+    metric_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (loss_ax, metric_ax):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

@@ -162,19 +162,27 @@ class RunData:
         self.cfg = cfg
         self.record_path = cfg.run_dir / "cache" / f"data-{data_key(cfg)}.json"
         self.record = read_data_record(self.record_path)
-        self.seconds = 0.0  # spent building the splits in this run
         self._data: Data | None = None
 
     @property
     def cached(self) -> bool:
         return self.record is not None
 
+    @property
+    def built(self) -> bool:
+        """Whether this run read and tokenised the data."""
+        return self._data is not None
+
+    @property
+    def seconds(self) -> float:
+        """What building the splits took, in this run or when the record was written."""
+        return self.record["seconds"] if self.record is not None else 0.0
+
     def load(self) -> Data:
         if self._data is None:
             started = time.perf_counter()
             self._data = prepare_data(self.cfg)
-            self.seconds = time.perf_counter() - started
-            self.record = data_record(self._data)
+            self.record = data_record(self._data) | {"seconds": round(time.perf_counter() - started, 3)}
             if distributed.is_main():
                 write_json_atomic(self.record_path, self.record)
         return self._data
@@ -210,7 +218,7 @@ def read_data_record(path: Path) -> dict | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    keys = {"fingerprint", "transfer_fingerprint", "word2vec_fingerprint"}
+    keys = {"fingerprint", "transfer_fingerprint", "word2vec_fingerprint", "seconds"}
     return record if isinstance(record, dict) and set(record) == keys else None
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from compress.config import DEFAULT_CONFIG, RunConfig, load_config
 from compress.errors import UserError
 
-__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "export", "load_config", "run"]
+__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "evaluate_folder", "export", "load_config", "prune_folder",
+           "quantize_folder", "run"]
 
 
 def run(config: RunConfig | str | Path | None = None, *, start: str | None = None, only: str | None = None):
@@ -40,3 +41,30 @@ def export(model_dir: str | Path, out_dir: str | Path, task: str | None = None, 
     from compress.single import export_folder
 
     return export_folder(Path(model_dir), Path(out_dir), task, optimize, quantize, opset)
+
+
+def quantize_folder(model_dir: str | Path, out_dir: str | Path, method: str = "dynamic_int8",
+                    task: str | None = None) -> dict:
+    """`compress quantize` as a function: a PyTorch int8, bf16 or fp16 copy of one saved folder (compress.single).
+    (Not `quantize`: that name is the compress.quantize module's.)"""
+    from compress.single import quantize_folder as quantize_one
+
+    return quantize_one(Path(model_dir), Path(out_dir), method, task)
+
+
+def prune_folder(model_dir: str | Path, out_dir: str | Path, structured: bool = True, head_ratio: float = 0.5,
+                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None,
+                 task: str | None = None) -> dict:
+    """`compress prune` as a function: a pruned copy of one saved folder (compress.single)."""
+    from compress.single import prune_folder as prune_one
+
+    return prune_one(Path(model_dir), Path(out_dir), structured, head_ratio, ffn_ratio, amount, scope, task)
+
+
+def evaluate_folder(model_dir: str | Path, data_file: str | Path, task: str | None = None, text_column: str = "text",
+                    text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
+    """`compress evaluate` as a function: a saved folder's metrics on a labelled file (compress.single)."""
+    from compress.single import evaluate_folder as evaluate_one
+
+    return evaluate_one(Path(model_dir), Path(data_file), task, text_column, text_pair_column, label_column,
+                        max_length)

@@ -90,6 +90,83 @@ def export(
 
 
 @app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="a saved fp32 model folder (a run's teacher, student or pruned model)")],
+    output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier output of this "
+                                                "command: it is replaced)")],
+    method: Annotated[str, typer.Option(help="dynamic_int8 (Linear and LSTM weights, CPU kernels) | bf16 | fp16")]
+    = "dynamic_int8",
+    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
+                                                     "folder's config.json", show_default=False)] = None,
+) -> None:
+    """Quantise one saved model folder in PyTorch, as a run's quantize stage does (ONNX Runtime int8: compress export
+    --quantize). Prints the size and the largest output difference from the source on random inputs.
+
+    Example: compress quantize runs/demo/students/minilm-l3 int8/minilm-l3
+    """
+    from compress import quantize_folder
+
+    out = quantize_folder(model, output, method, task)
+    typer.echo(f"{output}: {out['method']}, {out['size_mb']:.1f} MB (from {out['source_size_mb']:.1f} MB), "
+               f"max |{out['method']} - fp32| {out['max_abs_diff']:.1e} on random inputs")
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="a saved fp32 model folder")],
+    output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier output of this "
+                                                "command: it is replaced)")],
+    structured: Annotated[bool, typer.Option("--structured/--unstructured", help="remove whole heads and FFN "
+                                             "neurons (the matrices shrink), or zero single weights (L1)")] = True,
+    head_ratio: Annotated[float, typer.Option(help="structured: share of attention heads to remove")] = 0.5,
+    ffn_ratio: Annotated[float, typer.Option(help="structured: share of FFN neurons to remove")] = 0.5,
+    amount: Annotated[float, typer.Option(help="unstructured: share of the encoder's weights to zero")] = 0.5,
+    scope: Annotated[Optional[str], typer.Option(help="structured: local | global; unstructured: global | "
+                                                      "per_layer", show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
+                                                     "folder's config.json", show_default=False)] = None,
+) -> None:
+    """Prune one saved model folder by its weights' L1, in one step and without recovery (a run's prune: entry
+    adds Taylor importance, several steps and KD recovery from the teacher).
+
+    Example: compress prune runs/demo/students/minilm-l3 pruned/minilm-l3-heads50 --head-ratio 0.5 --ffn-ratio 0.3
+    """
+    from compress import prune_folder
+
+    out = prune_folder(model, output, structured, head_ratio, ffn_ratio, amount, scope, task)
+    typer.echo(f"{output}: {out['params']:,} parameters (from {out['params_before']:,}), sparsity "
+               f"{out['sparsity']:.1%}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="a saved model folder (any row of a run, or a compress quantize/prune "
+                                               "output)")],
+    data: Annotated[Path, typer.Option(help="a labelled file: CSV/TSV/JSONL/JSON/Parquet (classification, "
+                                            "regression), CoNLL columns (ner), SQuAD JSON (qa)")],
+    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
+                                                     "folder's config.json", show_default=False)] = None,
+    text_column: str = "text",
+    text_pair_column: Annotated[Optional[str], typer.Option(help="the second text of a pair",
+                                                            show_default=False)] = None,
+    label_column: str = "label",
+    max_length: Annotated[int, typer.Option(min=8)] = 128,
+) -> None:
+    """Score one saved model folder on a labelled file, read and encoded as a run reads its test split; class and
+    tag names are matched to the model's labels.
+
+    Example: compress evaluate runs/demo/students/custom-1x128 --data my_test.csv --text-column body
+    """
+    from compress import evaluate_folder
+
+    out = evaluate_folder(model, data, task, text_column, text_pair_column, label_column, max_length)
+    others = ", ".join(f"{k} {v:.4f}" for k, v in out["metrics"].items()
+                       if k != out["metric"] and isinstance(v, float))
+    typer.echo(f"{model}: {out['metric']} {out['metrics'][out['metric']]:.4f} on {out['examples']} examples"
+               + (f" ({others})" if others else ""))
+
+
+@app.command()
 def answer(
     model: Annotated[Path, typer.Option(help="a saved QA model folder (teacher or student of a qa run)")],
     question: Annotated[str, typer.Option(help="the question")],

@@ -1,5 +1,7 @@
 """Verbs on one saved model folder, outside a run: `compress export` (optimum-cli's `export onnx` for any model this
-tool saved, our own families included). The same functions the pipeline's export stage uses, in the same layout."""
+tool saved, our own families included), `compress quantize` (PyTorch int8, bf16 or fp16) and `compress prune`
+(structured heads and FFN neurons, or L1 unstructured). The same functions the pipeline's stages use, writing the
+same layout, so `bench`, `compress export` and the loaders take what they write."""
 
 from __future__ import annotations
 
@@ -82,12 +84,135 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     return files
 
 
-def check_output_folder(model_dir: Path, out_dir: Path) -> None:
-    """The export replaces `out_dir` whole: it must be new, empty or an earlier export, and neither the model's
-    folder nor one that holds it."""
+def check_output_folder(model_dir: Path, out_dir: Path, marker: str = "model.onnx") -> None:
+    """The verb replaces `out_dir` whole: it must be new, empty or an earlier output (it holds `marker`), and
+    neither the model's folder nor one that holds it."""
     if out_dir == model_dir or out_dir in model_dir.parents:
-        raise UserError("the output folder is the model's folder or holds it, and the export replaces it whole",
+        raise UserError("the output folder is the model's folder or holds it, and it is replaced whole",
                         str(out_dir), "give a new folder, e.g. onnx/<model>")
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "model.onnx").is_file()):
-        raise UserError("the output folder exists and is not an earlier export, and the export replaces it whole",
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / marker).is_file()):
+        raise UserError("the output folder exists and is not an earlier output, and it is replaced whole",
                         str(out_dir), "give a new or empty folder")
+
+
+def quantize_folder(model_dir: Path, out_dir: Path, method: str = "dynamic_int8", task: str | None = None) -> dict:
+    """A lower-precision copy of a saved folder in `out_dir`, as the pipeline's quantize stage makes it (int8: the
+    int8 file format; bf16/fp16: a saved model in that dtype). Returns its size and how far its outputs on random
+    inputs are from the source's (the run's quantize stage measures agreement on the test split)."""
+    from compress.artifacts import folder_size_mb, save_pretrained_atomic
+    from compress.models.int8 import save_quantized
+    from compress.quantize import HALF_PRECISIONS, quantize
+
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    check_output_folder(model_dir, out_dir, marker=MADE_FROM)
+    if method != "dynamic_int8" and method not in HALF_PRECISIONS:
+        raise UserError(f"unknown method '{method}'", "--method", "use dynamic_int8, bf16 or fp16")
+    if is_quantized_dir(model_dir):
+        raise UserError("this folder is already int8", str(model_dir), "quantise its fp32 source")
+    task = task or task_of(model_dir)
+    fp32, tokenizer = load_for_inference(model_dir, task)
+    fp32 = fp32.float()
+    model = quantize(fp32, method)
+    if method == "dynamic_int8":
+        save_quantized(model, tokenizer, out_dir)
+    else:
+        save_pretrained_atomic(model, tokenizer, out_dir)
+    write_made_from(out_dir, model_dir, "quantize", {"method": method})
+    return {"method": method, "size_mb": round(folder_size_mb(out_dir), 3),
+            "source_size_mb": round(folder_size_mb(model_dir), 3),
+            "max_abs_diff": _max_output_diff(fp32, model, tokenizer)}
+
+
+def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_ratio: float = 0.5,
+                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None,
+                 task: str | None = None) -> dict:
+    """A pruned copy of a saved folder in `out_dir`, as the pipeline's prune stage makes it, in one step and without
+    recovery (that needs the teacher's outputs on training data: a run's `prune:` entry): structured by the
+    weights' L1 (heads and FFN neurons removed, the matrices shrink) or L1 unstructured (`amount` of the encoder's
+    weights zeroed). Returns the parameters before and after and the sparsity."""
+    from pydantic import ValidationError
+
+    from compress.artifacts import save_pretrained_atomic
+    from compress.config import StructuredPrune, UnstructuredPrune
+    from compress.prune import Pruner, count_nonzero
+
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    check_output_folder(model_dir, out_dir, marker=MADE_FROM)
+    try:
+        spec = (StructuredPrune(name="prune", model="model", head_ratio=head_ratio, ffn_ratio=ffn_ratio,
+                                scope=scope or "local") if structured
+                else UnstructuredPrune(name="prune", model="model", amount=amount, scope=scope or "global"))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise UserError(problem["msg"], f"--{'-'.join(map(str, problem['loc'])).replace('_', '-') or 'options'}",
+                        "see compress prune --help") from None
+    if is_quantized_dir(model_dir):
+        raise UserError("this folder is int8", str(model_dir), "prune its fp32 source")
+    task = task or task_of(model_dir)
+    model, tokenizer = load_for_inference(model_dir, task)
+    model = model.float()
+    params = sum(p.numel() for p in model.parameters())
+    pruner = Pruner(model, spec, "compress prune")
+    pruner.step()
+    pruner.finish()
+    save_pretrained_atomic(model, tokenizer, out_dir)
+    write_made_from(out_dir, model_dir, "prune", spec.model_dump(mode="json", exclude={"name", "model", "recovery"}))
+    after = sum(p.numel() for p in model.parameters())
+    return {"params_before": params, "params": after, "sparsity": round(1 - count_nonzero(model) / after, 4)}
+
+
+def evaluate_folder(model_dir: Path, data_file: Path, task: str | None = None, text_column: str = "text",
+                    text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
+    """The task's metrics for a saved folder on a labelled file, read and encoded as a run reads its test split
+    (CSV/TSV/JSONL/JSON/Parquet for classification and regression, CoNLL columns for NER, SQuAD JSON for QA), with
+    the model's own tokenizer. Class and tag names are matched to the model's labels by name."""
+    from compress.config import RunConfig
+    from compress.data.batching import predict
+    from compress.data.classification import encode
+    from compress.data.sources import Examples, read_local_file
+
+    model_dir = Path(model_dir).resolve()
+    task = task or task_of(model_dir)
+    model, tokenizer = load_for_inference(model_dir, task)  # scored in its own precision, as a run scores it
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task in ("classification",
+                                                                                            "ner") else None
+    files = {"train": str(data_file), "validation": str(data_file), "test": str(data_file)}
+    source = {"qa": {"kind": "squad"}, "ner": {"kind": "conll"}}.get(task, {
+        "kind": "local", "text_column": text_column, "text_pair_column": text_pair_column,
+        "label_column": label_column})
+    cfg = RunConfig.model_validate({"task": task, "teacher": {"model": str(model_dir)}, "data": {
+        "source": source | files, "max_length": max_length, "ner": {"labels": labels if task == "ner" else None}}})
+    spec = TASKS[task]
+    if task in ("classification", "regression"):  # one file, whatever classes it holds (a run needs two or more)
+        rows = read_local_file(Path(data_file), text_column, label_column, text_pair_column, task == "regression")
+        targets = [label for _, label in rows]
+        if task == "classification":
+            unknown = sorted(set(targets) - set(labels))
+            if unknown:
+                raise UserError(f"the file has labels the model does not know: {unknown[:5]} (the model's: {labels})",
+                                str(data_file), "evaluate on data of the model's task and labels")
+            targets = [labels.index(label) for label in targets]
+        test = encode(Examples([text for text, _ in rows], targets), tokenizer, max_length)
+    else:  # NER's tags are the model's (data.ner.labels), QA has none: the task's own reader, the file as each split
+        test = spec.build(cfg, tokenizer)[0]["test"]
+    outputs = predict(model, test, tokenizer, spec.outputs, max_length if spec.per_token else None)
+    return {"examples": len(test), "metric": spec.metric, "metrics": spec.evaluate(outputs, test, cfg, labels)}
+
+
+MADE_FROM = "made_from.json"  # what a verb wrote a folder from: provenance, and the mark that it may replace it
+
+
+def write_made_from(out_dir: Path, model_dir: Path, verb: str, settings: dict) -> None:
+    from compress.artifacts import write_json_atomic
+
+    write_json_atomic(out_dir / MADE_FROM, {"verb": f"compress {verb}", "source": str(model_dir), "settings": settings})
+
+
+def _max_output_diff(fp32, model, tokenizer) -> float:
+    import torch
+
+    names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
+    feeds = {k: torch.from_numpy(v) for k, v in dummy_inputs(fp32.config.vocab_size, 2, 16, names).items()}
+    with torch.inference_mode():
+        a, b = fp32(**feeds), model(**{k: v for k, v in feeds.items()})
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a.keys() if torch.is_tensor(a[k]))

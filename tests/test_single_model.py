@@ -1,6 +1,7 @@
 """`compress export MODEL_DIR OUT`: one saved model folder to ONNX outside a run, in the run's export layout."""
 
 import json
+import re
 
 import pytest
 
@@ -49,5 +50,93 @@ def test_export_refuses_what_it_cannot_do_in_one_line(tiny_run, tmp_path):
         assert_one_line_error(compress("export", half, out), "holds it")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    assert_one_line_error(compress("export", half, tmp_path / "notes"), "not an earlier export")
+    assert_one_line_error(compress("export", half, tmp_path / "notes"), "not an earlier output")
     assert (half / "model.safetensors").is_file() and (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_quantize_and_prune_write_folders_that_load_and_export(tiny_run, tmp_path):
+    from compress.models.loading import load_saved_model
+
+    half = tiny_run.cfg.run_dir / "students" / "half"
+    int8 = compress("quantize", half, tmp_path / "int8")
+    assert int8.returncode == 0, int8.stderr
+    assert "dynamic_int8" in int8.stdout and "max |dynamic_int8 - fp32|" in int8.stdout
+    assert type(load_saved_model(tmp_path / "int8", "classification")).__name__ == "BertForSequenceClassification"
+    made = json.loads((tmp_path / "int8" / "made_from.json").read_text())
+    assert made == {"verb": "compress quantize", "source": str(half.resolve()), "settings": {"method": "dynamic_int8"}}
+    assert_one_line_error(compress("quantize", tmp_path / "int8", tmp_path / "again"), "already int8")
+    assert compress("quantize", half, tmp_path / "int8", "--method", "bf16").returncode == 0  # its own: replaced
+    assert json.loads((tmp_path / "int8" / "config.json").read_text())["dtype"] == "bfloat16"
+
+    pruned = compress("prune", half, tmp_path / "heads", "--head-ratio", "0.5", "--ffn-ratio", "0.5")
+    assert pruned.returncode == 0, pruned.stderr
+    after, before = (int(n.replace(",", "")) for n in re.search(r": ([\d,]+) parameters \(from ([\d,]+)\)",
+                                                                  pruned.stdout).groups())
+    assert after < before
+    model = load_saved_model(tmp_path / "heads", "classification")
+    assert sum(p.numel() for p in model.parameters()) == after
+    assert compress("export", tmp_path / "heads", tmp_path / "heads-onnx", "--no-optimize").returncode == 0
+    sparse = compress("prune", half, tmp_path / "sparse", "--unstructured", "--amount", "0.6")
+    assert sparse.returncode == 0 and "sparsity" in sparse.stdout
+
+    assert_one_line_error(compress("quantize", half, tmp_path / "x", "--method", "int4"), "unknown method 'int4'")
+    assert_one_line_error(compress("prune", half, tmp_path / "x", "--head-ratio", "1.5"), "--head-ratio",
+                          "less than 1")
+    assert_one_line_error(compress("prune", half, tiny_run.cfg.run_dir / "students" / "half-baseline"),
+                          "not an earlier output")
+    assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_run, tiny_csv, tmp_path):
+    import csv
+
+    half = tiny_run.cfg.run_dir / "students" / "half"
+    out = compress("evaluate", half, "--data", tiny_csv)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(rf"{re.escape(str(half))}: accuracy \d\.\d{{4}} on \d+ examples \(macro_f1 \d\.\d{{4}}\)\n",
+                        out.stdout)
+    # The run's own test split, written as a file, scores what the run's report says.
+    import compress as api
+
+    rows = list(csv.DictReader(open(tiny_csv)))
+    test_texts = set(_test_texts(tiny_run))
+    subset = tmp_path / "test.csv"
+    with subset.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["text"] in test_texts)
+    scored = api.evaluate_folder(half, subset, max_length=tiny_run.cfg.data.max_length)
+    report = {r["model"]: r for r in tiny_run.result.report["rows"]}
+    assert scored["metrics"]["accuracy"] == pytest.approx(report["half"]["metrics"]["accuracy"])
+    bad = tmp_path / "other.csv"
+    bad.write_text("text,label\nhello there,astronomy\n")
+    assert_one_line_error(compress("evaluate", half, "--data", bad), "labels the model does not know: ['astronomy']")
+
+
+def _test_texts(run) -> list[str]:
+    """The texts of the run's test split, as its data stage carved them."""
+    from compress.data.sources import load_splits
+
+    return list(load_splits(run.cfg.data, run.cfg.seed).test.texts)
+
+
+@pytest.mark.parametrize("task", ["ner", "qa"])
+def test_evaluate_reads_conll_and_squad_files(task, tiny_bert_dir, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, BertForTokenClassification
+
+    from compress import evaluate_folder
+    from tests.conftest import make_conll, make_squad
+
+    config = AutoConfig.from_pretrained(tiny_bert_dir)
+    if task == "ner":  # the model's tags in another order than the file's first appearance: matched by name
+        tags = ["O", "B-LOC", "B-PER", "I-PER"]
+        config.update({"id2label": dict(enumerate(tags)), "label2id": {t: i for i, t in enumerate(tags)}})
+        model, data = BertForTokenClassification(config), make_conll(tmp_path / "test.conll", 12)
+    else:
+        config.num_labels = 2  # start and end
+        model, data = BertForQuestionAnswering(config), make_squad(tmp_path / "test.json", 12)
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(tmp_path / "model")
+    scored = evaluate_folder(tmp_path / "model", data, max_length=48)
+    assert scored["examples"] >= 12 and scored["metric"] == "f1"
+    assert 0 <= scored["metrics"]["f1"] <= 1  # a random head: the path, not the score

@@ -169,8 +169,8 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                 break
     if lines:
         lines.close()
-    if log.trackers:
-        accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the run still uses
+        tracker.finish()
     best.restore(accelerator.unwrap_model(model))
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(value.item()),
                        epochs_run=epoch + 1, best_epoch=best.epoch, best_validation=best.metric)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from compress.data.rows import concat_rows, map_rows, row_lengths, take_rows
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TARGETS = ("labels", "start_positions", "end_positions")
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip
@@ -22,14 +24,15 @@ NO_LABEL = -1  # a transfer sentence's word: the KD terms take the position, CE 
 
 @dataclass(frozen=True)
 class EncodedSplit(Dataset):
-    """Tokenised examples: model inputs and targets per feature, plus what evaluation needs.
+    """Tokenised examples: model inputs and targets per feature, plus what evaluation needs. `features` is a list
+    of dicts, or the same rows held as Arrow (compress.data.rows.ArrowRows: large splits).
 
     `teacher` holds the teacher's outputs per feature for logit KD, e.g. {"logits": (N, C)} for classification,
     (N, L, C) for NER with L the padded length, {"start_logits", "end_logits": (N, L)} for QA.
     `sequence_outputs` says the outputs run along the sequence (NER, QA), so a batch takes its first T positions.
     """
 
-    features: list[dict]
+    features: Sequence[dict]
     sequence_outputs: bool = False
     teacher: dict[str, torch.Tensor | np.ndarray] | None = None
     meta: dict = field(default_factory=dict)
@@ -50,12 +53,12 @@ class EncodedSplit(Dataset):
         if self.teacher_positions is not None:
             teacher = {name: at_positions(values, [self.teacher_positions[i] for i in indices])
                        for name, values in teacher.items()}
-        return {"features": [self.features[i] for i in indices],
+        return {"features": take_rows(self.features, indices),
                 "teacher": {name: torch.from_numpy(values) for name, values in teacher.items()}}
 
     @property
     def lengths(self) -> list[int]:
-        return [len(f["input_ids"]) for f in self.features]
+        return row_lengths(self.features)
 
     def with_teacher(self, outputs: dict[str, torch.Tensor | np.ndarray]) -> "EncodedSplit":
         assert all(len(v) == len(self.features) for v in outputs.values()), "one teacher output per feature"
@@ -73,7 +76,8 @@ class EncodedSplit(Dataset):
             if isinstance(labels, list):
                 return [IGNORE_INDEX if label == IGNORE_INDEX else NO_LABEL for label in labels]
             return math.nan if isinstance(labels, float) else IGNORE_INDEX  # a regression score: NaN, none
-        return replace(self, features=[f | {k: dropped(f[k]) for k in TARGETS if k in f} for f in self.features])
+        return replace(self, features=map_rows(self.features,
+                                               lambda f: f | {k: dropped(f[k]) for k in TARGETS if k in f}))
 
     def followed_by(self, other: "EncodedSplit") -> "EncodedSplit":
         """This split's rows, then `other`'s, teacher outputs included (both must have them, or neither); the
@@ -83,7 +87,7 @@ class EncodedSplit(Dataset):
                                                      for name in self.teacher}
         assert (self.teacher_positions is None) == (other.teacher_positions is None), "aligned both or neither"
         positions = None if self.teacher_positions is None else self.teacher_positions + other.teacher_positions
-        return replace(self, features=self.features + other.features, teacher=teacher, meta={},
+        return replace(self, features=concat_rows(self.features, other.features), teacher=teacher, meta={},
                        teacher_positions=positions)
 
     @property
@@ -175,7 +179,7 @@ def padded(sequences: list[list[int]], length: int, value: int) -> torch.Tensor:
 
 def token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
     """(N, width) 1 on real tokens, 0 on the padding predict() adds to per-token outputs."""
-    lengths = [len(f["input_ids"]) for f in split.features]
+    lengths = row_lengths(split.features)
     return torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -10,25 +11,36 @@ from compress.config import RunConfig
 from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.metrics import classification_metrics
+from compress.data.rows import ArrowRows
 from compress.data.sources import Examples, load_splits
 from compress.data.transfer import transfer_texts
+from compress.progress import track_steps
 
 # Texts per tokenizer call: the tokenizer's own objects for a whole large split at once would double the peak memory.
 ENCODE_CHUNK = 4096
 
 
 def encode(examples: Examples, tokenizer, max_length: int) -> EncodedSplit:
-    """Texts, or (text, text pair) tuples as the tokenizer encodes pairs (both truncated, the longer first)."""
-    features = []
-    for start in range(0, len(examples), ENCODE_CHUNK):
-        texts = examples.texts[start:start + ENCODE_CHUNK]
-        if isinstance(texts[0], tuple):
-            enc = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length)
-        else:
-            enc = tokenizer(texts, truncation=True, max_length=max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features += [{k: enc[k][i] for k in keys} | {"labels": examples.labels[start + i]} for i in range(len(texts))]
-    return EncodedSplit(features)
+    """Texts, or (text, text pair) tuples as the tokenizer encodes pairs (both truncated, the longer first). Held
+    as Arrow (compress.data.rows), built a chunk at a time; a split of several chunks gets a progress bar."""
+    starts = range(0, len(examples), ENCODE_CHUNK)
+    bar = (track_steps(f"tokenise {len(examples):,} texts", len(starts)) if len(starts) > 1
+           else nullcontext(lambda: None))
+    with bar as advance:
+        rows = ArrowRows.from_chunks(encoded_chunk(examples, start, tokenizer, max_length, advance)
+                                     for start in starts)
+    return EncodedSplit(rows)
+
+
+def encoded_chunk(examples: Examples, start: int, tokenizer, max_length: int, advance) -> list[dict]:
+    texts = examples.texts[start:start + ENCODE_CHUNK]
+    if isinstance(texts[0], tuple):
+        enc = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    advance()
+    return [{k: enc[k][i] for k in keys} | {"labels": examples.labels[start + i]} for i in range(len(texts))]
 
 
 def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], list[str]]:

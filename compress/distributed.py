@@ -3,15 +3,17 @@ which process writes, and where they wait for each other.
 
 Every process runs the pipeline. Training stages (the teacher's fine-tune, students, baselines, pruning with its
 recovery) run in all of them: Accelerate hands the processes whole batches in turn and averages the gradients.
-The main process alone writes: models, the teacher's outputs, exports, bench.json, the manifest and the report; the
-stages that only write (the teacher's outputs, int8, export, bench) run in it alone while the others wait, and every
-process then reads what it recorded, so all of them make the same decision about every later stage. A single
-process (no launcher) is the case where all of this does nothing.
+The teacher labels the training split and the transfer set in every process, each its share of the rows, gathered
+in the main process (`gather_shares`). The main process alone writes: models, the teacher's outputs, exports,
+bench.json, the manifest and the report; the stages that only write (int8, export, bench) run in it alone while the
+others wait, and every process then reads what it recorded, so all of them make the same decision about every later
+stage. A single process (no launcher) is the case where all of this does nothing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 
 import torch
@@ -30,8 +32,12 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0
 
 
 def start(device: torch.device) -> None:
@@ -55,3 +61,21 @@ def wait_for_everyone() -> None:
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+
+
+def gather_shares(compute: Callable[[int, int], dict[str, torch.Tensor]],
+                  rows: int) -> dict[str, torch.Tensor] | None:
+    """`compute(start, stop)` on this process's share of `rows` (contiguous, in rank order); the main process gets
+    every share's outputs concatenated in row order, the others None."""
+    processes = world_size()
+    if processes == 1:
+        return compute(0, rows)
+    bounds = [rows * i // processes for i in range(processes + 1)]
+    start, stop = bounds[rank()], bounds[rank() + 1]
+    mine = compute(start, stop) if stop > start else None  # fewer rows than processes leaves some none
+    shares = [None] * processes if is_main() else None
+    torch.distributed.gather_object(mine, shares, dst=0)  # the group Accelerate joined (start)
+    if not is_main():
+        return None
+    shares = [share for share in shares if share is not None]
+    return {name: torch.cat([share[name] for share in shares]) for name in shares[0]}

@@ -68,9 +68,9 @@ class LaterStageNotRun(Exception):
         super().__init__(stage)
 
 
-# Stages that train: with several processes every process runs them (on its turn of the batches); every other
-# stage runs in the main process alone (compress.distributed).
-TRAINING_STAGES = ("teacher", "student", "baseline", "prune")
+# Stages that train or label: with several processes every process runs them (on its turn of the batches, or its
+# share of the rows to label); every other stage runs in the main process alone (compress.distributed).
+EVERY_PROCESS_STAGES = ("teacher", "teacher_logits", "teacher_transfer", "student", "baseline", "prune")
 
 
 class StageRunner:
@@ -115,11 +115,12 @@ class StageRunner:
 
     def _follow_main(self, stage: str, config_hash: str, force: bool,
                      work: Callable[[], tuple[list[str], R]]) -> tuple[dict, bool]:
-        """Another process than the main one: a training stage the main process runs is run here too (its turn
-        of the batches; it writes nothing), any other is left to the main process; then, once the main process
-        has recorded it, the result it recorded (and the manifest as the main process left it)."""
+        """Another process than the main one: a training or labelling stage the main process runs is run here too
+        (its turn of the batches, its share of the rows; it writes nothing), any other is left to the main process;
+        then, once the main process has recorded it, the result it recorded (and the manifest as the main process
+        left it)."""
         skipped = not force and self.manifest.is_done(stage, config_hash)
-        if not skipped and stage.split(":")[0] in TRAINING_STAGES:
+        if not skipped and stage.split(":")[0] in EVERY_PROCESS_STAGES:
             try:
                 work()
             except distributed.TrainedElsewhere:

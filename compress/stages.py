@@ -359,7 +359,11 @@ def finetune_teacher(cfg: RunConfig, data: Data, config_hash: str) -> tuple[list
 def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
     """The teacher's outputs on the training split as .npy files (per-token outputs padded to max_length)."""
     model, tokenizer = load_saved(cfg, teacher)
-    outputs = data.predict(model.to(run_device(cfg)), data.train, tokenizer)
+    model = model.to(run_device(cfg))
+    outputs = distributed.gather_shares(lambda start, stop: data.predict(model, data.train.part(start, stop),
+                                                                         tokenizer), len(data.train))
+    if outputs is None:  # another process than the main one: its share is handed over
+        raise distributed.TrainedElsewhere("teacher_logits")
     paths = teacher_output_paths(data.task)
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
@@ -374,10 +378,16 @@ def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -
     again from the start on resume)."""
     assert data.transfer is not None, "a transfer set to label"
     model, tokenizer = load_saved(cfg, teacher)
-    batches = math.ceil(len(data.transfer) / LABEL_BATCH_SIZE)
-    with track_steps("teacher labels the transfer set", batches) as advance:
-        outputs = predict(model.to(run_device(cfg)), data.transfer, tokenizer, data.task.outputs, data.pad_to,
-                          LABEL_BATCH_SIZE, after_batch=advance)
+    model = model.to(run_device(cfg))
+
+    def label(start: int, stop: int) -> dict[str, torch.Tensor]:  # this process's share of the rows
+        with track_steps("teacher labels the transfer set", math.ceil((stop - start) / LABEL_BATCH_SIZE)) as advance:
+            return predict(model, data.transfer.part(start, stop), tokenizer, data.task.outputs, data.pad_to,
+                           LABEL_BATCH_SIZE, after_batch=advance)
+
+    outputs = distributed.gather_shares(label, len(data.transfer))
+    if outputs is None:
+        raise distributed.TrainedElsewhere("teacher_transfer")
     paths = teacher_output_paths(data.task, "transfer")
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.transfer))

@@ -65,7 +65,11 @@ class EncodedSplit(Dataset):
         return replace(self, teacher=outputs)
 
     def head(self, n: int) -> "EncodedSplit":
-        return replace(self, features=self.features[:n], teacher=None, teacher_positions=None)
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int) -> "EncodedSplit":
+        """Rows start..stop-1, without teacher outputs (a share to predict on)."""
+        return replace(self, features=self.features[start:stop], teacher=None, teacher_positions=None)
 
     def without_labels(self) -> "EncodedSplit":
         """Every label dropped, whatever it was: rows the loss must never take a label from. A per-token label

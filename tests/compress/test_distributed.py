@@ -12,18 +12,23 @@ from pathlib import Path
 
 
 def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir, tiny_csv, tmp_path):
-    """`torchrun --nproc_per_node 2 -m compress.cli run`: both processes train (whole batches in turn), the
-    main one alone writes; the report has every row, nothing is left half-written, and the same config run again
-    (here in one process) finds every stage done."""
+    """`torchrun --nproc_per_node 2 -m compress.cli run`: both processes train (whole batches in turn) and label
+    half the rows each, the main one alone writes; the report has every row, nothing is left half-written, the
+    teacher's gathered outputs are the ones one process computes, and the same config run again (here in one
+    process) finds every stage done."""
+    import numpy as np
     import yaml
 
+    from compress import stages
     from compress.config import load_config
     from compress.pipeline import run
+    from compress.results import ModelArtifact, from_json
 
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump({
         "name": "two", "output_dir": str(tmp_path / "runs"),
-        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 16},
+        "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 16, "max_train_examples": 20},
+        "transfer": {"rest_of_train": True},
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 1, "learning_rate": 3e-3}},
         "students": [{"name": "scratch", "kind": "custom_transformer", "hidden_size": 16, "num_layers": 1,
                       "num_heads": 2, "ffn_size": 32, "train": {"epochs": 2, "learning_rate": 3e-3}}],
@@ -47,6 +52,47 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
     steps = [json.loads(line) for line in (run_dir / "logs" / "teacher.jsonl").read_text().splitlines()]
     labelled = json.loads((run_dir / "manifest.json").read_text())["stages"]["teacher_logits"]["result"]["features"]
     assert sum("step" in s for s in steps) == -(-labelled // (16 * 2))
-    again = run(load_config(config))
+    cfg = load_config(config)
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    teacher, tokenizer = stages.load_saved(cfg, from_json(ModelArtifact, manifest["teacher"]["result"]))
+    data = stages.RunData(cfg).load()
+    assert len(data.transfer) > 0
+    for split, rows in (("train", data.train), ("transfer", data.transfer)):
+        gathered = np.load(run_dir / "cache" / f"teacher_{split}_logits.npy")
+        one_process = data.predict(teacher, rows, tokenizer)["logits"].numpy()
+        np.testing.assert_allclose(gathered, one_process, atol=1e-5)
+    again = run(cfg)
     assert again.ran == [] and set(again.skipped) >= {"teacher", "student:scratch", "baseline:scratch-baseline",
                                                       "prune:scratch-pruned", "bench"}
+
+
+def _gather_in_process(rank: int, rows: int, port: int, results) -> None:
+    import torch
+
+    from compress import distributed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        gathered = distributed.gather_shares(lambda start, stop: {"logits": torch.arange(start, stop).float()}, rows)
+        results.put((rank, None if gathered is None else gathered["logits"].tolist()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_gather_shares_returns_every_row_in_order_to_the_main_process_only():
+    """Each of two processes computes its contiguous share; the main one gets all rows in order, also when there
+    are fewer rows than processes (a share with none)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    for rows in (5, 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        context = mp.get_context("spawn")
+        results = context.Queue()
+        mp.start_processes(_gather_in_process, args=(rows, port, results), nprocs=2, start_method="spawn")
+        got = dict(results.get(timeout=30) for _ in range(2))
+        assert got == {0: [float(i) for i in range(rows)], 1: None}

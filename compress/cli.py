@@ -47,7 +47,7 @@ def run(
     if result.report is not None:
         files = [f"report.{ext}" for ext in ("json", "csv", "md", "html")] + ["pareto.png"]
         files += ["curves.png"] if (result.run_dir / "curves.png").is_file() else []
-        files += ["tb/"] if (result.run_dir / "tb").is_dir() else []
+        files += [name for name in ("tb/", "mlflow.db") if (result.run_dir / name.rstrip("/")).exists()]
         typer.echo(f"report: {result.run_dir}/ ({', '.join(files)})")
 
 

@@ -556,10 +556,12 @@ class RunConfig(Strict):
                         description="where models train and the teacher labels: auto (CUDA, then MPS, then the CPU), "
                                     "cpu, cuda, cuda:N or mps; export and bench stay on the CPU")
     output_dir: Path = Path("runs")
-    tracking: list[Literal["tensorboard"]] = Field(
+    tracking: list[Literal["tensorboard", "mlflow"]] = Field(
         ["tensorboard"], description="experiment trackers every training logs to through Accelerate: tensorboard "
                                      "(event files under the run folder's tb/, one folder per model: `tensorboard "
-                                     "--logdir runs/<name>/tb`); [] for none")
+                                     "--logdir runs/<name>/tb`), mlflow (pip install 'bert-compress[mlflow]'; "
+                                     "MLFLOW_TRACKING_URI's server, or mlflow.db in the run folder: `mlflow ui "
+                                     "--backend-store-uri sqlite:///runs/<name>/mlflow.db`); [] for none")
     data: DataConfig = DataConfig()
     transfer: TransferConfig | None = None
     teacher: TeacherConfig = TeacherConfig()

@@ -9,6 +9,8 @@ and a change re-runs only what is downstream of it. What each stage does is in c
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -244,6 +246,8 @@ def quiet_libraries() -> None:
     huggingface_hub.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's store announces its tables at import
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # ... and its migrations
 
 
 def uses_word2vec(student: StudentConfig) -> bool:

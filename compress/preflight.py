@@ -1,6 +1,6 @@
-"""What a run's config says that the models' own configs can refute, checked before anything trains: a layer the
-teacher does not have, a layer map that does not fit, a checkpoint student with another vocabulary where the
-teacher's outputs must meet it token by token (QA, layer transfer).
+"""What a run's config says that the models' own configs (or this environment) can refute, checked before anything
+trains: a layer the teacher does not have, a layer map that does not fit, a checkpoint student with another
+vocabulary where the teacher's outputs must meet it token by token (QA, layer transfer), a tracker not installed.
 
 Reads config.json and vocabulary files as JSON or text only (the packaged teacher, local folders, the hub's local
 cache), so `compress validate` stays quick; a hub model that is not on this machine, or a vocabulary in another
@@ -24,6 +24,7 @@ from compress.packaged import resolve_model_path
 
 
 def check_against_models(cfg: RunConfig) -> None:
+    check_trackers_installed(cfg)
     teacher = model_config(cfg.teacher.model)
     depth = layer_count(teacher)
     if teacher is None or depth is None:
@@ -46,6 +47,15 @@ def check_against_models(cfg: RunConfig) -> None:
                 raise UserError(f"layer_map {layer_map} needs one teacher layer (0..{depth - 1}) for {per_layer}",
                                 f"{where}.distill.intermediate.layer_map",
                                 "give one teacher layer per student layer, or leave it out for the uniform map")
+
+
+def check_trackers_installed(cfg: RunConfig) -> None:
+    """MLflow is an optional extra: asking for it without it installed is found before anything trains."""
+    import importlib.util
+
+    if "mlflow" in cfg.tracking and importlib.util.find_spec("mlflow") is None:
+        raise UserError("mlflow is not installed", "tracking", "pip install 'bert-compress[mlflow]', or drop mlflow "
+                        "from tracking")
 
 
 def check_same_vocabulary(cfg: RunConfig, student: CheckpointStudent, where: str) -> None:

@@ -635,7 +635,7 @@ def load_saved(cfg: RunConfig, model_result: ModelArtifact):
 
 def train_log(cfg: RunConfig, name: str, config_hash: str, description: str) -> TrainLog:
     return TrainLog(description, log_path(cfg, name), checkpoint_path(cfg, name, config_hash),
-                    tuple(cfg.tracking), cfg.run_dir / "tb", name)
+                    tuple(cfg.tracking), cfg.run_dir, cfg.name, name)
 
 
 def checkpoint_path(cfg: RunConfig, name: str, config_hash: str) -> Path:

@@ -342,6 +342,40 @@ def tensorboard_tags(folder: Path) -> set[str]:
     return tags
 
 
+def test_mlflow_tracking_keeps_every_training_and_the_final_figures_in_the_run_folder(tmp_path, tiny_bert_dir,
+                                                                                       tiny_csv, monkeypatch):
+    """`tracking: [mlflow]` with no server named: a SQLite store in the run folder, the run's name as experiment,
+    one MLflow run per model with its loss terms, its training settings as parameters and its final figures."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv).model_copy(update={"tracking": ["mlflow"]})
+    run(cfg)
+    mlflow.set_tracking_uri(f"sqlite:///{cfg.run_dir / 'mlflow.db'}")
+    runs = {r.info.run_name: r.data for r in mlflow.search_runs(experiment_names=["tiny"], output_format="list")}
+    assert set(runs) == {"teacher", "half", "half-baseline"}
+    assert {"train/loss", "train/lr", "train/kd", "train/ce", "validation/metric", "final/metric", "final/params",
+            "final/speedup", "final/metrics/accuracy"} <= set(runs["half"].metrics)
+    assert "train/kd" not in runs["half-baseline"].metrics
+    assert runs["half"].params["learning_rate"] == "0.003" and runs["half"].tags["role"] == "student"
+    assert runs["half"].metrics["final/metric"] == run(cfg).report["rows"][1]["metric"]
+    assert not (cfg.run_dir / "tb").exists()
+
+
+def test_mlflow_not_installed_is_one_line_before_anything_runs(monkeypatch, tmp_path, tiny_bert_dir, tiny_csv):
+    import importlib.util
+
+    from compress.preflight import check_trackers_installed
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
+    cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv).model_copy(update={"tracking": ["tensorboard", "mlflow"]})
+    with pytest.raises(UserError, match="mlflow is not installed") as err:
+        check_trackers_installed(cfg)
+    assert "bert-compress[mlflow]" in err.value.line()
+
+
 def test_every_training_logs_its_terms_to_tensorboard(first_run):
     _, cfg, _ = first_run
     tags = tensorboard_tags(cfg.run_dir / "tb" / "half")

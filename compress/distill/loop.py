@@ -28,6 +28,7 @@ from compress.distill.objectives import WeightedLoss
 from compress.errors import UserError
 from compress.progress import console, track_steps
 from compress.results import TrainResult
+from compress.tracking import trackers_for
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class TrainLog:
     description: str = "training"
     log_path: Path | None = None
     checkpoint: Path | None = None
-    trackers: tuple[str, ...] = ()  # Accelerate trackers that get the same records (tensorboard)
-    tracking_dir: Path | None = None  # where they write: tensorboard into <tracking_dir>/<name>/
+    trackers: tuple[str, ...] = ()  # experiment trackers that get the same records (compress.tracking)
+    run_dir: Path | None = None  # where they write: tensorboard into <run_dir>/tb/<name>/, mlflow's default store
+    experiment: str = "run"  # the run's name: MLflow's experiment, the model's `name` its MLflow run
     name: str = "model"
 
 
@@ -66,7 +68,8 @@ def make_accelerator(cfg: TrainConfig, log: TrainLog = TrainLog()) -> Accelerato
     # a progressive stage the other layers' projections), which DDP must be told to expect.
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a launcher's; asking Accelerate would create its state
     unused = [DistributedDataParallelKwargs(find_unused_parameters=True)] if several else []
-    tracking = {"log_with": list(log.trackers), "project_dir": str(log.tracking_dir)} if log.trackers else {}
+    tracking = {"log_with": trackers_for(log.trackers, log.run_dir, log.experiment, log.name),
+                "project_dir": str(log.run_dir / "tb")} if log.trackers else {}
     return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision,
                        kwargs_handlers=unused, **tracking)
 
@@ -127,6 +130,9 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
              if log.log_path and accelerator.is_main_process else None)
     if log.trackers:  # a resumed run hides the events it logs again (TensorBoard's purge_step), as the log is cut
         accelerator.init_trackers(log.name, init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
+        for tracker in accelerator.trackers:  # MLflow keeps the settings as the run's parameters (TensorBoard's
+            if tracker.name == "mlflow":      # hparams would add a timestamped folder per training)
+                tracker.store_init_configuration(cfg.model_dump(mode="json"))
     start, value, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
     with track_steps(log.description, (cfg.epochs - first_epoch) * len(loader)) as advance:
         for epoch in range(first_epoch, cfg.epochs):

@@ -53,18 +53,26 @@ def quantize_folder(model_dir: str | Path, out_dir: str | Path, method: str = "d
 
 
 def prune_folder(model_dir: str | Path, out_dir: str | Path, structured: bool = True, head_ratio: float = 0.5,
-                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None,
-                 task: str | None = None) -> dict:
-    """`compress prune` as a function: a pruned copy of one saved folder (compress.single)."""
+                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None, task: str | None = None,
+                 data_file: str | Path | None = None, steps: int = 1, epochs: int = 1, learning_rate: float = 5e-5,
+                 importance: str = "magnitude", seed: int = 0, text_column: str = "text",
+                 text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
+    """`compress prune` as a function: a pruned copy of one saved folder, recovered on `data_file` when given (the
+    unpruned model as teacher; compress.single)."""
+    from compress.single import LabelledFile
     from compress.single import prune_folder as prune_one
 
-    return prune_one(Path(model_dir), Path(out_dir), structured, head_ratio, ffn_ratio, amount, scope, task)
+    data = LabelledFile(Path(data_file), text_column, text_pair_column, label_column,
+                        max_length) if data_file is not None else None
+    return prune_one(Path(model_dir), Path(out_dir), structured, head_ratio, ffn_ratio, amount, scope, task, data,
+                     steps, epochs, learning_rate, importance, seed)
 
 
 def evaluate_folder(model_dir: str | Path, data_file: str | Path, task: str | None = None, text_column: str = "text",
                     text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
     """`compress evaluate` as a function: a saved folder's metrics on a labelled file (compress.single)."""
+    from compress.single import LabelledFile
     from compress.single import evaluate_folder as evaluate_one
 
-    return evaluate_one(Path(model_dir), Path(data_file), task, text_column, text_pair_column, label_column,
-                        max_length)
+    return evaluate_one(Path(model_dir), LabelledFile(Path(data_file), text_column, text_pair_column, label_column,
+                                                      max_length), task)

@@ -13,6 +13,12 @@ from compress.manifest import STAGES
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
+# How compress evaluate and compress prune --data read a labelled CSV/TSV/JSONL/JSON/Parquet file.
+TextColumn = Annotated[str, typer.Option(help="the text column (classification, regression)")]
+TextPairColumn = Annotated[Optional[str], typer.Option(help="the second text of a pair", show_default=False)]
+LabelColumn = Annotated[str, typer.Option(help="the label column (classification, regression)")]
+MaxLength = Annotated[int, typer.Option(min=8, help="tokens per text (or pair), as the model was trained with")]
+
 
 @app.callback()
 def _group(version: Version = False, quiet: Quiet = False, verbose: Verbose = False) -> None:
@@ -125,17 +131,35 @@ def prune(
                                                       "per_layer", show_default=False)] = None,
     task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
                                                      "folder's config.json", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="a labelled file of the model's task to recover on after each "
+                                                      "step (KD from the unpruned model) and to score on; as "
+                                                      "compress evaluate reads it", show_default=False)] = None,
+    steps: Annotated[int, typer.Option(min=1, help="reach the target in this many prune + recover steps (needs "
+                                                   "--data)")] = 1,
+    epochs: Annotated[int, typer.Option(min=0, help="recovery epochs per step (with --data)")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="recovery learning rate")] = 5e-5,
+    importance: Annotated[str, typer.Option(help="structured: magnitude (the weights' L1) or taylor (|weight x "
+                                                 "gradient| over batches of --data)")] = "magnitude",
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    text_column: TextColumn = "text",
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = "label",
+    max_length: MaxLength = 128,
 ) -> None:
-    """Prune one saved model folder by its weights' L1, in one step and without recovery (a run's prune: entry
-    adds Taylor importance, several steps and KD recovery from the teacher).
+    """Prune one saved model folder: by its weights' L1 in one step; with --data, in --steps prune + recover steps,
+    each recovered by KD from the unpruned model on the file (a run's prune: entry recovers from the teacher).
 
     Example: compress prune runs/demo/students/minilm-l3 pruned/minilm-l3-heads50 --head-ratio 0.5 --ffn-ratio 0.3
+    --data train.csv --steps 2
     """
     from compress import prune_folder
 
-    out = prune_folder(model, output, structured, head_ratio, ffn_ratio, amount, scope, task)
+    out = prune_folder(model, output, structured, head_ratio, ffn_ratio, amount, scope, task, data, steps, epochs,
+                       learning_rate, importance, seed, text_column, text_pair_column, label_column, max_length)
+    recovered = (f"; {', '.join(f'{m:.4f}' for m in out['metric_after_steps'])} on {data.name} after each step"
+                 if out["metric_after_steps"] else "")
     typer.echo(f"{output}: {out['params']:,} parameters (from {out['params_before']:,}), sparsity "
-               f"{out['sparsity']:.1%}")
+               f"{out['sparsity']:.1%}{recovered}")
 
 
 @app.command()
@@ -146,11 +170,10 @@ def evaluate(
                                             "regression), CoNLL columns (ner), SQuAD JSON (qa)")],
     task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
                                                      "folder's config.json", show_default=False)] = None,
-    text_column: str = "text",
-    text_pair_column: Annotated[Optional[str], typer.Option(help="the second text of a pair",
-                                                            show_default=False)] = None,
-    label_column: str = "label",
-    max_length: Annotated[int, typer.Option(min=8)] = 128,
+    text_column: TextColumn = "text",
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = "label",
+    max_length: MaxLength = 128,
 ) -> None:
     """Score one saved model folder on a labelled file, read and encoded as a run reads its test split; class and
     tag names are matched to the model's labels.

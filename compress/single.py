@@ -6,6 +6,7 @@ same layout, so `bench`, `compress export` and the loaders take what they write.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.runners import dummy_inputs
@@ -123,29 +124,50 @@ def quantize_folder(model_dir: Path, out_dir: Path, method: str = "dynamic_int8"
             "max_abs_diff": _max_output_diff(fp32, model, tokenizer)}
 
 
+@dataclass(frozen=True)
+class LabelledFile:
+    """A labelled file outside a run (`compress evaluate --data`, `compress prune --data`): CSV/TSV/JSONL/JSON/Parquet
+    with these columns for classification and regression, CoNLL columns for NER, SQuAD JSON for QA."""
+
+    path: Path
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_length: int = 128
+
+
 def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_ratio: float = 0.5,
-                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None,
-                 task: str | None = None) -> dict:
-    """A pruned copy of a saved folder in `out_dir`, as the pipeline's prune stage makes it, in one step and without
-    recovery (that needs the teacher's outputs on training data: a run's `prune:` entry): structured by the
-    weights' L1 (heads and FFN neurons removed, the matrices shrink) or L1 unstructured (`amount` of the encoder's
-    weights zeroed). Returns the parameters before and after and the sparsity."""
+                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None, task: str | None = None,
+                 data: LabelledFile | None = None, steps: int = 1, epochs: int = 1, learning_rate: float = 5e-5,
+                 importance: str = "magnitude", seed: int = 0) -> dict:
+    """A pruned copy of a saved folder in `out_dir`, as the pipeline's prune stage makes it: structured (heads and
+    FFN neurons removed, the matrices shrink; by the weights' L1, or Taylor importance over `data`) or L1
+    unstructured (`amount` of the encoder's weights zeroed). Without `data`, in one step and without recovery.
+    With a labelled file, in `steps` prune + recover steps: after each, `epochs` of KD recovery on the file with the
+    unpruned model as teacher (its outputs on the file, computed once, as a run's prune stage uses the teacher's),
+    scored on the file. Returns the parameters before and after, the sparsity, and the file's metric per step."""
     from pydantic import ValidationError
 
     from compress.artifacts import save_pretrained_atomic
-    from compress.config import StructuredPrune, UnstructuredPrune
+    from compress.config import RecoveryConfig, StructuredPrune, UnstructuredPrune
     from compress.prune import Pruner, count_nonzero
 
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     check_output_folder(model_dir, out_dir, marker=MADE_FROM)
     try:
+        settings = {"steps": steps, "recovery": RecoveryConfig(epochs=epochs if data else 0,
+                                                               learning_rate=learning_rate)}
         spec = (StructuredPrune(name="prune", model="model", head_ratio=head_ratio, ffn_ratio=ffn_ratio,
-                                scope=scope or "local") if structured
-                else UnstructuredPrune(name="prune", model="model", amount=amount, scope=scope or "global"))
+                                scope=scope or "local", importance=importance, **settings) if structured
+                else UnstructuredPrune(name="prune", model="model", amount=amount, scope=scope or "global",
+                                       **settings))
     except ValidationError as err:
         problem = err.errors()[0]
         raise UserError(problem["msg"], f"--{'-'.join(map(str, problem['loc'])).replace('_', '-') or 'options'}",
                         "see compress prune --help") from None
+    if data is None and (steps > 1 or importance == "taylor"):
+        raise UserError("several steps and Taylor importance need data to recover on and to take gradients from",
+                        "--steps" if steps > 1 else "--importance", "give --data FILE (labelled, of the model's task)")
     if is_quantized_dir(model_dir):
         raise UserError("this folder is int8", str(model_dir), "prune its fp32 source")
     task = task or task_of(model_dir)
@@ -153,50 +175,89 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
     model = model.float()
     params = sum(p.numel() for p in model.parameters())
     pruner = Pruner(model, spec, "compress prune")
-    pruner.step()
-    pruner.finish()
+    if data is None:
+        pruner.step()
+        pruner.finish()
+        history = []
+    else:
+        history = [step.validation for step in _prune_and_recover(pruner, tokenizer, model_dir, task, data, seed)]
     save_pretrained_atomic(model, tokenizer, out_dir)
-    write_made_from(out_dir, model_dir, "prune", spec.model_dump(mode="json", exclude={"name", "model", "recovery"}))
+    write_made_from(out_dir, model_dir, "prune", spec.model_dump(mode="json", exclude={"name", "model"})
+                    | ({"data": str(data.path), "seed": seed} if data else {}))
     after = sum(p.numel() for p in model.parameters())
-    return {"params_before": params, "params": after, "sparsity": round(1 - count_nonzero(model) / after, 4)}
+    return {"params_before": params, "params": after, "sparsity": round(1 - count_nonzero(model) / after, 4),
+            "metric_after_steps": history}
 
 
-def evaluate_folder(model_dir: Path, data_file: Path, task: str | None = None, text_column: str = "text",
-                    text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
-    """The task's metrics for a saved folder on a labelled file, read and encoded as a run reads its test split
-    (CSV/TSV/JSONL/JSON/Parquet for classification and regression, CoNLL columns for NER, SQuAD JSON for QA), with
-    the model's own tokenizer. Class and tag names are matched to the model's labels by name."""
-    from compress.config import RunConfig
+def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: LabelledFile, seed: int) -> list:
+    """prune_iteratively on a labelled file, the unpruned model's outputs on it as the recovery's teacher."""
     from compress.data.batching import predict
-    from compress.data.classification import encode
-    from compress.data.sources import Examples, read_local_file
+    from compress.distill.loop import accumulate_gradients, train_model
+    from compress.distill.objectives import task_loss
+    from compress.prune import prune_iteratively
+
+    spec, task_spec = pruner.spec, TASKS[task]
+    split, cfg, labels = read_labelled_file(data, task, model_dir, pruner.model, tokenizer)
+    pad_to = data.max_length if task_spec.per_token else None
+    teacher = predict(pruner.model, split, tokenizer, task_spec.outputs, pad_to)
+    train = split.with_teacher({name: values.numpy() for name, values in teacher.items()})
+    loss = task_loss(task_spec, spec.recovery.distill)
+
+    def score(model) -> float:
+        outputs = predict(model, split, tokenizer, task_spec.outputs, pad_to)
+        return task_spec.evaluate(outputs, split, cfg, labels)[task_spec.metric]
+
+    def recover(step: int) -> float:
+        return train_model(pruner.model, train, tokenizer, loss, spec.recovery.train_config(), seed).seconds
+
+    steps, _ = prune_iteratively(pruner, seed, score, recover,
+                                 lambda m: accumulate_gradients(m, train, tokenizer, loss, seed), None,
+                                 f"compress prune (on {data.path.name})")
+    return steps
+
+
+def evaluate_folder(model_dir: Path, data: LabelledFile, task: str | None = None) -> dict:
+    """The task's metrics for a saved folder on a labelled file, read and encoded as a run reads its test split,
+    with the model's own tokenizer. Class and tag names are matched to the model's labels by name."""
+    from compress.data.batching import predict
 
     model_dir = Path(model_dir).resolve()
     task = task or task_of(model_dir)
     model, tokenizer = load_for_inference(model_dir, task)  # scored in its own precision, as a run scores it
+    test, cfg, labels = read_labelled_file(data, task, model_dir, model, tokenizer)
+    spec = TASKS[task]
+    outputs = predict(model, test, tokenizer, spec.outputs, data.max_length if spec.per_token else None)
+    return {"examples": len(test), "metric": spec.metric, "metrics": spec.evaluate(outputs, test, cfg, labels)}
+
+
+def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, model, tokenizer):
+    """(encoded split, the RunConfig the task's scorer reads, the model's label names or None) for a labelled file
+    encoded with the model's tokenizer; a class the model does not know is one line."""
+    from compress.config import RunConfig
+    from compress.data.classification import encode
+    from compress.data.sources import Examples, read_local_file
+
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task in ("classification",
                                                                                             "ner") else None
-    files = {"train": str(data_file), "validation": str(data_file), "test": str(data_file)}
+    files = {"train": str(data.path), "validation": str(data.path), "test": str(data.path)}
     source = {"qa": {"kind": "squad"}, "ner": {"kind": "conll"}}.get(task, {
-        "kind": "local", "text_column": text_column, "text_pair_column": text_pair_column,
-        "label_column": label_column})
+        "kind": "local", "text_column": data.text_column, "text_pair_column": data.text_pair_column,
+        "label_column": data.label_column})
     cfg = RunConfig.model_validate({"task": task, "teacher": {"model": str(model_dir)}, "data": {
-        "source": source | files, "max_length": max_length, "ner": {"labels": labels if task == "ner" else None}}})
-    spec = TASKS[task]
-    if task in ("classification", "regression"):  # one file, whatever classes it holds (a run needs two or more)
-        rows = read_local_file(Path(data_file), text_column, label_column, text_pair_column, task == "regression")
-        targets = [label for _, label in rows]
-        if task == "classification":
-            unknown = sorted(set(targets) - set(labels))
-            if unknown:
-                raise UserError(f"the file has labels the model does not know: {unknown[:5]} (the model's: {labels})",
-                                str(data_file), "evaluate on data of the model's task and labels")
-            targets = [labels.index(label) for label in targets]
-        test = encode(Examples([text for text, _ in rows], targets), tokenizer, max_length)
-    else:  # NER's tags are the model's (data.ner.labels), QA has none: the task's own reader, the file as each split
-        test = spec.build(cfg, tokenizer)[0]["test"]
-    outputs = predict(model, test, tokenizer, spec.outputs, max_length if spec.per_token else None)
-    return {"examples": len(test), "metric": spec.metric, "metrics": spec.evaluate(outputs, test, cfg, labels)}
+        "source": source | files, "max_length": data.max_length, "ner": {"labels": labels if task == "ner" else None}}})
+    if task not in ("classification", "regression"):  # NER's tags are the model's, QA has none: the task's own
+        return TASKS[task].build(cfg, tokenizer)[0]["test"], cfg, labels  # reader, the file as each split
+    # One file, whatever classes it holds (a run needs two or more).
+    rows = read_local_file(Path(data.path), data.text_column, data.label_column, data.text_pair_column,
+                           task == "regression")
+    targets = [label for _, label in rows]
+    if task == "classification":
+        unknown = sorted(set(targets) - set(labels))
+        if unknown:
+            raise UserError(f"the file has labels the model does not know: {unknown[:5]} (the model's: {labels})",
+                            str(data.path), "use data of the model's task and labels")
+        targets = [labels.index(label) for label in targets]
+    return encode(Examples([text for text, _ in rows], targets), tokenizer, data.max_length), cfg, labels
 
 
 MADE_FROM = "made_from.json"  # what a verb wrote a folder from: provenance, and the mark that it may replace it

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from compress.data.tasks import TASKS
 from compress.errors import UserError
 from compress.model_cards import write_model_cards
 from compress.preflight import check_against_models
-from compress.progress import console, track_steps
+from compress.progress import track_steps, warn
 from compress.report import build_report, print_report, print_timeline
 from compress.report_files import write_report_files
 from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
@@ -55,7 +56,11 @@ class RunResult:
 
 def run(cfg: RunConfig, selection: StageSelection = StageSelection()) -> RunResult:
     """Run the whole pipeline for `cfg`, resuming from the run folder's manifest; `selection` re-runs parts."""
-    quiet_libraries()
+    with quiet_libraries():
+        return _run(cfg, selection)
+
+
+def _run(cfg: RunConfig, selection: StageSelection) -> RunResult:
     selection.check(cfg)
     device = stages.run_device(cfg)  # an absent device fails here, before anything is written
     check_against_models(cfg)  # and what the models' configs refute (a layer the teacher lacks), before training
@@ -85,8 +90,8 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     try:
         models, exports, bench = run_stages(cfg, data, runner)
     except LaterStageNotRun as stopped:
-        console.print(f"[yellow]report not updated[/]: stage {stopped.stage} is not up to date after --only "
-                      f"{selection.only}; run without --only to bring the later stages up to date")
+        warn(f"[yellow]report not updated[/]: stage {stopped.stage} is not up to date after --only "
+             f"{selection.only}; run without --only to bring the later stages up to date")
         return RunResult(run_dir, None, runner.ran, runner.skipped)
 
     if not distributed.is_main():  # the main process writes and prints the report
@@ -237,17 +242,29 @@ def _named(models: list[ModelArtifact], name: str) -> ModelArtifact:
     return next(m for m in models if m.name == name)
 
 
-def quiet_libraries() -> None:
-    """Keep the console for our progress and tables: library chatter about new heads, tracing and
-    tokenizer padding is expected here and says nothing the report does not (--verbose keeps it)."""
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Keep the console for our progress and tables while a run runs: library chatter about new heads, tracing and
+    tokenizer padding is expected here and says nothing the report does not (--verbose keeps it). The libraries'
+    levels and the warning filters are put back afterwards, so a notebook that calls `compress.run` keeps its own."""
     if progress.LIBRARY_MESSAGES:
+        yield
         return
-    transformers.logging.set_verbosity_error()
-    huggingface_hub.utils.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's store announces its tables at import
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # ... and its migrations
+    before = (transformers.logging.get_verbosity(), huggingface_hub.utils.logging.get_verbosity(),
+              logging.getLogger("alembic").level)
+    with warnings.catch_warnings():
+        transformers.logging.set_verbosity_error()
+        huggingface_hub.utils.logging.set_verbosity_error()
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's store announces its tables at import
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # ... and its migrations
+        try:
+            yield
+        finally:
+            transformers.logging.set_verbosity(before[0])
+            huggingface_hub.utils.logging.set_verbosity(before[1])
+            logging.getLogger("alembic").setLevel(before[2])
 
 
 def uses_word2vec(student: StudentConfig) -> bool:

@@ -11,8 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Piped output (CI logs, `| tee`) gets a wide fixed width so the comparison table is not squeezed to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# Warnings go to stderr and --quiet does not silence them: what a person must see even when only the result is asked.
+warnings_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # --verbose: the libraries' own warnings and info come through (by default the run silences them).
 LIBRARY_MESSAGES = False
+
+
+def warn(message: str) -> None:
+    """A warning line (rich markup) on stderr, whatever --quiet says."""
+    warnings_console.print(message)
 
 
 @contextmanager

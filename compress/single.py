@@ -57,7 +57,10 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
                         f"use {', '.join(DYNAMIC_VARIANTS)}; static int8 needs calibration text (compress run)")
     task = task or task_of(model_dir)
     model, tokenizer = load_for_inference(model_dir, task)
+    import torch
+
     model = model.float()  # a bf16/fp16 folder exports as fp32: ONNX Runtime's CPU kernels are fp32
+    model.config.dtype = torch.float32  # ... and the config.json beside the graph says so
     hf_family = model.config.model_type not in OWN_FAMILIES
     onnx_path = export_graph(model, tokenizer, out_dir, hf_family, TASKS[task].export_task, TASKS[task].outputs, opset)
     names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]

@@ -1,10 +1,6 @@
-"""A run's experiment trackers (`tracking:` in the config). Each training logs its loss terms, learning rate and
-validation metric through Accelerate's trackers (compress.distill.loop, which takes them from `trackers_for`);
-with the report, every model's final metrics, size and latency go to the same trackers (`write_final_scalars`).
-
-TensorBoard writes event files under the run folder's tb/<model>/. MLflow logs to the server MLFLOW_TRACKING_URI
-names or, by default, to a SQLite store in the run folder (mlflow.db: MLflow 3 refuses its old file store), one
-experiment per run (its name) and one MLflow run per training, named after the model."""
+"""What a run's trackers (`tracking:` in the config) get with the report: every model's final metrics, size and
+latency. Each training's loss terms, learning rate and validation metric reach them through Accelerate
+(compress.distill.trackers)."""
 
 from __future__ import annotations
 
@@ -13,31 +9,11 @@ import shutil
 from pathlib import Path
 
 from compress.config import RunConfig
+from compress.distill.trackers import mlflow_uri
 
 FINAL = ("metric", "retained", "params", "size_mb", "torch_p50_ms", "ort_p50_ms", "speedup")
 # What each model's report row says it is, kept as MLflow tags.
 DESCRIBED = ("role", "student_kind", "family", "source", "precision", "prune_kind", "ort_kept")
-
-
-def mlflow_uri(run_dir: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-
-
-def trackers_for(names: tuple[str, ...], run_dir: Path, experiment: str, model: str) -> list:
-    """What Accelerate's `log_with` takes for one model's training: tensorboard by name (it writes under
-    `project_dir`), MLflow as a tracker made here, so the experiment is the run and the MLflow run the model."""
-    trackers: list = []
-    for name in names:
-        if name == "mlflow":
-            import mlflow
-            from accelerate.tracking import MLflowTracker
-
-            mlflow.set_tracking_uri(mlflow_uri(run_dir))
-            trackers.append(MLflowTracker(experiment_name=experiment, run_name=model,
-                                          logging_dir=str((run_dir / "mlflow-artifacts").resolve())))
-        else:
-            trackers.append(name)
-    return trackers
 
 
 def write_final_scalars(cfg: RunConfig, report: dict) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
 from compress.errors import UserError
-from compress.progress import console
+from compress.progress import console, warn
 from compress.quantize import argmax_agreement
 from compress.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
@@ -99,8 +99,8 @@ def export_and_score(name: str, model: torch.nn.Module, tokenizer, out_dir: Path
     variants, fused = build_variants(name, onnx_path, hf_family, optimize, int8_variants, calibration, score, run_dir)
     plain = variants[0]
     if plain.parity_max_abs_diff > parity_atol:
-        console.print(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain.parity_max_abs_diff:.2e}"
-                      f" (> export.parity_atol {parity_atol:.0e}); check the export before shipping it")
+        warn(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain.parity_max_abs_diff:.2e}"
+             f" (> export.parity_atol {parity_atol:.0e}); check the export before shipping it")
     console.print(f"{name} (ONNX Runtime): " + ", ".join(
         f"{v.variant} {v.ort_metric:.4f}" for v in variants if not v.failed))
     return ExportResult(onnx_path=plain.onnx_path, parity_max_abs_diff=plain.parity_max_abs_diff,
@@ -111,7 +111,7 @@ def export_and_score(name: str, model: torch.nn.Module, tokenizer, out_dir: Path
 def _failed_variant(name: str, variant: str, precision: str, err: Exception, path: Path) -> ExportVariant:
     """A variant ONNX Runtime could not make, load or run: said on the console and in the report, its file gone."""
     message = (err.line() if isinstance(err, UserError) else str(err).splitlines()[0] if str(err) else repr(err))
-    console.print(f"[yellow]{name}: {variant} failed[/]: {message[:160]}")
+    warn(f"[yellow]{name}: {variant} failed[/]: {message[:160]}")
     path.unlink(missing_ok=True)
     return ExportVariant(variant=variant, precision=precision, error=message[:300])
 

@@ -15,9 +15,14 @@ def test_the_readme_example_resumes_a_run_from_python(run_folder_copy, tiny_bert
     path = copied.root / "tiny.yaml"
     path.write_text(dump_config(copied.cfg))
 
+    import transformers
+
     cfg = compress.load_config(path)
     assert cfg == copied.cfg
+    transformers.logging.set_verbosity_info()  # a notebook's own level: the run quiets the library while it runs
     result = compress.run(str(path), only="report")  # a path, and --only's stage; nothing else re-runs
+    assert transformers.logging.get_verbosity() == transformers.logging.INFO  # ... and puts it back
+    transformers.logging.set_verbosity_warning()
     assert result.ran == [] and result.report["rows"] == copied.result.report["rows"]
     rows = {row["model"]: (row["metric"], row["speedup"]) for row in result.report["rows"]}
     assert set(rows) == {"teacher", "half", "half-baseline"} and rows["teacher"][1] == 1.0

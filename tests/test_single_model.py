@@ -67,6 +67,8 @@ def test_quantize_and_prune_write_folders_that_load_and_export(tiny_run, tmp_pat
     assert_one_line_error(compress("quantize", tmp_path / "int8", tmp_path / "again"), "already int8")
     assert compress("quantize", half, tmp_path / "int8", "--method", "bf16").returncode == 0  # its own: replaced
     assert json.loads((tmp_path / "int8" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert compress("export", tmp_path / "int8", tmp_path / "bf16-onnx", "--no-optimize").returncode == 0
+    assert json.loads((tmp_path / "bf16-onnx" / "config.json").read_text())["dtype"] == "float32"  # as the graph
 
     pruned = compress("prune", half, tmp_path / "heads", "--head-ratio", "0.5", "--ffn-ratio", "0.5")
     assert pruned.returncode == 0, pruned.stderr

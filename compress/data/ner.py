@@ -12,6 +12,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
 from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
+from compress.data.rows import ArrowRows
 from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_sentences
 from compress.errors import UserError
@@ -221,12 +222,10 @@ def encode(sentences: list[Sentence], tokenizer, label_names: list[str], max_len
     index = {name: i for i, name in enumerate(label_names)}
     enc = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    features, word_ids = [], []
-    for i, sentence in enumerate(sentences):
-        ids = enc.word_ids(i)
-        labels = align_labels(ids, [index[t] for t in sentence.tags], label_names, label_all_subwords)
-        features.append({k: enc[k][i] for k in keys} | {"labels": labels})
-        word_ids.append(ids)
+    word_ids = [enc.word_ids(i) for i in range(len(sentences))]
+    labels = [align_labels(ids, [index[t] for t in sentence.tags], label_names, label_all_subwords)
+              for ids, sentence in zip(word_ids, sentences)]
+    features = ArrowRows.from_columns({k: enc[k] for k in keys} | {"labels": labels})  # compress.data.rows
     return EncodedSplit(features, sequence_outputs=True, meta={"sentences": sentences, "word_ids": word_ids})
 
 

@@ -15,6 +15,7 @@ import torch
 from compress.config import HubSource, RunConfig, SquadSource
 from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
+from compress.data.rows import ArrowRows
 from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_questions
 from compress.errors import UserError
@@ -217,8 +218,7 @@ def _hub_examples(source: HubSource, split: str) -> list[QAExample]:
 def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: int) -> EncodedSplit:
     feats = prepare_features(examples, tokenizer, max_length, doc_stride)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats]
-    features = [{k: feats[k][i] for k in keys + ["start_positions", "end_positions"]}
-                for i in range(len(feats["input_ids"]))]
+    features = ArrowRows.from_columns({k: feats[k] for k in keys + ["start_positions", "end_positions"]})
     meta = {"examples": examples, "features": {k: feats[k] for k in ("example_index", "offset_mapping")}}
     return EncodedSplit(features, sequence_outputs=True, meta=meta)
 

@@ -30,6 +30,11 @@ class ArrowRows(Sequence):
             return cls(pa.table({}))
         return cls(pa.concat_tables(tables, promote_options="default").combine_chunks())
 
+    @classmethod
+    def from_columns(cls, columns: dict[str, list]) -> ArrowRows:
+        """Rows from one list per column (a tokenizer's output and labels, of equal length)."""
+        return cls(_with_int32_tokens(pa.table(columns)))
+
     def __len__(self) -> int:
         return self.table.num_rows
 
@@ -93,8 +98,11 @@ def row_lengths(rows: Sequence[dict]) -> list[int]:
 
 
 def _table(chunk: list[dict]) -> pa.Table:
-    """A chunk as a table, token columns as int32 lists (a vocabulary and a max_length fit int32)."""
-    table = pa.Table.from_pylist(chunk)
+    return _with_int32_tokens(pa.Table.from_pylist(chunk))
+
+
+def _with_int32_tokens(table: pa.Table) -> pa.Table:
+    """Token columns as int32 lists (a vocabulary and a max_length fit int32)."""
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
             table = table.set_column(table.column_names.index(name), name,

@@ -25,10 +25,10 @@ from transformers import get_linear_schedule_with_warmup
 from compress.config import TrainConfig
 from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
 from compress.distill.objectives import WeightedLoss
+from compress.distill.trackers import trackers_for
 from compress.errors import UserError
-from compress.progress import console, track_steps
+from compress.progress import track_steps, warn
 from compress.results import TrainResult
-from compress.tracking import trackers_for
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,9 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if cfg.mixed_precision == "bf16" and accelerator.device.type == "cpu" and cpu_has_native_bf16() is False:
-        console.print("[yellow]mixed_precision bf16 on a CPU without bf16 instructions (avx512_bf16, amx_bf16) is "
-                      "emulated and many times slower than fp32 (17x measured on an AVX2 EPYC); set "
-                      "mixed_precision: no on this machine[/]")
+        warn("[yellow]mixed_precision bf16 on a CPU without bf16 instructions (avx512_bf16, amx_bf16) is "
+             "emulated and many times slower than fp32 (17x measured on an AVX2 EPYC); set "
+             "mixed_precision: no on this machine[/]")
     loss = accelerator.prepare(loss) if any(p.requires_grad for p in loss.parameters()) else loss
     student_inputs = accepted_inputs(accelerator.unwrap_model(model))
     model_kwargs = accelerator.unwrap_model(loss).model_kwargs
@@ -230,7 +230,7 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, loss: torch.nn.Module, 
     """Restore what _save_checkpoint wrote; returns (first epoch to run, steps done)."""
     state = torch.load(path, weights_only=True)  # tensors and plain values only: no pickled code runs
     if set(state["model"]) != set(model.state_dict()):  # written by an older version in another layout
-        console.print(f"[yellow]{path.name}: a checkpoint of another layout; training starts again[/]")
+        warn(f"[yellow]{path.name}: a checkpoint of another layout; training starts again[/]")
         return 0, 0
     model.load_state_dict(state["model"])
     loss.load_state_dict(state.get("loss", {}))

@@ -132,8 +132,9 @@ def prune(
     task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
                                                      "folder's config.json", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option(help="a labelled file of the model's task to recover on after each "
-                                                      "step (KD from the unpruned model) and to score on; as "
-                                                      "compress evaluate reads it", show_default=False)] = None,
+                                                      "step (KD from the unpruned model), read as compress evaluate "
+                                                      "reads it; each step is scored on it (not held out)",
+                                                      show_default=False)] = None,
     steps: Annotated[int, typer.Option(min=1, help="reach the target in this many prune + recover steps (needs "
                                                    "--data)")] = 1,
     epochs: Annotated[int, typer.Option(min=0, help="recovery epochs per step (with --data)")] = 1,

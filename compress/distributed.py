@@ -19,12 +19,12 @@ from datetime import timedelta
 import torch
 
 from compress.errors import UserError
-from compress.progress import console
+from compress.progress import console, warnings_console
 
 
-class TrainedElsewhere(Exception):
-    """Raised in a process other than the main one when its share of a training stage is done: scoring, saving and
-    describing the model are the main process's (compress.resume catches it)."""
+class LeftToMain(Exception):
+    """Raised in a process other than the main one when its share of a training or labelling stage is done:
+    scoring, saving, describing and writing are the main process's (compress.resume catches it)."""
 
 
 def world_size() -> int:
@@ -42,7 +42,7 @@ def is_main() -> bool:
 
 def start(device: torch.device) -> None:
     """Join the process group the launcher set up (gloo on CPUs, NCCL on GPUs, as Accelerate chooses) for a run on
-    `device`; only the main process prints."""
+    `device`; only the main process prints, warnings included."""
     if world_size() == 1:
         return
     from accelerate import PartialState
@@ -54,6 +54,7 @@ def start(device: torch.device) -> None:
         raise UserError(f"{world_size()} processes were started but they did not join one group on {device}",
                         "device", "several processes run on CUDA or the CPU (device: cuda or cpu)")
     console.quiet = console.quiet or not is_main()  # --quiet holds on the main process too
+    warnings_console.quiet = not is_main()  # every process meets the same warnings: the main one says them
 
 
 def wait_for_everyone() -> None:
@@ -64,13 +65,15 @@ def wait_for_everyone() -> None:
 
 
 def gather_shares(compute: Callable[[int, int], dict[str, torch.Tensor]],
-                  rows: int) -> dict[str, torch.Tensor] | None:
-    """`compute(start, stop)` on this process's share of `rows` (contiguous, in rank order); the main process gets
-    every share's outputs concatenated in row order, the others None."""
+                  total: int) -> dict[str, torch.Tensor] | None:
+    """`compute(start, stop)` on this process's share of rows 0..total-1 (contiguous, in rank order); the main
+    process gets every share's outputs concatenated in row order, the others None. The shares travel pickled
+    through the process group (gather_object): the main process holds them all once, as it would have computed
+    them alone."""
     processes = world_size()
     if processes == 1:
-        return compute(0, rows)
-    bounds = [rows * i // processes for i in range(processes + 1)]
+        return compute(0, total)
+    bounds = [total * i // processes for i in range(processes + 1)]
     start, stop = bounds[rank()], bounds[rank() + 1]
     mine = compute(start, stop) if stop > start else None  # fewer rows than processes leaves some none
     shares = [None] * processes if is_main() else None

@@ -246,7 +246,8 @@ def _named(models: list[ModelArtifact], name: str) -> ModelArtifact:
 def quiet_libraries() -> Iterator[None]:
     """Keep the console for our progress and tables while a run runs: library chatter about new heads, tracing and
     tokenizer padding is expected here and says nothing the report does not (--verbose keeps it). The libraries'
-    levels and the warning filters are put back afterwards, so a notebook that calls `compress.run` keeps its own."""
+    levels and the warning filters are put back afterwards, so a notebook that calls `compress.run` keeps its own
+    (MLflow's: MLFLOW_LOGGING_LEVEL, read when mlflow is first imported, stays set for the process)."""
     if progress.LIBRARY_MESSAGES:
         yield
         return

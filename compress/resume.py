@@ -123,7 +123,7 @@ class StageRunner:
         if not skipped and stage.split(":")[0] in EVERY_PROCESS_STAGES:
             try:
                 work()
-            except distributed.TrainedElsewhere:
+            except distributed.LeftToMain:
                 pass
         distributed.wait_for_everyone()
         self.manifest = Manifest(self.manifest.run_dir)

@@ -148,7 +148,8 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
     unstructured (`amount` of the encoder's weights zeroed). Without `data`, in one step and without recovery.
     With a labelled file, in `steps` prune + recover steps: after each, `epochs` of KD recovery on the file with the
     unpruned model as teacher (its outputs on the file, computed once, as a run's prune stage uses the teacher's),
-    scored on the file. Returns the parameters before and after, the sparsity, and the file's metric per step."""
+    scored on the file (a score on the data it recovered on, not a held-out one). Returns the parameters before and
+    after, the sparsity, and the file's metric after each step."""
     from pydantic import ValidationError
 
     from compress.artifacts import save_pretrained_atomic
@@ -168,9 +169,15 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
         problem = err.errors()[0]
         raise UserError(problem["msg"], f"--{'-'.join(map(str, problem['loc'])).replace('_', '-') or 'options'}",
                         "see compress prune --help") from None
-    if data is None and (steps > 1 or importance == "taylor"):
-        raise UserError("several steps and Taylor importance need data to recover on and to take gradients from",
-                        "--steps" if steps > 1 else "--importance", "give --data FILE (labelled, of the model's task)")
+    if not structured and importance != "magnitude":
+        raise UserError("unstructured pruning ranks weights by their L1 alone", "--importance",
+                        "leave --importance out, or prune --structured")
+    if data is None and steps > 1:
+        raise UserError("several steps need data to recover on between them", "--steps",
+                        "give --data FILE (labelled, of the model's task)")
+    if data is None and importance == "taylor":
+        raise UserError("Taylor importance needs data to take gradients from", "--importance",
+                        "give --data FILE (labelled, of the model's task)")
     if is_quantized_dir(model_dir):
         raise UserError("this folder is int8", str(model_dir), "prune its fp32 source")
     task = task or task_of(model_dir)
@@ -213,7 +220,7 @@ def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: Labe
     def recover(step: int) -> float:
         return train_model(pruner.model, train, tokenizer, loss, spec.recovery.train_config(), seed).seconds
 
-    steps, _ = prune_iteratively(pruner, seed, score, recover,
+    steps, _ = prune_iteratively(pruner, seed, score, recover if spec.recovery.epochs else None,
                                  lambda m: accumulate_gradients(m, train, tokenizer, loss, seed), None,
                                  f"compress prune (on {data.path.name})")
     return steps

@@ -363,7 +363,7 @@ def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) ->
     outputs = distributed.gather_shares(lambda start, stop: data.predict(model, data.train.part(start, stop),
                                                                          tokenizer), len(data.train))
     if outputs is None:  # another process than the main one: its share is handed over
-        raise distributed.TrainedElsewhere("teacher_logits")
+        raise distributed.LeftToMain("teacher_logits")
     paths = teacher_output_paths(data.task)
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.train))
@@ -387,7 +387,7 @@ def cache_transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -
 
     outputs = distributed.gather_shares(label, len(data.transfer))
     if outputs is None:
-        raise distributed.TrainedElsewhere("teacher_transfer")
+        raise distributed.LeftToMain("teacher_transfer")
     paths = teacher_output_paths(data.task, "transfer")
     save_outputs_atomic(cfg.run_dir, paths, outputs)
     return [str(p) for p in paths.values()], CachedOutputs(features=len(data.transfer))
@@ -512,9 +512,9 @@ def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None,
                  weights_of=None) -> tuple[list[str], ModelArtifact]:
     """Evaluate on the test split, save atomically, and describe the model for the report. `weights_of` is the
     fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters()).
-    With several processes, the main one alone does this: the others stop here (distributed.TrainedElsewhere)."""
+    With several processes, the main one alone does this: the others stop here (distributed.LeftToMain)."""
     if not distributed.is_main():
-        raise distributed.TrainedElsewhere(name)
+        raise distributed.LeftToMain(name)
     metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
     rel = rel or (name if role == "teacher" else f"students/{name}")
     if role == "quantized" and is_int8_model(model):

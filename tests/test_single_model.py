@@ -136,6 +136,10 @@ def test_prune_with_data_recovers_towards_the_unpruned_model_step_by_step(tiny_b
     assert distance["recovered"] < distance["one-shot"], distance
 
     assert_one_line_error(compress("prune", source_dir, tmp_path / "x", "--steps", 2), "--steps", "give --data")
+    assert_one_line_error(compress("prune", source_dir, tmp_path / "x", "--importance", "taylor"), "--importance",
+                          "gradients", "give --data")
+    assert_one_line_error(compress("prune", source_dir, tmp_path / "x", "--unstructured", "--importance", "taylor"),
+                          "--importance", "L1 alone")
     assert_one_line_error(compress("prune", source_dir, tmp_path / "x", "--data", data, "--learning-rate", 0),
                           "--learning-rate")
     assert not (tmp_path / "x").exists()

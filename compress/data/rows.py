@@ -83,7 +83,9 @@ def concat_rows(first: Sequence[dict], second: Sequence[dict]) -> Sequence[dict]
 
 
 def map_rows(rows: Sequence[dict], change: Callable[[dict], dict]) -> Sequence[dict]:
-    """`change` applied to every row; ArrowRows stay ArrowRows (built a chunk at a time)."""
+    """`change` applied to every row; ArrowRows stay ArrowRows (built a chunk at a time; none keep their columns)."""
+    if isinstance(rows, ArrowRows) and len(rows) == 0:
+        return rows
     if isinstance(rows, ArrowRows):
         return ArrowRows.from_chunks([change(row) for row in chunk] for chunk in rows.chunks())
     return [change(row) for row in rows]

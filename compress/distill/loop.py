@@ -128,55 +128,57 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
         _keep_log_up_to(log.log_path, step, first_epoch)  # the epochs after the checkpoint run again
     lines = (log.log_path.open("a" if first_epoch else "w", buffering=1)
              if log.log_path and accelerator.is_main_process else None)
-    if log.trackers:  # a resumed run hides the events it logs again (TensorBoard's purge_step), as the log is cut
-        accelerator.init_trackers(log.name, init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
-        for tracker in accelerator.trackers:  # MLflow keeps the settings as the run's parameters (TensorBoard's
-            if tracker.name == "mlflow":      # hparams would add a timestamped folder per training)
-                tracker.store_init_configuration(cfg.model_dump(mode="json"))
-    start, value, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
-    with track_steps(log.description, (cfg.epochs - first_epoch) * len(loader)) as advance:
-        for epoch in range(first_epoch, cfg.epochs):
-            order.manual_seed(seed + epoch)
-            model.train()
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **model_kwargs)
-                    value, terms = loss(batch, outputs)
-                    if not torch.isfinite(value):  # every later step would be NaN too, and the model is lost
-                        raise UserError(f"the loss is {value.item()} at step {step + 1} (epoch {epoch})",
-                                        log.description, "lower train.learning_rate or check the distill settings; "
-                                        "the model was not saved")
-                    accelerator.backward(value)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
-                    optimizer.step()  # prepared: steps only when the accumulated gradients are complete
-                    scheduler.step()
-                    optimizer.zero_grad()
-                step += 1
-                if lines:
-                    values = {"lr": scheduler.get_last_lr()[0], "loss": value.item()} | {k: v.item()
-                                                                                         for k, v in terms.items()}
-                    lines.write(json.dumps({"step": step, "epoch": epoch} | values) + "\n")
-                    if log.trackers:
-                        accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
-                advance(loss=value.item())
-            if validate is not None:
-                metric = validate(accelerator.unwrap_model(model))
-                if lines:
-                    lines.write(json.dumps({"epoch": epoch, "validation": metric}) + "\n")
-                    if log.trackers:
-                        accelerator.log({"validation/metric": metric, "validation/epoch": epoch}, step=step)
-                best.update(epoch, metric, accelerator.unwrap_model(model))
-            if log.checkpoint is not None and accelerator.is_main_process and cfg.checkpoint_every \
-                    and (epoch + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(log.checkpoint, epoch, step, *resumable)
-            if validate is not None and cfg.early_stopping_patience is not None \
-                    and epoch - best.epoch >= cfg.early_stopping_patience:
-                break
-    if lines:
-        lines.close()
-    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the run still uses
-        tracker.finish()
+    try:
+        if log.trackers:  # a resumed run hides the events it logs again (TensorBoard's purge_step), as the log is cut
+            accelerator.init_trackers(log.name, init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
+            for tracker in accelerator.trackers:  # MLflow keeps the settings as the run's parameters (TensorBoard's
+                if tracker.name == "mlflow":      # hparams would add a timestamped folder per training)
+                    tracker.store_init_configuration(cfg.model_dump(mode="json"))
+        start, value, epoch = time.perf_counter(), torch.tensor(0.0), first_epoch - 1
+        with track_steps(log.description, (cfg.epochs - first_epoch) * len(loader)) as advance:
+            for epoch in range(first_epoch, cfg.epochs):
+                order.manual_seed(seed + epoch)
+                model.train()
+                for batch in loader:
+                    with accelerator.accumulate(model):
+                        outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **model_kwargs)
+                        value, terms = loss(batch, outputs)
+                        if not torch.isfinite(value):  # every later step would be NaN too, and the model is lost
+                            raise UserError(f"the loss is {value.item()} at step {step + 1} (epoch {epoch})",
+                                            log.description, "lower train.learning_rate or check the distill settings; "
+                                            "the model was not saved")
+                        accelerator.backward(value)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
+                        optimizer.step()  # prepared: steps only when the accumulated gradients are complete
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    step += 1
+                    if lines:
+                        values = {"lr": scheduler.get_last_lr()[0], "loss": value.item()} | {k: v.item()
+                                                                                             for k, v in terms.items()}
+                        lines.write(json.dumps({"step": step, "epoch": epoch} | values) + "\n")
+                        if log.trackers:
+                            accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
+                    advance(loss=value.item())
+                if validate is not None:
+                    metric = validate(accelerator.unwrap_model(model))
+                    if lines:
+                        lines.write(json.dumps({"epoch": epoch, "validation": metric}) + "\n")
+                        if log.trackers:
+                            accelerator.log({"validation/metric": metric, "validation/epoch": epoch}, step=step)
+                    best.update(epoch, metric, accelerator.unwrap_model(model))
+                if log.checkpoint is not None and accelerator.is_main_process and cfg.checkpoint_every \
+                        and (epoch + 1) % cfg.checkpoint_every == 0:
+                    _save_checkpoint(log.checkpoint, epoch, step, *resumable)
+                if validate is not None and cfg.early_stopping_patience is not None \
+                        and epoch - best.epoch >= cfg.early_stopping_patience:
+                    break
+    finally:  # a training stopped by a NaN loss or Ctrl-C leaves no open log or tracker run (MLflow's would refuse
+        if lines:  # the next run in this process)
+            lines.close()
+        for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the run uses
+            tracker.finish()
     best.restore(accelerator.unwrap_model(model))
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=float(value.item()),
                        epochs_run=epoch + 1, best_epoch=best.epoch, best_validation=best.metric)

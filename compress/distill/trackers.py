@@ -25,9 +25,10 @@ def trackers_for(names: tuple[str, ...], run_dir: Path, experiment: str, model: 
             import mlflow
             from accelerate.tracking import MLflowTracker
 
-            mlflow.set_tracking_uri(mlflow_uri(run_dir))
+            mlflow.set_tracking_uri(mlflow_uri(run_dir))  # MLflowTracker logs through mlflow's global client
             trackers.append(MLflowTracker(experiment_name=experiment, run_name=model,
-                                          logging_dir=str((run_dir / "mlflow-artifacts").resolve())))
+                                          logging_dir=str((run_dir / "mlflow-artifacts").resolve()),
+                                          nested_run=mlflow.active_run() is not None))  # inside a notebook's run
         else:
             trackers.append(name)
     return trackers

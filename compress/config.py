@@ -560,8 +560,9 @@ class RunConfig(Strict):
         ["tensorboard"], description="experiment trackers every training logs to through Accelerate: tensorboard "
                                      "(event files under the run folder's tb/, one folder per model: `tensorboard "
                                      "--logdir runs/<name>/tb`), mlflow (pip install 'bert-compress[mlflow]'; "
-                                     "MLFLOW_TRACKING_URI's server, or mlflow.db in the run folder: `mlflow ui "
-                                     "--backend-store-uri sqlite:///runs/<name>/mlflow.db`); [] for none")
+                                     "MLFLOW_TRACKING_URI's server, or mlflow.db in the run folder: with full "
+                                     "mlflow, `mlflow ui --backend-store-uri sqlite:///runs/<name>/mlflow.db`); [] "
+                                     "for none")
     data: DataConfig = DataConfig()
     transfer: TransferConfig | None = None
     teacher: TeacherConfig = TeacherConfig()

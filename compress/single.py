@@ -44,6 +44,8 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     """model.onnx (optimum's export for HF families, torch.onnx for ours) with config and tokenizer in `out_dir`,
     checked against PyTorch on the same inputs; then model_optimized.onnx and each dynamic int8 variant beside it.
     Returns one line per file: its name, size and (fp32 graphs) the largest difference from PyTorch."""
+    import torch
+
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     check_output_folder(model_dir, out_dir)
     if task is not None and task not in TASKS:
@@ -57,8 +59,6 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
                         f"use {', '.join(DYNAMIC_VARIANTS)}; static int8 needs calibration text (compress run)")
     task = task or task_of(model_dir)
     model, tokenizer = load_for_inference(model_dir, task)
-    import torch
-
     model = model.float()  # a bf16/fp16 folder exports as fp32: ONNX Runtime's CPU kernels are fp32
     model.config.dtype = torch.float32  # ... and the config.json beside the graph says so
     hf_family = model.config.model_type not in OWN_FAMILIES

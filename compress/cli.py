@@ -13,6 +13,11 @@ from compress.manifest import STAGES
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
+# The verbs on one model folder (export, quantize, prune, evaluate).
+TaskOption = Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
+                                                        "folder's config.json", show_default=False)]
+VerbOutput = Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier output of this "
+                                                 "command: it is replaced)")]
 # How compress evaluate and compress prune --data read a labelled CSV/TSV/JSONL/JSON/Parquet file.
 TextColumn = Annotated[str, typer.Option(help="the text column (classification, regression)")]
 TextPairColumn = Annotated[Optional[str], typer.Option(help="the second text of a pair", show_default=False)]
@@ -75,8 +80,7 @@ def export(
     model: Annotated[Path, typer.Argument(help="a saved model folder (a run's teacher, student, pruned or bf16 row)")],
     output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier export: it is "
                                                 "replaced): model.onnx, config and tokenizer, variants")],
-    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
-                                                     "folder's config.json", show_default=False)] = None,
+    task: TaskOption = None,
     optimize: Annotated[bool, typer.Option(help="also model_optimized.onnx (ORT's fusions)")] = True,
     quantize: Annotated[Optional[list[str]], typer.Option(
         help="dynamic int8 variants to add, repeatable: dynamic-qint8, dynamic-qint8-per-channel, dynamic-quint8, "
@@ -98,12 +102,10 @@ def export(
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(help="a saved fp32 model folder (a run's teacher, student or pruned model)")],
-    output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier output of this "
-                                                "command: it is replaced)")],
+    output: VerbOutput,
     method: Annotated[str, typer.Option(help="dynamic_int8 (Linear and LSTM weights, CPU kernels) | bf16 | fp16")]
     = "dynamic_int8",
-    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
-                                                     "folder's config.json", show_default=False)] = None,
+    task: TaskOption = None,
 ) -> None:
     """Quantise one saved model folder in PyTorch, as a run's quantize stage does (ONNX Runtime int8: compress export
     --quantize). Prints the size and the largest output difference from the source on random inputs.
@@ -120,8 +122,7 @@ def quantize(
 @app.command()
 def prune(
     model: Annotated[Path, typer.Argument(help="a saved fp32 model folder")],
-    output: Annotated[Path, typer.Argument(help="the folder to write (new, empty or an earlier output of this "
-                                                "command: it is replaced)")],
+    output: VerbOutput,
     structured: Annotated[bool, typer.Option("--structured/--unstructured", help="remove whole heads and FFN "
                                              "neurons (the matrices shrink), or zero single weights (L1)")] = True,
     head_ratio: Annotated[float, typer.Option(help="structured: share of attention heads to remove")] = 0.5,
@@ -129,8 +130,7 @@ def prune(
     amount: Annotated[float, typer.Option(help="unstructured: share of the encoder's weights to zero")] = 0.5,
     scope: Annotated[Optional[str], typer.Option(help="structured: local | global; unstructured: global | "
                                                       "per_layer", show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
-                                                     "folder's config.json", show_default=False)] = None,
+    task: TaskOption = None,
     data: Annotated[Optional[Path], typer.Option(help="a labelled file of the model's task to recover on after each "
                                                       "step (KD from the unpruned model), read as compress evaluate "
                                                       "reads it; each step is scored on it (not held out)",
@@ -169,8 +169,7 @@ def evaluate(
                                                "output)")],
     data: Annotated[Path, typer.Option(help="a labelled file: CSV/TSV/JSONL/JSON/Parquet (classification, "
                                             "regression), CoNLL columns (ner), SQuAD JSON (qa)")],
-    task: Annotated[Optional[str], typer.Option(help="classification | regression | ner | qa; default: from the "
-                                                     "folder's config.json", show_default=False)] = None,
+    task: TaskOption = None,
     text_column: TextColumn = "text",
     text_pair_column: TextPairColumn = None,
     label_column: LabelColumn = "label",

@@ -88,23 +88,23 @@ def vocabulary(name: str) -> dict | None:
     text = model_file_text(name, "vocab.txt")
     if text is not None:
         return {token: i for i, token in enumerate(text.removesuffix("\n").split("\n"))}  # as transformers reads it
-    text = model_file_text(name, "vocab.json")
-    try:
-        vocab = json.loads(text) if text is not None else None
-    except ValueError:
-        return None
-    return vocab if isinstance(vocab, dict) else None
+    return model_file_json(name, "vocab.json")
 
 
 def model_config(name: str) -> dict | None:
     """The model's config.json; None where it is not on this machine or not readable (the run's own loading then
     says why)."""
-    text = model_file_text(name, "config.json")
+    return model_file_json(name, "config.json")
+
+
+def model_file_json(name: str, filename: str) -> dict | None:
+    """One JSON file of the model, as a mapping; None where it is not on this machine, not readable or not one."""
+    text = model_file_text(name, filename)
     try:
-        config = json.loads(text) if text is not None else None
+        value = json.loads(text) if text is not None else None
     except ValueError:
         return None
-    return config if isinstance(config, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def model_file_text(name: str, filename: str) -> str | None:

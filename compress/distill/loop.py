@@ -143,10 +143,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                     with accelerator.accumulate(model):
                         outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **model_kwargs)
                         value, terms = loss(batch, outputs)
-                        if not torch.isfinite(value):  # every later step would be NaN too, and the model is lost
-                            raise UserError(f"the loss is {value.item()} at step {step + 1} (epoch {epoch})",
-                                            log.description, "lower train.learning_rate or check the distill settings; "
-                                            "the model was not saved")
+                        _stop_if_not_finite(accelerator, value, step, epoch, log.description)
                         accelerator.backward(value)
                         if accelerator.sync_gradients:
                             accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
@@ -198,6 +195,19 @@ def accumulate_gradients(model: torch.nn.Module, train: EncodedSplit, tokenizer,
         outputs = model(**{k: v for k, v in batch.items() if k in inputs}, **loss.model_kwargs)
         loss(batch, outputs)[0].backward()
     model.eval()
+
+
+def _stop_if_not_finite(accelerator: Accelerator, value: torch.Tensor, step: int, epoch: int, where: str) -> None:
+    """One line when the loss is NaN or infinite: every later step would be too, and the model is lost. With several
+    processes all of them stop at that step, told through Accelerate's trigger (one process stopping alone would
+    leave the others waiting for its gradients in DDP's all-reduce)."""
+    finite = bool(torch.isfinite(value))
+    if not finite:
+        accelerator.set_trigger()
+    if accelerator.check_trigger():
+        seen = f"the loss is {value.item()}" if not finite else "another process's loss is not finite"
+        raise UserError(f"{seen} at step {step + 1} (epoch {epoch})", where,
+                        "lower train.learning_rate or check the distill settings; the model was not saved")
 
 
 def _keep_log_up_to(path: Path, step: int, first_epoch: int) -> None:

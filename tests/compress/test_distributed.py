@@ -96,3 +96,66 @@ def test_gather_shares_returns_every_row_in_order_to_the_main_process_only():
         mp.start_processes(_gather_in_process, args=(rows, port, results), nprocs=2, start_method="spawn")
         got = dict(results.get(timeout=30) for _ in range(2))
         assert got == {0: [float(i) for i in range(rows)], 1: None}
+
+
+class _LossNaNInRankOne(__import__("torch").nn.Module):
+    """Cross-entropy, NaN in the second process only: what a broken batch does to one process of several."""
+
+    model_kwargs: dict = {}
+
+    def forward(self, batch, outputs):
+        import torch
+
+        ce = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
+        return {"ce": ce * float("nan") if os.environ["RANK"] == "1" else ce}
+
+
+def _train_in_process(rank: int, bert_dir: str, csv: str, port: int, results) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compress import distributed
+    from compress.config import DataConfig, LocalSource, TrainConfig
+    from compress.data.classification import encode
+    from compress.data.sources import load_splits
+    from compress.distill.loop import TrainLog, train_model
+    from compress.distill.objectives import WeightedLoss
+    from compress.errors import UserError
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    distributed.start(torch.device("cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    train = encode(load_splits(DataConfig(source=LocalSource(train=csv)), seed=0).train, tokenizer, 16)
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir)
+    loss = WeightedLoss([_LossNaNInRankOne()], {"ce": 1.0})
+    try:
+        train_model(model, train, tokenizer, loss, TrainConfig(epochs=2, batch_size=4), seed=0, log=TrainLog("s"))
+        results.put((rank, "trained"))
+    except UserError as err:
+        results.put((rank, err.what))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_nan_loss_in_one_process_stops_every_process(tiny_bert_dir, tiny_csv):
+    """A loss that is NaN in one process stops both at that step with one line each; the other does not wait for the
+    stopped one's gradients for ever."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.get_context("spawn").Queue()
+    processes = mp.start_processes(_train_in_process, args=(str(tiny_bert_dir), str(tiny_csv), port, results),
+                                   nprocs=2, start_method="spawn", join=False)
+    try:
+        got = dict(results.get(timeout=120) for _ in range(2))
+    finally:
+        for process in processes.processes:
+            process.join(timeout=30)
+            process.kill()
+    assert got == {0: "another process's loss is not finite at step 1 (epoch 0)",
+                   1: "the loss is nan at step 1 (epoch 0)"}

@@ -40,6 +40,26 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """This process's number on its machine (the launcher's LOCAL_RANK): which of the machine's GPUs it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_device(device: torch.device) -> torch.device:
+    """The device this process runs on: with several processes on CUDA each takes the GPU of its local rank, where
+    Accelerate puts its training, so labelling, scoring and recovery run there too. A run that names one GPU
+    (cuda:N) for several processes, or more processes than the machine has GPUs, is one line."""
+    if world_size() == 1 or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UserError(f"device {device} names one GPU, but each of the {world_size()} processes takes the GPU of "
+                        "its local rank", "device", "use device: cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+    if local_rank() >= torch.cuda.device_count():
+        raise UserError(f"process {local_rank()} on this machine has no GPU of its own (the machine has "
+                        f"{torch.cuda.device_count()})", "device", "start at most one process per GPU")
+    return torch.device("cuda", local_rank())
+
+
 def start(device: torch.device) -> None:
     """Join the process group the launcher set up (gloo on CPUs, NCCL on GPUs, as Accelerate chooses) for a run on
     `device`; only the main process prints, warnings included."""

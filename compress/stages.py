@@ -102,9 +102,11 @@ class Data:
 
 
 def run_device(cfg: RunConfig) -> torch.device:
-    """The device `cfg.device` names on this machine (auto: CUDA, then MPS, then the CPU), or one line: an absent
-    device (there, or in bench.devices), or fp16 training without a CUDA GPU."""
+    """The device `cfg.device` names on this machine (auto: CUDA, then MPS, then the CPU; with several processes on
+    CUDA, this process's GPU), or one line: an absent device (there, or in bench.devices), or fp16 training without
+    a CUDA GPU."""
     device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device", allow_index=True)
+    device = distributed.process_device(device)
     for bench_device in cfg.bench.other_devices():
         check_device(bench_device, "bench.devices", allow_index=True)
     trainings = [("teacher.train", cfg.teacher.train)] + [(f"students.{i}.train", s.train)

@@ -97,3 +97,31 @@ def test_an_absent_bench_device_is_one_line_before_anything_runs():
     with pytest.raises(UserError) as err:
         run_device(RunConfig.model_validate({"device": "cpu", "bench": {"devices": ["cpu", "cuda:3"]}}))
     assert err.value.where == "bench.devices" and "no CUDA GPU" in err.value.what
+
+
+@pytest.mark.parametrize("device, local_rank, gpus, expected", [
+    ("cuda", "1", 2, "cuda:1"),  # each process its own GPU, where Accelerate trains it
+    ("cpu", "1", 0, "cpu"),
+    ("cuda:0", "1", 2, "names one GPU"),  # every process on GPU 0 while Accelerate trains on each one's own
+    ("cuda", "2", 2, "has no GPU of its own"),
+])
+def test_with_several_processes_each_takes_the_gpu_of_its_local_rank(monkeypatch, device, local_rank, gpus,
+                                                                       expected):
+    from compress.distributed import process_device
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if ":" in expected or expected == "cpu":
+        assert process_device(torch.device(device)) == torch.device(expected)
+    else:
+        with pytest.raises(UserError) as err:
+            process_device(torch.device(device))
+        assert expected in err.value.what and err.value.where == "device"
+
+
+def test_one_process_keeps_the_device_it_names(monkeypatch):
+    from compress.distributed import process_device
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert process_device(torch.device("cuda", 3)) == torch.device("cuda", 3)

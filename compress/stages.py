@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from compress.config import (
 )
 from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
+from compress.data.store import load_splits, save_splits
 from compress.data.tasks import TASKS, Task
 from compress.distill.loop import TrainLog, accumulate_gradients, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
@@ -146,13 +148,41 @@ def prepare_data(cfg: RunConfig) -> Data:
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
     check_lengths(cfg)
     enc, label_names = task.build(cfg, tokenizer, augmentation_words(cfg, tokenizer))
-    labels = f", {len(label_names)} labels ({', '.join(label_names)})" if label_names else ""
-    console.print(f"data ({cfg.task}): {len(enc['train'])} train / {len(enc['validation'])} validation / "
-                  f"{len(enc['test'])} test features{labels}")
-    transfer = enc.get("transfer")
-    if transfer is not None:
-        console.print(describe_transfer_set(transfer))
-    return encoded_data(task, enc, label_names, cfg.data.max_length)
+    data = encoded_data(task, enc, label_names, cfg.data.max_length)
+    describe_data(data)
+    return data
+
+
+def describe_data(data: Data) -> None:
+    labels = f", {len(data.label_names)} labels ({', '.join(data.label_names)})" if data.label_names else ""
+    console.print(f"data ({data.task.name}): {len(data.train)} train / {len(data.validation)} validation / "
+                  f"{len(data.test)} test features{labels}")
+    if data.transfer is not None:
+        console.print(describe_transfer_set(data.transfer))
+
+
+SPLITS = ("train", "validation", "test", "transfer")
+
+
+def save_data(data: Data, folder: Path) -> None:
+    """The tokenised splits, kept for the next run of this config that must train (compress.data.store)."""
+    splits = {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
+    about = {"label_names": data.label_names, "max_length": data.max_length, "fingerprint": data.fingerprint,
+             "transfer_fingerprint": data.transfer_fingerprint}
+    try:
+        save_splits(folder, splits, about)
+    except TypeError:  # something in a split's meta JSON cannot hold: the splits are built again next time
+        shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
+
+
+def load_data(task: Task, folder: Path) -> Data | None:
+    """What save_data kept in `folder`; None where nothing whole is there."""
+    saved = load_splits(folder)
+    if saved is None:
+        return None
+    splits, about = saved
+    return Data(task, splits["train"], splits["validation"], splits["test"], about["label_names"],
+                about["max_length"], about["fingerprint"], splits.get("transfer"), about["transfer_fingerprint"])
 
 
 class RunData:
@@ -162,18 +192,16 @@ class RunData:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.record_path = cfg.run_dir / "cache" / f"data-{data_key(cfg)}.json"
+        key = data_key(cfg)
+        self.record_path = cfg.run_dir / "cache" / f"data-{key}.json"
+        self.splits_path = cfg.run_dir / "cache" / f"splits-{key}"
         self.record = read_data_record(self.record_path)
         self._data: Data | None = None
+        self.built = False  # whether this run read and tokenised the data
 
     @property
     def cached(self) -> bool:
         return self.record is not None
-
-    @property
-    def built(self) -> bool:
-        """Whether this run read and tokenised the data."""
-        return self._data is not None
 
     @property
     def seconds(self) -> float:
@@ -181,11 +209,18 @@ class RunData:
         return self.record["seconds"] if self.record is not None else 0.0
 
     def load(self) -> Data:
+        """The splits: those an earlier run of this data kept (with its record), or built now and kept."""
+        if self._data is None and self.record is not None:
+            self._data = load_data(TASKS[self.cfg.task], self.splits_path)
+            if self._data is not None:
+                describe_data(self._data)
         if self._data is None:
             started = time.perf_counter()
             self._data = prepare_data(self.cfg)
+            self.built = True
             self.record = data_record(self._data) | {"seconds": round(time.perf_counter() - started, 3)}
             if distributed.is_main():
+                save_data(self._data, self.splits_path)  # before the record, which says they are whole
                 write_json_atomic(self.record_path, self.record)
         return self._data
 

@@ -1,6 +1,7 @@
 """What a run's config says that the models' own configs (or this environment) can refute, checked before anything
-trains: a layer the teacher does not have, a layer map that does not fit, a checkpoint student with another
-vocabulary where the teacher's outputs must meet it token by token (QA, layer transfer), a tracker not installed.
+trains: a layer the teacher does not have, a layer map that does not fit, a sequence length beyond the teacher's
+positions, a checkpoint student with another vocabulary where the teacher's outputs must meet it token by token (QA,
+layer transfer), a tracker not installed.
 
 Reads config.json and vocabulary files as JSON or text only (the packaged teacher, local folders, the hub's local
 cache), so `compress validate` stays quick; a hub model that is not on this machine, or a vocabulary in another
@@ -26,6 +27,7 @@ from compress.packaged import resolve_model_path
 def check_against_models(cfg: RunConfig) -> None:
     check_trackers_installed(cfg)
     teacher = model_config(cfg.teacher.model)
+    check_lengths(cfg, (teacher or {}).get("max_position_embeddings"))
     depth = layer_count(teacher)
     if teacher is None or depth is None:
         return
@@ -47,6 +49,16 @@ def check_against_models(cfg: RunConfig) -> None:
                 raise UserError(f"layer_map {layer_map} needs one teacher layer (0..{depth - 1}) for {per_layer}",
                                 f"{where}.distill.intermediate.layer_map",
                                 "give one teacher layer per student layer, or leave it out for the uniform map")
+
+
+def check_lengths(cfg: RunConfig, limit: int | None) -> None:
+    """Sequence lengths the teacher cannot take (`limit`, its max_position_embeddings; None: unknown) fail before
+    any training, not in the bench at the end; checked again when a run reads the data (compress.stages), for a hub
+    teacher that was not on this machine before."""
+    for key, value in (("data.max_length", cfg.data.max_length), ("bench.seq_len", cfg.bench.seq_len)):
+        if isinstance(limit, int) and value > limit:
+            raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,
+                            f"set it to {limit} or less")
 
 
 def check_trackers_installed(cfg: RunConfig) -> None:

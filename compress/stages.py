@@ -28,7 +28,7 @@ from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
 from bench.measure import OnDevice, time_model_and_graphs, time_on_device
 from bench.results import capture_environment
-from compress import distributed
+from compress import distributed, preflight
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
 from compress.config import (
     LAYER_METHODS,
@@ -188,7 +188,8 @@ def load_data(task: Task, folder: Path) -> Data | None:
 class RunData:
     """The run's data as the pipeline sees it. The stage hashes read only its fingerprints, which are kept in the run
     folder's cache under a key of everything that makes them (`data_key`), so a run whose stages are all done (a
-    re-run, `--only report`) neither reads nor tokenises the data; the splits are built on first use (`load`)."""
+    re-run, `--only report`) neither reads nor tokenises the data; the splits are read on first use (`load`), from
+    the copy an earlier run kept beside the fingerprints, or built and kept."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -362,7 +363,8 @@ def describe_transfer_set(transfer: EncodedSplit) -> str:
 
 
 def check_lengths(cfg: RunConfig) -> None:
-    """Sequence lengths the model cannot take fail here, before any training, not in the bench at the end."""
+    """Sequence lengths the teacher cannot take, from its config as transformers loads it (a hub teacher is on this
+    machine by now): preflight checked them where config.json was already here."""
     path = resolve_model_path(cfg.teacher.model)
     with hub_access():
         try:
@@ -370,10 +372,7 @@ def check_lengths(cfg: RunConfig) -> None:
                             "max_position_embeddings", None)
         except (OSError, ValueError):
             return  # the model load right after reports this properly
-    for key, value in (("data.max_length", cfg.data.max_length), ("bench.seq_len", cfg.bench.seq_len)):
-        if limit and value > limit:
-            raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,
-                            f"set it to {limit} or less")
+    preflight.check_lengths(cfg, limit)
 
 
 # ---------------------------------------------------------------- models

@@ -99,6 +99,8 @@ def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_ber
                     f"data: {{source: {{kind: local, train: {tiny_csv}}}}}\n"
                     f"teacher: {{model: {tiny_bert_dir}}}\nbench: {{seq_len: 512}}\n")
     assert_one_line_error(compress("run", str(path)), "bench.seq_len is 512 but the teacher takes at most 128")
+    assert not (tmp_path / "runs").exists()  # found from the teacher's config.json, before the run folder is made
+    assert_one_line_error(compress("validate", str(path)), "bench.seq_len is 512 but the teacher takes at most 128")
     assert not (tmp_path / "runs" / "long" / "teacher").exists()
 
 

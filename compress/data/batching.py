@@ -38,7 +38,7 @@ class EncodedSplit(Dataset):
     meta: dict = field(default_factory=dict)
     # Per feature, for each token the position of the teacher's output to read (-1: none), where the teacher split
     # the same words into other tokens (a student with its own tokenizer, NER); None: the same positions.
-    teacher_positions: list[list[int]] | None = None
+    teacher_positions: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.features)

@@ -91,6 +91,15 @@ def map_rows(rows: Sequence[dict], change: Callable[[dict], dict]) -> Sequence[d
     return [change(row) for row in rows]
 
 
+def with_column(rows: Sequence[dict], name: str, values: list) -> Sequence[dict]:
+    """`rows` with column `name` (which they have) set to `values`, one per row; ArrowRows keep the column's type."""
+    if isinstance(rows, ArrowRows):
+        table = rows.table
+        column = pa.array(values, type=table.schema.field(name).type)
+        return ArrowRows(table.set_column(table.column_names.index(name), name, column))
+    return [row | {name: value} for row, value in zip(rows, values)]
+
+
 def take_rows(rows: Sequence[dict], indices: Sequence[int]) -> list[dict]:
     return rows.take(indices) if isinstance(rows, ArrowRows) else [rows[i] for i in indices]
 

@@ -138,7 +138,7 @@ def test_a_student_with_its_own_tokenizer_meets_the_teacher_at_words():
     student = EncodedSplit([{"input_ids": [0] * 6, "labels": [IGNORE_INDEX, 1, 2, 2, 0, IGNORE_INDEX]}],
                            sequence_outputs=True, meta={"word_ids": [[None, 0, 1, 1, 2, None]]})
     aligned = aligned_to_teacher(student, teacher)
-    assert aligned.teacher_positions == [[-1, 1, 3, -1, -1, -1]]  # word starts only
+    assert [row.tolist() for row in aligned.teacher_positions] == [[-1, 1, 3, -1, -1, -1]]  # word starts only
     assert aligned.features[0]["labels"] == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
     logits = np.arange(5 * 2, dtype=np.float32).reshape(1, 5, 2)  # the teacher's cache: (N, teacher tokens, C)
     batch = aligned.with_teacher({"logits": logits}).__getitems__([0])["teacher"]["logits"].numpy()
@@ -149,6 +149,13 @@ def test_a_student_with_its_own_tokenizer_meets_the_teacher_at_words():
     unlabeled = EncodedSplit([{"input_ids": [0] * 3, "labels": [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]}],
                              sequence_outputs=True, meta={"word_ids": [[None, 0, None]]})
     assert aligned_to_teacher(unlabeled, unlabeled).features[0]["labels"] == [IGNORE_INDEX, NO_LABEL, IGNORE_INDEX]
+    # Features held as Arrow (every split the tasks build) stay Arrow, their labels column replaced.
+    from compress.data.rows import ArrowRows
+
+    held = EncodedSplit(ArrowRows.from_columns({"input_ids": [[0] * 6], "labels": [student.features[0]["labels"]]}),
+                        sequence_outputs=True, meta=student.meta)
+    as_arrow = aligned_to_teacher(held, teacher)
+    assert isinstance(as_arrow.features, ArrowRows) and list(as_arrow.features) == list(aligned.features)
 
 
 def test_a_latin1_conll_file_is_one_line(tmp_path):

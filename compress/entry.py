@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -14,10 +16,33 @@ def run_app(app: typer.Typer) -> None:
     from compress import progress
 
     saved = progress.console.quiet, progress.LIBRARY_MESSAGES
+    terminate, Terminated.seen = _stop_on_sigterm(), False
     try:
         _run(app)
     finally:  # --quiet/--verbose hold for this command only (it may run in a process that goes on: tests, notebooks)
         progress.console.quiet, progress.LIBRARY_MESSAGES = saved
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler preempting the job, `kill`, torchrun stopping the others when one process fails): the
+    command stops as it does on Ctrl-C, so trackers are finished and the run resumes, and exits 143 (128 + 15)."""
+
+    seen = False  # set by the handler: the libraries between here and the command may re-raise it as another type
+
+
+def _stop_on_sigterm():
+    """Raise Terminated on SIGTERM from here on; returns the handler it replaced (None off the main thread, where
+    Python cannot take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        Terminated.seen = True
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _run(app: typer.Typer) -> None:
@@ -40,13 +65,17 @@ def _run(app: typer.Typer) -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         code = INTERRUPTED
-    if code == INTERRUPTED:
-        typer.echo("interrupted: run the same command again to resume", err=True)
+    if code == INTERRUPTED and Terminated.seen:  # click and typer hand a KeyboardInterrupt on as Abort, or as 130
+        code = TERMINATED
+    if code in (INTERRUPTED, TERMINATED):
+        stopped = "terminated" if code == TERMINATED else "interrupted"
+        typer.echo(f"{stopped}: run the same command again to resume", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
 
 
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # ... and by SIGTERM (128 + 15)
 
 
 def show_version(asked: bool) -> None:

@@ -224,10 +224,10 @@ def test_a_stage_that_fails_mid_run_resumes_where_it_stopped(first_run, tmp_path
     assert metrics(result.report) == metrics(first.report)  # the same report as an uninterrupted run
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill-9", "ctrl-c", "sigterm"])
 def test_killed_run_resumes_to_the_same_report(first_run, tmp_path, tiny_bert_dir, tiny_csv, stop):
-    """kill -9 (or Ctrl-C) while a model is half-saved, then run again: the same models and metrics, nothing
-    half-written. Ctrl-C exits 130 with one line."""
+    """kill -9 (or Ctrl-C, or SIGTERM: a scheduler's preemption) while a model is half-saved, then run again: the same
+    models and metrics, nothing half-written. Ctrl-C exits 130 with one line, SIGTERM 143."""
     _, _, first = first_run
     cfg = tiny_config(tmp_path, tiny_bert_dir, tiny_csv)
     path = tmp_path / "run.yaml"
@@ -251,8 +251,9 @@ def test_killed_run_resumes_to_the_same_report(first_run, tmp_path, tiny_bert_di
     if stop == signal.SIGKILL:
         assert process.returncode == -9
     else:
-        assert process.returncode == 130 and (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1] == (
-            "interrupted: run the same command again to resume")
+        code, said = (130, "interrupted") if stop == signal.SIGINT else (143, "terminated")
+        assert process.returncode == code and (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1] == (
+            f"{said}: run the same command again to resume")
     result = run(cfg)
     assert {"teacher", "student:half"} <= set(result.skipped)
     assert metrics(result.report) == metrics(first.report)

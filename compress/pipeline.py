@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -65,19 +66,30 @@ def _run(cfg: RunConfig, selection: StageSelection) -> RunResult:
     device = stages.run_device(cfg)  # an absent device fails here, before anything is written
     check_against_models(cfg)  # and what the models' configs refute (a layer the teacher lacks), before training
     run_dir = cfg.run_dir
+    fresh = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
                         "set output_dir to a writable folder") from None
     main = distributed.is_main()  # with several processes, the main one alone writes (compress.distributed)
-    with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
-        distributed.start(device)
-        if main:
-            remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
-            write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-        distributed.wait_for_everyone()
-        return _run_in(run_dir, cfg, selection)
+    try:
+        with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
+            distributed.start(device)
+            if main:
+                remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
+                write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+            distributed.wait_for_everyone()
+            return _run_in(run_dir, cfg, selection)
+    except UserError:
+        if fresh and main and only_set_up(run_dir):  # refused before anything ran (bad data): leave no folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def only_set_up(run_dir: Path) -> bool:
+    """Whether the run folder holds only what a run writes before its first stage: its lock, config and data cache."""
+    return all(p.name in (".lock", "config.yaml", "cache") for p in run_dir.iterdir())
 
 
 def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResult:

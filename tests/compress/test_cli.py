@@ -90,7 +90,29 @@ def test_bad_task_data_is_one_line_naming_file_and_place(tmp_path, tiny_bert_dir
     path.write_text(f"name: bad\ntask: {task}\noutput_dir: {tmp_path / 'runs'}\n"
                     f"data: {{source: {{kind: {kind}, train: {data}}}}}\nteacher: {{model: {tiny_bert_dir}}}\n")
     assert_one_line_error(compress("run", str(path)), fragment, filename)
-    assert not (tmp_path / "runs" / "bad" / "teacher").exists()  # nothing trained or written past the config
+    assert not (tmp_path / "runs" / "bad").exists()  # refused before anything ran: no run folder is left
+
+
+@pytest.mark.parametrize("task, content, columns, fragment", [
+    ("classification", "sentence1,sentence2,label\na cat,a dog,x\n", "text_pair_column: question2",
+     "no column 'question2'"),
+    ("regression", "sentence1,sentence2,score\na cat,a dog,3.5\na car,a bus,high\n",
+     "text_pair_column: sentence2, label_column: score", "regression label 'high' is not a finite number"),
+])
+def test_bad_pairs_and_scores_leave_no_run_folder(tmp_path, tiny_bert_dir, task, content, columns, fragment):
+    """A pair column that is not there, a score that is not a number: one line, exit 2, and no run folder; a run
+    folder that was there before keeps what it held."""
+    data = tmp_path / "pairs.csv"
+    data.write_text(content)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: bad\ntask: {task}\noutput_dir: {tmp_path / 'runs'}\nteacher: {{model: {tiny_bert_dir}}}\n"
+                    f"data: {{source: {{kind: local, train: {data}, text_column: sentence1, {columns}}}}}\n")
+    assert_one_line_error(compress("run", str(path)), fragment)
+    assert not (tmp_path / "runs" / "bad").exists()
+    (tmp_path / "runs" / "bad").mkdir(parents=True)
+    (tmp_path / "runs" / "bad" / "notes.txt").write_text("mine")
+    assert_one_line_error(compress("run", str(path)), fragment)
+    assert (tmp_path / "runs" / "bad" / "notes.txt").read_text() == "mine"
 
 
 def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_bert_dir, tiny_csv):

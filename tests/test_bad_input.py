@@ -108,6 +108,11 @@ def test_damaged_model_folders_and_caches(tiny_bert_dir, tmp_path):
     with pytest.raises(UserError, match="cannot load the saved model .SafetensorError") as err:
         load_saved_model(truncated, "classification")
     assert "compress run --from" in err.value.fix
+    exported = tmp_path / "exported"  # what compress export writes: the graph, its config and tokenizer
+    shutil.copytree(tiny_bert_dir, exported, ignore=shutil.ignore_patterns("*.safetensors"))
+    (exported / "model.onnx").write_bytes(b"graph")
+    with pytest.raises(UserError, match="an ONNX export folder, not a saved PyTorch model"):
+        load_saved_model(exported, "classification")
     np.save(tmp_path / "logits.npy", np.zeros((4, 3), dtype=np.float32))
     (tmp_path / "logits.npy").write_bytes((tmp_path / "logits.npy").read_bytes()[:100])
     with pytest.raises(UserError, match="the teacher's cached outputs cannot be read") as err:

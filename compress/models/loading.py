@@ -111,7 +111,12 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     """A model this tool saved, with its task head, in eval mode: config.json + model.safetensors (from_pretrained),
     an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
     describes) or pruned heads transformers cannot rebuild (DeBERTa-v2), or a PyTorch int8 model
-    (model.int8.safetensors). A damaged folder is one line."""
+    (model.int8.safetensors). A damaged folder, or an ONNX export's, is one line."""
+    weights = [*Path(path).glob("*.safetensors"), *Path(path).glob("*.bin")]
+    if not weights and any(Path(path).glob("*.onnx")):
+        raise UserError("an ONNX export folder, not a saved PyTorch model", str(path),
+                        "give the model folder it was exported from (a run's teacher/, students/<name>/, ...); the "
+                        "report scores each ONNX graph against it")
     try:
         return _load_saved_model(path, task)
     except (OSError, ValueError, SafetensorError) as err:

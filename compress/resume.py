@@ -109,8 +109,9 @@ class StageRunner:
             distributed.wait_for_everyone()  # the others now read what was recorded
         else:
             recorded, skipped = self._follow_main(stage, config_hash, force, work)
-        (self.skipped if skipped else self.ran).append(stage)
-        console.print(f"[dim]{'skipped' if skipped else 'done'}[/dim] {stage}" + (" (unchanged)" if skipped else ""))
+        if stage not in self.ran + self.skipped:  # the teacher's outputs are asked for once per student: said once
+            (self.skipped if skipped else self.ran).append(stage)
+            console.print(f"[dim]skipped[/dim] {stage} (unchanged)" if skipped else f"[dim]done[/dim] {stage}")
         return from_json(result_type, recorded)
 
     def _follow_main(self, stage: str, config_hash: str, force: bool,

@@ -64,14 +64,16 @@ def run(
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) -> None:
-    """Check a run YAML (keys, types, values, and what the models' config files refute) without running anything.
+    """Check a run YAML (keys, types, values, what the models' config files refute, and the devices and data files
+    it names on this machine) without running anything.
 
     Example: compress validate configs/squad.yaml
     """
-    from compress.preflight import check_against_models
+    from compress.preflight import check_against_machine, check_against_models
 
     cfg = load_config(config)
     check_against_models(cfg)
+    check_against_machine(cfg)
     typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
 
 

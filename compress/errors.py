@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem the user can fix: bad config, missing file, unreachable hub, wrong column.
@@ -22,3 +24,11 @@ class UserError(Exception):
             parts.append(self.fix)
         # One line, whatever the pieces hold.
         return " -- ".join(parts).replace("\n", " ")
+
+
+def require_file(path: Path, what: str, where: str, fix: str) -> None:
+    """One line where `path` is not a file: missing, or a folder where a file was meant."""
+    if path.is_dir():
+        raise UserError(f"{what} is a folder, not a file", where, f"name the file inside it; {fix}")
+    if not path.is_file():
+        raise UserError(f"{what} not found", where, fix)

@@ -19,8 +19,9 @@ from compress.config import (
     CustomTransformerStudent,
     LayerDroppedStudent,
     RunConfig,
+    SplitFiles,
 )
-from compress.errors import UserError
+from compress.errors import UserError, require_file
 from compress.packaged import resolve_model_path
 
 
@@ -59,6 +60,26 @@ def check_lengths(cfg: RunConfig, limit: int | None) -> None:
         if isinstance(limit, int) and value > limit:
             raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,
                             f"set it to {limit} or less")
+
+
+def check_against_machine(cfg: RunConfig) -> None:
+    """What `compress run` refuses on this machine before it writes anything, for `compress validate`: a device it
+    does not have (torch is imported only to ask about one other than the CPU) and a local data file that is not
+    there. What is in the files is the run's to read."""
+    devices = [("device", cfg.device)] + [("bench.devices", d) for d in cfg.bench.other_devices()]
+    for where, device in devices:
+        if device not in ("auto", "cpu"):
+            from bench.devices import check_device
+
+            check_device(device, where, allow_index=True)
+    source = cfg.data.source
+    files = [source.train, source.validation, source.test] if isinstance(source, SplitFiles) else []
+    for path in files:
+        if path is not None:
+            require_file(Path(path), "data file", str(path), "check data.source paths (relative to where you run)")
+    for i, path in enumerate(cfg.transfer.unlabeled if cfg.transfer else []):
+        require_file(Path(path), "unlabeled file", f"transfer.unlabeled.{i}: {path}",
+                     "check the path (relative to where you run)")
 
 
 def check_trackers_installed(cfg: RunConfig) -> None:

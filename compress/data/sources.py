@@ -17,7 +17,7 @@ from pathlib import Path
 from sklearn.model_selection import train_test_split
 
 from compress.config import BbcNewsSource, DataConfig, HubSource, LocalSource
-from compress.errors import UserError
+from compress.errors import UserError, require_file
 from compress.hub import hub_access, unreachable_note
 
 
@@ -122,14 +122,6 @@ def read_local_file(path: Path, text_column: str, label_column: str, pair_column
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-def require_file(path: Path, what: str, where: str, fix: str) -> None:
-    """One line where `path` is not a file: missing, or a folder where a file was meant."""
-    if path.is_dir():
-        raise UserError(f"{what} is a folder, not a file", where, f"name the file inside it; {fix}")
-    if not path.is_file():
-        raise UserError(f"{what} not found", where, fix)
 
 
 def as_score(label, where: str) -> float:

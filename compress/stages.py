@@ -214,6 +214,7 @@ class RunData:
         if self._data is None and self.record is not None:
             self._data = load_data(TASKS[self.cfg.task], self.splits_path)
             if self._data is not None:
+                console.print(f"[dim]data: the tokenised splits an earlier run kept (cache/{self.splits_path.name})[/]")
                 describe_data(self._data)
         if self._data is None:
             started = time.perf_counter()

@@ -69,11 +69,17 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
 
     Example: compress validate configs/squad.yaml
     """
-    from compress.preflight import check_against_machine, check_against_models
+    from compress.preflight import check_against_models, check_data_files_present
 
     cfg = load_config(config)
     check_against_models(cfg)
-    check_against_machine(cfg)
+    check_data_files_present(cfg)
+    trainings = [cfg.teacher.train] + [student.train for student in cfg.students]
+    if cfg.device not in ("auto", "cpu") or cfg.bench.other_devices() or \
+            any(train.mixed_precision == "fp16" for train in trainings):  # torch is imported only for these
+        from compress.stages import run_device
+
+        run_device(cfg)  # a device this machine lacks, fp16 training without a CUDA GPU: as the run refuses them
     typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
 
 

@@ -21,8 +21,8 @@ def run_app(app: typer.Typer) -> None:
         _run(app)
     finally:  # --quiet/--verbose hold for this command only (it may run in a process that goes on: tests, notebooks)
         progress.console.quiet, progress.LIBRARY_MESSAGES = saved
-        if terminate is not None:
-            signal.signal(signal.SIGTERM, terminate)
+        if terminate is not NOT_INSTALLED:  # a handler set outside Python reads as None: the default is put back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if terminate is None else terminate)
 
 
 class Terminated(KeyboardInterrupt):
@@ -32,11 +32,14 @@ class Terminated(KeyboardInterrupt):
     seen = False  # set by the handler: the libraries between here and the command may re-raise it as another type
 
 
+NOT_INSTALLED = object()
+
+
 def _stop_on_sigterm():
-    """Raise Terminated on SIGTERM from here on; returns the handler it replaced (None off the main thread, where
-    Python cannot take signals)."""
+    """Raise Terminated on SIGTERM from here on; returns the handler it replaced (NOT_INSTALLED off the main thread,
+    where Python cannot take signals)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return NOT_INSTALLED
 
     def stop(signum, frame):
         Terminated.seen = True

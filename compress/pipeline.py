@@ -66,25 +66,36 @@ def _run(cfg: RunConfig, selection: StageSelection) -> RunResult:
     device = stages.run_device(cfg)  # an absent device fails here, before anything is written
     check_against_models(cfg)  # and what the models' configs refute (a layer the teacher lacks), before training
     run_dir = cfg.run_dir
-    fresh = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot write the run folder ({err.strerror})", str(run_dir),
-                        "set output_dir to a writable folder") from None
+    made = make_run_folder(run_dir)
     main = distributed.is_main()  # with several processes, the main one alone writes (compress.distributed)
-    try:
-        with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
+    with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
+        try:
             distributed.start(device)
             if main:
                 remove_stale_temporaries(run_dir)  # a killed run's half-written files; their stages run again
                 write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
             distributed.wait_for_everyone()
             return _run_in(run_dir, cfg, selection)
-    except UserError:
-        if fresh and main and only_set_up(run_dir):  # refused before anything ran (bad data): leave no folder
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        except UserError:
+            # Refused before anything ran (bad data) in a folder this call made: leave none. Under the lock, so no
+            # other run is using it; a run refused by the lock never gets here.
+            if made and main and only_set_up(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
+def make_run_folder(run_dir: Path) -> bool:
+    """Make the run folder (and output_dir above it); whether this call made it, rather than finding it there."""
+    try:
+        run_dir.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        if run_dir.is_dir():
+            return False
+        error = "a file is there"
+    except OSError as err:
+        error = err.strerror
+    raise UserError(f"cannot write the run folder ({error})", str(run_dir), "set output_dir to a writable folder")
 
 
 def only_set_up(run_dir: Path) -> bool:

@@ -62,16 +62,9 @@ def check_lengths(cfg: RunConfig, limit: int | None) -> None:
                             f"set it to {limit} or less")
 
 
-def check_against_machine(cfg: RunConfig) -> None:
-    """What `compress run` refuses on this machine before it writes anything, for `compress validate`: a device it
-    does not have (torch is imported only to ask about one other than the CPU) and a local data file that is not
-    there. What is in the files is the run's to read."""
-    devices = [("device", cfg.device)] + [("bench.devices", d) for d in cfg.bench.other_devices()]
-    for where, device in devices:
-        if device not in ("auto", "cpu"):
-            from bench.devices import check_device
-
-            check_device(device, where, allow_index=True)
+def check_data_files_present(cfg: RunConfig) -> None:
+    """A local data or unlabeled file that is not there, which `compress run` refuses before it trains (for
+    `compress validate`; what is in the files is the run's to read)."""
     source = cfg.data.source
     files = [source.train, source.validation, source.test] if isinstance(source, SplitFiles) else []
     for path in files:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
@@ -165,14 +166,21 @@ SPLITS = ("train", "validation", "test", "transfer")
 
 
 def save_data(data: Data, folder: Path) -> None:
-    """The tokenised splits, kept for the next run of this config that must train (compress.data.store)."""
+    """The tokenised splits, kept for the next run of this config that must train (compress.data.store), in place
+    of the splits of any other data key (nothing reads those: the record of this key says what the data is now)."""
     splits = {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
     about = {"label_names": data.label_names, "max_length": data.max_length, "fingerprint": data.fingerprint,
              "transfer_fingerprint": data.transfer_fingerprint}
     try:
         save_splits(folder, splits, about)
-    except TypeError:  # something in a split's meta JSON cannot hold: the splits are built again next time
+    except (TypeError, OSError, pa.ArrowException) as err:  # a full disk, a meta JSON cannot hold: a speed-up lost
         shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
+        console.print(f"[dim]data: the tokenised splits were not kept ({type(err).__name__}); the next run that "
+                      "trains tokenises them again[/]")
+        return
+    for other in folder.parent.glob("splits-*"):
+        if other.is_dir() and other != folder:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def load_data(task: Task, folder: Path) -> Data | None:

@@ -175,13 +175,15 @@ def test_a_run_folder_that_cannot_be_made(tmp_path, tiny_bert_dir):
      "transfer.unlabeled.1: gone.txt: unlabeled file not found"),
     ("device: cuda:7\n", "device: device 'cuda:7' is not"),
     ("bench: {devices: [cpu, mps]}\n", "bench.devices: device 'mps' is not available"),
+    ("students: [{name: s, train: {mixed_precision: fp16}}]\n", "mixed_precision fp16 needs a CUDA GPU"),
 ])
 def test_validate_refuses_what_the_run_would_refuse_on_this_machine(tmp_path, tiny_csv, text, fragment):
     """A data file that is not there, a device this machine does not have: `compress validate` says what `compress
     run` would, in one line."""
     import torch
 
-    if "cuda" in text and torch.cuda.device_count() > 7 or "mps" in text and torch.backends.mps.is_available():
+    if "cuda" in text and torch.cuda.device_count() > 7 or "mps" in text and torch.backends.mps.is_available() \
+            or "fp16" in text and torch.cuda.is_available():
         pytest.skip("this machine has that device")
     path = tmp_path / "run.yaml"
     path.write_text(text.replace("DATA", str(tiny_csv)))

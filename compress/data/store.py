@@ -29,7 +29,7 @@ META_TYPES = {cls.__name__: cls for cls in (Sentence, QAExample, TransferTexts)}
 
 def save_splits(folder: Path, splits: dict[str, EncodedSplit], about: dict) -> None:
     """Write `splits` (name -> split) and `about` (JSON values: label names, fingerprints) to `folder`, whole or
-    not at all; the other folders beside it (earlier data keys' splits) are removed, as nothing reads them."""
+    not at all (a `<folder>.tmp` is left where writing failed)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -40,9 +40,6 @@ def save_splits(folder: Path, splits: dict[str, EncodedSplit], about: dict) -> N
             out.write_table(rows.table)
         index["splits"][name] = {"sequence_outputs": split.sequence_outputs, "meta": _to_json(split.meta)}
     (tmp / "splits.json").write_text(json.dumps(index), encoding="utf-8")
-    for other in folder.parent.glob(f"{folder.name.split('-')[0]}-*"):
-        if other.is_dir() and other != tmp:
-            shutil.rmtree(other, ignore_errors=True)
     replace_dir(tmp, folder)
 
 

@@ -115,6 +115,22 @@ def test_bad_pairs_and_scores_leave_no_run_folder(tmp_path, tiny_bert_dir, task,
     assert (tmp_path / "runs" / "bad" / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_refused_by_the_lock_leaves_the_running_one_alone(tmp_path, tiny_bert_dir, tiny_csv):
+    """A second run of a new name, started while the first holds the folder, is refused and deletes nothing of the
+    first's, however little the first has written yet."""
+    from compress.artifacts import run_folder_lock
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: busy\noutput_dir: {tmp_path / 'runs'}\nteacher: {{model: {tiny_bert_dir}}}\n"
+                    f"data: {{source: {{kind: local, train: {tiny_csv}}}}}\n")
+    run_dir = tmp_path / "runs" / "busy"
+    run_dir.mkdir(parents=True)
+    with run_folder_lock(run_dir):  # the first run, just started: its lock and config
+        (run_dir / "config.yaml").write_text("name: busy\n")
+        assert_one_line_error(compress("run", str(path)), "another compress run is using this run folder")
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.yaml"]
+
+
 def test_sequence_longer_than_the_model_fails_before_training(tmp_path, tiny_bert_dir, tiny_csv):
     path = tmp_path / "c.yaml"
     path.write_text(f"name: long\noutput_dir: {tmp_path / 'runs'}\n"

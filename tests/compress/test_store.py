@@ -99,3 +99,18 @@ def test_a_run_that_trains_again_reads_the_kept_splits(tmp_path, tiny_bert_dir, 
     run(RunConfig.model_validate(other))
     now = sorted(p.name for p in (first.run_dir / "cache").glob("splits-*"))
     assert len(now) == 1 and now != kept
+
+
+def test_splits_that_cannot_be_kept_do_not_stop_the_run(tmp_path, tiny_bert_dir, tiny_csv, monkeypatch):
+    """Keeping the splits is a speed-up: a full disk while writing them leaves no half-written folder, and the run
+    goes on with the data it built (the next run that trains builds it again)."""
+    def full_disk(folder, splits, about):
+        folder.with_name(folder.name + ".tmp").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages, "save_splits", full_disk)
+    task, source, transfer = sources(tmp_path, tiny_csv)["classification"]
+    data = stages.RunData(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
+    assert len(data.load().train) > 0 and data.cached
+    kept = [p.name for p in data.record_path.parent.iterdir()]
+    assert data.record_path.name in kept and not [name for name in kept if name.startswith("splits-")]

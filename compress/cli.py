@@ -174,7 +174,7 @@ def prune(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="a saved model folder (any row of a run, or a compress quantize/prune "
-                                               "output)")],
+                                               "output), or an ONNX export folder (every graph in it is scored)")],
     data: Annotated[Path, typer.Option(help="a labelled file: CSV/TSV/JSONL/JSON/Parquet (classification, "
                                             "regression), CoNLL columns (ner), SQuAD JSON (qa)")],
     task: TaskOption = None,
@@ -191,10 +191,11 @@ def evaluate(
     from compress import evaluate_folder
 
     out = evaluate_folder(model, data, task, text_column, text_pair_column, label_column, max_length)
-    others = ", ".join(f"{k} {v:.4f}" for k, v in out["metrics"].items()
-                       if k != out["metric"] and isinstance(v, float))
-    typer.echo(f"{model}: {out['metric']} {out['metrics'][out['metric']]:.4f} on {out['examples']} examples"
-               + (f" ({others})" if others else ""))
+    graphs = [(model / g["graph"], g["metrics"]) for g in out.get("graphs", [])]  # an ONNX export folder's
+    for name, metrics in graphs or [(model, out["metrics"])]:
+        others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != out["metric"] and isinstance(v, float))
+        typer.echo(f"{name}: {out['metric']} {metrics[out['metric']]:.4f} on {out['examples']} examples"
+                   + (f" ({others})" if others else ""))
 
 
 @app.command()

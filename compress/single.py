@@ -207,7 +207,7 @@ def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: Labe
     from compress.prune import prune_iteratively
 
     spec, task_spec = pruner.spec, TASKS[task]
-    split, cfg, labels = read_labelled_file(data, task, model_dir, pruner.model, tokenizer)
+    split, cfg, labels = read_labelled_file(data, task, model_dir, pruner.model.config, tokenizer)
     pad_to = data.max_length if task_spec.per_token else None
     teacher = predict(pruner.model, split, tokenizer, task_spec.outputs, pad_to)
     train = split.with_teacher({name: values.numpy() for name, values in teacher.items()})
@@ -228,27 +228,59 @@ def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: Labe
 
 def evaluate_folder(model_dir: Path, data: LabelledFile, task: str | None = None) -> dict:
     """The task's metrics for a saved folder on a labelled file, read and encoded as a run reads its test split,
-    with the model's own tokenizer. Class and tag names are matched to the model's labels by name."""
+    with the model's own tokenizer. Class and tag names are matched to the model's labels by name. An ONNX export
+    folder (`compress export`, a run's exports/<model>/) is scored with ONNX Runtime, every graph in it: what is
+    shipped, on the user's data; its first graph's metrics lead ("graphs" has each one's)."""
     from compress.data.batching import predict
 
     model_dir = Path(model_dir).resolve()
     task = task or task_of(model_dir)
+    graphs = export_graphs(model_dir)
+    if graphs:
+        return evaluate_graphs(model_dir, graphs, data, task)
     model, tokenizer = load_for_inference(model_dir, task)  # scored in its own precision, as a run scores it
-    test, cfg, labels = read_labelled_file(data, task, model_dir, model, tokenizer)
+    test, cfg, labels = read_labelled_file(data, task, model_dir, model.config, tokenizer)
     spec = TASKS[task]
     outputs = predict(model, test, tokenizer, spec.outputs, data.max_length if spec.per_token else None)
     return {"examples": len(test), "metric": spec.metric, "metrics": spec.evaluate(outputs, test, cfg, labels)}
 
 
-def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, model, tokenizer):
+def export_graphs(model_dir: Path) -> list[Path]:
+    """The ONNX graphs of an export folder, model.onnx first; none in a folder with PyTorch weights."""
+    if any(model_dir.glob("*.safetensors")) or any(model_dir.glob("*.bin")):
+        return []
+    return sorted(model_dir.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
+
+
+def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, task: str) -> dict:
+    """Each graph's metrics with ONNX Runtime (CPU), on the file encoded by the export's tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from compress.models import bilstm, custom  # noqa: F401  (registers our own families with the Auto classes)
+    from exports.ort import predict_session
+
+    try:
+        config, tokenizer = AutoConfig.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the export's config or tokenizer ({str(err).splitlines()[0][:160]})",
+                        str(model_dir), "export the model again (compress export MODEL_DIR OUTPUT)") from None
+    test, cfg, labels = read_labelled_file(data, task, model_dir, config, tokenizer)
+    spec = TASKS[task]
+    pad_to = data.max_length if spec.per_token else None
+    scored = [{"graph": graph.name, "metrics": spec.evaluate(
+        predict_session(create_session(graph), test, tokenizer, spec.outputs, pad_to), test, cfg, labels)}
+        for graph in graphs]
+    return {"examples": len(test), "metric": spec.metric, "metrics": scored[0]["metrics"], "graphs": scored}
+
+
+def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, config, tokenizer):
     """(encoded split, the RunConfig the task's scorer reads, the model's label names or None) for a labelled file
-    encoded with the model's tokenizer; a class the model does not know is one line."""
+    encoded with the model's tokenizer (`config`: the model's); a class the model does not know is one line."""
     from compress.config import RunConfig
     from compress.data.classification import encode
     from compress.data.sources import Examples, read_local_file
 
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task in ("classification",
-                                                                                            "ner") else None
+    labels = [config.id2label[i] for i in range(config.num_labels)] if task in ("classification", "ner") else None
     files = {"train": str(data.path), "validation": str(data.path), "test": str(data.path)}
     source = {"qa": {"kind": "squad"}, "ner": {"kind": "conll"}}.get(task, {
         "kind": "local", "text_column": data.text_column, "text_pair_column": data.text_pair_column,

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_prune_with_data_recovers_towards_the_unpruned_model_step_by_step(tiny_b
     texts = [row["text"] for row in csv.DictReader(open(tiny_csv))]
     data = tmp_path / "own-labels.csv"
     data.write_text("text,label\n" + "".join(f"{text},LABEL_0\n" for text in texts))  # relabelled below
-    rows, _, _ = read_labelled_file(LabelledFile(data, max_length=24), "classification", source_dir, source,
+    rows, _, _ = read_labelled_file(LabelledFile(data, max_length=24), "classification", source_dir, source.config,
                                     tokenizer)
 
     def logits(model) -> torch.Tensor:
@@ -169,6 +170,37 @@ def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_r
     bad = tmp_path / "other.csv"
     bad.write_text("text,label\nhello there,astronomy\n")
     assert_one_line_error(compress("evaluate", half, "--data", bad), "labels the model does not know: ['astronomy']")
+    # The run's ONNX export of it, every graph scored with ONNX Runtime on the same file: what the report says of each.
+    exported = tiny_run.cfg.run_dir / "exports" / "half"
+    graphs = api.evaluate_folder(exported, subset, max_length=tiny_run.cfg.data.max_length)["graphs"]
+    reported = {Path(v["onnx_path"]).name: v["ort_metric"] for v in report["half"]["ort_variants"]}
+    assert graphs[0]["graph"] == "model.onnx" and len(graphs) == len(reported) > 1
+    assert {g["graph"]: g["metrics"]["accuracy"] for g in graphs} == pytest.approx(reported)
+    out = compress("evaluate", exported, "--data", subset, "--max-length", str(tiny_run.cfg.data.max_length))
+    assert out.returncode == 0 and [line.split(":")[0] for line in out.stdout.splitlines()] == [
+        str(exported / g["graph"]) for g in graphs]
+
+
+@pytest.mark.parametrize("kind", ["custom", "bilstm"])
+def test_evaluate_scores_an_export_of_our_own_families(kind, tiny_bert_dir, tiny_csv, tmp_path):
+    """`compress export` of a custom transformer or a BiLSTM, then `compress evaluate` of the export: its graphs
+    score what the PyTorch folder scores (fp32 graphs) on the same file."""
+    from tests.compress.test_families import build
+
+    model, tokenizer = build(kind, "classification", tiny_bert_dir)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    data = tmp_path / "test.csv"
+    data.write_text("text,label\n" + "".join(f"text number {i},{['neg', 'pos', 'neutral'][i % 3]}\n"
+                                             for i in range(12)))
+    assert compress("export", tmp_path / "model", tmp_path / "onnx").returncode == 0
+    import compress as api
+
+    torch_scored = api.evaluate_folder(tmp_path / "model", data)["metrics"]
+    graphs = api.evaluate_folder(tmp_path / "onnx", data)["graphs"]
+    assert [g["graph"] for g in graphs] == ["model.onnx", "model_optimized.onnx"]
+    for graph in graphs:
+        assert graph["metrics"] == pytest.approx(torch_scored)
 
 
 def _test_texts(run) -> list[str]:

@@ -4,48 +4,23 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from typing import Annotated
 
 import typer
 
 from compress.errors import UserError
+from compress.stopping import stop_asked, stopping_on_signals
 
 
 def run_app(app: typer.Typer) -> None:
     from compress import progress
 
     saved = progress.console.quiet, progress.LIBRARY_MESSAGES
-    terminate, Terminated.seen = _stop_on_sigterm(), False
     try:
-        _run(app)
+        with stopping_on_signals():
+            _run(app)
     finally:  # --quiet/--verbose hold for this command only (it may run in a process that goes on: tests, notebooks)
         progress.console.quiet, progress.LIBRARY_MESSAGES = saved
-        if terminate is not NOT_INSTALLED:  # a handler set outside Python reads as None: the default is put back
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if terminate is None else terminate)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler preempting the job, `kill`, torchrun stopping the others when one process fails): the
-    command stops as it does on Ctrl-C, so trackers are finished and the run resumes, and exits 143 (128 + 15)."""
-
-    seen = False  # set by the handler: the libraries between here and the command may re-raise it as another type
-
-
-NOT_INSTALLED = object()
-
-
-def _stop_on_sigterm():
-    """Raise Terminated on SIGTERM from here on; returns the handler it replaced (NOT_INSTALLED off the main thread,
-    where Python cannot take signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        return NOT_INSTALLED
-
-    def stop(signum, frame):
-        Terminated.seen = True
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, stop)
 
 
 def _run(app: typer.Typer) -> None:
@@ -68,7 +43,7 @@ def _run(app: typer.Typer) -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         code = INTERRUPTED
-    if code == INTERRUPTED and Terminated.seen:  # click and typer hand a KeyboardInterrupt on as Abort, or as 130
+    if code == INTERRUPTED and stop_asked() == signal.SIGTERM:  # click and typer hand it on as Abort, or as 130
         code = TERMINATED
     if code in (INTERRUPTED, TERMINATED):
         stopped = "terminated" if code == TERMINATED else "interrupted"

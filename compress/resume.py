@@ -20,6 +20,7 @@ from compress.errors import UserError
 from compress.manifest import STAGES, Manifest, stage_group
 from compress.progress import console
 from compress.results import from_json, to_json
+from compress.stopping import check_stop
 
 R = TypeVar("R")
 
@@ -109,6 +110,7 @@ class StageRunner:
             distributed.wait_for_everyone()  # the others now read what was recorded
         else:
             recorded, skipped = self._follow_main(stage, config_hash, force, work)
+        check_stop()  # a Ctrl-C whose KeyboardInterrupt a library swallowed stops the run here (compress.stopping)
         if stage not in self.ran + self.skipped:  # the teacher's outputs are asked for once per student: said once
             (self.skipped if skipped else self.ran).append(stage)
             console.print(f"[dim]skipped[/dim] {stage} (unchanged)" if skipped else f"[dim]done[/dim] {stage}")

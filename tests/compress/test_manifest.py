@@ -64,3 +64,32 @@ def test_a_killed_runs_temporaries_are_removed_and_nothing_else(tmp_path):
     remove_stale_temporaries(tmp_path)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
     assert not (tmp_path / "students" / "half.tmp").exists() and not (tmp_path / "students" / "half.old").exists()
+
+
+def test_a_ctrl_c_a_library_swallowed_stops_the_run_when_its_stage_is_recorded(tmp_path):
+    """Ctrl-C raises where the run is; a library (or a finalizer) that swallows the KeyboardInterrupt does not make
+    the run go on to the end: it stops once the stage in progress is recorded. After the command nothing is left
+    set, so the next run in the same process (a notebook) runs."""
+    import os
+    import signal
+    import time
+
+    from compress.results import CachedOutputs
+    from compress.resume import StageRunner, StageSelection
+    from compress.stopping import stopping_on_signals
+
+    def labelling_that_swallows_ctrl_c():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            pass
+        return [], CachedOutputs(features=3)
+
+    runner = StageRunner(tmp_path, StageSelection())
+    with stopping_on_signals():
+        with pytest.raises(KeyboardInterrupt):
+            runner("teacher_logits", "h1", CachedOutputs, labelling_that_swallows_ctrl_c)
+    assert Manifest(tmp_path).is_done("teacher_logits", "h1")  # recorded: the next run resumes after it
+    assert StageRunner(tmp_path, StageSelection())("teacher_transfer", "h2", CachedOutputs,
+                                                   lambda: ([], CachedOutputs(features=1))).features == 1

@@ -281,6 +281,12 @@ def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, config, t
     from compress.data.sources import Examples, read_local_file
 
     labels = [config.id2label[i] for i in range(config.num_labels)] if task in ("classification", "ner") else None
+    pairs = getattr(config, "trained_on_text_pairs", None)  # None: a folder from elsewhere, which does not say
+    if task in ("classification", "regression") and pairs is not None and pairs != (data.text_pair_column is not None):
+        raise UserError("the model was trained on text pairs, and no --text-pair-column was given" if pairs else
+                        "the model was trained on single texts, and --text-pair-column was given", str(model_dir),
+                        "name the second text's column with --text-pair-column" if pairs else
+                        "leave --text-pair-column out")
     files = {"train": str(data.path), "validation": str(data.path), "test": str(data.path)}
     source = {"qa": {"kind": "squad"}, "ner": {"kind": "conll"}}.get(task, {
         "kind": "local", "text_column": data.text_column, "text_pair_column": data.text_pair_column,

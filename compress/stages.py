@@ -33,6 +33,7 @@ from compress import distributed, preflight
 from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
 from compress.config import (
     LAYER_METHODS,
+    PER_TEXT_TASKS,
     PruneConfig,
     QuantizeConfig,
     RunConfig,
@@ -561,6 +562,8 @@ def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None,
     if not distributed.is_main():
         raise distributed.LeftToMain(name)
     metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
+    if cfg.task in PER_TEXT_TASKS:  # in config.json, so whoever scores the folder (or its export) feeds it the same
+        model.config.trained_on_text_pairs = getattr(cfg.data.source, "text_pair_column", None) is not None
     rel = rel or (name if role == "teacher" else f"students/{name}")
     if role == "quantized" and is_int8_model(model):
         save_quantized(model, tokenizer, cfg.run_dir / rel)

@@ -327,6 +327,15 @@ def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
         assert rows[name]["parity_ok"] is True and rows[name]["ort_metric"] == pytest.approx(rows[name]["metric"],
                                                                                               abs=0.02)
     assert rows["half"]["transfer_examples"] == len(data.transfer)
+    # A folder trained on pairs says so (config.json, and its export's), so it is never scored on single texts.
+    from compress import evaluate_folder
+    from compress.errors import UserError
+
+    for folder in (cfg.run_dir / "students" / "half", cfg.run_dir / "exports" / "scratch"):
+        with pytest.raises(UserError, match="trained on text pairs, and no --text-pair-column was given"):
+            evaluate_folder(folder, train, text_column="sentence1", max_length=32)
+        scored = evaluate_folder(folder, train, text_column="sentence1", text_pair_column="sentence2", max_length=32)
+        assert scored["examples"] > 0 and 0 <= scored["metrics"]["accuracy"] <= 1
 
 
 def test_a_missing_pair_column_is_one_line(tmp_path):

@@ -170,6 +170,8 @@ def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_r
     bad = tmp_path / "other.csv"
     bad.write_text("text,label\nhello there,astronomy\n")
     assert_one_line_error(compress("evaluate", half, "--data", bad), "labels the model does not know: ['astronomy']")
+    assert_one_line_error(compress("evaluate", half, "--data", tiny_csv, "--text-pair-column", "text"),
+                          "the model was trained on single texts, and --text-pair-column was given")
     # The run's ONNX export of it, every graph scored with ONNX Runtime on the same file: what the report says of each.
     exported = tiny_run.cfg.run_dir / "exports" / "half"
     graphs = api.evaluate_folder(exported, subset, max_length=tiny_run.cfg.data.max_length)["graphs"]

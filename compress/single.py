@@ -14,7 +14,7 @@ from compress.data.batching import MODEL_INPUTS
 from compress.data.tasks import TASKS
 from compress.errors import UserError
 from compress.models.int8 import is_quantized_dir
-from compress.models.loading import HEAD_NAMES, load_for_inference
+from compress.models.loading import HEAD_NAMES, export_graphs, load_for_inference
 from compress.models.students import OWN_FAMILIES
 from exports.onnx import parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, quantize_graph
@@ -243,13 +243,6 @@ def evaluate_folder(model_dir: Path, data: LabelledFile, task: str | None = None
     spec = TASKS[task]
     outputs = predict(model, test, tokenizer, spec.outputs, data.max_length if spec.per_token else None)
     return {"examples": len(test), "metric": spec.metric, "metrics": spec.evaluate(outputs, test, cfg, labels)}
-
-
-def export_graphs(model_dir: Path) -> list[Path]:
-    """The ONNX graphs of an export folder, model.onnx first; none in a folder with PyTorch weights."""
-    if any(model_dir.glob("*.safetensors")) or any(model_dir.glob("*.bin")):
-        return []
-    return sorted(model_dir.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
 
 
 def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, task: str) -> dict:

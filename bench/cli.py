@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from compress.core.errors import UserError
 from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
-from compress.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
@@ -154,8 +154,8 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
     """
     settings = _settings(locals())
     from bench.measure import add_speedups, latency_rows
-    from compress.anchors import add_zoo_anchors
     from compress.models.zoo import ZOO
+    from compress.report.anchors import add_zoo_anchors
 
     _setup(device, threads)
     unknown = [n for n in names or [] if n not in ZOO]
@@ -232,7 +232,7 @@ def _ints(text: str, option: str) -> list[int]:
 def _finish(command: str, settings: dict, rows: list[dict], json_path: Path | None, csv_path: Path | None,
             table, **extra: object) -> None:
     from bench.results import result_document, write_outputs
-    from compress.progress import console
+    from compress.core.progress import console
 
     to_stdout = str(json_path) == "-"  # the JSON alone on stdout, for a pipe
     if not to_stdout:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 KEY_FIELDS = ("name", "backend", "device", "batch_size", "seq_len")
 # Where a bigger number is the better one; every other compared field (latency, memory) is better smaller.

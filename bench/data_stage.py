@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.data.sources import read_bbc_news
-from compress.stages import RunData
+from compress.pipeline.stages import RunData
 
 
 def build_csv(path: Path, examples: int, seed: int = 0) -> None:

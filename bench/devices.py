@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bench.timing import Clock, cuda_event_clock, wall_clock
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from compress.config import KDConfig, TrainConfig
+from compress.core.config import KDConfig, TrainConfig
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, predict
 from compress.data.metrics import classification_metrics
 from compress.data.tasks import TASKS
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no", help="for our loop only")
     args = parser.parse_args()
 
-    from compress.config import RunConfig
+    from compress.core.config import RunConfig
     from compress.models.loading import load_saved_model, load_tokenizer
     from compress.models.students import drop_layers
 

@@ -1,5 +1,5 @@
 """How fast the teacher labels a transfer set, side by side on one machine in one process: the PyTorch path a run
-uses (compress.stages.cache_transfer_outputs: batches of LABEL_BATCH_SIZE under inference mode) against ONNX
+uses (compress.pipeline.stages.cache_transfer_outputs: batches of LABEL_BATCH_SIZE under inference mode) against ONNX
 Runtime sessions of the teacher's exports (fp32, and the transformer-optimised graph), same batches and batch size,
 each repeated and the best taken. Prints texts per second and the largest logit difference from PyTorch.
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from compress.config import load_config
+from compress.core.config import load_config
 from compress.data.batching import predict
 from compress.models.loading import load_saved_model, load_tokenizer
-from compress.stages import LABEL_BATCH_SIZE, prepare_data
+from compress.pipeline.stages import LABEL_BATCH_SIZE, prepare_data
 from exports.ort import create_session, predict_session
 
 

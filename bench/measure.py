@@ -16,9 +16,9 @@ from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
 from bench.timing import Clock, time_interleaved, wall_clock
+from compress.core.results import Latency, ModelTimings, Timing
 from compress.data.batching import MODEL_INPUTS
 from compress.models.int8 import is_int8_model
-from compress.results import Latency, ModelTimings, Timing
 from exports.ort import available_providers, create_session
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 MB = 2**20
 

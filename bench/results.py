@@ -15,7 +15,7 @@ import cpuinfo
 import psutil
 import torch
 
-from compress.artifacts import write_json_atomic, write_text_atomic
+from compress.core.artifacts import write_json_atomic, write_text_atomic
 
 
 @lru_cache(maxsize=1)

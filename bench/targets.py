@@ -13,8 +13,8 @@ import onnx
 import torch
 import transformers
 
+from compress.core.errors import UserError
 from compress.data.batching import accepted_inputs
-from compress.errors import UserError
 from compress.models.int8 import is_quantized_dir
 from compress.models.loading import AUTO_CLASSES, load_saved_model
 from compress.models.zoo import ZOO, build_zoo_model

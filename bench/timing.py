@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from compress.results import Latency
+from compress.core.results import Latency
 
 
 def summarize(seconds: list[float]) -> Latency:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.config import DEFAULT_CONFIG, RunConfig, load_config
-from compress.errors import UserError
+from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config
+from compress.core.errors import UserError
 
 __all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "evaluate_folder", "export", "load_config", "prune_folder",
            "quantize_folder", "run"]
@@ -29,25 +29,26 @@ def run(config: RunConfig | str | Path | None = None, *, start: str | None = Non
         config = DEFAULT_CONFIG
     elif not isinstance(config, RunConfig):
         config = load_config(Path(config))  # before the heavy imports, so a config mistake is reported at once
-    from compress.pipeline import run as run_pipeline  # torch and transformers load here, not on import
-    from compress.resume import StageSelection
+    from compress.pipeline.pipeline import run as run_pipeline  # torch and transformers load here, not on import
+    from compress.pipeline.resume import StageSelection
 
     return run_pipeline(config, StageSelection(start=start, only=only))
 
 
 def export(model_dir: str | Path, out_dir: str | Path, task: str | None = None, optimize: bool = True,
            quantize: list[str] | None = None, opset: int = 18) -> list[dict]:
-    """`compress export` as a function: one saved model folder to ONNX in `out_dir` (see compress.single)."""
-    from compress.single import export_folder
+    """`compress export` as a function: one saved model folder to ONNX in `out_dir` (see compress.verbs.folders)."""
+    from compress.verbs.folders import export_folder
 
     return export_folder(Path(model_dir), Path(out_dir), task, optimize, quantize, opset)
 
 
 def quantize_folder(model_dir: str | Path, out_dir: str | Path, method: str = "dynamic_int8",
                     task: str | None = None) -> dict:
-    """`compress quantize` as a function: a PyTorch int8, bf16 or fp16 copy of one saved folder (compress.single).
-    (Not `quantize`: that name is the compress.quantize module's.)"""
-    from compress.single import quantize_folder as quantize_one
+    """`compress quantize` as a function: a PyTorch int8, bf16 or fp16 copy of one saved folder
+    (compress.verbs.folders).
+    (Not `quantize`: that name is the compress.compression.quantize module's.)"""
+    from compress.verbs.folders import quantize_folder as quantize_one
 
     return quantize_one(Path(model_dir), Path(out_dir), method, task)
 
@@ -58,9 +59,9 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, structured: bool = 
                  importance: str = "magnitude", seed: int = 0, text_column: str = "text",
                  text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
     """`compress prune` as a function: a pruned copy of one saved folder, recovered on `data_file` when given (the
-    unpruned model as teacher; compress.single)."""
-    from compress.single import LabelledFile
-    from compress.single import prune_folder as prune_one
+    unpruned model as teacher; compress.verbs.folders)."""
+    from compress.verbs.folders import LabelledFile
+    from compress.verbs.folders import prune_folder as prune_one
 
     data = LabelledFile(Path(data_file), text_column, text_pair_column, label_column,
                         max_length) if data_file is not None else None
@@ -70,9 +71,9 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, structured: bool = 
 
 def evaluate_folder(model_dir: str | Path, data_file: str | Path, task: str | None = None, text_column: str = "text",
                     text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
-    """`compress evaluate` as a function: a saved folder's metrics on a labelled file (compress.single)."""
-    from compress.single import LabelledFile
-    from compress.single import evaluate_folder as evaluate_one
+    """`compress evaluate` as a function: a saved folder's metrics on a labelled file (compress.verbs.folders)."""
+    from compress.verbs.folders import LabelledFile
+    from compress.verbs.folders import evaluate_folder as evaluate_one
 
     return evaluate_one(Path(model_dir), LabelledFile(Path(data_file), text_column, text_pair_column, label_column,
                                                       max_length), task)

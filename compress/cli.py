@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from compress.config import load_config
+from compress.core.config import load_config
 from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
-from compress.manifest import STAGES
+from compress.pipeline.manifest import STAGES
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
@@ -69,7 +69,7 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
 
     Example: compress validate configs/squad.yaml
     """
-    from compress.preflight import check_against_models, check_data_files_present
+    from compress.pipeline.preflight import check_against_models, check_data_files_present
 
     cfg = load_config(config)
     check_against_models(cfg)
@@ -77,7 +77,7 @@ def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) 
     trainings = [cfg.teacher.train] + [student.train for student in cfg.students]
     if cfg.device not in ("auto", "cpu") or cfg.bench.other_devices() or \
             any(train.mixed_precision == "fp16" for train in trainings):  # torch is imported only for these
-        from compress.stages import run_device
+        from compress.pipeline.stages import run_device
 
         run_device(cfg)  # a device this machine lacks, fp16 training without a CUDA GPU: as the run refuses them
     typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
@@ -100,7 +100,7 @@ def export(
 
     Example: compress export runs/demo/students/custom-1x128 onnx/custom-1x128 --quantize dynamic-qint8
     """
-    from compress import export as export_folder  # model libraries load only for commands that run models
+    from compress import export as export_folder
 
     for f in export_folder(model, output, task, optimize, quantize, opset):
         parity = "" if f["parity_max_abs_diff"] is None else f", max |ONNX - PyTorch| {f['parity_max_abs_diff']:.1e}"
@@ -210,7 +210,7 @@ def answer(
 
     Example: compress answer --model runs/squad/teacher --question "Who wrote it?" --context "It was written by Ada."
     """
-    from compress.inference import answer_question  # model libraries load only for commands that run models
+    from compress.verbs.inference import answer_question  # model libraries load only for commands that run models
 
     typer.echo(answer_question(model, question, context, max_length=max_length, max_answer_length=max_answer_length))
 
@@ -224,7 +224,7 @@ def tag(
 
     Example: compress tag --model runs/wnut16/teacher --text "Taylor Swift played Madison Square Garden"
     """
-    from compress.inference import tag_text  # model libraries load only for commands that run models
+    from compress.verbs.inference import tag_text  # model libraries load only for commands that run models
 
     for entity in tag_text(model, text):
         typer.echo(f"{entity.type}\t{entity.text}\t{entity.start_char}-{entity.end_char}")

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from compress.errors import UserError
-from compress.stopping import stop_asked, stopping_on_signals
+from compress.core.errors import UserError
+from compress.core.stopping import stop_asked, stopping_on_signals
 
 
 def run_app(app: typer.Typer) -> None:
-    from compress import progress
+    from compress.core import progress
 
     saved = progress.console.quiet, progress.LIBRARY_MESSAGES
     try:
@@ -82,7 +82,7 @@ def set_verbosity(quiet: bool, verbose: bool) -> None:
     libraries' own messages through."""
     if quiet and verbose:
         raise UserError("--quiet and --verbose together", "options", "pick one")
-    from compress import progress
+    from compress.core import progress
 
     progress.console.quiet = quiet
     progress.LIBRARY_MESSAGES = verbose

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.artifacts import replace_dir
+from compress.core.artifacts import replace_dir
+from compress.core.errors import UserError
 from compress.data.batching import MODEL_INPUTS, accepted_inputs
-from compress.errors import UserError
 
 
 def export_hf_model(model, tokenizer, out_dir: Path, task: str, opset: int) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import torch
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 try:
     import onnxruntime as ort
@@ -126,7 +126,7 @@ class _Batches(CalibrationDataReader):
 
 
 def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[str, np.ndarray]] | None = None) -> None:
-    """Write the int8 `variant` (one of compress.config.ORT_INT8_VARIANTS) of the fp32 graph `src` to `dst`.
+    """Write the int8 `variant` (one of compress.core.config.ORT_INT8_VARIANTS) of the fp32 graph `src` to `dst`.
     Static variants calibrate activation ranges (min/max) on `calibration`, feeds named as the graph's inputs."""
     mode, _, rest = variant.partition("-")
     weight_type = QuantType.QUInt8 if rest.startswith("quint8") else QuantType.QInt8

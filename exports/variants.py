@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compress.compression.quantize import argmax_agreement
+from compress.core.errors import UserError
+from compress.core.progress import console, warn
+from compress.core.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
-from compress.errors import UserError
-from compress.progress import console, warn
-from compress.quantize import argmax_agreement
-from compress.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
 

@@ -23,9 +23,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.models.loading import resolve_model_path
-from compress.pipeline import RunResult, run
+from compress.pipeline.pipeline import RunResult, run
 
 
 def console_script(main: Callable[[], None], prog: str, *args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import compress
-from compress.config import dump_config
+from compress.core.config import dump_config
 from tests.test_pipeline import tiny_config
 
 

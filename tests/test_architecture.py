@@ -1,7 +1,8 @@
-"""The shape of the code: imports go one way through the layers of DESIGN.md, and no module-level import cycle.
+"""The shape of the code: imports go one way through the layers of docs/design.md, and no module-level import cycle.
 
-Layers, lowest first: config -> data -> models -> prune/quantize -> distill -> exports -> bench -> pipeline -> cli.
-A module may import its own layer or a lower one, anywhere in the file (imports inside functions included).
+The layers are folders: compress/core -> data -> models -> compression -> distill -> exports/ -> bench/ ->
+compress/report -> pipeline -> verbs -> the command lines. A module may import its own layer or a lower one,
+anywhere in the file (imports inside functions included).
 """
 
 from __future__ import annotations
@@ -14,29 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compress", "exports", "bench")
 
-LAYERS = ["config", "data", "models", "prune/quantize", "distill", "exports", "bench", "pipeline", "cli"]
+LAYERS = ["core", "data", "models", "compression", "distill", "exports", "bench", "report", "pipeline", "verbs",
+          "cli"]
 
-# Module (or package prefix) -> layer; the longest matching prefix wins.
+# Folder (package) -> layer; the longest matching prefix wins. Only the command lines sit outside a folder.
 LAYER_OF = {
-    "compress": "config",  # the package itself, config.py, errors, hub, progress, artifacts, results
+    "compress.core": "core",
     "compress.data": "data",
     "compress.models": "models",
-    "compress.prune": "prune/quantize",
-    "compress.quantize": "prune/quantize",
+    "compress.compression": "compression",
     "compress.distill": "distill",
     "exports": "exports",
     "bench": "bench",
-    "compress.manifest": "pipeline",
-    "compress.resume": "pipeline",
-    "compress.stages": "pipeline",
+    "compress.report": "report",
     "compress.pipeline": "pipeline",
-    "compress.report": "pipeline",
-    "compress.report_files": "pipeline",
-    "compress.model_cards": "pipeline",
-    "compress.tracking": "pipeline",
-    "compress.single": "pipeline",
-    "compress.anchors": "pipeline",
-    "compress.inference": "pipeline",
+    "compress.verbs": "verbs",
     "compress.cli": "cli",
     "compress.entry": "cli",
     "bench.cli": "cli",
@@ -92,6 +85,14 @@ def test_every_module_has_a_layer():
         assert 0 <= layer(module) < len(LAYERS)
 
 
+def test_compress_is_folders_of_layers():
+    """compress/ holds the command lines and its public API; every other module lives in the folder of its layer."""
+    flat = sorted(p.name for p in (ROOT / "compress").glob("*.py"))
+    assert flat == ["__init__.py", "cli.py", "entry.py"]
+    folders = sorted(p.name for p in (ROOT / "compress").iterdir() if (p / "__init__.py").is_file())
+    assert folders and all(LAYER_OF.get(f"compress.{folder}") == folder for folder in folders), folders
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_go_down_the_layers(module):
     upward = sorted(name for name in imports(MODULES[module], top_level_only=False) if layer(name) > layer(module))
@@ -121,6 +122,7 @@ def test_no_module_level_import_cycle():
 def test_the_layer_check_catches_an_upward_import(tmp_path):
     """The checker itself can fail: a data module importing the pipeline is flagged."""
     bad = tmp_path / "bad.py"
-    bad.write_text("from compress.pipeline import run\n")
+    bad.write_text("from compress.pipeline.pipeline import run\n")
     found = imports(bad, top_level_only=False)
-    assert found == {"compress.pipeline"} and layer("compress.pipeline") > layer("compress.data.sources")
+    assert found == {"compress.pipeline.pipeline"}
+    assert layer("compress.pipeline.pipeline") > layer("compress.data.sources")

@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main as bench_main
 from compress.cli import main as compress_main
-from compress.errors import UserError
+from compress.core.errors import UserError
 from tests.compress.test_cli import assert_one_line_error
 from tests.conftest import console_script
 
@@ -93,7 +93,7 @@ def test_damaged_model_folders_and_caches(tiny_bert_dir, tmp_path):
     import shutil
 
     from compress.models.loading import load_saved_model, load_task_model, load_tokenizer
-    from compress.pipeline import load_cached_outputs
+    from compress.pipeline.pipeline import load_cached_outputs
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from bench.cli import main as bench_main
-from compress.config import RunConfig
+from compress.core.config import RunConfig
+from compress.core.errors import UserError
 from compress.data.batching import MODEL_INPUTS
-from compress.errors import UserError
 from compress.models.loading import load_saved_model
-from compress.pipeline import run
+from compress.pipeline.pipeline import run
 from exports.ort import create_session
 from tests.conftest import console_script
 
@@ -240,7 +240,7 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
 def test_a_device_beside_the_cpu_times_every_model_there(squeezed, monkeypatch):
     # CI has no GPU: the CPU stands in for the other device, so the bench stage's second pass and the report's
     # table per device run for real. Int8 rows have CPU kernels only: no PyTorch timing there.
-    from compress.config import BenchConfig
+    from compress.core.config import BenchConfig
 
     cfg, rows, _ = squeezed
     monkeypatch.setattr(BenchConfig, "other_devices", lambda self: ["cpu"])

@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 from transformers import AutoConfig, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-from compress.config import RunConfig
-from compress.errors import UserError
-from compress.pipeline import run
+from compress.core.config import RunConfig
+from compress.core.errors import UserError
+from compress.pipeline.pipeline import run
 from tests.test_tasks_pipeline import check_ort_variants
 
 TRAIN = {"epochs": 2, "learning_rate": 3e-3}
@@ -236,7 +236,7 @@ def test_an_own_tokenizer_without_padding_is_one_line(tmp_path, tiny_bert_dir):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from compress.config import CustomTransformerStudent, TeacherConfig
+    from compress.core.config import CustomTransformerStudent, TeacherConfig
     from compress.models.students import student_tokenizer
 
     backend = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
@@ -313,7 +313,7 @@ def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
         "export": {"quantize": {"enabled": False}},
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
-    from compress.stages import prepare_data
+    from compress.pipeline.stages import prepare_data
 
     data = prepare_data(cfg)
     first = data.train.features[0]
@@ -329,7 +329,7 @@ def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
     assert rows["half"]["transfer_examples"] == len(data.transfer)
     # A folder trained on pairs says so (config.json, and its export's), so it is never scored on single texts.
     from compress import evaluate_folder
-    from compress.errors import UserError
+    from compress.core.errors import UserError
 
     for folder in (cfg.run_dir / "students" / "half", cfg.run_dir / "exports" / "scratch"):
         with pytest.raises(UserError, match="trained on text pairs, and no --text-pair-column was given"):

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from compress.config import RunConfig, dump_config
-from compress.errors import UserError
-from compress.pipeline import StageSelection, run
+from compress.core.config import RunConfig, dump_config
+from compress.core.errors import UserError
+from compress.pipeline.pipeline import StageSelection, run
 
 REPORT_KEYS = {"model", "role", "family", "params", "size_mb", "metric", "retained", "torch_p50_ms", "ort_p50_ms",
                "speedup"}
@@ -93,7 +93,7 @@ def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, 
 
 def test_second_run_resumes_without_recomputing(first_run, monkeypatch):
     _, cfg, first = first_run
-    from compress import stages
+    from compress.pipeline import stages
 
     def not_again(_):
         raise AssertionError("the data was read and tokenised again")
@@ -376,7 +376,7 @@ def test_mlflow_tracking_keeps_every_training_and_the_final_figures_in_the_run_f
 def test_mlflow_not_installed_is_one_line_before_anything_runs(monkeypatch, tmp_path, tiny_bert_dir, tiny_csv):
     import importlib.util
 
-    from compress.preflight import check_trackers_installed
+    from compress.pipeline.preflight import check_trackers_installed
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))

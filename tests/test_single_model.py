@@ -103,7 +103,7 @@ def test_prune_with_data_recovers_towards_the_unpruned_model_step_by_step(tiny_b
 
     from compress.data.batching import predict
     from compress.models.loading import load_saved_model
-    from compress.single import LabelledFile, read_labelled_file
+    from compress.verbs.folders import LabelledFile, read_labelled_file
 
     torch.manual_seed(0)
     source_dir = tmp_path / "source"

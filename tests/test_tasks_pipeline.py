@@ -5,8 +5,8 @@ import json
 import onnx
 import pytest
 
-from compress.config import RunConfig
-from compress.pipeline import run
+from compress.core.config import RunConfig
+from compress.pipeline.pipeline import run
 from tests.conftest import make_conll, make_squad
 
 
@@ -116,7 +116,7 @@ def test_ner_run(tmp_path, tiny_bert_dir):
     stage = json.loads((cfg.run_dir / "logs" / "scratch.layer0.jsonl").read_text().splitlines()[0])
     assert {"hidden", "attention"} <= set(stage)  # the progressive layer stage ran before the KD stage
 
-    from compress.inference import tag_text
+    from compress.verbs.inference import tag_text
 
     text = "alice smith flew to paris today"
     for model in ("teacher", "students/rnn"):  # any saved model tags, our own families included

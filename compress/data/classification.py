@@ -7,14 +7,14 @@ from dataclasses import replace
 
 import torch
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
+from compress.core.progress import track_steps
 from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.metrics import classification_metrics
 from compress.data.rows import ArrowRows
 from compress.data.sources import Examples, load_splits
 from compress.data.transfer import transfer_texts
-from compress.progress import track_steps
 
 # Texts per tokenizer call: the tokenizer's own objects for a whole large split at once would double the peak memory.
 ENCODE_CHUNK = 4096

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from compress.config import ConllSource, HubSource, RunConfig, Wnut16Source
+from compress.core.config import ConllSource, HubSource, RunConfig, Wnut16Source
+from compress.core.errors import UserError
 from compress.data.augment import Candidates
 from compress.data.batching import IGNORE_INDEX, EncodedSplit
 from compress.data.rows import ArrowRows, with_column
 from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_sentences
-from compress.errors import UserError
 
 
 @dataclass(frozen=True)

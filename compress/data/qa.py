@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.config import HubSource, RunConfig, SquadSource
+from compress.core.config import HubSource, RunConfig, SquadSource
+from compress.core.errors import UserError
 from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
 from compress.data.rows import ArrowRows
 from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_questions
-from compress.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.data.augment import Candidates
 from compress.data.batching import EncodedSplit
 from compress.data.classification import build_texts

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from compress.config import BbcNewsSource, DataConfig, HubSource, LocalSource
-from compress.errors import UserError, require_file
-from compress.hub import hub_access, unreachable_note
+from compress.core.config import BbcNewsSource, DataConfig, HubSource, LocalSource
+from compress.core.errors import UserError, require_file
+from compress.core.hub import hub_access, unreachable_note
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.artifacts import write_text_atomic
-from compress.config import RunConfig, stable_hash
+from compress.core.artifacts import write_text_atomic
+from compress.core.config import RunConfig, stable_hash
+from compress.core.errors import UserError
 from compress.data.augment import Candidates, augment_pairs, augment_sentences, augment_texts
 from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows, require_file
-from compress.errors import UserError
 
 TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
 

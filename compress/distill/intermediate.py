@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.core.errors import UserError
 from compress.data.batching import accepted_inputs
-from compress.errors import UserError
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:

@@ -3,7 +3,7 @@ compress.distill.objectives), for the teacher's fine-tuning, every student, prog
 recovery alike. Resume, best epoch, early stopping and logging live here.
 
 Runs on Accelerate (device placement, mixed precision, several processes: each takes whole batches in turn, so a
-step covers N batches; compress.distributed says which process writes).
+step covers N batches; compress.core.distributed says which process writes).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
-from compress.config import TrainConfig
+from compress.core.config import TrainConfig
+from compress.core.errors import UserError
+from compress.core.progress import track_steps, warn
+from compress.core.results import TrainResult
 from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
 from compress.distill.objectives import WeightedLoss
 from compress.distill.trackers import trackers_for
-from compress.errors import UserError
-from compress.progress import track_steps, warn
-from compress.results import TrainResult
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class TrainLog:
     description: str = "training"
     log_path: Path | None = None
     checkpoint: Path | None = None
-    trackers: tuple[str, ...] = ()  # experiment trackers that get the same records (compress.tracking)
+    trackers: tuple[str, ...] = ()  # experiment trackers that get the same records (compress.report.tracking)
     run_dir: Path | None = None  # where they write: tensorboard into <run_dir>/tb/<name>/, mlflow's default store
     experiment: str = "run"  # the run's name: MLflow's experiment, the model's `name` its MLflow run
     name: str = "model"

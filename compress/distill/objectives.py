@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.config import KDConfig, LayerDroppedStudent, StudentConfig
+from compress.core.config import KDConfig, LayerDroppedStudent, StudentConfig
 from compress.data.batching import IGNORE_INDEX
 from compress.data.tasks import Task, loss_targets
 from compress.distill.intermediate import IntermediateLoss, LayerStage

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from compress.config import KDConfig, TrainConfig
+from compress.core.config import KDConfig, TrainConfig
 from compress.data.batching import EncodedSplit
 from compress.distill.intermediate import IntermediateLoss
 from compress.distill.loop import TrainLog, train_model

@@ -3,7 +3,7 @@ logs each step's loss terms and learning rate and each epoch's validation metric
 
 TensorBoard writes event files under the run folder's tb/<model>/. MLflow logs to the server MLFLOW_TRACKING_URI
 names or, by default, to a SQLite store in the run folder (mlflow.db: MLflow 3 refuses its old file store), one
-experiment per run (its name) and one MLflow run per training, named after the model. compress.tracking adds each
+experiment per run (its name) and one MLflow run per training, named after the model. compress.report.tracking adds each
 model's final figures with the report."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch_pruning as tp
 from torch import nn
 from transformers import PreTrainedModel
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 from compress.models.custom import CustomTransformerConfig
 
 # Families whose heads and FFN structured pruning cannot cut apart, and why.

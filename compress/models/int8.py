@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.ao.nn.quantized import dynamic as qdynamic
 
-from compress.artifacts import replace_dir
+from compress.core.artifacts import replace_dir
 
 QUANTIZED_WEIGHTS = "model.int8.safetensors"
 QUANTIZATION_FILE = "quantization.json"

@@ -21,12 +21,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from compress.errors import UserError
-from compress.hub import hub_access, unreachable_note
+from compress.core.errors import UserError
+from compress.core.hub import hub_access, unreachable_note
+from compress.core.packaged import PACKAGED_MODELS, resolve_model_path  # noqa: F401  (imported from here by many)
 from compress.models import bilstm, custom  # noqa: F401  (registers our families with the Auto classes)
 from compress.models.anatomy import resize_layers
 from compress.models.int8 import is_quantized_dir, load_quantized
-from compress.packaged import PACKAGED_MODELS, resolve_model_path  # noqa: F401  (imported from here by many)
 
 # The transformers class that builds a model with each task's head.
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification,

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, PreTrainedTokenizerBase
 
+from compress.core.hub import hub_access
+from compress.core.progress import track_steps
 from compress.data.augment import Candidates, split_word
-from compress.hub import hub_access
-from compress.progress import track_steps
 
 BATCH = 32
 

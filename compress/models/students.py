@@ -13,7 +13,7 @@ import zlib
 import torch
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.config import (
+from compress.core.config import (
     LAYER_METHODS,
     BiLSTMStudent,
     CheckpointStudent,
@@ -22,8 +22,8 @@ from compress.config import (
     StudentConfig,
     TeacherConfig,
 )
-from compress.errors import UserError
-from compress.hub import hub_access
+from compress.core.errors import UserError
+from compress.core.hub import hub_access
 from compress.models.anatomy import layer_list
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig

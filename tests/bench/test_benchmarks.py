@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import export_for_ort
-from compress.config import KDConfig
+from compress.core.config import KDConfig
 from compress.data.tasks import TASKS
 from compress.distill.objectives import task_loss
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
@@ -106,7 +106,7 @@ def test_distillation_throughput(benchmark, tiny_bert_dir, loop):
     import copy
 
     from bench.distill_speed import distil_with_cache, distil_with_trainer
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
     from compress.data.batching import EncodedSplit
     from compress.models.students import drop_layers
 

@@ -125,7 +125,7 @@ def test_profile_lists_top_operators_and_writes_a_chrome_trace(tiny_bert_dir, tm
 
 
 def test_profile_of_a_run_folder_asks_for_one_model(run_folder):
-    from compress.errors import UserError
+    from compress.core.errors import UserError
 
     with pytest.raises(UserError, match="one model on one backend"):
         invoke("profile", run_folder)

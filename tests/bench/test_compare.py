@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.compare import HIGHER_IS_BETTER, KEY_FIELDS, compare_rows, load_rows
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 
 def row(name="m", backend="ort", batch_size=1, seq_len=128, **values):

@@ -15,7 +15,7 @@ from bench.measure import Opened, _Describer, add_speedups, latency_row, latency
 from bench.runners import dummy_inputs
 from bench.targets import Runnable
 from bench.timing import Latency, wall_clock
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 ROW_KEYS = ["name", "backend", "path", "device", "provider", "batch_size", "seq_len", "params", "flops",
             "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean",

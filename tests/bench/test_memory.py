@@ -14,7 +14,7 @@ import pytest
 import bench.memory
 from bench.memory import MB, _peak_rss_bytes, memory_rows
 from bench.targets import Runnable
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 ROW_KEYS = ["name", "backend", "path", "device", "batch_size", "seq_len", "peak_rss_mb", "rss_increase_mb",
             "cuda_max_allocated_mb", "mps_current_allocated_mb", "mps_driver_allocated_mb", "provider"]

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from bench.runners import dummy_inputs
 from bench.targets import Runnable, export_for_ort, onnx_vocab_size, open_torch, resolve
-from compress.errors import UserError
+from compress.core.errors import UserError
 from compress.models.loading import AUTO_CLASSES
 from compress.models.zoo import ZOO
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.data.augment import augment_pairs, augment_sentences, augment_texts, split_word
 from compress.data.sources import load_splits
 from compress.data.transfer import transfer_texts
@@ -114,8 +114,8 @@ def test_augmented_copies_join_the_transfer_set_after_the_rest_and_are_cached(tm
 
 
 def test_asking_for_an_mlm_head_the_teacher_lacks_is_one_line(tmp_path, tiny_bert_dir, tokenizer):
-    from compress.errors import UserError
-    from compress.stages import augmentation_words
+    from compress.core.errors import UserError
+    from compress.pipeline.stages import augmentation_words
 
     cfg = RunConfig.model_validate({"output_dir": str(tmp_path), "teacher": {"model": str(tiny_bert_dir)},
                                     "transfer": {"augment": {"source": "mlm"}}})

@@ -118,7 +118,7 @@ def test_bad_pairs_and_scores_leave_no_run_folder(tmp_path, tiny_bert_dir, task,
 def test_a_run_refused_by_the_lock_leaves_the_running_one_alone(tmp_path, tiny_bert_dir, tiny_csv):
     """A second run of a new name, started while the first holds the folder, is refused and deletes nothing of the
     first's, however little the first has written yet."""
-    from compress.artifacts import run_folder_lock
+    from compress.core.artifacts import run_folder_lock
 
     path = tmp_path / "c.yaml"
     path.write_text(f"name: busy\noutput_dir: {tmp_path / 'runs'}\nteacher: {{model: {tiny_bert_dir}}}\n"
@@ -169,7 +169,7 @@ def test_stage_names_complete_in_the_shell():
 
 def test_quiet_prints_only_the_result_and_verbose_with_it_is_refused(tmp_path):
     from bench.cli import main as bench_main
-    from compress import progress
+    from compress.core import progress
 
     zoo = ["zoo", "custom-2x256", "--iters", "3", "--warmup", "0"]
     out = console_script(bench_main, "bench", "-q", *zoo, "--json", str(tmp_path / "zoo.json"))

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.config import DEFAULT_CONFIG, RunConfig, load_config, stable_hash
-from compress.errors import UserError
+from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config, stable_hash
+from compress.core.errors import UserError
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -88,7 +88,7 @@ def test_config_is_frozen():
 
 
 def test_how_often_training_checkpoints_leaves_the_stage_hashes_alone():
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
 
     assert stable_hash(TrainConfig(checkpoint_every=0)) == stable_hash(TrainConfig())
     assert stable_hash({"students": [TrainConfig(checkpoint_every=3).model_dump()]}) == \

@@ -3,11 +3,11 @@ from collections import Counter
 
 import pytest
 
-from compress.config import DataConfig, HubSource, LocalSource
+from compress.core.config import DataConfig, HubSource, LocalSource
+from compress.core.errors import UserError
 from compress.data.batching import make_loader
 from compress.data.classification import encode
 from compress.data.sources import load_splits, read_bbc_news
-from compress.errors import UserError
 from tests.conftest import make_texts, write_csv
 
 
@@ -160,7 +160,7 @@ def test_unreachable_hub_switches_libraries_offline_and_restores(monkeypatch):
     import datasets.config
     from huggingface_hub import constants
 
-    from compress import hub
+    from compress.core import hub
 
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
@@ -232,7 +232,7 @@ def test_large_splits_are_tokenised_in_chunks_with_the_same_result(tiny_bert_dir
 
 
 def test_data_hash_is_stable_hash_without_the_walk():
-    from compress.config import data_hash, stable_hash
+    from compress.core.config import data_hash, stable_hash
 
     features = [{"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "labels": 2.5}, {"offsets": [(0, 3)]}]
     assert data_hash([features, features[:1]], ["a", "b"]) == stable_hash([features, features[:1]], ["a", "b"])

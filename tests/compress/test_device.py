@@ -7,9 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compress.config import RunConfig, stable_hash
-from compress.errors import UserError
-from compress.stages import run_device, training_on
+from compress.core.config import RunConfig, stable_hash
+from compress.core.errors import UserError
+from compress.pipeline.stages import run_device, training_on
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -107,7 +107,7 @@ def test_an_absent_bench_device_is_one_line_before_anything_runs():
 ])
 def test_with_several_processes_each_takes_the_gpu_of_its_local_rank(monkeypatch, device, local_rank, gpus,
                                                                        expected):
-    from compress.distributed import process_device
+    from compress.core.distributed import process_device
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("LOCAL_RANK", local_rank)
@@ -121,7 +121,7 @@ def test_with_several_processes_each_takes_the_gpu_of_its_local_rank(monkeypatch
 
 
 def test_one_process_keeps_the_device_it_names(monkeypatch):
-    from compress.distributed import process_device
+    from compress.core.distributed import process_device
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert process_device(torch.device("cuda", 3)) == torch.device("cuda", 3)

@@ -19,10 +19,10 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
     import numpy as np
     import yaml
 
-    from compress import stages
-    from compress.config import load_config
-    from compress.pipeline import run
-    from compress.results import ModelArtifact, from_json
+    from compress.core.config import load_config
+    from compress.core.results import ModelArtifact, from_json
+    from compress.pipeline import stages
+    from compress.pipeline.pipeline import run
 
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump({
@@ -69,7 +69,7 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
 def _gather_in_process(rank: int, rows: int, port: int, results) -> None:
     import torch
 
-    from compress import distributed
+    from compress.core import distributed
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
@@ -114,13 +114,13 @@ def _train_in_process(rank: int, bert_dir: str, csv: str, port: int, results) ->
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compress import distributed
-    from compress.config import DataConfig, LocalSource, TrainConfig
+    from compress.core import distributed
+    from compress.core.config import DataConfig, LocalSource, TrainConfig
+    from compress.core.errors import UserError
     from compress.data.classification import encode
     from compress.data.sources import load_splits
     from compress.distill.loop import TrainLog, train_model
     from compress.distill.objectives import WeightedLoss
-    from compress.errors import UserError
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

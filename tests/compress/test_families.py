@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compress.config import BiLSTMStudent, CustomTransformerStudent, TeacherConfig, TrainConfig
+from compress.core.config import BiLSTMStudent, CustomTransformerStudent, TeacherConfig, TrainConfig
 from compress.data.batching import EncodedSplit
 from compress.data.tasks import TASKS
 from compress.distill.loop import TrainLog, train_model

@@ -4,13 +4,19 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compress.config import CustomTransformerStudent, IntermediateConfig, KDConfig, LayerDroppedStudent, TrainConfig
+from compress.core.config import (
+    CustomTransformerStudent,
+    IntermediateConfig,
+    KDConfig,
+    LayerDroppedStudent,
+    TrainConfig,
+)
+from compress.core.errors import UserError
 from compress.data.batching import EncodedSplit
 from compress.data.tasks import TASKS
 from compress.distill.intermediate import attention_loss, masked_mse, match_heads, uniform_layer_map
 from compress.distill.loop import TrainLog, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer
-from compress.errors import UserError
 from compress.models.custom import CustomTransformerConfig, CustomTransformerForSequenceClassification
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compress.config import DataConfig, KDConfig, LocalSource, TrainConfig
+from compress.core.config import DataConfig, KDConfig, LocalSource, TrainConfig
 from compress.data.batching import predict
 from compress.data.classification import encode
 from compress.data.sources import load_splits
@@ -50,7 +50,7 @@ def test_kd_training_logs_both_terms_and_moves_toward_the_teacher(tiny_bert_dir,
 
 
 def test_a_nan_loss_stops_training_with_one_line_naming_the_model_and_step(tiny_bert_dir, tiny_csv):
-    from compress.errors import UserError
+    from compress.core.errors import UserError
 
     tokenizer, train, model = setup(tiny_bert_dir, tiny_csv)
     teacher_logits = torch.full((len(train), 3), math.nan)  # what an infinite temperature or a broken cache gives
@@ -85,7 +85,7 @@ def _toy(tiny_bert_dir):
 def test_best_epoch_weights_are_kept_and_patience_stops_early(tiny_bert_dir, tmp_path):
     import json
 
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
     from compress.distill.loop import train_model
 
     model, tokenizer, split = _toy(tiny_bert_dir)
@@ -108,7 +108,7 @@ def test_best_epoch_weights_are_kept_and_patience_stops_early(tiny_bert_dir, tmp
 def test_gradient_accumulation_takes_one_optimizer_step_per_group(tiny_bert_dir, tmp_path):
     import json
 
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
     from compress.distill.loop import train_model
 
     model, tokenizer, split = _toy(tiny_bert_dir)  # 12 examples: 6 batches of 2 -> 3 optimizer steps of 2 batches
@@ -121,7 +121,7 @@ def test_gradient_accumulation_takes_one_optimizer_step_per_group(tiny_bert_dir,
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
     from compress.distill.loop import train_model
 
     model, tokenizer, split = _toy(tiny_bert_dir)
@@ -135,7 +135,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_bert_dir):
 def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
     import time
 
-    from compress.config import TrainConfig
+    from compress.core.config import TrainConfig
     from compress.distill.loop import train_model
 
     def improving(m):  # every epoch better than the last, so each run ends with its last epoch's weights

@@ -1,7 +1,7 @@
 import pytest
 
-from compress.errors import UserError
-from compress.manifest import Manifest
+from compress.core.errors import UserError
+from compress.pipeline.manifest import Manifest
 
 
 def make_work(run_dir, calls):
@@ -51,7 +51,7 @@ def test_manifest_entry_missing_keys_is_a_user_error(tmp_path):
 
 
 def test_a_killed_runs_temporaries_are_removed_and_nothing_else(tmp_path):
-    from compress.artifacts import remove_stale_temporaries
+    from compress.core.artifacts import remove_stale_temporaries
 
     stale = [".manifest.json.tmp4242", "students/half.tmp/model.safetensors", "students/half.old/config.json",
              "cache/teacher_train_logits.tmp.npy", "exports/half/model_dynamic_qint8.onnx.tmp",
@@ -74,9 +74,9 @@ def test_a_ctrl_c_a_library_swallowed_stops_the_run_when_its_stage_is_recorded(t
     import signal
     import time
 
-    from compress.results import CachedOutputs
-    from compress.resume import StageRunner, StageSelection
-    from compress.stopping import stopping_on_signals
+    from compress.core.results import CachedOutputs
+    from compress.core.stopping import stopping_on_signals
+    from compress.pipeline.resume import StageRunner, StageSelection
 
     def labelling_that_swallows_ctrl_c():
         try:

@@ -2,6 +2,7 @@ import pytest
 from seqeval.metrics import f1_score
 from transformers import AutoTokenizer
 
+from compress.core.errors import UserError
 from compress.data.ner import (
     IGNORE_INDEX,
     align_labels,
@@ -13,7 +14,6 @@ from compress.data.ner import (
     read_wnut16,
     word_predictions,
 )
-from compress.errors import UserError
 from compress.models.loading import resolve_model_path
 
 
@@ -169,7 +169,7 @@ def test_a_latin1_conll_file_is_one_line(tmp_path):
 
 
 def test_an_unknown_tag_in_the_test_file_names_the_test_file(tmp_path, tiny_bert_dir):
-    from compress.config import RunConfig
+    from compress.core.config import RunConfig
     from compress.data.ner import build
     from tests.conftest import make_conll
 

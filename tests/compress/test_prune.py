@@ -21,11 +21,7 @@ from transformers import (
 )
 
 from bench.flops import count_flops
-from compress.errors import UserError
-from compress.models.bilstm import BiLSTMConfig
-from compress.models.custom import CustomTransformerConfig
-from compress.models.loading import load_saved_model, resolve_model_path
-from compress.prune import (
+from compress.compression.prune import (
     layer_parts,
     make_permanent,
     prune_structured,
@@ -33,6 +29,10 @@ from compress.prune import (
     target_sparsity,
     unstructured_targets,
 )
+from compress.core.errors import UserError
+from compress.models.bilstm import BiLSTMConfig
+from compress.models.custom import CustomTransformerConfig
+from compress.models.loading import load_saved_model, resolve_model_path
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session
 
@@ -244,7 +244,7 @@ def test_a_pruned_model_of_another_family_prunes_again_after_reloading(family, t
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "custom"])
 def test_every_family_drops_layers_distils_its_layers_and_prunes_unstructured(family):
-    from compress.config import KDConfig, LayerDroppedStudent
+    from compress.core.config import KDConfig, LayerDroppedStudent
     from compress.distill.objectives import layer_transfer
     from compress.models.students import drop_layers
 
@@ -298,7 +298,7 @@ def test_fused_families_refuse_structured_pruning_and_take_what_else_they_can(fa
     assert "structured pruning of a" in err.value.what and "\n" not in err.value.line()
     ids = torch.tensor([[1, 5, 7, 2]])
     if family == "deberta":  # v1 keeps BERT's encoder.layer list: its layers drop and its layers distil
-        from compress.config import KDConfig, LayerDroppedStudent
+        from compress.core.config import KDConfig, LayerDroppedStudent
         from compress.distill.objectives import layer_transfer
 
         student = drop_layers(copy.deepcopy(model), [1], "students.0")

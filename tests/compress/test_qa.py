@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from compress.core.errors import UserError
 from compress.data.qa import (
     QAExample,
     exact_match,
@@ -14,7 +15,6 @@ from compress.data.qa import (
     read_squad,
     squad_metrics,
 )
-from compress.errors import UserError
 from compress.models.loading import resolve_model_path
 
 CONTEXT = "France is a country in Europe. Its capital is Paris."

@@ -5,10 +5,10 @@ import torch
 from torch.ao.nn.quantized import dynamic as qdynamic
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
+from compress.compression.quantize import argmax_agreement
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.int8 import quantize_dynamic_int8, save_quantized
 from compress.models.loading import load_saved_model, resolve_model_path
-from compress.quantize import argmax_agreement
 
 
 def batch(n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

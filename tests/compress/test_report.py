@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from compress.anchors import Shape, add_zoo_anchors, compare_with_anchors, read_shape
-from compress.report import _best, _pareto
-from compress.report_files import artifact_rows, artifacts_csv, html_page, markdown, pareto_png
+from compress.report.anchors import Shape, add_zoo_anchors, compare_with_anchors, read_shape
+from compress.report.files import artifact_rows, artifacts_csv, html_page, markdown, pareto_png
+from compress.report.tables import _best, _pareto
 
 
 def row(model, role, metric, torch_p50, params=1_000_000, kept=None, retained=None, speedup=None, **extra):
@@ -135,8 +135,8 @@ def test_markdown_and_html_hold_every_artifact_and_the_plot():
 
 
 def test_a_device_beside_the_cpu_gets_its_own_latency_table_with_speedups_there():
-    from compress.report import device_latency
-    from compress.results import ModelTimings, Timing
+    from compress.core.results import ModelTimings, Timing
+    from compress.report.tables import device_latency
 
     def timing(p50, efficiency=None):
         return Timing(p50, p50, p50 * 1.2, p50 * 1.3, p50, 0.1, 10, efficiency)
@@ -161,7 +161,7 @@ def test_a_device_beside_the_cpu_gets_its_own_latency_table_with_speedups_there(
 
 
 def test_training_curves_come_from_the_logs(tmp_path):
-    from compress.report_files import curves_png, running_mean, training_curves
+    from compress.report.files import curves_png, running_mean, training_curves
 
     (tmp_path / "a.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 2.0}\n{"step": 2, "epoch": 0, "loss": 1.0}\n'
                                       '{"epoch": 0, "validation": 0.5}\n')

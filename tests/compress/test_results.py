@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.results import (
+from compress.core.results import (
     ExportResult,
     ExportVariant,
     ModelArtifact,
@@ -35,7 +35,7 @@ CONTRACT_KEYS = {
 
 def test_docs_report_schema_is_generated_from_the_code():
     documented = (ROOT / "docs" / "report-schema.md").read_text(encoding="utf-8")
-    assert documented == report_schema_markdown(), "regenerate: python -m compress.results > docs/report-schema.md"
+    assert documented == report_schema_markdown(), "regenerate: python -m compress.core.results > docs/report-schema.md"
 
 
 def test_every_published_row_key_is_still_in_the_schema():
@@ -81,8 +81,8 @@ def test_a_manifest_entry_of_the_wrong_shape_is_refused():
 
 
 def test_a_result_recorded_in_a_shape_this_version_cannot_read_runs_the_stage_again(tmp_path):
-    from compress.results import CachedOutputs
-    from compress.resume import StageRunner, StageSelection
+    from compress.core.results import CachedOutputs
+    from compress.pipeline.resume import StageRunner, StageSelection
 
     (tmp_path / "out.npy").write_bytes(b"x")
     runner = StageRunner(tmp_path, StageSelection())

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from compress import stages
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.data.tasks import TASKS
+from compress.pipeline import stages
 from tests.conftest import make_conll, make_squad
 from tests.test_families_pipeline import write_pairs, write_scores
 
@@ -75,7 +75,7 @@ def test_a_damaged_or_older_store_is_built_again(tmp_path, tiny_bert_dir, tiny_c
 def test_a_run_that_trains_again_reads_the_kept_splits(tmp_path, tiny_bert_dir, tiny_csv, monkeypatch):
     """A student added to a finished run trains on the splits the first run kept: nothing is read or tokenised, and
     the stages already done are skipped; data of another key replaces the kept splits (one folder at a time)."""
-    from compress.pipeline import run
+    from compress.pipeline.pipeline import run
 
     base = {"name": "kept", "output_dir": str(tmp_path / "runs"),
             "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 16, "max_train_examples": 20},

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 from compress.models.students import default_layers, drop_layers
 
 

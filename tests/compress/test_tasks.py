@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from compress.config import KDConfig
+from compress.core.config import KDConfig
 from compress.data.tasks import TASKS, loss_targets
 from compress.distill.losses import kd_loss
 from compress.distill.objectives import task_loss

@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from transformers import BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from compress.config import DataConfig, KDConfig, LocalSource, RunConfig, TrainConfig, load_config
+from compress.core.config import DataConfig, KDConfig, LocalSource, RunConfig, TrainConfig, load_config
+from compress.core.errors import UserError
 from compress.data.batching import IGNORE_INDEX
 from compress.data.sources import load_splits
 from compress.data.tasks import TASKS
 from compress.data.transfer import transfer_texts
 from compress.distill.loop import train_model
 from compress.distill.objectives import LogitTerms, task_loss
-from compress.errors import UserError
 from compress.models.loading import load_saved_model, load_tokenizer
-from compress.pipeline import run
-from compress.stages import distillation_split, prepare_data
+from compress.pipeline.pipeline import run
+from compress.pipeline.stages import distillation_split, prepare_data
 from tests.conftest import make_texts, write_csv
 
 
@@ -238,7 +238,7 @@ def test_edited_unlabeled_file_labels_the_transfer_set_again(transfer_run):
 
 
 def test_a_run_killed_mid_labelling_resumes(tmp_path, tiny_bert_dir, tiny_csv, monkeypatch):
-    import compress.stages as stages
+    import compress.pipeline.stages as stages
 
     real_predict = stages.predict
 
@@ -331,7 +331,7 @@ def test_bad_transfer_block_fails_at_load(tmp_path, yaml_text, message):
 
 def test_compress_run_with_a_missing_unlabeled_file_is_one_line_exit_2(tmp_path, tiny_bert_dir, tiny_csv):
     from compress.cli import main
-    from compress.config import dump_config
+    from compress.core.config import dump_config
     from tests.conftest import console_script
 
     cfg = transfer_run_config(tmp_path, tiny_bert_dir, tiny_csv, unlabeled=[tmp_path / "gone.txt"])

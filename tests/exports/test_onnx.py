@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bench.runners import dummy_inputs
-from compress.errors import UserError
+from compress.core.errors import UserError
 from exports.onnx import parity_max_abs_diff
 from exports.ort import create_session
 

@@ -13,10 +13,10 @@ from transformers import (
 )
 
 from bench.runners import dummy_inputs
-from compress.config import ORT_INT8_VARIANTS
-from compress.errors import UserError
+from compress.core.config import ORT_INT8_VARIANTS
+from compress.core.errors import UserError
+from compress.core.results import ReportVariant
 from compress.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
-from compress.results import ReportVariant
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, quantize_graph
 from exports.variants import choose_variant

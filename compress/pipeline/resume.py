@@ -14,13 +14,13 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from compress import distributed
-from compress.config import RunConfig
-from compress.errors import UserError
-from compress.manifest import STAGES, Manifest, stage_group
-from compress.progress import console
-from compress.results import from_json, to_json
-from compress.stopping import check_stop
+from compress.core import distributed
+from compress.core.config import RunConfig
+from compress.core.errors import UserError
+from compress.core.progress import console
+from compress.core.results import from_json, to_json
+from compress.core.stopping import check_stop
+from compress.pipeline.manifest import STAGES, Manifest, stage_group
 
 R = TypeVar("R")
 
@@ -70,7 +70,7 @@ class LaterStageNotRun(Exception):
 
 
 # Stages that train or label: with several processes every process runs them (on its turn of the batches, or its
-# share of the rows to label); every other stage runs in the main process alone (compress.distributed).
+# share of the rows to label); every other stage runs in the main process alone (compress.core.distributed).
 EVERY_PROCESS_STAGES = ("teacher", "teacher_logits", "teacher_transfer", "student", "baseline", "prune")
 
 
@@ -110,7 +110,7 @@ class StageRunner:
             distributed.wait_for_everyone()  # the others now read what was recorded
         else:
             recorded, skipped = self._follow_main(stage, config_hash, force, work)
-        check_stop()  # a Ctrl-C whose KeyboardInterrupt a library swallowed stops the run here (compress.stopping)
+        check_stop()  # a Ctrl-C whose KeyboardInterrupt a library swallowed stops the run here (compress.core.stopping)
         if stage not in self.ran + self.skipped:  # the teacher's outputs are asked for once per student: said once
             (self.skipped if skipped else self.ran).append(stage)
             console.print(f"[dim]skipped[/dim] {stage} (unchanged)" if skipped else f"[dim]done[/dim] {stage}")

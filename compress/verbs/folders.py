@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.runners import dummy_inputs
+from compress.core.errors import UserError
 from compress.data.batching import MODEL_INPUTS
 from compress.data.tasks import TASKS
-from compress.errors import UserError
 from compress.models.int8 import is_quantized_dir
 from compress.models.loading import HEAD_NAMES, export_graphs, load_for_inference
 from compress.models.students import OWN_FAMILIES
@@ -103,9 +103,9 @@ def quantize_folder(model_dir: Path, out_dir: Path, method: str = "dynamic_int8"
     """A lower-precision copy of a saved folder in `out_dir`, as the pipeline's quantize stage makes it (int8: the
     int8 file format; bf16/fp16: a saved model in that dtype). Returns its size and how far its outputs on random
     inputs are from the source's (the run's quantize stage measures agreement on the test split)."""
-    from compress.artifacts import folder_size_mb, save_pretrained_atomic
+    from compress.compression.quantize import HALF_PRECISIONS, quantize
+    from compress.core.artifacts import folder_size_mb, save_pretrained_atomic
     from compress.models.int8 import save_quantized
-    from compress.quantize import HALF_PRECISIONS, quantize
 
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     check_output_folder(model_dir, out_dir, marker=MADE_FROM)
@@ -152,9 +152,9 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
     after, the sparsity, and the file's metric after each step."""
     from pydantic import ValidationError
 
-    from compress.artifacts import save_pretrained_atomic
-    from compress.config import RecoveryConfig, StructuredPrune, UnstructuredPrune
-    from compress.prune import Pruner, count_nonzero
+    from compress.compression.prune import Pruner, count_nonzero
+    from compress.core.artifacts import save_pretrained_atomic
+    from compress.core.config import RecoveryConfig, StructuredPrune, UnstructuredPrune
 
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     check_output_folder(model_dir, out_dir, marker=MADE_FROM)
@@ -201,10 +201,10 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
 
 def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: LabelledFile, seed: int) -> list:
     """prune_iteratively on a labelled file, the unpruned model's outputs on it as the recovery's teacher."""
+    from compress.compression.prune import prune_iteratively
     from compress.data.batching import predict
     from compress.distill.loop import accumulate_gradients, train_model
     from compress.distill.objectives import task_loss
-    from compress.prune import prune_iteratively
 
     spec, task_spec = pruner.spec, TASKS[task]
     split, cfg, labels = read_labelled_file(data, task, model_dir, pruner.model.config, tokenizer)
@@ -269,7 +269,7 @@ def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, tas
 def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, config, tokenizer):
     """(encoded split, the RunConfig the task's scorer reads, the model's label names or None) for a labelled file
     encoded with the model's tokenizer (`config`: the model's); a class the model does not know is one line."""
-    from compress.config import RunConfig
+    from compress.core.config import RunConfig
     from compress.data.classification import encode
     from compress.data.sources import Examples, read_local_file
 
@@ -305,7 +305,7 @@ MADE_FROM = "made_from.json"  # what a verb wrote a folder from: provenance, and
 
 
 def write_made_from(out_dir: Path, model_dir: Path, verb: str, settings: dict) -> None:
-    from compress.artifacts import write_json_atomic
+    from compress.core.artifacts import write_json_atomic
 
     write_json_atomic(out_dir / MADE_FROM, {"verb": f"compress {verb}", "source": str(model_dir), "settings": settings})
 

@@ -2,8 +2,8 @@
 bench -> report.
 
 Read top to bottom, this is the run: each stage is hashed with everything it depends on (chained through the
-hashes of the results it reads) and called through the manifest (compress.resume), so an interrupted run resumes
-and a change re-runs only what is downstream of it. What each stage does is in compress.stages.
+hashes of the results it reads) and called through the manifest (compress.pipeline.resume), so an interrupted run
+resumes and a change re-runs only what is downstream of it. What each stage does is in compress.pipeline.stages.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import transformers
 
-from compress import distributed, progress, stages
-from compress.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
-from compress.config import (
+from compress.core import distributed, progress
+from compress.core.artifacts import remove_stale_temporaries, run_folder_lock, write_text_atomic
+from compress.core.config import (
     BiLSTMStudent,
     PruneConfig,
     QuantizeConfig,
@@ -34,17 +34,18 @@ from compress.config import (
     dump_config,
     stable_hash,
 )
+from compress.core.errors import UserError
+from compress.core.progress import track_steps, warn
+from compress.core.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
 from compress.data.tasks import TASKS
-from compress.errors import UserError
-from compress.model_cards import write_model_cards
-from compress.preflight import check_against_models
-from compress.progress import track_steps, warn
-from compress.report import build_report, print_report, print_timeline
-from compress.report_files import write_report_files
-from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
-from compress.resume import LaterStageNotRun, StageRunner, StageSelection
-from compress.stages import RunData
-from compress.tracking import write_final_scalars
+from compress.pipeline import stages
+from compress.pipeline.preflight import check_against_models
+from compress.pipeline.resume import LaterStageNotRun, StageRunner, StageSelection
+from compress.pipeline.stages import RunData
+from compress.report.files import write_report_files
+from compress.report.model_cards import write_model_cards
+from compress.report.tables import build_report, print_report, print_timeline
+from compress.report.tracking import write_final_scalars
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _run(cfg: RunConfig, selection: StageSelection) -> RunResult:
     check_against_models(cfg)  # and what the models' configs refute (a layer the teacher lacks), before training
     run_dir = cfg.run_dir
     made = make_run_folder(run_dir)
-    main = distributed.is_main()  # with several processes, the main one alone writes (compress.distributed)
+    main = distributed.is_main()  # with several processes, the main one alone writes (compress.core.distributed)
     with run_folder_lock(run_dir) if main else contextlib.nullcontext(), stages.training_on(device):
         try:
             distributed.start(device)

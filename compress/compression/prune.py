@@ -21,8 +21,10 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.config import PruneConfig, StructuredPrune
-from compress.errors import UserError
+from compress.core.config import PruneConfig, StructuredPrune
+from compress.core.errors import UserError
+from compress.core.progress import console
+from compress.core.results import PruneStep, to_json
 from compress.models.anatomy import (
     LayerParts,
     Layout,
@@ -31,8 +33,6 @@ from compress.models.anatomy import (
     remove_neurons,
     transformer_layers,
 )
-from compress.progress import console
-from compress.results import PruneStep, to_json
 
 PRUNABLE = (nn.Linear, nn.LSTM, nn.Embedding)
 

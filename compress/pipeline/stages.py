@@ -1,6 +1,6 @@
 """What each stage of `compress run` does, as plain functions over the run's config and data: each composes the
 domain packages (models, distill, prune, quantize, exports, bench), writes under the run folder and returns
-`(outputs written, typed result)`. When to run them, and what they are hashed with, is compress.pipeline's.
+`(outputs written, typed result)`. When to run them, and what they are hashed with, is compress.pipeline.pipeline's.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
 from bench.measure import OnDevice, time_model_and_graphs, time_on_device
 from bench.results import capture_environment
-from compress import distributed, preflight
-from compress.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
-from compress.config import (
+from compress.compression.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
+from compress.compression.quantize import HALF_PRECISIONS, argmax_agreement, quantize
+from compress.core import distributed
+from compress.core.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
+from compress.core.config import (
     LAYER_METHODS,
     PER_TEXT_TASKS,
     PruneConfig,
@@ -42,6 +44,18 @@ from compress.config import (
     data_hash,
     stable_hash,
 )
+from compress.core.errors import UserError
+from compress.core.hub import hub_access
+from compress.core.progress import console, track_steps
+from compress.core.results import (
+    BenchResult,
+    CachedOutputs,
+    ExportResult,
+    ModelArtifact,
+    PruneRecord,
+    TrainResult,
+    to_json,
+)
 from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
 from compress.data.store import load_splits, save_splits
@@ -49,8 +63,6 @@ from compress.data.tasks import TASKS, Task
 from compress.distill.loop import TrainLog, accumulate_gradients, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
 from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
-from compress.errors import UserError
-from compress.hub import hub_access
 from compress.models.int8 import is_int8_model, save_quantized
 from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
 from compress.models.neighbours import embedding_candidates, mlm_candidates
@@ -61,10 +73,7 @@ from compress.models.students import (
     student_tokenizer,
     teacher_embeddings,
 )
-from compress.progress import console, track_steps
-from compress.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
-from compress.quantize import HALF_PRECISIONS, argmax_agreement, quantize
-from compress.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact, PruneRecord, TrainResult, to_json
+from compress.pipeline import preflight
 from exports.variants import GraphScorer, export_and_score
 
 

@@ -18,13 +18,13 @@ from datetime import timedelta
 
 import torch
 
-from compress.errors import UserError
-from compress.progress import console, warnings_console
+from compress.core.errors import UserError
+from compress.core.progress import console, warnings_console
 
 
 class LeftToMain(Exception):
     """Raised in a process other than the main one when its share of a training or labelling stage is done:
-    scoring, saving, describing and writing are the main process's (compress.resume catches it)."""
+    scoring, saving, describing and writing are the main process's (compress.pipeline.resume catches it)."""
 
 
 def world_size() -> int:

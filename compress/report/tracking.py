@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from compress.config import RunConfig
+from compress.core.config import RunConfig
 from compress.distill.trackers import mlflow_uri
 
 FINAL = ("metric", "retained", "params", "size_mb", "torch_p50_ms", "ort_p50_ms", "speedup")

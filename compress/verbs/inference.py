@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.core.errors import UserError
 from compress.data import ner, qa
 from compress.data.batching import predict
-from compress.errors import UserError
 from compress.models.loading import load_for_inference
 
 

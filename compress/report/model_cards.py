@@ -8,11 +8,11 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from compress.artifacts import write_text_atomic
-from compress.config import RunConfig
+from compress.core.artifacts import write_text_atomic
+from compress.core.config import RunConfig
 from compress.data.tasks import TASKS
 from compress.models.loading import per_layer_sizes
-from compress.report_files import fmt_number
+from compress.report.files import fmt_number
 
 AUTO_CLASS = {"classification": "AutoModelForSequenceClassification",
               "regression": "AutoModelForSequenceClassification",

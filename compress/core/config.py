@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 
 class Strict(BaseModel):

@@ -3,7 +3,7 @@ manifest.json and report.json.
 
 `to_json` and `from_json` are the only way in and out, so a stage resumed from the manifest hands on exactly the
 type it would have computed. report.json's rows are `ReportRow`s; docs/report-schema.md is generated from that
-class (`python -m compress.results`), so the documented contract cannot drift from the code. Keys are added over
+class (`python -m compress.core.results`), so the documented contract cannot drift from the code. Keys are added over
 time, never renamed or removed.
 """
 
@@ -283,7 +283,7 @@ def report_schema_markdown() -> str:
     """docs/report-schema.md: every ReportRow key with its type and meaning, in report.json's order."""
     hints = get_type_hints(ReportRow)
     lines = ["# report.json: the row schema", "",
-             "Generated from `compress.results.ReportRow` by `python -m compress.results > docs/report-schema.md`;",
+             "Generated from `compress.core.results.ReportRow` by `make docs`;",
              "a test fails when this file and the code disagree. Keys are added over time, never renamed or removed.",
              "",
              "report.json is `{run, task, metric, rows, notes, bench, environment, best, anchors, pareto, timeline}`:",

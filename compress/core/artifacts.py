@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from compress.artifacts import write_json_atomic
-from compress.errors import UserError
+from compress.core.artifacts import write_json_atomic
+from compress.core.errors import UserError
 
 ENTRY_KEYS = {"status", "config_hash", "outputs", "result"}
 

@@ -3,7 +3,7 @@ Light on purpose (no transformers, no torch): `compress validate` resolves them 
 
 from __future__ import annotations
 
-from compress.errors import UserError
+from compress.core.errors import UserError
 
 
 def _packaged_minilm_l6() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.config import (
+from compress.core.config import (
     LAYER_METHODS,
     CheckpointStudent,
     CustomTransformerStudent,
@@ -21,8 +21,8 @@ from compress.config import (
     RunConfig,
     SplitFiles,
 )
-from compress.errors import UserError, require_file
-from compress.packaged import resolve_model_path
+from compress.core.errors import UserError, require_file
+from compress.core.packaged import resolve_model_path
 
 
 def check_against_models(cfg: RunConfig) -> None:
@@ -54,8 +54,8 @@ def check_against_models(cfg: RunConfig) -> None:
 
 def check_lengths(cfg: RunConfig, limit: int | None) -> None:
     """Sequence lengths the teacher cannot take (`limit`, its max_position_embeddings; None: unknown) fail before
-    any training, not in the bench at the end; checked again when a run reads the data (compress.stages), for a hub
-    teacher that was not on this machine before."""
+    any training, not in the bench at the end; checked again when a run reads the data
+    (compress.pipeline.stages), for a hub teacher that was not on this machine before."""
     for key, value in (("data.max_length", cfg.data.max_length), ("bench.seq_len", cfg.bench.seq_len)):
         if isinstance(limit, int) and value > limit:
             raise UserError(f"{key} is {value} but the teacher takes at most {limit} positions", key,

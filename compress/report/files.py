@@ -1,7 +1,7 @@
 """The report as files in the run folder: report.json, report.csv, report.md, report.html, pareto.png and, where
 models trained in this run folder, curves.png (loss per step and validation metric per epoch, from logs/).
 
-Every file is written from the same report dict (compress.report.build_report), so they cannot disagree. The CSV
+Every file is written from the same report dict (compress.report.tables.build_report), so they cannot disagree. The CSV
 and the Markdown/HTML variants table have one row per deployable artifact: each model in PyTorch and each of its
 ONNX Runtime graphs (fp32, optimised, int8 variants), so every variant a run made is in every file.
 """
@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from compress.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
+from compress.core.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "variant", "precision", "kept",
                "params", "nonzero_params", "sparsity", "size_mb", "size_mb_compressed", "flops", "metric",

@@ -1,6 +1,6 @@
-"""The comparison table people decide by: built once, printed with rich, written by compress.report_files.
+"""The comparison table people decide by: built once, printed with rich, written by compress.report.files.
 
-report.json is a contract for users' scripts: its rows are compress.results.ReportRow, documented in
+report.json is a contract for users' scripts: its rows are compress.core.results.ReportRow, documented in
 docs/report-schema.md (generated from that class). Later versions add keys; they never rename or remove one.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from compress.anchors import compare_with_anchors
-from compress.config import RunConfig
+from compress.core.config import RunConfig
+from compress.core.progress import console
+from compress.core.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from compress.data.tasks import TASKS
-from compress.progress import console
-from compress.report_files import anchors_table, device_tables, fmt_number, headline, kd_gain_text
-from compress.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
+from compress.report.anchors import compare_with_anchors
+from compress.report.files import anchors_table, device_tables, fmt_number, headline, kd_gain_text
 from exports.variants import judge_variants, metric_change
 
 # A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline

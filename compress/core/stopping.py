@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM in the console commands. Each raises in the main thread, as Python's own Ctrl-C does, and is
 remembered: a KeyboardInterrupt can be lost on its way up (raised inside a finalizer, or caught by a library), and
 a run that lost it would go on to the end. The run asks `check_stop` between stages, so it stops at the latest when
-the stage in progress has finished and been recorded (compress.resume)."""
+the stage in progress has finished and been recorded (compress.pipeline.resume)."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_r
 def test_evaluate_scores_an_export_of_our_own_families(kind, tiny_bert_dir, tiny_csv, tmp_path):
     """`compress export` of a custom transformer or a BiLSTM, then `compress evaluate` of the export: its graphs
     score what the PyTorch folder scores (fp32 graphs) on the same file."""
-    from tests.compress.test_families import build
+    from tests.compress.models.test_families import build
 
     model, tokenizer = build(kind, "classification", tiny_bert_dir)
     model.save_pretrained(tmp_path / "model")

@@ -21,7 +21,7 @@ from compress.core.results import (
     to_json,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # report.json row keys published before the rows became a typed class: the contract says they never go away.
 CONTRACT_KEYS = {

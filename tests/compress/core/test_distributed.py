@@ -38,7 +38,7 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
         "bench": {"warmup": 0, "iters": 3, "seq_len": 8, "pause_ms": 0},
     }))
     launcher = Path(sys.executable).with_name("torchrun")
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[3]), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([str(launcher), "--standalone", "--nproc_per_node", "2", "-m", "compress.cli", "run",
                           str(config)], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

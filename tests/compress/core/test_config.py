@@ -5,11 +5,11 @@ import pytest
 from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config, stable_hash
 from compress.core.errors import UserError
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[3] / "configs").glob("*.yaml"))
 
 
 def test_demo_yaml_is_the_embedded_default():
-    assert load_config(Path(__file__).parents[2] / "configs" / "demo.yaml") == DEFAULT_CONFIG
+    assert load_config(Path(__file__).parents[3] / "configs" / "demo.yaml") == DEFAULT_CONFIG
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

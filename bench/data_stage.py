@@ -23,7 +23,7 @@ from pathlib import Path
 
 from compress.core.config import RunConfig
 from compress.data.sources import read_bbc_news
-from compress.pipeline.stages import RunData
+from compress.pipeline.run_data import RunData
 
 
 def build_csv(path: Path, examples: int, seed: int = 0) -> None:

@@ -19,7 +19,8 @@ import torch
 from compress.core.config import load_config
 from compress.data.batching import predict
 from compress.models.loading import load_saved_model, load_tokenizer
-from compress.pipeline.stages import LABEL_BATCH_SIZE, prepare_data
+from compress.pipeline.run_data import prepare_data
+from compress.pipeline.stages import LABEL_BATCH_SIZE
 from exports.ort import create_session, predict_session
 
 

@@ -9,7 +9,7 @@ import typer
 
 from compress.core.config import load_config
 from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
-from compress.pipeline.manifest import STAGES
+from compress.pipeline.declarations import GROUPS
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
@@ -34,7 +34,7 @@ def _group(version: Version = False, quiet: Quiet = False, verbose: Verbose = Fa
     set_verbosity(quiet, verbose)
 
 
-STAGE_NAMES = ", ".join(STAGES)
+STAGE_NAMES = ", ".join(GROUPS)
 
 
 @app.command()
@@ -42,10 +42,10 @@ def run(
     config: Annotated[Optional[Path], typer.Argument(help="run YAML; omit for the offline demo")] = None,
     start: Annotated[Optional[str], typer.Option(
         "--from", help=f"re-run this stage and every later one ({STAGE_NAMES})", show_default=False,
-        autocompletion=lambda: list(STAGES))] = None,
+        autocompletion=lambda: list(GROUPS))] = None,
     only: Annotated[Optional[str], typer.Option(
         "--only", help=f"re-run this stage alone; earlier stages must have finished ({STAGE_NAMES})",
-        show_default=False, autocompletion=lambda: list(STAGES))] = None,
+        show_default=False, autocompletion=lambda: list(GROUPS))] = None,
 ) -> None:
     """Run data -> teacher -> students -> prune -> quantize -> export -> bench -> report; resumes from the run
     folder (a stage that finished under the same settings is skipped).

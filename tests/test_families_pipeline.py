@@ -313,7 +313,7 @@ def test_sentence_pairs_pass_every_stage(tmp_path, tiny_bert_dir):
         "export": {"quantize": {"enabled": False}},
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
-    from compress.pipeline.stages import prepare_data
+    from compress.pipeline.run_data import prepare_data
 
     data = prepare_data(cfg)
     first = data.train.features[0]

@@ -93,12 +93,12 @@ def test_efficiency_is_measured_and_the_run_folder_is_a_bench_target(first_run, 
 
 def test_second_run_resumes_without_recomputing(first_run, monkeypatch):
     _, cfg, first = first_run
-    from compress.pipeline import stages
+    from compress.pipeline import run_data
 
     def not_again(_):
         raise AssertionError("the data was read and tokenised again")
 
-    monkeypatch.setattr(stages, "prepare_data", not_again)  # the stage hashes read the fingerprints kept in cache/
+    monkeypatch.setattr(run_data, "prepare_data", not_again)  # the stage hashes read the fingerprints kept in cache/
     again = run(cfg)
     assert again.ran == [] and set(again.skipped) == set(first.ran)
     assert [r["metric"] for r in again.report["rows"]] == [r["metric"] for r in first.report["rows"]]

@@ -1,10 +1,10 @@
 """Tokenised splits kept on disk, so a run that must train again (a killed run, a new student, a changed setting)
 reads its splits back instead of reading and tokenising the data again.
 
-A folder per data key (compress.pipeline.stages.data_key) under the run's cache/: each split's features as an Arrow IPC
-file, memory-mapped when read (pages come in as batches need them), and what evaluation needs beside them (NER's
-sentences and word ids, QA's examples and offsets, where the transfer set's texts came from) as JSON that names the
-dataclasses it holds. JSON, not pickle: a run folder is a thing people hand each other.
+A folder per data key (compress.pipeline.run_data.data_key) under the run's cache/: each split's features as an
+Arrow IPC file, memory-mapped when read (pages come in as batches need them), and what evaluation needs beside them
+(NER's sentences and word ids, QA's examples and offsets, where the transfer set's texts came from) as JSON that
+names the dataclasses it holds. JSON, not pickle: a run folder is a thing people hand each other.
 """
 
 from __future__ import annotations

@@ -13,19 +13,9 @@ from pathlib import Path
 
 from compress.core.artifacts import write_json_atomic
 from compress.core.errors import UserError
+from compress.pipeline.declarations import GROUPS, group_of
 
 ENTRY_KEYS = {"status", "config_hash", "outputs", "result"}
-
-# The stage groups `compress run --from/--only` name, in pipeline order.
-STAGES = ("teacher", "students", "prune", "quantize", "export", "bench", "report")
-
-
-def stage_group(stage: str) -> str:
-    """The group a manifest entry belongs to: 'student:x' and 'baseline:x' -> students, 'teacher_logits' and
-    'teacher_transfer' (the teacher's outputs on the training split and on the transfer set) -> teacher."""
-    kind = stage.split(":")[0]
-    return {"teacher_logits": "teacher", "teacher_transfer": "teacher", "student": "students",
-            "baseline": "students"}.get(kind, kind)
 
 
 class Manifest:
@@ -53,7 +43,7 @@ class Manifest:
     def forget_after(self, group: str) -> None:
         """Drop every entry of a group after `group`: their hashes come from the config, not from the files the
         re-run group just rewrote, so they would otherwise pass as done on results they were not made from."""
-        later = [s for s in self.stages if STAGES.index(stage_group(s)) > STAGES.index(group)]
+        later = [s for s in self.stages if GROUPS.index(group_of(s)) > GROUPS.index(group)]
         if later:
             for stage in later:
                 del self.stages[stage]

@@ -32,16 +32,26 @@ from compress.core.config import (
     RunConfig,
     StudentConfig,
     dump_config,
-    stable_hash,
 )
 from compress.core.errors import UserError
 from compress.core.progress import track_steps, warn
-from compress.core.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
+from compress.core.results import BenchResult, ExportResult, ModelArtifact
 from compress.data.tasks import TASKS
 from compress.pipeline import stages
+from compress.pipeline.declarations import (
+    BASELINE,
+    BENCH,
+    EXPORT,
+    PRUNE,
+    QUANTIZE,
+    STUDENT,
+    TEACHER,
+    TEACHER_LOGITS,
+    TEACHER_TRANSFER,
+)
 from compress.pipeline.preflight import check_against_models
 from compress.pipeline.resume import LaterStageNotRun, StageRunner, StageSelection
-from compress.pipeline.stages import RunData
+from compress.pipeline.run_data import RunData
 from compress.report.files import write_report_files
 from compress.report.model_cards import write_model_cards
 from compress.report.tables import build_report, print_report, print_timeline
@@ -108,7 +118,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
     runner = StageRunner(run_dir, selection)
     if cfg.bench.threads:
         torch.set_num_threads(cfg.bench.threads)
-    data = stages.RunData(cfg)
+    data = RunData(cfg)
     if not data.cached:
         data.load()  # a first run: the data stage prints its line and errors before any stage starts
     try:
@@ -134,17 +144,18 @@ def _run_in(run_dir: Path, cfg: RunConfig, selection: StageSelection) -> RunResu
 
 def run_stages(cfg: RunConfig, data: RunData,
                runner: StageRunner) -> tuple[list[ModelArtifact], dict[str, ExportResult], BenchResult]:
-    """teacher -> students -> prune -> quantize -> export -> bench; returns the models, exports and timings."""
+    """The declared stages in order (compress.pipeline.declarations): teacher -> its outputs -> students -> prune ->
+    quantize -> export -> bench; returns the models, exports and timings."""
     teacher = teacher_stage(cfg, data, runner)
+    # The teacher's outputs, labelled once and read by every KD student, recovery and epoch.
+    logits = teacher_outputs(cfg, teacher, data, runner) if cfg.students or cfg.prune else None
+    transfer = transfer_outputs(cfg, teacher, data, runner) if cfg.students else None
     models = [teacher]
     for index, student in enumerate(cfg.students):
-        logits = teacher_outputs(cfg, teacher, data, runner)
-        transfer = transfer_outputs(cfg, teacher, data, runner)
         models.append(student_stage(cfg, index, student, teacher, data, runner, logits, transfer))
         if student.baseline:
             models.append(student_stage(cfg, index, student, teacher, data, runner, None))
     for index, spec in enumerate(cfg.prune):
-        logits = teacher_outputs(cfg, teacher, data, runner)
         models.append(prune_stage(cfg, index, spec, _named(models, spec.model), teacher, data, runner, logits))
     for spec in cfg.quantize:
         models.append(quantize_stage(cfg, spec, _named(models, spec.model), data, runner))
@@ -163,9 +174,8 @@ def run_stages(cfg: RunConfig, data: RunData,
 
 
 def teacher_stage(cfg: RunConfig, data: RunData, runner: StageRunner) -> ModelArtifact:
-    config_hash = stable_hash("teacher", cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
-    return runner("teacher", config_hash, ModelArtifact,
-                  lambda: stages.finetune_teacher(cfg, data.load(), config_hash))
+    config_hash = TEACHER.config_hash(cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
+    return runner(TEACHER, config_hash, lambda: stages.finetune_teacher(cfg, data.load(), config_hash))
 
 
 def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
@@ -173,7 +183,7 @@ def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
     """The teacher's outputs on the training split, computed once and reused by every KD student and epoch.
     Memory-mapped, so a large split's outputs (SQuAD: features x positions x 2) are paged in as batches need
     them instead of held in memory."""
-    runner("teacher_logits", stable_hash("teacher_logits", teacher.hash), CachedOutputs,
+    runner(TEACHER_LOGITS, TEACHER_LOGITS.config_hash(teacher.hash),
            lambda: stages.cache_teacher_outputs(cfg, teacher, data.load()))
     return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(TASKS[cfg.task]))
 
@@ -185,8 +195,8 @@ def transfer_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
     unlabeled file (or another cap, seed or max_length) labels it again."""
     if data.transfer_fingerprint is None:
         return None
-    runner("teacher_transfer", stable_hash("teacher_transfer", teacher.hash, data.transfer_fingerprint),
-           CachedOutputs, lambda: stages.cache_transfer_outputs(cfg, teacher, data.load()))
+    runner(TEACHER_TRANSFER, TEACHER_TRANSFER.config_hash(teacher.hash, data.transfer_fingerprint),
+           lambda: stages.cache_transfer_outputs(cfg, teacher, data.load()))
     return load_cached_outputs(cfg.run_dir, stages.teacher_output_paths(TASKS[cfg.task], "transfer"))
 
 
@@ -218,45 +228,47 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     corpus = [data.word2vec_fingerprint] if transferred and uses_word2vec(student) else []
     if kd:
         transfer = [data.transfer_fingerprint] if transferred else []
-        config_hash = stable_hash("student", teacher.hash, shape, student.distill, *transfer, *corpus)
+        stage, model = STUDENT, student.name
+        config_hash = STUDENT.config_hash(teacher.hash, shape, student.distill, *transfer, *corpus)
     else:
-        config_hash = stable_hash("baseline", cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
-                                  cfg.teacher.trust_remote_code, shape, *corpus)
-    stage = f"student:{student.name}" if kd else f"baseline:{student.name}-baseline"
-    return runner(stage, config_hash, ModelArtifact,
+        stage, model = BASELINE, f"{student.name}-baseline"
+        config_hash = BASELINE.config_hash(cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
+                                           cfg.teacher.trust_remote_code, shape, *corpus)
+    return runner(stage, config_hash,
                   lambda: stages.train_student(cfg, index, student, teacher, data.load(), teacher_logits, config_hash,
-                                               transfer_logits))
+                                               transfer_logits), model)
 
 
 def prune_stage(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,
                 data: RunData, runner: StageRunner, teacher_logits: dict[str, np.ndarray]) -> ModelArtifact:
-    config_hash = stable_hash("prune", source.hash, teacher.hash, spec.model_dump(mode="json", exclude={"name"}))
-    return runner(f"prune:{spec.name}", config_hash, ModelArtifact,
-                  lambda: stages.prune_model(cfg, index, spec, source, data.load(), teacher_logits, config_hash))
+    config_hash = PRUNE.config_hash(source.hash, teacher.hash, spec.model_dump(mode="json", exclude={"name"}))
+    return runner(PRUNE, config_hash,
+                  lambda: stages.prune_model(cfg, index, spec, source, data.load(), teacher_logits, config_hash),
+                  spec.name)
 
 
 def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: RunData,
                    runner: StageRunner) -> ModelArtifact:
-    config_hash = stable_hash("quantize", source.hash, spec.model_dump(mode="json", exclude={"name"}))
-    return runner(f"quantize:{spec.name}", config_hash, ModelArtifact,
-                  lambda: stages.quantize_model(cfg, spec, source, data.load(), config_hash))
+    config_hash = QUANTIZE.config_hash(source.hash, spec.model_dump(mode="json", exclude={"name"}))
+    return runner(QUANTIZE, config_hash, lambda: stages.quantize_model(cfg, spec, source, data.load(), config_hash),
+                  spec.name)
 
 
 def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: StageRunner) -> ExportResult:
     int8_variants = cfg.export.quantize.variants if model.name in cfg.ort_quantized_models() else []
     static = any(v.startswith("static") for v in int8_variants)
     # Only what changes the graphs or their scores: the budget and parity tolerance are applied by the report.
-    config_hash = stable_hash("export", model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
-                              cfg.export.quantize.calibration_batches if static else None)
-    return runner(f"export:{model.name}", config_hash, ExportResult,
-                  lambda: stages.export_model(cfg, model, data.load(), int8_variants, config_hash))
+    config_hash = EXPORT.config_hash(model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
+                                     cfg.export.quantize.calibration_batches if static else None)
+    return runner(EXPORT, config_hash, lambda: stages.export_model(cfg, model, data.load(), int8_variants, config_hash),
+                  model.name)
 
 
 def bench_stage(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, ExportResult],
-              runner: StageRunner) -> BenchResult:
+                runner: StageRunner) -> BenchResult:
     """Latency of every model in PyTorch and ONNX Runtime, measured side by side in one stage."""
-    config_hash = stable_hash("bench", [m.hash for m in models], [e.hash for e in exports.values()], cfg.bench)
-    return runner("bench", config_hash, BenchResult, lambda: stages.bench_models(cfg, models, exports))
+    config_hash = BENCH.config_hash([m.hash for m in models], [e.hash for e in exports.values()], cfg.bench)
+    return runner(BENCH, config_hash, lambda: stages.bench_models(cfg, models, exports))
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,8 +1,9 @@
 """Which stages run and which are reused: `--from` / `--only` selection over manifest.json.
 
-A stage is named (e.g. "student:minilm-l3"), hashed with everything it depends on, and run through
-`StageRunner`, which skips it when the manifest says it finished under the same hash (and its outputs exist),
-forces it when the selection asks, and hands back its typed result either way.
+A stage (declared in compress.pipeline.declarations) has a manifest entry (e.g. "student:minilm-l3"), is hashed with
+everything it depends on, and is run through `StageRunner`, which skips it when the manifest says it finished under
+the same hash (and its outputs exist), forces it when the selection asks, and hands back its typed result either
+way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,9 +21,8 @@ from compress.core.errors import UserError
 from compress.core.progress import console
 from compress.core.results import from_json, to_json
 from compress.core.stopping import check_stop
-from compress.pipeline.manifest import STAGES, Manifest, stage_group
-
-R = TypeVar("R")
+from compress.pipeline.declarations import GROUPS, Stage, declared, group_of
+from compress.pipeline.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class StageSelection:
 
     def __post_init__(self) -> None:
         for flag, value in (("--from", self.start), ("--only", self.only)):
-            if value is not None and value not in STAGES:
-                raise UserError(f"unknown stage '{value}'", flag, f"stages: {', '.join(STAGES)}")
+            if value is not None and value not in GROUPS:
+                raise UserError(f"unknown stage '{value}'", flag, f"stages: {', '.join(GROUPS)}")
         if self.start and self.only:
             raise UserError("--from and --only were both given", "compress run", "give one of them")
 
@@ -46,10 +46,10 @@ class StageSelection:
         """Whether stages of `group` run again even where they finished under this config."""
         if self.only:
             return group == self.only
-        return self.start is not None and STAGES.index(group) >= STAGES.index(self.start)
+        return self.start is not None and GROUPS.index(group) >= GROUPS.index(self.start)
 
     def after_only(self, group: str) -> bool:
-        return self.only is not None and STAGES.index(group) > STAGES.index(self.only)
+        return self.only is not None and GROUPS.index(group) > GROUPS.index(self.only)
 
     def check(self, cfg: RunConfig) -> None:
         """--from/--only naming a stage this config does not have would silently re-run nothing."""
@@ -69,11 +69,6 @@ class LaterStageNotRun(Exception):
         super().__init__(stage)
 
 
-# Stages that train or label: with several processes every process runs them (on its turn of the batches, or its
-# share of the rows to label); every other stage runs in the main process alone (compress.core.distributed).
-EVERY_PROCESS_STAGES = ("teacher", "teacher_logits", "teacher_transfer", "student", "baseline", "prune")
-
-
 class StageRunner:
     """Runs stages through the manifest, as the selection asks, and remembers which ran and which were skipped."""
 
@@ -83,12 +78,13 @@ class StageRunner:
         self.ran: list[str] = []
         self.skipped: list[str] = []
 
-    def __call__(self, stage: str, config_hash: str, result_type: type[R],
-                 work: Callable[[], tuple[list[str], R]]) -> R:
-        """`work()` returns the outputs it wrote (paths relative to the run folder) and its result; a stage that
-        is reused hands back the result it recorded."""
-        group = stage_group(stage)
-        force = self.selection.forces(group) and stage not in self.ran  # teacher_logits is asked for per student
+    def __call__(self, declaration: Stage, config_hash: str, work: Callable[[], tuple[list[str], Any]],
+                 model: str | None = None) -> Any:
+        """Run the declared stage (for `model`, where it runs once per model) unless it finished under
+        `config_hash`. `work()` returns the outputs it wrote (paths relative to the run folder) and its result, of the
+        declared type; a stage that is reused hands back the result it recorded."""
+        stage, group, result_type = declaration.entry(model), declaration.group, declaration.result
+        force = self.selection.forces(group)
         # A result recorded by an older version in a shape this one cannot read is not reused: the stage runs again.
         force = force or (self.manifest.is_done(stage, config_hash)
                           and not readable(result_type, self.manifest.result(stage)))
@@ -111,19 +107,18 @@ class StageRunner:
         else:
             recorded, skipped = self._follow_main(stage, config_hash, force, work)
         check_stop()  # a Ctrl-C whose KeyboardInterrupt a library swallowed stops the run here (compress.core.stopping)
-        if stage not in self.ran + self.skipped:  # the teacher's outputs are asked for once per student: said once
-            (self.skipped if skipped else self.ran).append(stage)
-            console.print(f"[dim]skipped[/dim] {stage} (unchanged)" if skipped else f"[dim]done[/dim] {stage}")
+        (self.skipped if skipped else self.ran).append(stage)
+        console.print(f"[dim]skipped[/dim] {stage} (unchanged)" if skipped else f"[dim]done[/dim] {stage}")
         return from_json(result_type, recorded)
 
     def _follow_main(self, stage: str, config_hash: str, force: bool,
-                     work: Callable[[], tuple[list[str], R]]) -> tuple[dict, bool]:
+                     work: Callable[[], tuple[list[str], Any]]) -> tuple[dict, bool]:
         """Another process than the main one: a training or labelling stage the main process runs is run here too
         (its turn of the batches, its share of the rows; it writes nothing), any other is left to the main process;
         then, once the main process has recorded it, the result it recorded (and the manifest as the main process
         left it)."""
         skipped = not force and self.manifest.is_done(stage, config_hash)
-        if not skipped and stage.split(":")[0] in EVERY_PROCESS_STAGES:
+        if not skipped and declared(stage).every_process:
             try:
                 work()
             except distributed.LeftToMain:
@@ -134,7 +129,7 @@ class StageRunner:
 
     def timeline(self) -> list[dict]:
         """This run's stages in pipeline order, with the seconds each took when it last ran."""
-        order = sorted(dict.fromkeys(self.ran + self.skipped), key=lambda s: STAGES.index(stage_group(s)))
+        order = sorted(dict.fromkeys(self.ran + self.skipped), key=lambda s: GROUPS.index(group_of(s)))
         return [{"stage": s, "seconds": self.manifest.stages[s]["seconds"]} for s in order]
 
 

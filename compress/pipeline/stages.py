@@ -6,24 +6,18 @@ domain packages (models, distill, prune, quantize, exports, bench), writes under
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import math
 import os
-import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
-from transformers import AutoConfig
 
 from bench.devices import best_device, check_device
 from bench.flops import gemm_peak_flops
@@ -41,11 +35,8 @@ from compress.core.config import (
     RunConfig,
     StudentConfig,
     TrainConfig,
-    data_hash,
-    stable_hash,
 )
 from compress.core.errors import UserError
-from compress.core.hub import hub_access
 from compress.core.progress import console, track_steps
 from compress.core.results import (
     BenchResult,
@@ -56,60 +47,21 @@ from compress.core.results import (
     TrainResult,
     to_json,
 )
-from compress.data.augment import Candidates
 from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
-from compress.data.store import load_splits, save_splits
-from compress.data.tasks import TASKS, Task
+from compress.data.cache import Data
+from compress.data.tasks import Task
 from compress.distill.loop import TrainLog, accumulate_gradients, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
 from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
 from compress.models.int8 import is_int8_model, save_quantized
-from compress.models.loading import load_saved_model, load_task_model, load_tokenizer, resolve_model_path
-from compress.models.neighbours import embedding_candidates, mlm_candidates
+from compress.models.loading import load_saved_model, load_task_model, load_tokenizer
 from compress.models.students import (
     OWN_FAMILIES,
     build_student,
-    same_vocabulary,
     student_tokenizer,
-    teacher_embeddings,
 )
-from compress.pipeline import preflight
+from compress.pipeline.run_data import data_for
 from exports.variants import GraphScorer, export_and_score
-
-
-@dataclass(frozen=True)
-class Data:
-    task: Task
-    train: EncodedSplit
-    validation: EncodedSplit
-    test: EncodedSplit
-    label_names: list[str] | None
-    max_length: int
-    fingerprint: str  # hash of the tokenised splits: an edited data file invalidates what was trained on it
-    transfer: EncodedSplit | None = None  # text without labels for KD students (transfer:), labels IGNORE_INDEX
-    transfer_fingerprint: str | None = None  # hash of the tokenised transfer set: its files' contents, not paths
-
-    def predict(self, model: torch.nn.Module, split: EncodedSplit, tokenizer) -> dict[str, torch.Tensor]:
-        """The model's task outputs on `split` (per-token outputs padded to max_length)."""
-        return predict(model, split, tokenizer, self.task.outputs, self.pad_to)
-
-    @property
-    def pad_to(self) -> int | None:
-        return self.max_length if self.task.per_token else None
-
-    def word2vec_corpus(self) -> list[list[int]]:
-        """The token ids a BiLSTM's Word2Vec learns from: the labelled training split and the transfer set's real
-        text (the training pool's rest and the unlabeled files, which come first in it; not the augmented copies,
-        whose replaced words would teach it false neighbours). A KD student and its baseline share it: text
-        without labels is not the teacher's knowledge, so kd_gain still measures only what the teacher adds."""
-        ids = [f["input_ids"] for f in self.train.features]
-        if self.transfer is None:
-            return ids
-        found = self.transfer.meta["texts"]
-        real = found.from_rest + found.from_files
-        text_of = self.transfer.meta.get("features", {}).get("example_index") or range(len(self.transfer))  # QA
-        return ids + [f["input_ids"] for f, text in zip(self.transfer.features, text_of) if text < real]
-
 
 # ---------------------------------------------------------------- device
 
@@ -148,250 +100,6 @@ def training_on(device: torch.device) -> Iterator[None]:
             os.environ.pop("ACCELERATE_USE_CPU", None)
         else:
             os.environ["ACCELERATE_USE_CPU"] = saved
-
-
-# ---------------------------------------------------------------- data
-
-
-def prepare_data(cfg: RunConfig) -> Data:
-    """Load, split and tokenise once (deterministic for a config, so it is recomputed, not cached)."""
-    task = TASKS[cfg.task]
-    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
-    check_lengths(cfg)
-    enc, label_names = task.build(cfg, tokenizer, augmentation_words(cfg, tokenizer))
-    data = encoded_data(task, enc, label_names, cfg.data.max_length)
-    describe_data(data)
-    return data
-
-
-def describe_data(data: Data) -> None:
-    labels = f", {len(data.label_names)} labels ({', '.join(data.label_names)})" if data.label_names else ""
-    console.print(f"data ({data.task.name}): {len(data.train)} train / {len(data.validation)} validation / "
-                  f"{len(data.test)} test features{labels}")
-    if data.transfer is not None:
-        console.print(describe_transfer_set(data.transfer))
-
-
-SPLITS = ("train", "validation", "test", "transfer")
-
-
-def save_data(data: Data, folder: Path) -> None:
-    """The tokenised splits, kept for the next run of this config that must train (compress.data.store), in place
-    of the splits of any other data key (nothing reads those: the record of this key says what the data is now)."""
-    splits = {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
-    about = {"label_names": data.label_names, "max_length": data.max_length, "fingerprint": data.fingerprint,
-             "transfer_fingerprint": data.transfer_fingerprint}
-    try:
-        save_splits(folder, splits, about)
-    except (TypeError, OSError, pa.ArrowException) as err:  # a full disk, a meta JSON cannot hold: a speed-up lost
-        shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
-        console.print(f"[dim]data: the tokenised splits were not kept ({type(err).__name__}); the next run that "
-                      "trains tokenises them again[/]")
-        return
-    for other in folder.parent.glob("splits-*"):
-        if other.is_dir() and other != folder:
-            shutil.rmtree(other, ignore_errors=True)
-
-
-def load_data(task: Task, folder: Path) -> Data | None:
-    """What save_data kept in `folder`; None where nothing whole is there."""
-    saved = load_splits(folder)
-    if saved is None:
-        return None
-    splits, about = saved
-    return Data(task, splits["train"], splits["validation"], splits["test"], about["label_names"],
-                about["max_length"], about["fingerprint"], splits.get("transfer"), about["transfer_fingerprint"])
-
-
-class RunData:
-    """The run's data as the pipeline sees it. The stage hashes read only its fingerprints, which are kept in the run
-    folder's cache under a key of everything that makes them (`data_key`), so a run whose stages are all done (a
-    re-run, `--only report`) neither reads nor tokenises the data; the splits are read on first use (`load`), from
-    the copy an earlier run kept beside the fingerprints, or built and kept."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        key = data_key(cfg)
-        self.record_path = cfg.run_dir / "cache" / f"data-{key}.json"
-        self.splits_path = cfg.run_dir / "cache" / f"splits-{key}"
-        self.record = read_data_record(self.record_path)
-        self._data: Data | None = None
-        self.built = False  # whether this run read and tokenised the data
-
-    @property
-    def cached(self) -> bool:
-        return self.record is not None
-
-    @property
-    def seconds(self) -> float:
-        """What building the splits took, in this run or when the record was written."""
-        return self.record["seconds"] if self.record is not None else 0.0
-
-    def load(self) -> Data:
-        """The splits: those an earlier run of this data kept (with its record), or built now and kept."""
-        if self._data is None and self.record is not None:
-            self._data = load_data(TASKS[self.cfg.task], self.splits_path)
-            if self._data is not None:
-                console.print(f"[dim]data: the tokenised splits an earlier run kept (cache/{self.splits_path.name})[/]")
-                describe_data(self._data)
-        if self._data is None:
-            started = time.perf_counter()
-            self._data = prepare_data(self.cfg)
-            self.built = True
-            self.record = data_record(self._data) | {"seconds": round(time.perf_counter() - started, 3)}
-            if distributed.is_main():
-                save_data(self._data, self.splits_path)  # before the record, which says they are whole
-                write_json_atomic(self.record_path, self.record)
-        return self._data
-
-    @property
-    def fingerprint(self) -> str:
-        return self._recorded("fingerprint")
-
-    @property
-    def transfer_fingerprint(self) -> str | None:
-        return self._recorded("transfer_fingerprint")
-
-    @property
-    def word2vec_fingerprint(self) -> str | None:
-        return self._recorded("word2vec_fingerprint")
-
-    def _recorded(self, name: str):
-        if self.record is None:
-            self.load()
-        return self.record[name]
-
-
-def data_record(data: Data) -> dict:
-    """The fingerprints the stage hashes read (a BiLSTM's Word2Vec corpus only matters with a transfer set)."""
-    corpus = data_hash(data.word2vec_corpus()) if data.transfer is not None else None
-    return {"fingerprint": data.fingerprint, "transfer_fingerprint": data.transfer_fingerprint,
-            "word2vec_fingerprint": corpus}
-
-
-def read_data_record(path: Path) -> dict | None:
-    """A data record this code wrote; None where there is none or it is damaged (the data is then built again)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    keys = {"fingerprint", "transfer_fingerprint", "word2vec_fingerprint", "seconds"}
-    return record if isinstance(record, dict) and set(record) == keys else None
-
-
-DATA_FORMAT = 1  # raise when a change to the code encodes the same data differently: old records then miss
-
-
-def data_key(cfg: RunConfig) -> str:
-    """Everything that makes the tokenised splits: the task, data and transfer settings, the seed, the teacher (by
-    name, and a local folder's tokenizer files by content) and the contents of every local file the data reads. As
-    with the augmented copies' cache, a hub dataset is known by its name and a teacher's weights by its name or
-    path."""
-    source = cfg.data.source
-    files = [getattr(source, split, None) for split in ("train", "validation", "test")]
-    files += cfg.transfer.unlabeled if cfg.transfer else []
-    teacher = Path(resolve_model_path(cfg.teacher.model))
-    tokenizer_files = sorted(p for p in teacher.iterdir() if p.is_file() and p.suffix in TOKENIZER_SUFFIXES) \
-        if teacher.is_dir() else []
-    return stable_hash("data", str(DATA_FORMAT), cfg.task, cfg.data, cfg.transfer, str(cfg.seed), cfg.teacher.model,
-                       str(cfg.teacher.trust_remote_code), [file_digest(Path(f)) for f in files if f is not None],
-                       [[p.name, file_digest(p)] for p in tokenizer_files])
-
-
-TOKENIZER_SUFFIXES = (".json", ".txt", ".model")  # tokenizer.json, vocab.txt, merges.txt, SentencePiece models
-
-
-def file_digest(path: Path) -> str | None:
-    """The file's SHA-256; None where it cannot be read (the data stage then says why in one line)."""
-    try:
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
-def data_for(cfg: RunConfig, data: Data, tokenizer) -> Data:
-    """`data` as `tokenizer` encodes it. The splits are the teacher tokenizer's; a student with a tokenizer of its
-    own reads the same texts, in the same order, encoded its way, so the cached outputs still line up by row
-    (classification: one output per text), and NER's per-token ones are read at the teacher's token for each
-    word (Task.align_to_teacher). Encoded once per data and vocabulary."""
-    teacher = load_tokenizer(cfg.teacher.model, cfg.teacher.trust_remote_code)
-    if same_vocabulary(tokenizer, teacher):
-        return data
-    key = data_hash(data.fingerprint, data.transfer_fingerprint, sorted(tokenizer.get_vocab().items()))
-    if key not in _ENCODED_FOR:
-        enc, label_names = data.task.build(cfg, tokenizer, augmentation_words(cfg, teacher))
-        own = encoded_data(data.task, enc, label_names, data.max_length)
-        assert [len(split) for split in (own.train, own.transfer) if split is not None] == \
-            [len(split) for split in (data.train, data.transfer) if split is not None], "one row per text"
-        align = data.task.align_to_teacher
-        if align is not None:
-            transfer = align(own.transfer, data.transfer) if own.transfer is not None else None
-            own = replace(own, train=align(own.train, data.train), transfer=transfer)
-        _ENCODED_FOR[key] = own
-    return _ENCODED_FOR[key]
-
-
-_ENCODED_FOR: dict[str, Data] = {}
-
-
-def encoded_data(task: Task, enc: dict[str, EncodedSplit], label_names: list[str] | None, max_length: int) -> Data:
-    """Data from a task's encoded splits, fingerprinted by their tokens."""
-    transfer = enc.get("transfer")
-    return Data(task, enc["train"], enc["validation"], enc["test"], label_names, max_length,
-                data_hash([enc[name].features for name in ("train", "validation", "test")], label_names),
-                transfer, data_hash(transfer.features) if transfer is not None else None)
-
-
-def augmentation_words(cfg: RunConfig, tokenizer) -> Candidates | None:
-    """Where transfer.augment's replacement words come from: the teacher's MLM head where its checkpoint has one
-    (source mlm or auto), else its input embeddings' nearest words. None without augmentation. Loaded on first
-    use, so a resumed run whose copies are cached loads nothing."""
-    augment = cfg.transfer.augment if cfg.transfer else None
-    if augment is None:
-        return None
-
-    @functools.cache
-    def load() -> Candidates:
-        if augment.source != "embeddings":
-            words = mlm_candidates(resolve_model_path(cfg.teacher.model), tokenizer, augment.candidates,
-                                   cfg.data.max_length, cfg.teacher.trust_remote_code)
-            if words is not None:
-                console.print("augmentation: replacement words from the teacher's masked-LM head")
-                return words
-            if augment.source == "mlm":
-                raise UserError(f"the teacher checkpoint '{cfg.teacher.model}' has no masked-LM head",
-                                "transfer.augment.source", "use source: embeddings (or auto)")
-        console.print("augmentation: replacement words from the teacher's input embeddings")
-        return embedding_candidates(teacher_embeddings(cfg.teacher), tokenizer, augment.candidates)
-
-    def candidates(sentences: list[list[str]], positions: list[list[int]]) -> list[list[list[str]]]:
-        return load()(sentences, positions)
-
-    return candidates
-
-
-def describe_transfer_set(transfer: EncodedSplit) -> str:
-    found = transfer.meta["texts"]
-    dropped = [f"{found.left_out} repeated or already in a labelled split"] if found.left_out else []
-    dropped += [f"{found.capped} over transfer.max_examples"] if found.capped else []
-    windows = f" in {len(transfer)} windows" if len(transfer) != len(found.texts) else ""  # QA's long contexts
-    return (f"transfer set: {len(found.texts)} texts without labels{windows} ({found.from_rest} from the training "
-            f"pool's rest, {found.from_files} from unlabeled files, {found.from_augment} augmented copies)"
-            + (f"; left out: {', '.join(dropped)}" if dropped else ""))
-
-
-def check_lengths(cfg: RunConfig) -> None:
-    """Sequence lengths the teacher cannot take, from its config as transformers loads it (a hub teacher is on this
-    machine by now): preflight checked them where config.json was already here."""
-    path = resolve_model_path(cfg.teacher.model)
-    with hub_access():
-        try:
-            limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=cfg.teacher.trust_remote_code),
-                            "max_position_embeddings", None)
-        except (OSError, ValueError):
-            return  # the model load right after reports this properly
-    preflight.check_lengths(cfg, limit)
 
 
 # ---------------------------------------------------------------- models

@@ -21,7 +21,7 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
 
     from compress.core.config import load_config
     from compress.core.results import ModelArtifact, from_json
-    from compress.pipeline import stages
+    from compress.pipeline import run_data, stages
     from compress.pipeline.pipeline import run
 
     config = tmp_path / "two.yaml"
@@ -55,7 +55,7 @@ def test_compress_run_across_two_processes_writes_once_and_resumes(tiny_bert_dir
     cfg = load_config(config)
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     teacher, tokenizer = stages.load_saved(cfg, from_json(ModelArtifact, manifest["teacher"]["result"]))
-    data = stages.RunData(cfg).load()
+    data = run_data.RunData(cfg).load()
     assert len(data.transfer) > 0
     for split, rows in (("train", data.train), ("transfer", data.transfer)):
         gathered = np.load(run_dir / "cache" / f"teacher_{split}_logits.npy")

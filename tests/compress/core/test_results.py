@@ -82,6 +82,7 @@ def test_a_manifest_entry_of_the_wrong_shape_is_refused():
 
 def test_a_result_recorded_in_a_shape_this_version_cannot_read_runs_the_stage_again(tmp_path):
     from compress.core.results import CachedOutputs
+    from compress.pipeline.declarations import TEACHER_LOGITS
     from compress.pipeline.resume import StageRunner, StageSelection
 
     (tmp_path / "out.npy").write_bytes(b"x")
@@ -93,6 +94,6 @@ def test_a_result_recorded_in_a_shape_this_version_cannot_read_runs_the_stage_ag
         calls.append(1)
         return ["out.npy"], CachedOutputs(features=3)
 
-    assert runner("teacher_logits", "h", CachedOutputs, work) == CachedOutputs(features=3) and calls == [1]
+    assert runner(TEACHER_LOGITS, "h", work) == CachedOutputs(features=3) and calls == [1]
     again = StageRunner(tmp_path, StageSelection())  # now recorded in this version's shape: reused
-    assert again("teacher_logits", "h", CachedOutputs, work) == CachedOutputs(features=3) and calls == [1]
+    assert again(TEACHER_LOGITS, "h", work) == CachedOutputs(features=3) and calls == [1]

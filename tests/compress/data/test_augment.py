@@ -115,7 +115,7 @@ def test_augmented_copies_join_the_transfer_set_after_the_rest_and_are_cached(tm
 
 def test_asking_for_an_mlm_head_the_teacher_lacks_is_one_line(tmp_path, tiny_bert_dir, tokenizer):
     from compress.core.errors import UserError
-    from compress.pipeline.stages import augmentation_words
+    from compress.pipeline.run_data import augmentation_words
 
     cfg = RunConfig.model_validate({"output_dir": str(tmp_path), "teacher": {"model": str(tiny_bert_dir)},
                                     "transfer": {"augment": {"source": "mlm"}}})

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from compress.core.config import RunConfig
+from compress.data import cache
 from compress.data.tasks import TASKS
-from compress.pipeline import stages
+from compress.pipeline import run_data
 from tests.conftest import make_conll, make_squad
 from tests.test_families_pipeline import write_pairs, write_scores
 
@@ -39,12 +40,12 @@ def sources(tmp_path, tiny_csv) -> dict[str, tuple[str, dict, dict | None]]:
 @pytest.mark.parametrize("case", ["classification", "pairs", "regression", "ner", "qa"])
 def test_kept_splits_read_back_as_they_were_built(tmp_path, tiny_bert_dir, tiny_csv, case):
     task, source, transfer = sources(tmp_path, tiny_csv)[case]
-    built = stages.prepare_data(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
+    built = run_data.prepare_data(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
     folder = tmp_path / "cache" / "splits-key"
-    stages.save_data(built, folder)
-    read = stages.load_data(TASKS[task], folder)
+    cache.save_data(built, folder)
+    read = cache.load_data(TASKS[task], folder)
     assert read is not None
-    for name in stages.SPLITS:
+    for name in cache.SPLITS:
         ours, theirs = getattr(built, name), getattr(read, name)
         if ours is None:
             assert theirs is None
@@ -55,21 +56,21 @@ def test_kept_splits_read_back_as_they_were_built(tmp_path, tiny_bert_dir, tiny_
         (built.label_names, built.max_length, built.fingerprint, built.transfer_fingerprint)
     assert read.word2vec_corpus() == built.word2vec_corpus()
     if transfer:  # what the console line and the report say of the transfer set
-        assert stages.describe_transfer_set(read.transfer) == stages.describe_transfer_set(built.transfer)
+        assert cache.describe_transfer_set(read.transfer) == cache.describe_transfer_set(built.transfer)
 
 
 def test_a_damaged_or_older_store_is_built_again(tmp_path, tiny_bert_dir, tiny_csv):
     task, source, transfer = sources(tmp_path, tiny_csv)["classification"]
-    built = stages.prepare_data(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
+    built = run_data.prepare_data(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
     folder = tmp_path / "splits-key"
-    stages.save_data(built, folder)
+    cache.save_data(built, folder)
     (folder / "train.arrow").write_bytes(b"cut short")
-    assert stages.load_data(TASKS[task], folder) is None
-    stages.save_data(built, folder)
+    assert cache.load_data(TASKS[task], folder) is None
+    cache.save_data(built, folder)
     index = json.loads((folder / "splits.json").read_text())
     (folder / "splits.json").write_text(json.dumps(index | {"format": 0}))
-    assert stages.load_data(TASKS[task], folder) is None
-    assert stages.load_data(TASKS[task], tmp_path / "none") is None
+    assert cache.load_data(TASKS[task], folder) is None
+    assert cache.load_data(TASKS[task], tmp_path / "none") is None
 
 
 def test_a_run_that_trains_again_reads_the_kept_splits(tmp_path, tiny_bert_dir, tiny_csv, monkeypatch):
@@ -90,7 +91,7 @@ def test_a_run_that_trains_again_reads_the_kept_splits(tmp_path, tiny_bert_dir, 
     def not_again(_):
         raise AssertionError("the data was read and tokenised again")
 
-    monkeypatch.setattr(stages, "prepare_data", not_again)
+    monkeypatch.setattr(run_data, "prepare_data", not_again)
     b = dict(base["students"][0], name="b")
     again = run(RunConfig.model_validate(base | {"students": base["students"] + [b]}))
     assert again.ran == ["student:b", "bench"] and "teacher" in again.skipped
@@ -108,9 +109,9 @@ def test_splits_that_cannot_be_kept_do_not_stop_the_run(tmp_path, tiny_bert_dir,
         folder.with_name(folder.name + ".tmp").mkdir(parents=True)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(stages, "save_splits", full_disk)
+    monkeypatch.setattr(cache, "save_splits", full_disk)
     task, source, transfer = sources(tmp_path, tiny_csv)["classification"]
-    data = stages.RunData(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
+    data = run_data.RunData(run_config(tmp_path, tiny_bert_dir, task, source, transfer))
     assert len(data.load().train) > 0 and data.cached
     kept = [p.name for p in data.record_path.parent.iterdir()]
     assert data.record_path.name in kept and not [name for name in kept if name.startswith("splits-")]

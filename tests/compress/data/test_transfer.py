@@ -21,7 +21,8 @@ from compress.distill.loop import train_model
 from compress.distill.objectives import LogitTerms, task_loss
 from compress.models.loading import load_saved_model, load_tokenizer
 from compress.pipeline.pipeline import run
-from compress.pipeline.stages import distillation_split, prepare_data
+from compress.pipeline.run_data import prepare_data
+from compress.pipeline.stages import distillation_split
 from tests.conftest import make_texts, write_csv
 
 

@@ -76,6 +76,7 @@ def test_a_ctrl_c_a_library_swallowed_stops_the_run_when_its_stage_is_recorded(t
 
     from compress.core.results import CachedOutputs
     from compress.core.stopping import stopping_on_signals
+    from compress.pipeline.declarations import TEACHER_LOGITS, TEACHER_TRANSFER
     from compress.pipeline.resume import StageRunner, StageSelection
 
     def labelling_that_swallows_ctrl_c():
@@ -89,7 +90,7 @@ def test_a_ctrl_c_a_library_swallowed_stops_the_run_when_its_stage_is_recorded(t
     runner = StageRunner(tmp_path, StageSelection())
     with stopping_on_signals():
         with pytest.raises(KeyboardInterrupt):
-            runner("teacher_logits", "h1", CachedOutputs, labelling_that_swallows_ctrl_c)
+            runner(TEACHER_LOGITS, "h1", labelling_that_swallows_ctrl_c)
     assert Manifest(tmp_path).is_done("teacher_logits", "h1")  # recorded: the next run resumes after it
-    assert StageRunner(tmp_path, StageSelection())("teacher_transfer", "h2", CachedOutputs,
+    assert StageRunner(tmp_path, StageSelection())(TEACHER_TRANSFER, "h2",
                                                    lambda: ([], CachedOutputs(features=1))).features == 1

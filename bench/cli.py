@@ -5,8 +5,8 @@ at once instead of after loading torch, transformers and ONNX Runtime."""
 
 from __future__ import annotations
 
+import contextlib
 import json as json_module  # the commands' --json option is named json
-import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -131,7 +131,7 @@ def compare(a: Annotated[Path, typer.Argument(help="baseline: a `bench --json` f
     settings = _settings(locals())
     from bench.compare import compare_rows, load_rows
 
-    rows = compare_rows(load_rows(a), load_rows(b), metric, threshold)
+    rows = compare_rows(load_rows(a, metric), load_rows(b, metric), metric, threshold)
     table = _table(f"{metric}: {b} over {a} (regression past {threshold:.0%})", rows, {
         "name": "model", "backend": "backend", "batch_size": "batch", "seq_len": "tokens", "a": "A", "b": "B",
         "ratio": "B/A", "regression": "regression"})
@@ -179,22 +179,47 @@ def _settings(arguments: dict) -> dict:
     measurement is never lost to a folder that cannot be written."""
     if str(arguments.get("csv")) == "-" or str(arguments.get("trace")) == "-":
         raise UserError("only --json writes to stdout (-)", "--csv / --trace", "name a file")
-    for option in ("json", "csv", "trace"):
-        if arguments.get(option) is not None and str(arguments[option]) != "-":
-            _check_writable(arguments[option], f"--{option}")
+    outputs = {option: arguments[option] for option in ("json", "csv", "trace")
+               if arguments.get(option) is not None and str(arguments[option]) != "-"}
+    for option, path in outputs.items():
+        _check_writable(path, f"--{option}")
+    same = [f"--{option}" for option, path in outputs.items()
+            if [p.absolute() for p in outputs.values()].count(path.absolute()) > 1]
+    if same:
+        raise UserError(f"{' and '.join(same)} name the same file, so one would overwrite the other",
+                        f"{same[0]} {outputs[same[0][2:]]}", "give each its own file")
     return {k: str(v) if isinstance(v, Path) else v for k, v in arguments.items()}
 
 
 def _check_writable(path: Path, option: str) -> None:
-    """The file can be written: not a folder, and the nearest folder above it that exists (the rest is created)
-    is writable."""
-    if path.is_dir():
-        raise UserError("is a folder, not a file", f"{option} {path}", "name a file to write")
-    folder = path.absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write into {folder}", f"{option} {path}", "pick a writable path")
+    """The file can be written, tried before anything is measured: not a folder, and a file can be made where it
+    goes (its missing folders are made for the try and removed again, so nothing is left if the command fails)."""
+    made, failed = [], f"cannot write {path}"
+    try:  # (a name too long for the file system fails even the look: OSError from is_dir())
+        if path.is_dir():
+            raise UserError("is a folder, not a file", f"{option} {path}", "name a file to write")
+        folder = path.absolute().parent
+        missing = []
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        failed = f"cannot write into {folder}"
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file")
+        for new in reversed(missing):
+            failed = f"cannot make the folder {new}"
+            new.mkdir()
+            made.append(new)
+        failed = f"cannot write into {path.absolute().parent}"
+        with tempfile.TemporaryFile(dir=path.absolute().parent):
+            pass
+    except OSError as err:  # a read-only disk, a folder without write permission, a file where a folder must be
+        reason = "a file is there" if isinstance(err, NotADirectoryError | FileExistsError) else err.strerror
+        raise UserError(f"{failed} ({reason})", f"{option} {path}", "pick a writable path") from None
+    finally:
+        for new in reversed(made):
+            with contextlib.suppress(OSError):  # another process may have written into it meanwhile
+                new.rmdir()
 
 
 def _setup(device: str, threads: int | None) -> None:

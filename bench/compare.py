@@ -6,16 +6,20 @@ Takes what `bench latency|memory|zoo --json` writes and a run folder's bench.jso
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from compress.core.errors import UserError
 
 KEY_FIELDS = ("name", "backend", "device", "batch_size", "seq_len")
+KEY_KINDS = {"name": str, "backend": str, "device": str, "batch_size": int, "seq_len": int}  # null where not known
 # Where a bigger number is the better one; every other compared field (latency, memory) is better smaller.
 HIGHER_IS_BETTER = ("throughput_samples_s", "throughput_tokens_s", "efficiency", "achieved_flops_s")
 
 
-def load_rows(path: Path) -> list[dict]:
+def load_rows(path: Path, metric: str | None = None) -> list[dict]:
+    """The rows of a `bench ... --json` file or a run's bench.json, checked against the shape that wrote them: the
+    fields rows are matched by, `metric` (a number or null in every row), and a run's results as BenchResult."""
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
@@ -23,14 +27,58 @@ def load_rows(path: Path) -> list[dict]:
     except IsADirectoryError:
         raise UserError("is a folder, not a file", str(path),
                         "pass two files written by `bench ... --json` (a run's is <run folder>/bench.json)") from None
-    except ValueError as err:
-        raise UserError(f"not JSON ({err})", str(path), "pass two files written by `bench ... --json`") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the parser goes
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise UserError(f"not JSON ({reason})", str(path), "pass two files written by `bench ... --json`") from None
     results = document.get("results") if isinstance(document, dict) else None
     if isinstance(results, list) and all(isinstance(row, dict) for row in results):
-        return results
-    if isinstance(results, dict) and "settings" in document:
-        return _run_bench_rows(document)
-    raise UserError("no results in it", str(path), "pass a file written by `bench ... --json` or a run's bench.json")
+        rows = results
+    elif isinstance(results, dict) and "settings" in document:
+        rows = _run_bench_rows(_checked_run_bench(document, path))
+    else:
+        raise UserError("no results in it", str(path),
+                        "pass a file written by `bench ... --json` or a run's bench.json")
+    kinds = KEY_KINDS | ({metric: int | float} if metric is not None and metric not in KEY_KINDS else {})
+    for i, row in enumerate(rows):
+        for field, kind in kinds.items():
+            value = row.get(field)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                expected = {str: "text", int: "a whole number"}.get(kind, "a number")
+                raise UserError(f"results.{i}.{field} is {_shown(value)}, not {expected}", str(path),
+                                "pass a file written by `bench ... --json` or a run's bench.json, unedited")
+    return rows
+
+
+def _checked_run_bench(document: dict, path: Path) -> dict:
+    """A run's bench.json with its results read as the BenchResult the bench stage wrote (and its shape's settings
+    as whole numbers); the first field that does not fit is one line."""
+    from pydantic import ValidationError
+
+    from compress.core.results import BenchResult, from_json, to_json
+
+    fix = "pass a run's bench.json as `compress run` wrote it, or write it again (compress run with --from bench)"
+    settings = document["settings"]
+    for key in ("batch_size", "seq_len"):
+        value = settings.get(key) if isinstance(settings, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"settings.{key} is {_shown(value)}, not a whole number", str(path), fix)
+    try:
+        results = from_json(BenchResult, document["results"])
+    except ValidationError as err:
+        problem = err.errors()[0]
+        key = ".".join(str(part) for part in ("results", *problem["loc"]))
+        got = "" if problem["type"] == "missing" else f" (got {_shown(problem.get('input'))})"
+        message = re.sub(r" or an instance of \w+", "", problem["msg"])  # our class names say nothing to a user
+        raise UserError(f"{key}: {message}{got}", str(path), fix) from None
+    return {**document, "results": to_json(results, BenchResult)}
+
+
+def _shown(value: object) -> str:
+    """A value as the file holds it, shortened: "fast", 3, null; an object or a list by its kind."""
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def compare_rows(a: list[dict], b: list[dict], metric: str, threshold: float) -> list[dict]:

@@ -10,6 +10,11 @@ from compress.core.errors import UserError
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+def devices_beside_cpu(devices: list[str] | None) -> list[str]:
+    """The devices of a run's bench.devices timed beside the CPU (which is always timed: unset means [cpu])."""
+    return [d for d in devices or [] if d != "cpu"]
+
+
 def check_device(device: str, where: str = "--device", allow_index: bool = False) -> torch.device:
     """The torch device for `device` (cpu, cuda, mps, and cuda:N with `allow_index`: bench times the current GPU
     only), or a one-line error naming `where` when this machine does not have it."""

@@ -21,7 +21,7 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from compress.core.config import KDConfig, TrainConfig
-from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, predict
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, accepted_inputs, predict, select_inputs
 from compress.data.metrics import classification_metrics
 from compress.data.tasks import TASKS
 from compress.distill.loop import TrainLog, train_model
@@ -64,7 +64,7 @@ class TeacherInTheLoopTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         with torch.no_grad():
-            teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k in self.teacher_inputs}).logits
+            teacher_logits = self.teacher(**select_inputs(inputs, self.teacher_inputs)).logits
         loss, _ = kd_loss(outputs.logits, teacher_logits, labels, self.kd.temperature, self.kd.alpha)
         return (loss, outputs) if return_outputs else loss
 

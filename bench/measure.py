@@ -15,7 +15,8 @@ from bench.devices import ORT_PROVIDERS, check_device, ort_provider, torch_clock
 from bench.flops import count_flops, count_params, gemm_peak_flops
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
-from bench.timing import Clock, time_interleaved, wall_clock
+from bench.timing import PAUSE_S, Clock, time_interleaved, wall_clock
+from compress.core.config import BenchConfig
 from compress.core.results import Latency, ModelTimings, Timing
 from compress.data.batching import MODEL_INPUTS
 from compress.models.int8 import is_int8_model
@@ -125,13 +126,14 @@ class OnDevice:
     flops: int | None
 
 
-def time_on_device(models: dict[str, OnDevice], device: str, batch_size: int, seq_len: int, warmup: int,
-                   iters: int, seed: int, pause_s: float = 0.05) -> dict[str, dict[str, Timing]]:
+def time_on_device(models: dict[str, OnDevice], device: str, settings: BenchConfig,
+                   seed: int) -> dict[str, dict[str, Timing]]:
     """Every model in PyTorch on `device` (moved there) and, where ONNX Runtime has that device's provider, its
     fp32 graph there, all timed side by side, so their ratios hold while the device's clocks wander (a GPU at
     batch 1 drifts by 2x between separate blocks). Int8 models are left out: their kernels are CPU ones. The
     optimised graphs too: for our own families ORT optimised them for the CPU provider. Model name -> runtime
-    ("torch" or "fp32") -> timing, with efficiency against the device's GEMM peak in the precision used."""
+    ("torch" or "fp32") -> timing, with efficiency against the device's GEMM peak in the precision used. The batch
+    size, sequence length, warm-up, iterations and pause are `settings`' (a run's bench block)."""
     dev = check_device(device, "bench.devices", allow_index=True)
     # CUDA events and the GEMM peak run on the current GPU: make it the one named (cuda:1 is not the default).
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
@@ -139,7 +141,8 @@ def time_on_device(models: dict[str, OnDevice], device: str, batch_size: int, se
         with_ort = provider in available_providers()
         runners, clocks, peaks = {}, {}, {}  # keyed by (model name, runtime)
         for name, m in models.items():
-            feeds = dummy_inputs(m.model.config.vocab_size, batch_size, seq_len, m.input_names, seed=seed)
+            feeds = dummy_inputs(m.model.config.vocab_size, settings.batch_size, settings.seq_len, m.input_names,
+                                 seed=seed)
             if not is_int8_model(m.model):
                 runners[name, "torch"] = torch_runner(m.model.to(dev), feeds)
                 clocks[name, "torch"] = torch_clock(dev)
@@ -148,7 +151,8 @@ def time_on_device(models: dict[str, OnDevice], device: str, batch_size: int, se
                 session = create_session(m.graph, provider=provider, device_index=dev.index or 0)
                 runners[name, "fp32"], clocks[name, "fp32"] = ort_runner(session, feeds), wall_clock()
                 peaks[name, "fp32"] = gemm_peak_flops(dev, torch.get_num_threads())
-        timed = time_interleaved(runners, warmup, iters, clocks=clocks, pause_s=pause_s) if runners else {}
+        timed = time_interleaved(runners, settings.warmup, settings.iters, clocks=clocks,
+                                 pause_s=pause_s(settings)) if runners else {}
     out: dict[str, dict[str, Timing]] = {name: {} for name in models}
     for (name, runtime), t in timed.items():
         out[name][runtime] = with_efficiency(t, models[name].flops, peaks[name, runtime])
@@ -161,17 +165,23 @@ def with_efficiency(latency: Latency, flops: int | None, peak_flops_s: float) ->
                   if flops else None)
 
 
-def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path], batch_size: int,
-                          seq_len: int, warmup: int, iters: int, threads: int | None, seed: int,
-                          peak_flops_s: float, pause_s: float = 0.05) -> ModelTimings:
+def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path],
+                          settings: BenchConfig, seed: int, peak_flops_s: float) -> ModelTimings:
     """A PyTorch model and, interleaved with it on the same inputs, its ONNX graphs (variant name -> file): the
     choice of a graph to ship rests on these ratios. Efficiency is each timing's achieved FLOP/s over
     `peak_flops_s`, the GEMM peak in the model's precision (graphs come from fp32 models only); none for int8 graphs
-    (their work is not fp32 FLOPs, and the share could pass 100%)."""
-    feeds = dummy_inputs(model.config.vocab_size, batch_size, seq_len, input_names, seed=seed)
+    (their work is not fp32 FLOPs, and the share could pass 100%). Shape, iterations, ORT's threads and the pause
+    are `settings`' (a run's bench block)."""
+    feeds = dummy_inputs(model.config.vocab_size, settings.batch_size, settings.seq_len, input_names, seed=seed)
     runners = {"torch": torch_runner(model, feeds)}
-    runners |= {name: ort_runner(create_session(path, threads=threads), feeds) for name, path in graphs.items()}
+    runners |= {name: ort_runner(create_session(path, threads=settings.threads), feeds)
+                for name, path in graphs.items()}
     flops = count_flops(model, feeds)
-    timings = {name: with_efficiency(t, None if "int8" in name else flops, peak_flops_s)
-               for name, t in time_interleaved(runners, warmup, iters, pause_s=pause_s).items()}
+    timed = time_interleaved(runners, settings.warmup, settings.iters, pause_s=pause_s(settings))
+    timings = {name: with_efficiency(t, None if "int8" in name else flops, peak_flops_s) for name, t in timed.items()}
     return ModelTimings(torch=timings.pop("torch"), ort=timings.pop("fp32", None), ort_variants=timings, flops=flops)
+
+
+def pause_s(settings: BenchConfig) -> float:
+    """The rest before each timed block: bench.pause_ms, or PAUSE_S where it is unset."""
+    return PAUSE_S if settings.pause_ms is None else settings.pause_ms / 1e3

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from compress.data.batching import accepted_inputs
+from compress.data.batching import accepted_inputs, select_inputs
+from exports.ort import session_inputs
 
 
 def dummy_inputs(vocab_size: int, batch_size: int, seq_len: int, input_names: list[str],
@@ -28,7 +29,7 @@ def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray],
     model.eval()
     device = next(model.parameters()).device
     names = accepted_inputs(model)
-    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in names}
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in select_inputs(feeds, names).items()}
 
     def run() -> object:
         with torch.inference_mode(inference_mode):
@@ -38,6 +39,5 @@ def torch_runner(model: torch.nn.Module, feeds: dict[str, np.ndarray],
 
 
 def ort_runner(session, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
-    names = {i.name for i in session.get_inputs()}
-    feeds = {k: v for k, v in feeds.items() if k in names}
+    feeds = select_inputs(feeds, session_inputs(session))
     return lambda: session.run(None, feeds)

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from compress.core.errors import UserError
-from compress.data.batching import accepted_inputs
+from compress.data.batching import accepted_inputs, select_inputs
 from compress.models.int8 import is_quantized_dir
 from compress.models.loading import AUTO_CLASSES, load_saved_model
 from compress.models.zoo import ZOO, build_zoo_model
@@ -94,7 +94,7 @@ def export_for_ort(source: str, onnx: Path, task: str = "classification", opset:
     mask = torch.ones_like(ids)
     mask[1, 10:] = 0  # rows of different lengths, so no padding-dependent shape is frozen into the graph
     sample = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    sample = {k: v for k, v in sample.items() if k in accepted_inputs(model)}
+    sample = select_inputs(sample, accepted_inputs(model))
     return trace_to_onnx(model, sample, onnx, _output_names(model), opset)
 
 

@@ -53,8 +53,11 @@ def cuda_event_clock() -> Clock:
     return clock
 
 
+PAUSE_S = 0.05  # the rest before each timed block where none is given (a run's bench.pause_ms unset: 50 ms)
+
+
 def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: int, rounds: int = 5,
-                     pause_s: float = 0.05, sync: Callable[[], None] = lambda: None,
+                     pause_s: float = PAUSE_S, sync: Callable[[], None] = lambda: None,
                      clocks: dict[str, Clock] | None = None, min_seconds: float = 0.0) -> dict[str, Latency]:
     """Time several callables side by side: after each one's warm-up, `rounds` passes over all of them, each pass
     timing a share of every one's calls. Slow drift of the machine (clock, other load) then lands on all of

@@ -13,13 +13,20 @@ libraries load on the first `run`, so `import compress` stays light.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config
+from compress.core.config import DEFAULT_CONFIG, PruneConfig, RunConfig, load_config
 from compress.core.errors import UserError
+from compress.verbs.labelled_file import LabelledFile
 
-__all__ = ["DEFAULT_CONFIG", "RunConfig", "UserError", "evaluate_folder", "export", "load_config", "prune_folder",
-           "quantize_folder", "run"]
+# The search layer's package, imported before the `search` function below takes its name: importing a submodule
+# binds the package to its parent's attribute only on the package's first import, so the function keeps the name
+# once `from compress.search.study import ...` runs (the package's __init__ imports nothing).
+from compress import search as _search_package  # noqa: F401, E402  isort: skip
+
+__all__ = ["DEFAULT_CONFIG", "LabelledFile", "RunConfig", "UserError", "evaluate_folder", "export", "load_config",
+           "prune_folder", "quantize_folder", "run", "search"]
 
 
 def run(config: RunConfig | str | Path | None = None, *, start: str | None = None, only: str | None = None):
@@ -33,6 +40,20 @@ def run(config: RunConfig | str | Path | None = None, *, start: str | None = Non
     from compress.pipeline.resume import StageSelection
 
     return run_pipeline(config, StageSelection(start=start, only=only))
+
+
+def search(config: RunConfig | str | Path, *, storage: str | None = None, trials: int | None = None,
+           timeout_minutes: float | None = None):
+    """`compress search` as a function: find the fastest student within the config's `search:` budget, train it as
+    a student of the run and report it (compress.search.study; docs/search.md). `storage` is an Optuna storage URL
+    (default: search/study.db in the run folder); `trials` (finished trials the study should hold) and
+    `timeout_minutes` (this call's limit) override the block's effort. Returns a SearchResult: `rows` (every
+    trial), `chosen` (its row, or None), `student` (its name in the run), `budget_met`, `report`."""
+    if not isinstance(config, RunConfig):
+        config = load_config(Path(config))
+    from compress.search.study import search as run_search  # optuna, torch and transformers load here
+
+    return run_search(config, storage=storage, trials=trials, minutes=timeout_minutes)
 
 
 def export(model_dir: str | Path, out_dir: str | Path, task: str | None = None, optimize: bool = True,
@@ -53,26 +74,27 @@ def quantize_folder(model_dir: str | Path, out_dir: str | Path, method: str = "d
     return quantize_one(Path(model_dir), Path(out_dir), method, task)
 
 
-def prune_folder(model_dir: str | Path, out_dir: str | Path, structured: bool = True, head_ratio: float = 0.5,
-                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None, task: str | None = None,
-                 data_file: str | Path | None = None, steps: int = 1, epochs: int = 1, learning_rate: float = 5e-5,
-                 importance: str = "magnitude", seed: int = 0, text_column: str = "text",
-                 text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
-    """`compress prune` as a function: a pruned copy of one saved folder, recovered on `data_file` when given (the
-    unpruned model as teacher; compress.verbs.folders)."""
-    from compress.verbs.folders import LabelledFile
+def prune_folder(model_dir: str | Path, out_dir: str | Path, spec: PruneConfig,
+                 data: str | Path | LabelledFile | None = None, task: str | None = None, seed: int = 0) -> dict:
+    """`compress prune` as a function: a pruned copy of one saved folder by `spec`, a prune entry as a run's YAML
+    writes it (its name and model are not read), recovered on `data` when given (a labelled file: a path, read
+    with the default columns, or a LabelledFile), the unpruned model as teacher (compress.verbs.folders).
+
+        from compress import LabelledFile, prune_folder
+        from compress.core.config import StructuredPrune
+        spec = StructuredPrune(name="heads50", model="minilm-l3", head_ratio=0.5, ffn_ratio=0.3, steps=2)
+        prune_folder("runs/demo/students/minilm-l3", "pruned/heads50", spec, LabelledFile("train.csv"))
+    """
     from compress.verbs.folders import prune_folder as prune_one
 
-    data = LabelledFile(Path(data_file), text_column, text_pair_column, label_column,
-                        max_length) if data_file is not None else None
-    return prune_one(Path(model_dir), Path(out_dir), structured, head_ratio, ffn_ratio, amount, scope, task, data,
-                     steps, epochs, learning_rate, importance, seed)
+    if data is not None:
+        data = replace(data, path=Path(data.path)) if isinstance(data, LabelledFile) else LabelledFile(Path(data))
+    return prune_one(Path(model_dir), Path(out_dir), spec, data, task, seed)
 
 
 def evaluate_folder(model_dir: str | Path, data_file: str | Path, task: str | None = None, text_column: str = "text",
                     text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> dict:
     """`compress evaluate` as a function: a saved folder's metrics on a labelled file (compress.verbs.folders)."""
-    from compress.verbs.folders import LabelledFile
     from compress.verbs.folders import evaluate_folder as evaluate_one
 
     return evaluate_one(Path(model_dir), LabelledFile(Path(data_file), text_column, text_pair_column, label_column,

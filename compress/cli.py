@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from compress.core.config import load_config
+from compress.core.errors import UserError
 from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
 from compress.pipeline.declarations import GROUPS
 
@@ -64,23 +65,64 @@ def run(
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="run YAML to check")]) -> None:
-    """Check a run YAML (keys, types, values, what the models' config files refute, and the devices and data files
-    it names on this machine) without running anything.
+    """Check a run YAML (keys, types, values, what the models' config files refute, and the devices, models, data
+    files, tracking store and run folder it names on this machine) without running anything.
 
     Example: compress validate configs/squad.yaml
     """
-    from compress.pipeline.preflight import check_against_models, check_data_files_present
+    from compress.pipeline.preflight import check_against_models, check_data_files_present, check_run_folder
 
     cfg = load_config(config)
     check_against_models(cfg)
     check_data_files_present(cfg)
+    check_run_folder(cfg)
     trainings = [cfg.teacher.train] + [student.train for student in cfg.students]
-    if cfg.device not in ("auto", "cpu") or cfg.bench.other_devices() or \
+    if cfg.device not in ("auto", "cpu") or cfg.bench.devices or \
             any(train.mixed_precision == "fp16" for train in trainings):  # torch is imported only for these
         from compress.pipeline.stages import run_device
 
         run_device(cfg)  # a device this machine lacks, fp16 training without a CUDA GPU: as the run refuses them
-    typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s), output {cfg.run_dir})")
+    if cfg.search is not None:  # what the teacher refutes of the search block (compress search checks it too)
+        from compress.pipeline.preflight import layer_count, model_config
+        from compress.search.space import check_search
+
+        check_search(cfg, layer_count(model_config(cfg.teacher.model)))
+    searched = f", a search of {', '.join(cfg.search.space.families)}" if cfg.search is not None else ""
+    typer.echo(f"{config}: ok (run '{cfg.name}', {len(cfg.students)} student(s){searched}, output {cfg.run_dir})")
+
+
+BUDGET_NOT_MET = 3  # compress search: the search ran and no trial kept the budget (no student chosen)
+
+
+@app.command()
+def search(
+    config: Annotated[Path, typer.Argument(help="run YAML with a search: block")],
+    storage: Annotated[Optional[str], typer.Option(
+        help="Optuna storage URL shared by several workers (postgresql://..., mysql+pymysql://...); default "
+             "sqlite in the run folder (search/study.db)", show_default=False)] = None,
+    trials: Annotated[Optional[int], typer.Option(
+        min=0, help="finished trials the study should hold (overrides search.trials; 0: no new trial, only the "
+                    "tables and the chosen student)", show_default=False)] = None,
+    timeout_minutes: Annotated[Optional[float], typer.Option(
+        "--timeout-minutes", min=0.0, help="this process's wall-clock limit for trials (overrides search.minutes; "
+                                           "a trial that has started finishes)", show_default=False)] = None,
+) -> None:
+    """Find the fastest student that keeps the search: block's budget (Optuna: metric up, latency down), then train
+    it as a student of the run and add it to the report. Resumes from the run folder; several workers may run the
+    same command on one --storage. Exit code 3: the search ran, and no trial kept the budget.
+
+    Example: compress search configs/search.yaml --trials 30
+    """
+    from compress import search as search_students
+
+    result = search_students(config, storage=storage, trials=trials, timeout_minutes=timeout_minutes)
+    folder = result.run_dir / "search"
+    typer.echo(f"trials: {folder}/ (trials.csv, trials.json, pareto.png)")
+    if result.student is not None:
+        typer.echo(f"chosen: {result.student} (snippet for students: {folder / 'chosen.yaml'}); "
+                   f"report: {result.run_dir}/report.html")
+    if result.budget_met is False:
+        raise typer.Exit(BUDGET_NOT_MET)
 
 
 @app.command()
@@ -161,10 +203,26 @@ def prune(
     Example: compress prune runs/demo/students/minilm-l3 pruned/minilm-l3-heads50 --head-ratio 0.5 --ffn-ratio 0.3
     --data train.csv --steps 2
     """
-    from compress import prune_folder
+    from pydantic import ValidationError
 
-    out = prune_folder(model, output, structured, head_ratio, ffn_ratio, amount, scope, task, data, steps, epochs,
-                       learning_rate, importance, seed, text_column, text_pair_column, label_column, max_length)
+    from compress import LabelledFile, prune_folder
+    from compress.core.config import RecoveryConfig, StructuredPrune, UnstructuredPrune
+
+    if not structured and importance != "magnitude":
+        raise UserError("unstructured pruning ranks weights by their L1 alone", "--importance",
+                        "leave --importance out, or prune --structured")
+    try:  # the options as a run's prune: entry (its name and model are not read)
+        entry = {"name": "prune", "model": "model", "steps": steps,
+                 "recovery": RecoveryConfig(epochs=epochs, learning_rate=learning_rate)}
+        spec = (StructuredPrune(head_ratio=head_ratio, ffn_ratio=ffn_ratio, scope=scope or "local",
+                                importance=importance, **entry) if structured
+                else UnstructuredPrune(amount=amount, scope=scope or "global", **entry))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise UserError(problem["msg"], f"--{'-'.join(map(str, problem['loc'])).replace('_', '-') or 'options'}",
+                        "see compress prune --help") from None
+    labelled = LabelledFile(data, text_column, text_pair_column, label_column, max_length) if data is not None else None
+    out = prune_folder(model, output, spec, labelled, task, seed)
     recovered = (f"; {', '.join(f'{m:.4f}' for m in out['metric_after_steps'])} on {data.name} after each step"
                  if out["metric_after_steps"] else "")
     typer.echo(f"{output}: {out['params']:,} parameters (from {out['params_before']:,}), sparsity "

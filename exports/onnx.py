@@ -11,7 +11,8 @@ import torch
 
 from compress.core.artifacts import replace_dir
 from compress.core.errors import UserError
-from compress.data.batching import MODEL_INPUTS, accepted_inputs
+from compress.data.batching import accepted_inputs, select_inputs, tokenizer_inputs
+from exports.ort import session_inputs
 
 
 def export_hf_model(model, tokenizer, out_dir: Path, task: str, opset: int) -> Path:
@@ -58,9 +59,8 @@ def parity_max_abs_diff(model: torch.nn.Module, session, feeds: dict[str, np.nda
     model.eval()
     names = accepted_inputs(model)
     with torch.inference_mode():
-        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in names})
-    names = {i.name for i in session.get_inputs()}
-    got = session.run(None, {k: v for k, v in feeds.items() if k in names})
+        expected = model(**{k: torch.from_numpy(v) for k, v in select_inputs(feeds, names).items()})
+    got = session.run(None, select_inputs(feeds, session_inputs(session)))
     return max(float(np.abs(getattr(expected, out.name).float().numpy() - value).max())
                for out, value in zip(session.get_outputs(), got))
 
@@ -82,7 +82,7 @@ def export_torch_model(model: torch.nn.Module, tokenizer, out_dir: Path, output_
     """Export a model optimum does not know (our custom transformer and BiLSTM) with torch.onnx, batch and
     sequence axes dynamic, inputs and outputs named as optimum names them. The folder also holds config.json and
     the tokenizer, like optimum's."""
-    input_names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
+    input_names = tokenizer_inputs(tokenizer)
     # Two rows of different lengths, so nothing shape-dependent gets frozen into the graph as a constant.
     sample = tokenizer(["a short text", "a somewhat longer text to trace the export with"], padding=True,
                        return_tensors="pt")

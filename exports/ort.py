@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import torch
 
+from compress.core import progress
 from compress.core.errors import UserError
 
 try:
@@ -23,11 +24,17 @@ except ImportError:  # the `cpu` or `gpu` extra installs one of its two builds
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from compress.data.batching import collect_outputs
+from compress.data.batching import collect_outputs, select_inputs
 
 
 def available_providers() -> list[str]:
     return ort.get_available_providers()
+
+
+def ort_log_severity() -> int:
+    """What a session of ours logs on stderr: ONNX Runtime logs a failure there before raising it, and the raised
+    error becomes our one line, so only fatal messages (4) unless --verbose asks for the library's own (warnings, 2)."""
+    return 2 if progress.LIBRARY_MESSAGES else 4
 
 
 def create_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
@@ -42,6 +49,7 @@ def create_session(path: Path, threads: int | None = None, provider: str = "CPUE
                         f"(have: {', '.join(ort.get_available_providers())})", str(path),
                         "install the matching onnxruntime build or pick another device")
     options = ort.SessionOptions()
+    options.log_severity_level = ort_log_severity()
     if threads:
         options.intra_op_num_threads = threads
     if profile_prefix:
@@ -59,14 +67,19 @@ def create_session(path: Path, threads: int | None = None, provider: str = "CPUE
     return session
 
 
+def session_inputs(session: ort.InferenceSession) -> list[str]:
+    """The names of the inputs the session's graph takes (a graph exported from DistilBERT has no token_type_ids)."""
+    return [i.name for i in session.get_inputs()]
+
+
 def predict_session(session: ort.InferenceSession, split, tokenizer, output_names: tuple[str, ...],
                     pad_to: int | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """The session's outputs for every feature of `split`, in the layout compress.data.batching.predict gives
     for a PyTorch model, so the task's metric is computed on the export the same way."""
-    inputs = {i.name for i in session.get_inputs()}
+    inputs = session_inputs(session)
 
     def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values = session.run(list(output_names), {k: v.numpy() for k, v in batch.items() if k in inputs})
+        values = session.run(list(output_names), {k: v.numpy() for k, v in select_inputs(batch, inputs).items()})
         return {name: torch.from_numpy(value).float() for name, value in zip(output_names, values)}
 
     return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
@@ -107,6 +120,7 @@ def optimize_graph(onnx_path: Path, out_path: Path, transformer: bool) -> dict[s
                 optimized.save_model_to_file(str(tmp))
             else:
                 options = ort.SessionOptions()
+                options.log_severity_level = ort_log_severity()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
                 options.optimized_model_filepath = str(tmp)
                 ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -152,8 +166,8 @@ def _quantize(src: Path, tmp: Path, mode: str, weight_type: QuantType, per_chann
             prepared = Path(work) / "prepared.onnx"
             # Symbolic shape inference fails on BERT graphs; ONNX's own shape inference is enough here.
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-            inputs = {i.name for i in onnx.load(str(prepared)).graph.input}  # a graph may not use every input
-            batches = [{k: v for k, v in feeds.items() if k in inputs} for feeds in calibration]
+            inputs = [i.name for i in onnx.load(str(prepared)).graph.input]  # a graph may not use every input
+            batches = [select_inputs(feeds, inputs) for feeds in calibration]
             quantize_static(prepared, tmp, _Batches(batches), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=weight_type,
                             extra_options=extra)

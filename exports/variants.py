@@ -8,44 +8,60 @@ Scores are measured once (export stage); eligibility and the choice are judged f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from compress.compression.quantize import argmax_agreement
+from compress.core.config import ExportConfig
 from compress.core.errors import UserError
 from compress.core.progress import console, warn
 from compress.core.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
-from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
+from compress.data.batching import EncodedSplit, make_loader, predict, select_inputs, token_mask
+from compress.data.tasks import Task
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One model's export: its name (in messages), whether its family is one optimum knows (optimum's export and
+    ORT's transformer fusions) or one of ours (torch.onnx), the run's export settings (opset, whether to optimise,
+    the parity tolerance) and the int8 variants to build beside the fp32 graphs, the static ones calibrated on
+    `calibration` (training batches)."""
+
+    name: str
+    hf_family: bool
+    settings: ExportConfig
+    int8_variants: list[str] = field(default_factory=list)
+    calibration: list[dict[str, np.ndarray]] | None = None
 
 
 class GraphScorer:
     """Scores a model's ONNX graphs on the test split: the task metric with ONNX Runtime, and against PyTorch
     fp32 the max abs output difference on 16 held-out examples (fp32 graphs) or the argmax agreement over the
-    split (int8 graphs; real tokens only for per-token tasks)."""
+    split (int8 graphs; real tokens only for per-token tasks). `evaluate(outputs)` gives the task's metrics on
+    the split; per-token outputs are padded to `pad_to`."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, test: EncodedSplit, output_names: tuple[str, ...],
-                 pad_to: int | None, evaluate: Callable[[dict[str, torch.Tensor]], Metrics], metric: str,
-                 with_reference: bool) -> None:
-        self.model, self.tokenizer, self.test, self.output_names = model, tokenizer, test, output_names
-        self.pad_to, self.evaluate, self.metric = pad_to, evaluate, metric
+    def __init__(self, model: torch.nn.Module, tokenizer, test: EncodedSplit, task: Task, pad_to: int | None,
+                 evaluate: Callable[[dict[str, torch.Tensor]], Metrics], with_reference: bool) -> None:
+        self.model, self.tokenizer, self.test, self.task = model, tokenizer, test, task
+        self.pad_to, self.evaluate = pad_to, evaluate
         batch = next(iter(make_loader(test.head(16), tokenizer, batch_size=16, shuffle=False)))
-        self.feeds = {k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS}
-        self.reference = predict(model, test, tokenizer, output_names, pad_to) if with_reference else None
+        self.feeds = {k: v.numpy() for k, v in select_inputs(batch).items()}
+        self.reference = predict(model, test, tokenizer, task.outputs, pad_to) if with_reference else None
         self.mask = token_mask(test, pad_to) if pad_to else None
 
     def __call__(self, path: Path, variant: str, relative_to: Path) -> ExportVariant:
         session = create_session(path)
-        outputs = predict_session(session, self.test, self.tokenizer, self.output_names, pad_to=self.pad_to)
+        outputs = predict_session(session, self.test, self.tokenizer, self.task.outputs, pad_to=self.pad_to)
         metrics = self.evaluate(outputs)
         fp32 = "int8" not in variant
         return ExportVariant(
             variant=variant, precision="fp32" if fp32 else "int8", onnx_path=str(path.relative_to(relative_to)),
-            size_mb=path.stat().st_size / 1e6, ort_metric=metrics[self.metric], ort_metrics=metrics,
+            size_mb=path.stat().st_size / 1e6, ort_metric=metrics[self.task.metric], ort_metrics=metrics,
             parity_max_abs_diff=parity_max_abs_diff(self.model, session, self.feeds) if fp32 else None,
             argmax_agreement=None if fp32 else argmax_agreement(self.reference, outputs, self.mask))
 
@@ -59,30 +75,30 @@ def export_graph(model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bo
     return export_torch_model(model, tokenizer, out_dir, output_names, opset)
 
 
-def build_variants(name: str, onnx_path: Path, hf_family: bool, optimize: bool, int8_variants: list[str],
-                   calibration: list[dict[str, np.ndarray]] | None, score: GraphScorer,
+def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
                    run_dir: Path) -> tuple[list[ExportVariant], dict[str, int] | None]:
-    """The plain graph, the optimised one (with `optimize`) and each int8 variant beside `onnx_path`, each scored;
-    returns them (each with its metric drop vs the plain graph) and the optimised graph's fused operators. A graph
-    ORT cannot make or run is a failed variant (its error kept for the report), not a crash."""
-    out_dir = onnx_path.parent
+    """The plain graph, the optimised one (with `spec.settings.optimize`) and each of `spec.int8_variants` beside
+    `onnx_path`, each scored; returns them (each with its metric drop vs the plain graph) and the optimised graph's
+    fused operators. A graph ORT cannot make or run is a failed variant (its error kept for the report), not a
+    crash."""
+    out_dir, name = onnx_path.parent, spec.name
     variants = [score(onnx_path, "fp32", run_dir)]
     fused, optimized = None, None
-    if optimize:
+    if spec.settings.optimize:
         path = out_dir / "model_optimized.onnx"
         try:
-            fused = optimize_graph(onnx_path, path, hf_family)  # ORT's transformer fusions know HF architectures
+            fused = optimize_graph(onnx_path, path, spec.hf_family)  # ORT's transformer fusions know HF families
             variants.append(score(path, "fp32-optimized", run_dir))
             optimized = path
         except Exception as err:  # a graph ORT cannot make or run is a finding for the report, not a crash
             variants.append(_failed_variant(name, "fp32-optimized", "fp32", err, path))
-    for variant in int8_variants:
+    for variant in spec.int8_variants:
         # Dynamic int8 quantises the fused graph (QAttention); static calibration needs the plain one, whose
         # every activation the calibrator can observe.
         src = optimized if optimized and variant.startswith("dynamic") else onnx_path
         path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
         try:
-            quantize_graph(src, path, variant, calibration)
+            quantize_graph(src, path, variant, spec.calibration)
             variants.append(score(path, variant, run_dir))
         except Exception as err:
             variants.append(_failed_variant(name, variant, "int8", err, path))
@@ -90,13 +106,14 @@ def build_variants(name: str, onnx_path: Path, hf_family: bool, optimize: bool, 
     return [v if v.failed else replace(v, metric_drop=plain.ort_metric - v.ort_metric) for v in variants], fused
 
 
-def export_and_score(name: str, model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bool,
-                     optimum_task: str, opset: int, optimize: bool, int8_variants: list[str],
-                     calibration: list[dict[str, np.ndarray]] | None, score: GraphScorer, parity_atol: float,
+def export_and_score(model: torch.nn.Module, tokenizer, spec: ExportSpec, score: GraphScorer, out_dir: Path,
                      run_dir: Path, config_hash: str) -> ExportResult:
-    """Export `model`, build and score its variants, and warn on the console when the plain graph fails parity."""
-    onnx_path = export_graph(model, tokenizer, out_dir, hf_family, optimum_task, score.output_names, opset)
-    variants, fused = build_variants(name, onnx_path, hf_family, optimize, int8_variants, calibration, score, run_dir)
+    """Export `model` to `out_dir` as `spec` says, build and score its variants (paths relative to `run_dir`), and
+    warn on the console when the plain graph fails parity."""
+    name, parity_atol = spec.name, spec.settings.parity_atol
+    onnx_path = export_graph(model, tokenizer, out_dir, spec.hf_family, score.task.export_task, score.task.outputs,
+                             spec.settings.opset)
+    variants, fused = build_variants(onnx_path, spec, score, run_dir)
     plain = variants[0]
     if plain.parity_max_abs_diff > parity_atol:
         warn(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain.parity_max_abs_diff:.2e}"

@@ -1,7 +1,7 @@
 """The shape of the code: imports go one way through the layers of docs/design.md, and no module-level import cycle.
 
 The layers are folders: compress/core -> data -> models -> compression -> distill -> exports/ -> bench/ ->
-compress/report -> pipeline -> verbs -> the command lines. A module may import its own layer or a lower one,
+compress/report -> pipeline -> search -> verbs -> the command lines. A module may import its own layer or a lower one,
 anywhere in the file (imports inside functions included).
 """
 
@@ -15,8 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compress", "exports", "bench")
 
-LAYERS = ["core", "data", "models", "compression", "distill", "exports", "bench", "report", "pipeline", "verbs",
-          "cli"]
+LAYERS = ["core", "data", "models", "compression", "distill", "exports", "bench", "report", "pipeline", "search",
+          "verbs", "cli"]
 
 # Folder (package) -> layer; the longest matching prefix wins. Only the command lines sit outside a folder.
 LAYER_OF = {
@@ -29,6 +29,7 @@ LAYER_OF = {
     "bench": "bench",
     "compress.report": "report",
     "compress.pipeline": "pipeline",
+    "compress.search": "search",  # many runs of the pipeline's stages; the pipeline never imports it
     "compress.verbs": "verbs",
     "compress.cli": "cli",
     "compress.entry": "cli",
@@ -126,3 +127,59 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
     found = imports(bad, top_level_only=False)
     assert found == {"compress.pipeline.pipeline"}
     assert layer("compress.pipeline.pipeline") > layer("compress.data.sources")
+
+
+# ---------------------------------------------------------------- parameters
+
+# A function that needs more values than this takes a spec object instead (a config's own type, a settings
+# dataclass): a long positional list handed through several hops is where two values get swapped unseen. The
+# command lines' typer signatures are exempt (each parameter is a flag), and so are transformers config classes'
+# __init__, which list their fields as keyword arguments as transformers' own configs do (it reads them by name).
+MAX_PARAMETERS = 8
+CLI_MODULES = {"compress.cli", "bench.cli"}
+
+
+def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, in_class: bool) -> list[str]:
+    """The parameters a caller fills: positional, keyword-only, *args and **kwargs; not a method's self or cls."""
+    args = function.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    names += [f"*{a.arg}" for a in (args.vararg, args.kwarg) if a is not None]
+    return names[1:] if in_class and names and names[0] in ("self", "cls") else names
+
+
+def long_signatures(path: Path) -> list[str]:
+    """`name (line): N parameters` for each function of the file that takes more than MAX_PARAMETERS."""
+    found = []
+
+    def visit(node: ast.AST, in_class: bool, hf_config: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                bases = {ast.unparse(base).split(".")[-1] for base in child.bases}
+                visit(child, True, "PretrainedConfig" in bases)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                names = parameters(child, in_class)
+                exempt = hf_config and getattr(child, "name", None) == "__init__"
+                if len(names) > MAX_PARAMETERS and not exempt:
+                    found.append(f"{getattr(child, 'name', 'lambda')} (line {child.lineno}): {len(names)} parameters")
+                visit(child, False, False)
+            else:
+                visit(child, in_class, hf_config)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False, False)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - CLI_MODULES))
+def test_no_function_takes_more_than_eight_parameters(module):
+    long = long_signatures(MODULES[module])
+    assert not long, f"{module}: take a spec object instead of " + "; ".join(long)
+
+
+def test_the_parameter_check_catches_a_long_signature(tmp_path):
+    """The checker itself can fail: nine parameters are flagged, a method's self is not counted, and a transformers
+    config's __init__ is let through."""
+    source = tmp_path / "long.py"
+    source.write_text("def f(a, b, c, d, e, g, h, i, *, j=0): pass\n"
+                      "class A:\n    def m(self, a, b, c, d, e, g, h, i): pass\n"
+                      "class C(PretrainedConfig):\n    def __init__(self, a, b, c, d, e, g, h, i, j, **kw): pass\n")
+    assert long_signatures(source) == ["f (line 1): 9 parameters"]

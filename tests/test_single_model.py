@@ -146,6 +146,23 @@ def test_prune_with_data_recovers_towards_the_unpruned_model_step_by_step(tiny_b
     assert not (tmp_path / "x").exists()
 
 
+def test_prune_folder_takes_a_prune_entry_as_its_spec(tiny_bert_dir, tmp_path):
+    """The Python API builds no spec of its own: a run's prune entry is it (its name and model unread). Without
+    data the verb prunes in one step without recovery, and made_from.json says so as the command's does."""
+    import compress
+    from compress.core.config import StructuredPrune, UnstructuredPrune
+
+    spec = StructuredPrune(name="unread", model="unread", head_ratio=0.5, ffn_ratio=0.25)
+    out = compress.prune_folder(tiny_bert_dir, tmp_path / "heads", spec)
+    assert out["params"] < out["params_before"] and out["metric_after_steps"] == []
+    made = json.loads((tmp_path / "heads" / "made_from.json").read_text())["settings"]
+    assert made["head_ratio"] == 0.5 and made["ffn_ratio"] == 0.25 and made["recovery"]["epochs"] == 0
+    assert "name" not in made and "model" not in made and spec.recovery.epochs == 1  # the caller's spec unchanged
+    with pytest.raises(compress.UserError, match="several steps need data"):
+        compress.prune_folder(tiny_bert_dir, tmp_path / "x", UnstructuredPrune(name="p", model="m", steps=2))
+    assert not (tmp_path / "x").exists()
+
+
 def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_run, tiny_csv, tmp_path):
     import csv
 

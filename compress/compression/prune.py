@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -68,9 +69,11 @@ def unstructured_targets(model: nn.Module, layers: list[str] | None, where: str)
         chosen = []
         for name in layers:
             if name not in modules or not isinstance(modules[name], PRUNABLE):
-                examples = [n for n, m in modules.items() if isinstance(m, PRUNABLE)][:3]
+                prunable = [n for n, m in modules.items() if isinstance(m, PRUNABLE)]
+                close = difflib.get_close_matches(name, prunable, n=1)
                 raise UserError(f"no Linear, LSTM or Embedding layer named '{name}' in the model", where,
-                                f"use module names such as {', '.join(examples)}")
+                                f"did you mean '{close[0]}'?" if close else
+                                f"use module names such as {', '.join(prunable[:3])}")
             chosen.append(modules[name])
     return [(m, n) for m in chosen for n, _ in m.named_parameters(recurse=False) if n.startswith("weight")]
 
@@ -249,7 +252,7 @@ class Pruner:
         """Prune one step further. Taylor importance calls `gradients(model)` first, which must leave the
         gradients of the training loss in `.grad`."""
         self.steps_done += 1
-        share, spec = self.spec.share_after(self.steps_done), self.spec
+        share, spec = share_after(self.spec, self.steps_done), self.spec
         if not self.structured:
             prune_unstructured(self.targets, spec.amount * share, spec.scope)
             return
@@ -270,6 +273,13 @@ class Pruner:
     def finish(self) -> None:
         if not self.structured:
             make_permanent(self.targets)
+
+
+def share_after(spec: PruneConfig, step: int) -> float:
+    """The share of the target that step `step` of `spec.steps` reaches: with the cubic schedule 1 - (1 - k/n)^3
+    (large steps first, small near the target; Zhu & Gupta 2017), with the linear one k/n."""
+    done = step / spec.steps
+    return 1 - (1 - done) ** 3 if spec.schedule == "cubic" else done
 
 
 def prune_iteratively(pruner: Pruner, seed: int, score: Callable[[nn.Module], float],

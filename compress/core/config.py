@@ -8,10 +8,7 @@ the same settings (a test keeps the two equal).
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
@@ -19,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -26,10 +24,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from compress.core.errors import UserError
+from compress.core.kd_methods import KDMethodName, kd_method, names_where
 
 
 class Strict(BaseModel):
@@ -46,12 +46,22 @@ class BbcNewsSource(Strict):
     kind: Literal["bbc_news"] = "bbc_news"
 
 
+def _refuse_an_empty_path(value):
+    """An empty value would read as '.', the folder the run starts in: refused as empty instead."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give the file's path")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_refuse_an_empty_path)]
+
+
 class SplitFiles(Strict):
     """Split files on disk; the splits that are not given are carved out of `train` (seeded)."""
 
-    train: Path
-    validation: Path | None = None
-    test: Path | None = None
+    train: FilePath
+    validation: FilePath | None = None
+    test: FilePath | None = None
 
 
 PAIR_COLUMN = ("sentence pairs (paraphrase, NLI, duplicate questions, similarity scores): the second text's column, "
@@ -63,9 +73,9 @@ class LocalSource(SplitFiles):
     stratified for classification)."""
 
     kind: Literal["local"] = "local"
-    text_column: str = "text"
-    text_pair_column: str | None = Field(None, description=PAIR_COLUMN)
-    label_column: str = "label"
+    text_column: str = Field("text", min_length=1)
+    text_pair_column: str | None = Field(None, min_length=1, description=PAIR_COLUMN)
+    label_column: str = Field("label", min_length=1)
 
 
 class ConllSource(SplitFiles):
@@ -96,14 +106,14 @@ class HubSource(Strict):
     """
 
     kind: Literal["hub"] = "hub"
-    dataset: str
+    dataset: str = Field(min_length=1)
     subset: str | None = None
     train_split: str = "train"
     validation_split: str | None = None
     test_split: str | None = "test"
-    text_column: str = "text"
-    text_pair_column: str | None = Field(None, description=PAIR_COLUMN)
-    label_column: str = "label"
+    text_column: str = Field("text", min_length=1)
+    text_pair_column: str | None = Field(None, min_length=1, description=PAIR_COLUMN)
+    label_column: str = Field("label", min_length=1)
 
 
 DataSource = Annotated[Union[BbcNewsSource, LocalSource, ConllSource, Wnut16Source, SquadSource, HubSource],
@@ -160,7 +170,7 @@ class TransferConfig(Strict):
     (a BiLSTM's Word2Vec, KD student and baseline alike, also reads the set's real text, not the teacher's outputs).
     """
 
-    unlabeled: list[Path] = Field([], description="files of in-domain text: classification .txt (one text per "
+    unlabeled: list[FilePath] = Field([], description="files of in-domain text: classification .txt (one text per "
                                                   "line) or CSV/TSV/JSONL with the text in data.source.text_column "
                                                   "('text'); NER .txt (one sentence per line) or CoNLL columns; QA "
                                                   "SQuAD-format .json (answers ignored)")
@@ -217,9 +227,6 @@ class IntermediateConfig(Strict):
     attention_loss: Literal["mse", "kl"] = "mse"
 
 
-LAYER_METHODS = ("intermediate", "progressive", "tinybert")  # KD methods that match the teacher's layers
-
-
 class KDConfig(Strict):
     """How a student learns from the teacher's outputs.
 
@@ -238,7 +245,7 @@ class KDConfig(Strict):
     hybrid, whose extra term needs classes, is refused.
     """
 
-    method: Literal["logit", "hybrid", "intermediate", "progressive", "tinybert"] = "logit"
+    method: KDMethodName = "logit"  # what each needs: compress.core.kd_methods.KD_METHODS
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     confidence_threshold: float = Field(0.9, gt=0, le=1, description="hybrid: teacher probability that counts as sure")
@@ -258,10 +265,18 @@ class TeacherConfig(Strict):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+# Names become folder and file names with more added ('<name>-baseline.tmp', '.<name>.jsonl.tmp<pid>'), and a file
+# system takes 255 bytes a name: 100 characters leave room for every addition.
+MAX_NAME_LENGTH = 100
+
+
 def _not_a_temporary_name(name: str) -> str:
     """Folders are written as '<name>.tmp' and swapped through '<name>.old', and a resumed run deletes both."""
     if name.endswith((".tmp", ".old")):
         raise ValueError(f"'{name}' ends like the run's temporary folders (.tmp, .old); choose another name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"is {len(name)} characters long; it names folders and files, so keep it to "
+                         f"{MAX_NAME_LENGTH} or fewer")
     return name
 
 
@@ -356,15 +371,17 @@ class BiLSTMStudent(StudentBase):
 
     @model_validator(mode="after")
     def _no_layer_transfer(self) -> "BiLSTMStudent":
-        if self.distill.method in LAYER_METHODS:
+        if kd_method(self.distill.method).transformer_student:
             raise ValueError(f"distill.method '{self.distill.method}' needs a transformer student (layers and "
-                             "attention maps to match the teacher's); use logit or hybrid for a BiLSTM")
+                             f"attention maps to match the teacher's); use {names_where(transformer_student=False)} "
+                             "for a BiLSTM")
         return self
 
 
-def _student_kind(value: dict | StudentBase) -> str:
-    # A student without `kind` is a layer-dropped copy of the teacher (the first kind, and the common one).
-    return value.get("kind", "layer_dropped") if isinstance(value, dict) else value.kind
+def _student_kind(value: dict | StudentBase | object) -> str | None:
+    # A student without `kind` is a layer-dropped copy of the teacher (the first kind, and the common one). An entry
+    # that is not a mapping (`- s`, an empty `-`) has no kind: pydantic then refuses it as such, in one line.
+    return value.get("kind", "layer_dropped") if isinstance(value, dict) else getattr(value, "kind", None)
 
 
 StudentConfig = Annotated[Union[Annotated[LayerDroppedStudent, Tag("layer_dropped")],
@@ -392,15 +409,10 @@ class RecoveryConfig(Strict):
     @field_validator("distill")
     @classmethod
     def _logit_methods_only(cls, kd: KDConfig) -> KDConfig:
-        if kd.method not in ("logit", "hybrid"):
-            raise ValueError(f"recovery uses logit or hybrid KD (the pruned shapes no longer match the teacher's "
-                             f"layer by layer), not '{kd.method}'")
+        if not kd_method(kd.method).pruned_recovery:
+            raise ValueError(f"recovery uses {names_where(pruned_recovery=True)} KD (the pruned shapes no longer "
+                             f"match the teacher's layer by layer), not '{kd.method}'")
         return kd
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
-                           max_grad_norm=self.max_grad_norm)
 
 
 class PruneBase(Strict):
@@ -411,10 +423,6 @@ class PruneBase(Strict):
                                                  "n: cubic 1 - (1 - k/n)^3 (large steps first, small near the "
                                                  "target; Zhu & Gupta 2017), or linear k/n")
     recovery: RecoveryConfig = RecoveryConfig()
-
-    def share_after(self, step: int) -> float:
-        done = step / self.steps
-        return 1 - (1 - done) ** 3 if self.schedule == "cubic" else done
 
 
 class StructuredPrune(PruneBase):
@@ -533,14 +541,209 @@ class BenchConfig(Strict):
             raise ValueError("must include cpu: the comparison table is timed there (e.g. [cpu, cuda])")
         if len({"cuda:0" if d == "cuda" else d for d in devices}) < len(devices):
             raise ValueError("names a device twice (cuda is cuda:0)")
-        return None if devices == ["cpu"] else devices  # [cpu] is the default: the same bench hash
+        return devices  # [cpu], the default spelt out, hashes as unset (compress.core.hashing.SAME_AS_UNSET)
 
-    def pause_s(self) -> float:
-        return (50 if self.pause_ms is None else self.pause_ms) / 1e3
 
-    def other_devices(self) -> list[str]:
-        """The devices timed beside the CPU."""
-        return [d for d in self.devices or [] if d != "cpu"]
+# ---------------------------------------------------------------- search
+
+
+class IntChoice(Strict):
+    """An integer the search picks: a list of values (`[64, 128]`, or one value) or a range (`{low: 1, high: 4}`,
+    every `step`-th value)."""
+
+    values: list[int] | None = None
+    low: int | None = None
+    high: int | None = None
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_or_range(cls, value):
+        if isinstance(value, list):
+            return {"values": value}
+        return {"values": [value]} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _something_to_pick(self) -> "IntChoice":
+        _check_choice(self.values, self.low, self.high)
+        return self
+
+    @model_serializer(mode="plain")
+    def _as_written(self):  # config.yaml shows the list or the range the user wrote
+        if self.values is not None:
+            return self.values
+        return {"low": self.low, "high": self.high} | ({"step": self.step} if self.step != 1 else {})
+
+
+class FloatChoice(Strict):
+    """A number the search picks: a list of values (`[5e-4, 1e-3]`, or one value) or a range (`{low: 1e-4, high:
+    1e-3}`, sampled on a log scale unless `log: false`)."""
+
+    values: list[Annotated[float, Field(gt=0)]] | None = None
+    low: float | None = Field(None, gt=0)
+    high: float | None = Field(None, gt=0)
+    log: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_or_range(cls, value):
+        if isinstance(value, list):
+            return {"values": value}
+        return {"values": [value]} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _something_to_pick(self) -> "FloatChoice":
+        _check_choice(self.values, self.low, self.high)
+        return self
+
+    @model_serializer(mode="plain")
+    def _as_written(self):
+        if self.values is not None:
+            return self.values
+        return {"low": self.low, "high": self.high} | ({"log": False} if not self.log else {})
+
+
+def _check_choice(values: list | None, low: float | None, high: float | None) -> None:
+    if values is not None and (low is not None or high is not None):
+        raise ValueError("give a list of values or a range {low, high}, not both")
+    if values is not None:
+        if not values:
+            raise ValueError("an empty list leaves nothing to search; give at least one value")
+        if len(set(values)) < len(values):
+            raise ValueError(f"a value is listed twice: {values}")
+        return
+    if low is None or high is None:
+        raise ValueError("a range needs both low and high (or give a list of values)")
+    if low > high:
+        raise ValueError(f"low {low} is above high {high}: the range is empty")
+
+
+SEARCH_FAMILIES = ("custom_transformer", "bilstm", "layer_dropped")
+
+
+class CustomTransformerSpace(Strict):
+    """Shapes of the from-scratch transformer (compress/models/custom.py) the search tries."""
+
+    num_layers: IntChoice = IntChoice(low=1, high=4)
+    hidden_size: IntChoice = IntChoice(values=[64, 128, 192, 256])
+    num_heads: IntChoice = IntChoice(values=[2, 4])
+    ffn_ratio: IntChoice = Field(IntChoice(values=[2, 4]), description="FFN size as a multiple of hidden_size")
+    learning_rate: FloatChoice = FloatChoice(values=[5e-4])
+
+    @model_validator(mode="after")
+    def _heads_divide_widths(self) -> "CustomTransformerSpace":
+        if self.hidden_size.values is not None and self.num_heads.values is not None:
+            bad = [(w, h) for w in self.hidden_size.values for h in self.num_heads.values if w % h]
+            if bad:
+                raise ValueError(f"hidden_size {bad[0][0]} is not a multiple of num_heads {bad[0][1]}: pick widths "
+                                 "every head count divides")
+        return self
+
+
+class BiLSTMSpace(Strict):
+    """Shapes of the BiLSTM (compress/models/bilstm.py) the search tries."""
+
+    num_layers: IntChoice = IntChoice(values=[1, 2])
+    hidden_size: IntChoice = Field(IntChoice(values=[64, 128, 256]), description="per direction")
+    embedding_size: IntChoice = IntChoice(values=[64, 128])
+    learning_rate: FloatChoice = FloatChoice(values=[2e-3])
+
+
+class LayerDroppedSpace(Strict):
+    """Copies of the teacher keeping some of its layers (spread evenly, from the first) that the search tries."""
+
+    num_layers: IntChoice | None = Field(None, description="how many teacher layers to keep; default 1 to the "
+                                                           "teacher's layers - 1")
+    learning_rate: FloatChoice = FloatChoice(values=[1e-4])
+
+
+class SearchSpace(Strict):
+    families: list[Literal["custom_transformer", "bilstm", "layer_dropped"]] = Field(
+        list(SEARCH_FAMILIES), description="the student families to try; each has its block of shapes below")
+    custom_transformer: CustomTransformerSpace = CustomTransformerSpace()
+    bilstm: BiLSTMSpace = BiLSTMSpace()
+    layer_dropped: LayerDroppedSpace = LayerDroppedSpace()
+    methods: list[KDMethodName] = Field(["logit"], description="distill.method values to try (the layer-matching "
+                                                               "ones only for transformer students)")
+    int8: list[OrtInt8Variant] | None = Field(None, description="ONNX Runtime int8 variants each trial builds; the "
+                                              "fastest graph within export.quantize.max_metric_drop is the one that "
+                                              "would ship and is timed; default: export.quantize.variants")
+
+    @field_validator("families", "methods")
+    @classmethod
+    def _listed(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("is empty: nothing to search; list at least one")
+        if len(set(values)) < len(values):
+            raise ValueError(f"listed twice: {sorted({v for v in values if values.count(v) > 1})}")
+        return values
+
+    @model_validator(mode="after")
+    def _every_family_searchable(self) -> "SearchSpace":
+        for family in SEARCH_FAMILIES:  # a block changed from its defaults is meant to be searched
+            if family not in self.families and getattr(self, family) != type(getattr(self, family))():
+                raise ValueError(f"the {family} block is set but '{family}' is not in families: add it there or "
+                                 "remove the block")
+        for family in self.families:
+            if not self.methods_for(family):
+                raise ValueError(f"none of methods {self.methods} trains a {family} student (the layer-matching "
+                                 f"ones need a transformer); add logit or hybrid")
+        return self
+
+    def methods_for(self, family: str) -> list[str]:
+        return [m for m in self.methods if family != "bilstm" or not kd_method(m).transformer_student]
+
+
+class HalvingConfig(Strict):
+    """Successive halving over epochs (the rule of Optuna's SuccessiveHalvingPruner): after epoch `min_epochs`,
+    then every `reduction_factor` times as many, a trial trains on only if its validation metric is among the best
+    1/reduction_factor of what the study's trials had after the same epoch, or already meets the budget."""
+
+    min_epochs: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+DEFAULT_MIN_RETAINED = 0.97
+DEFAULT_TRIALS = 20
+
+
+class SearchConfig(Strict):
+    """`compress search`: the fastest student that keeps the budget, found with Optuna (docs/search.md). Trials
+    distil from the run's teacher for `epochs` epochs each and are judged on the validation split; the fastest one
+    within the budget is trained as a student of the run and added to its report."""
+
+    min_retained: float | None = Field(None, gt=0, le=1, description="the budget: share of the teacher's validation "
+                                       "metric to keep; default 0.97 (unless max_metric_drop is given)")
+    max_metric_drop: float | None = Field(None, ge=0, description="the budget as the metric's largest drop from the "
+                                          "teacher's instead")
+    max_latency_ms: float | None = Field(None, gt=0, description="a latency ceiling (p50 at bench.batch_size and "
+                                         "bench.seq_len, as the graph would ship): shapes over it are never trained")
+    trials: int | None = Field(None, ge=1, description="finished trials the study should hold (complete or "
+                                                       "pruned); default 20 unless minutes is given")
+    minutes: float | None = Field(None, gt=0, description="this process's wall-clock limit for trials (a trial "
+                                                          "that has started finishes)")
+    epochs: int = Field(3, ge=1, description="epochs per trial, and for the chosen student")
+    halving: HalvingConfig | None = Field(HalvingConfig(), description="stop weak trials early; null: every trial "
+                                                                       "trains all its epochs")
+    baseline: bool = Field(True, description="train the chosen student's no-KD baseline beside it")
+    space: SearchSpace = SearchSpace()
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "SearchConfig":
+        if self.min_retained is not None and self.max_metric_drop is not None:
+            raise ValueError("min_retained and max_metric_drop are both given: give one budget")
+        return self
+
+    def required_metric(self, teacher_metric: float) -> float:
+        """The validation metric a trial must reach to be within the budget."""
+        if self.max_metric_drop is not None:
+            return teacher_metric - self.max_metric_drop
+        return teacher_metric * (self.min_retained or DEFAULT_MIN_RETAINED)
+
+    def budget_text(self) -> str:
+        if self.max_metric_drop is not None:
+            return f"at most {self.max_metric_drop:g} below the teacher"
+        return f">= {(self.min_retained or DEFAULT_MIN_RETAINED):.1%} of the teacher"
 
 
 # ---------------------------------------------------------------- run
@@ -571,6 +774,27 @@ class RunConfig(Strict):
     quantize: list[QuantizeConfig] = []
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+    search: SearchConfig | None = Field(None, description="what `compress search` looks for (docs/search.md); "
+                                                          "`compress run` ignores it")
+
+    @model_validator(mode="after")
+    def _search_fits_run(self) -> "RunConfig":
+        if self.search is None:
+            return self
+        space = self.search.space
+        needs_classes = [m for m in space.methods if kd_method(m).classes]
+        if self.task == "regression" and needs_classes:
+            raise ValueError(f"search.space.methods: '{needs_classes[0]}' adds a term on the teacher's most likely "
+                             "class, and a regression has no classes; use logit")
+        quantizing = self.export.enabled and self.export.quantize.enabled
+        if space.int8 and not quantizing:
+            raise ValueError("search.space.int8 needs export.enabled and export.quantize.enabled (the run exports "
+                             "the chosen student with those settings)")
+        missing = [v for v in space.int8 or [] if v not in self.export.quantize.variants]
+        if missing:
+            raise ValueError(f"search.space.int8: '{missing[0]}' is not in export.quantize.variants (the run "
+                             "exports the chosen student with those); add it there")
+        return self
 
     @model_validator(mode="after")
     def _source_fits_task(self) -> "RunConfig":
@@ -604,10 +828,10 @@ class RunConfig(Strict):
                 raise ValueError(f"students.{i}.tokenizer: a student tokenizer of its own works for classification, "
                                  "regression and NER so far (QA's start and end are not mapped across tokenizers); "
                                  "remove it")
-            if student.distill.method in LAYER_METHODS:
+            if kd_method(student.distill.method).teacher_tokenizer:
                 raise ValueError(f"students.{i}.tokenizer: distill.method '{student.distill.method}' compares "
-                                 "hidden states token by token, so it needs the teacher's tokenizer; use logit or "
-                                 "hybrid")
+                                 "hidden states token by token, so it needs the teacher's tokenizer; use "
+                                 f"{names_where(teacher_tokenizer=False)}")
         return self
 
     @model_validator(mode="after")
@@ -616,8 +840,8 @@ class RunConfig(Strict):
             return self
         for key, kd in [(f"students.{i}.distill", s.distill) for i, s in enumerate(self.students)] + \
                        [(f"prune.{i}.recovery.distill", p.recovery.distill) for i, p in enumerate(self.prune)]:
-            if kd.method == "hybrid":
-                raise ValueError(f"{key}.method 'hybrid' adds a term on the teacher's most likely class, and a "
+            if kd_method(kd.method).classes:
+                raise ValueError(f"{key}.method '{kd.method}' adds a term on the teacher's most likely class, and a "
                                  "regression has no classes; use logit")
         return self
 
@@ -659,13 +883,6 @@ class RunConfig(Strict):
         names = {name: s.kind for s in self.students for name in (s.name, f"{s.name}-baseline")}
         return names.get(model)
 
-    def ort_quantized_models(self) -> list[str]:
-        """The models whose ONNX exports get ONNX Runtime int8 variants."""
-        q = self.export.quantize
-        if not (self.export.enabled and q.enabled):
-            return []
-        return q.models if q.models is not None else self.student_names() + [p.name for p in self.prune]
-
     def student_names(self) -> list[str]:
         return [n for s in self.students for n in ([s.name, f"{s.name}-baseline"] if s.baseline else [s.name])]
 
@@ -678,8 +895,8 @@ class RunConfig(Strict):
 # written from scratch (the student sized for >= 10x the teacher's speed) and a BiLSTM as students, the KD ones also
 # on a transfer set (the training pool's rest and one augmented copy of each labelled article); structured-pruned
 # and int8 variants of the 3-layer one. Sequence length, subset, epochs, the transfer set's cap and the int8 variants
-# keep the whole run near 10 minutes on 2 CPU cores (docs/results/2026-11-30.md); unstructured pruning
-# is left to configs/demo.yaml's commented example (a 90% sparse row cost a minute and, on dense kernels, no speed).
+# keep the whole run within 10 minutes on 2 CPU cores (docs/results/2026-12-07.md); the 90% sparse row shows what
+# unstructured pruning gives (a smaller compressed file) and what it does not (speed on dense kernels).
 _DEMO_RECOVERY = RecoveryConfig(epochs=1, learning_rate=1e-4, distill=KDConfig(temperature=2.0, alpha=0.5))
 DEFAULT_CONFIG = RunConfig(
     name="demo",
@@ -697,79 +914,21 @@ DEFAULT_CONFIG = RunConfig(
         CustomTransformerStudent(name="custom-1x128", hidden_size=128, num_layers=1, num_heads=2, ffn_size=512,
                                  train=TrainConfig(epochs=5, learning_rate=5e-4)),
         BiLSTMStudent(name="bilstm-2x128", embedding_size=128, hidden_size=128, num_layers=2,
-                      train=TrainConfig(epochs=4, learning_rate=2e-3)),
+                      train=TrainConfig(epochs=4, learning_rate=2e-3),
+                      distill=KDConfig(temperature=2.0, alpha=1.0)),  # soft labels alone (Tang et al., 2019)
     ],
     prune=[
         StructuredPrune(name="minilm-l3-heads50", model="minilm-l3", head_ratio=0.5, ffn_ratio=0.5,
                         importance="taylor", scope="local", steps=1, recovery=_DEMO_RECOVERY),
+        UnstructuredPrune(name="minilm-l3-sparse90", model="minilm-l3", amount=0.9, scope="global", steps=2,
+                          schedule="cubic", recovery=RecoveryConfig(epochs=1, learning_rate=3e-4,
+                                                                    distill=KDConfig(temperature=2.0, alpha=0.5))),
     ],
     quantize=[QuantizeConfig(name="minilm-l3-int8", model="minilm-l3")],
     export=ExportConfig(quantize=OrtQuantizeConfig(
         models=["minilm-l3", "minilm-l3-heads50", "custom-1x128", "bilstm-2x128"],
         variants=["dynamic-qint8", "dynamic-qint8-per-channel"])),
 )
-
-
-# Settings that change how a run goes, not what it produces: changing one must not invalidate finished stages (a
-# model trained on a GPU differs from a CPU-trained one by float rounding only, and a run may resume elsewhere).
-NOT_HASHED = frozenset({"checkpoint_every", "device"})
-
-
-def stable_hash(*parts: BaseModel | dict | str | None) -> str:
-    """A short hash of configs (and upstream hashes) for the manifest; stable across runs and machines."""
-    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
-    return hashlib.sha256(json.dumps(_without_unhashed(payload), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def data_hash(*parts: list | str | None) -> str:
-    """stable_hash's digest of data that holds no config keys (encoded examples, a vocabulary), without walking
-    every value for them: on 100,000 encoded examples that walk took 30 s. Rows held as Arrow (compress.data.rows)
-    are hashed a chunk at a time, as the JSON text their Python rows make, so the digest is the same either way."""
-    digest = hashlib.sha256()
-    for piece in _json_pieces(list(parts)):
-        digest.update(piece.encode())
-    return digest.hexdigest()[:16]
-
-
-def _json_pieces(value) -> Iterator[str]:
-    """json.dumps(value, sort_keys=True) in pieces: the same text, with rows that come in chunks (anything with a
-    .chunks() of lists) turned into Python objects one chunk at a time."""
-    if hasattr(value, "chunks"):
-        yield "["
-        separator = ""
-        for chunk in value.chunks():
-            if chunk:
-                yield separator + json.dumps(chunk, sort_keys=True)[1:-1]  # the rows without the list's brackets
-                separator = ", "
-        yield "]"
-    elif isinstance(value, (list, tuple)) and any(_chunked(item) for item in value):
-        yield "["
-        for i, item in enumerate(value):
-            yield ", " if i else ""
-            yield from _json_pieces(item)
-        yield "]"
-    else:
-        yield json.dumps(value, sort_keys=True)
-
-
-def _chunked(value) -> bool:
-    """Chunked rows, or a list that holds some (the fingerprint's [train, validation, test])."""
-    return hasattr(value, "chunks") or (isinstance(value, (list, tuple))
-                                        and any(hasattr(item, "chunks") for item in value))
-
-
-# Keys added after runs existed that change nothing while unset: hashed only when set, so an upgrade does not re-run
-# a finished stage.
-HASHED_WHEN_SET = frozenset({"text_pair_column", "tokenizer", "pause_ms", "devices"})
-
-
-def _without_unhashed(value):
-    if isinstance(value, dict):
-        return {k: _without_unhashed(v) for k, v in value.items()
-                if k not in NOT_HASHED and not (k in HASHED_WHEN_SET and v is None)}
-    if isinstance(value, list | tuple):
-        return [_without_unhashed(v) for v in value]
-    return value
 
 
 def load_config(path: Path) -> RunConfig:
@@ -790,6 +949,9 @@ def load_config(path: Path) -> RunConfig:
         problem = str(getattr(err, "problem", err))
         raise UserError(f"not valid YAML ({problem})", where,
                         "keep one of them" if "appears twice" in problem else "fix the syntax") from None
+    except RecursionError:  # brackets or indentation nested deeper than the parser goes (no run config is)
+        raise UserError("nested too deeply to be a run config", str(path),
+                        "check the file is the run YAML you meant; configs/demo.yaml shows every key") from None
     if not isinstance(raw, dict):
         raise UserError("expected a mapping of settings at the top level", str(path), "see configs/demo.yaml")
     try:
@@ -835,11 +997,43 @@ def _first_problem(err: ValidationError, path: Path) -> UserError:
         return UserError(f"unknown key '{key}'{extra}", str(path),
                          f"did you mean '{close[0]}'?" if close
                          else "remove it or check the spelling against configs/demo.yaml")
+    if problem["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a `kind:` that picks no variant
+        return _unknown_kind(problem, loc, key, extra, path)
     given = problem.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
-    msg = problem["msg"].replace("Value error, ", "")
+    shown = repr(given)
+    if len(shown) > 60:  # a long value (a 300-character name, a pasted paragraph) shortened, so the line stays short
+        shown = f"{shown[:40]}... ({len(given)} characters)" if isinstance(given, str) else f"{shown[:57]}..."
+    shown = f" (got {shown})" if not isinstance(given, dict | list) else ""
+    msg = re.sub(r" or (an )?instance of \w+", "", problem["msg"].replace("Value error, ", ""))  # not our classes
     what = f"key '{key}': {msg}{shown}{extra}" if key else f"{msg}{extra}"
     return UserError(what, str(path), "fix the value; configs/demo.yaml shows every key")
+
+
+def _unknown_kind(problem: dict, loc: list, key: str, extra: str, path: Path) -> UserError:
+    """A `kind:` that is missing, empty or names no variant of a student, data source or prune entry, said as such
+    (pydantic says "Unable to extract tag using discriminator _student_kind()")."""
+    unions = {"students": (StudentConfig, "student"), "prune": (PruneConfig, "prune entry")}
+    union, noun = (DataSource, "data source") if loc and loc[-1] == "source" else \
+        unions.get(str(loc[0]) if loc else "", (None, ""))
+    members = get_args(get_args(union)[0]) if union is not None else ()
+    # A member is a model class, or Annotated[model class, Tag(...)] (the students).
+    kinds = [(get_args(m)[0] if get_args(m) else m).model_fields["kind"].default for m in members]
+    tag = (problem.get("ctx") or {}).get("tag")
+    if not isinstance(problem.get("input"), dict):
+        given = problem.get("input")
+        return UserError(f"key '{key}' is {'empty' if given is None else repr(given)[:40]}, not a mapping of settings"
+                         f"{extra}", str(path), "give its settings as `key: value` lines (configs/demo.yaml shows "
+                                                "every key)")
+    if "kind" not in problem["input"]:
+        what = f"key '{key}.kind' is missing"
+    elif tag in (None, "None", ""):
+        what = f"key '{key}.kind' is empty"
+    else:
+        what = f"key '{key}.kind': '{tag}' is not a kind of {noun or 'this entry'}"
+    close = difflib.get_close_matches(str(tag), kinds, n=1) if tag else []
+    default = " (or leave kind out for layer_dropped)" if union is StudentConfig else ""
+    return UserError(f"{what}{extra}", str(path), f"did you mean '{close[0]}'?" if close else
+                     f"use {', '.join(kinds)}{default}" if kinds else "configs/demo.yaml shows the kinds")
 
 
 def _known_keys() -> set[str]:

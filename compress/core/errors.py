@@ -28,7 +28,11 @@ class UserError(Exception):
 
 def require_file(path: Path, what: str, where: str, fix: str) -> None:
     """One line where `path` is not a file: missing, or a folder where a file was meant."""
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # a name too long for the file system, a loop of links
+        raise UserError(f"{what} cannot be looked up ({err.strerror})", where, fix) from None
+    if is_dir:
         raise UserError(f"{what} is a folder, not a file", where, f"name the file inside it; {fix}")
-    if not path.is_file():
+    if not is_file:
         raise UserError(f"{what} not found", where, fix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -187,6 +187,18 @@ def token_mask(split: EncodedSplit, width: int) -> torch.Tensor:
     return torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
 
 
+def tokenizer_inputs(tokenizer) -> list[str]:
+    """The model inputs `tokenizer` makes, in MODEL_INPUTS order (DistilBERT's makes no token_type_ids)."""
+    return [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
+
+
+def select_inputs(values: Mapping[str, object], names: Sequence[str] = MODEL_INPUTS) -> dict:
+    """The entries of `values` (a tokenizer's encoding, a batch, feeds) named in `names`, in the order of `names`:
+    MODEL_INPUTS (no labels or teacher outputs), what a model's forward takes (accepted_inputs) or what a graph
+    takes (exports.ort.session_inputs)."""
+    return {name: values[name] for name in names if name in values}
+
+
 def accepted_inputs(model: torch.nn.Module) -> tuple[str, ...]:
     """The model inputs `model.forward` names (DistilBERT has no token_type_ids); a forward that names none but
     takes **kwargs (a wrapper) gets them all."""
@@ -206,7 +218,7 @@ def predict(model: torch.nn.Module, split: EncodedSplit, tokenizer, output_names
     names = accepted_inputs(model)
 
     def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = model(**{k: v.to(device) for k, v in batch.items() if k in names})
+        out = model(**{k: v.to(device) for k, v in select_inputs(batch, names).items()})
         return {name: getattr(out, name).float().cpu() for name in output_names}
 
     with torch.inference_mode():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from compress.core.config import data_hash
+from compress.core.hashing import data_hash
 from compress.core.progress import console
 from compress.data.batching import EncodedSplit, predict
 from compress.data.store import load_splits, save_splits

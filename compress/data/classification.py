@@ -10,7 +10,7 @@ import torch
 from compress.core.config import RunConfig
 from compress.core.progress import track_steps
 from compress.data.augment import Candidates
-from compress.data.batching import IGNORE_INDEX, EncodedSplit
+from compress.data.batching import IGNORE_INDEX, EncodedSplit, select_inputs
 from compress.data.metrics import classification_metrics
 from compress.data.rows import ArrowRows
 from compress.data.sources import Examples, load_splits
@@ -38,9 +38,9 @@ def encoded_chunk(examples: Examples, start: int, tokenizer, max_length: int, ad
         enc = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length)
     else:
         enc = tokenizer(texts, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    inputs = select_inputs(enc)
     advance()
-    return [{k: enc[k][i] for k in keys} | {"labels": examples.labels[start + i]} for i in range(len(texts))]
+    return [{k: v[i] for k, v in inputs.items()} | {"labels": examples.labels[start + i]} for i in range(len(texts))]
 
 
 def build(cfg: RunConfig, tokenizer, candidates: Candidates | None = None) -> tuple[dict[str, EncodedSplit], list[str]]:

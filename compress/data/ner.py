@@ -13,9 +13,9 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from compress.core.config import ConllSource, HubSource, RunConfig, Wnut16Source
 from compress.core.errors import UserError
 from compress.data.augment import Candidates
-from compress.data.batching import IGNORE_INDEX, EncodedSplit
+from compress.data.batching import IGNORE_INDEX, EncodedSplit, select_inputs
 from compress.data.rows import ArrowRows, with_column
-from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
+from compress.data.sources import fill_splits, hub_splits, load_hub_split, read_lines, require_file
 from compress.data.transfer import transfer_sentences
 
 
@@ -48,34 +48,26 @@ def read_conll(path: Path, word_column: int = 0, tag_column: int = -1) -> list[S
     words: list[str] = []
     tags: list[str] = []
     first_line = 0
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(_lines(f, path), start=1):
-            columns = raw.split()
-            if not columns or columns[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(Sentence(words, tags, first_line))
-                words, tags = [], []
-                continue
-            needed = max(word_column, tag_column) + 1 if tag_column >= 0 else max(word_column + 1, -tag_column)
-            if len(columns) < max(needed, 2):
-                raise UserError(f"expected a word and a tag, found {len(columns)} column(s)", f"{path}:{number}",
-                                "write one token per line with its tag, and a blank line between sentences")
-            if not words:
-                first_line = number
-            words.append(columns[word_column])
-            tags.append(columns[tag_column])
+    for number, raw in enumerate(read_lines(path), start=1):
+        columns = raw.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if words:
+                sentences.append(Sentence(words, tags, first_line))
+            words, tags = [], []
+            continue
+        needed = max(word_column, tag_column) + 1 if tag_column >= 0 else max(word_column + 1, -tag_column)
+        if len(columns) < max(needed, 2):
+            raise UserError(f"expected a word and a tag, found {len(columns)} column(s)", f"{path}:{number}",
+                            "write one token per line with its tag, and a blank line between sentences")
+        if not words:
+            first_line = number
+        words.append(columns[word_column])
+        tags.append(columns[tag_column])
     if words:
         sentences.append(Sentence(words, tags, first_line))
     if not sentences:
         raise UserError("no sentences", str(path), "the file needs token/tag lines separated by blank lines")
     return sentences
-
-
-def _lines(f, path: Path) -> list[str]:
-    try:
-        return f.readlines()
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 
 
 def read_wnut16() -> list[Sentence]:
@@ -222,11 +214,10 @@ def encode(sentences: list[Sentence], tokenizer, label_names: list[str], max_len
            label_all_subwords: bool) -> EncodedSplit:
     index = {name: i for i, name in enumerate(label_names)}
     enc = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     word_ids = [enc.word_ids(i) for i in range(len(sentences))]
     labels = [align_labels(ids, [index[t] for t in sentence.tags], label_names, label_all_subwords)
               for ids, sentence in zip(word_ids, sentences)]
-    features = ArrowRows.from_columns({k: enc[k] for k in keys} | {"labels": labels})  # compress.data.rows
+    features = ArrowRows.from_columns(select_inputs(enc) | {"labels": labels})  # compress.data.rows
     return EncodedSplit(features, sequence_outputs=True, meta={"sentences": sentences, "word_ids": word_ids})
 
 

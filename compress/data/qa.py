@@ -15,7 +15,7 @@ import torch
 from compress.core.config import HubSource, RunConfig, SquadSource
 from compress.core.errors import UserError
 from compress.data.augment import Candidates
-from compress.data.batching import EncodedSplit
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, select_inputs
 from compress.data.rows import ArrowRows
 from compress.data.sources import fill_splits, hub_splits, load_hub_split, require_file
 from compress.data.transfer import transfer_questions
@@ -42,7 +42,7 @@ def read_squad(path: Path, with_answers: bool = True) -> list[QAExample]:
             raise TypeError(f"'data' is a {type(data).__name__}, not a list of articles")
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as err:  # Recursion: nested too deeply
         raise UserError(f"not a SQuAD JSON file ({type(err).__name__}: {err})", str(path),
                         "expected {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [...]}]}]}") from None
     examples = []
@@ -116,8 +116,7 @@ def prepare_features(examples: list[QAExample], tokenizer, max_length: int = 384
                 end = next(k for k in reversed(ctx) if window[k][0] < a_end)
         starts.append(start)
         ends.append(end)
-    features = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    return features | {"example_index": list(enc["overflow_to_sample_mapping"]), "offset_mapping": offsets,
+    return select_inputs(enc) | {"example_index": list(enc["overflow_to_sample_mapping"]), "offset_mapping": offsets,
                        "start_positions": starts, "end_positions": ends}
 
 
@@ -217,8 +216,7 @@ def _hub_examples(source: HubSource, split: str) -> list[QAExample]:
 
 def encode(examples: list[QAExample], tokenizer, max_length: int, doc_stride: int) -> EncodedSplit:
     feats = prepare_features(examples, tokenizer, max_length, doc_stride)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats]
-    features = ArrowRows.from_columns({k: feats[k] for k in keys + ["start_positions", "end_positions"]})
+    features = ArrowRows.from_columns(select_inputs(feats, (*MODEL_INPUTS, "start_positions", "end_positions")))
     meta = {"examples": examples, "features": {k: feats[k] for k in ("example_index", "offset_mapping")}}
     return EncodedSplit(features, sequence_outputs=True, meta=meta)
 

@@ -103,6 +103,9 @@ def read_local_file(path: Path, text_column: str, label_column: str, pair_column
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise UserError(f"unsupported file type '{path.suffix.lower()}'", str(path),
                         "use .csv, .tsv, .jsonl, .json or .parquet")
+    for name, column in (("text", text_column), ("text pair", pair_column), ("label", label_column)):
+        if column is not None and not column.strip():
+            raise UserError(f"the {name} column's name is empty", str(path), "name a column of the file's header")
     rows = read_rows(path)
     pairs = []
     for line, row in rows:
@@ -165,6 +168,9 @@ def _read_json_list(path: Path) -> list[tuple[int, dict]]:
     except json.JSONDecodeError as err:
         raise UserError(f"not valid JSON ({err.msg})", f"{path}:{err.lineno}",
                         "write one JSON list of objects, or one object per line") from None
+    except RecursionError:  # lists or objects nested deeper than the parser goes
+        raise UserError("not valid JSON (nested too deeply)", str(path),
+                        "write one JSON list of objects, or one object per line") from None
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise UserError(f"item {number} of the list is not a JSON object", str(path),
@@ -183,7 +189,14 @@ def _read_parquet(path: Path) -> list[tuple[int, dict]]:
     return list(enumerate(rows, start=1))
 
 
+# Python's csv refuses a cell over 128 KB by default; a long document is a text like any other (the tokenizer
+# truncates it to data.max_length), so the limit is what a C long holds everywhere.
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader = None
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark that would stick to the first column name.
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -191,29 +204,36 @@ def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
             return [(reader.line_num, row) for row in reader]
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
+    except csv.Error as err:  # what the csv module cannot parse (a file that is not CSV text)
+        line = f":{reader.line_num}" if reader is not None else ""
+        raise UserError(f"not a readable CSV file ({err})", f"{path}{line}", "save it as CSV text") from None
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     rows = []
-    with path.open(encoding="utf-8-sig", errors="strict") as f:
-        lines = _read_lines(f, path)
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"not valid JSON ({err.msg})", f"{path}:{number}",
-                                "write one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise UserError("expected a JSON object", f"{path}:{number}", "write one JSON object per line")
-            rows.append((number, row))
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"not valid JSON ({err.msg})", f"{path}:{number}",
+                            "write one JSON object per line") from None
+        except RecursionError:  # nested deeper than the parser goes
+            raise UserError("not valid JSON (nested too deeply)", f"{path}:{number}",
+                            "write one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise UserError("expected a JSON object", f"{path}:{number}", "write one JSON object per line")
+        rows.append((number, row))
     return rows
 
 
-def _read_lines(f, path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 text file's lines, without their line ends (\n, \r\n or \r; a byte-order mark, which would stick
+    to the first line, dropped); a file that is not UTF-8 is one line saying so."""
     try:
-        return f.readlines()
+        with path.open(encoding="utf-8-sig") as f:
+            return [line.removesuffix("\n") for line in f]
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
 

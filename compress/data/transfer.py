@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compress.core.artifacts import write_text_atomic
-from compress.core.config import RunConfig, stable_hash
+from compress.core.config import RunConfig
 from compress.core.errors import UserError
+from compress.core.hashing import stable_hash
 from compress.data.augment import Candidates, augment_pairs, augment_sentences, augment_texts
-from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_rows, require_file
+from compress.data.sources import TABLE_SUFFIXES, TextSplits, read_lines, read_rows, require_file
 
 TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
 
@@ -173,7 +174,7 @@ def read_unlabeled_sentences(path: Path, word_column: int, key: str) -> list[lis
         raise UserError(f"unsupported file type '{suffix}' for NER", where,
                         "use .txt (one sentence per line, or CoNLL columns) or .conll")
     try:
-        lines = _read_lines(path)
+        lines = read_lines(path)
     except UserError as err:
         raise UserError(err.what, f"{key}: {err.where}", err.fix) from None
     filled = [line.split() for line in lines if line.strip()]
@@ -202,15 +203,7 @@ def _conll_words(lines: list[str], word_column: int, where: str) -> list[list[st
 
 
 def _read_txt(path: Path) -> list[str]:
-    return [line.strip() for line in _read_lines(path) if line.strip()]
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        # utf-8-sig: a byte-order mark would otherwise stick to the first text.
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", str(path), "save the file as UTF-8") from None
+    return [line.strip() for line in read_lines(path) if line.strip()]
 
 
 def _column_texts(path: Path, column: str, pair_column: str | None = None) -> list:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compress.core.errors import UserError
-from compress.data.batching import accepted_inputs
+from compress.data.batching import accepted_inputs, select_inputs
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -95,7 +95,7 @@ class IntermediateLoss(nn.Module):
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
-            return teacher(**{k: v for k, v in batch.items() if k in self.teacher_inputs}, **self.model_kwargs)
+            return teacher(**select_inputs(batch, self.teacher_inputs), **self.model_kwargs)
 
     def forward(self, batch: dict[str, torch.Tensor], student_out,
                 only_layer: int | None = None) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ from compress.core.config import TrainConfig
 from compress.core.errors import UserError
 from compress.core.progress import track_steps, warn
 from compress.core.results import TrainResult
-from compress.data.batching import EncodedSplit, accepted_inputs, make_loader
+from compress.data.batching import EncodedSplit, accepted_inputs, make_loader, select_inputs
 from compress.distill.objectives import WeightedLoss
 from compress.distill.trackers import trackers_for
 
@@ -141,7 +141,7 @@ def train_model(model: torch.nn.Module, train: EncodedSplit, tokenizer, loss: We
                 model.train()
                 for batch in loader:
                     with accelerator.accumulate(model):
-                        outputs = model(**{k: v for k, v in batch.items() if k in student_inputs}, **model_kwargs)
+                        outputs = model(**select_inputs(batch, student_inputs), **model_kwargs)
                         value, terms = loss(batch, outputs)
                         _stop_if_not_finite(accelerator, value, step, epoch, log.description)
                         accelerator.backward(value)
@@ -192,7 +192,7 @@ def accumulate_gradients(model: torch.nn.Module, train: EncodedSplit, tokenizer,
         if i == batches:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
-        outputs = model(**{k: v for k, v in batch.items() if k in inputs}, **loss.model_kwargs)
+        outputs = model(**select_inputs(batch, inputs), **loss.model_kwargs)
         loss(batch, outputs)[0].backward()
     model.eval()
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.core.config import KDConfig, LayerDroppedStudent, StudentConfig
+from compress.core.kd_methods import kd_method
 from compress.data.batching import IGNORE_INDEX
 from compress.data.tasks import Task, loss_targets
 from compress.distill.intermediate import IntermediateLoss, LayerStage
@@ -96,7 +97,7 @@ def task_loss(task: Task, kd: KDConfig | None) -> WeightedLoss:
     to the logit terms, and progressive students end with these alone."""
     if kd is None:
         return WeightedLoss([LogitTerms(task)], {"ce": 1.0})
-    hybrid = kd.method == "hybrid"
+    hybrid = kd_method(kd.method).classes  # hybrid: the confident term, on the teacher's most likely class
     weights = {"kd": kd.alpha, "ce": 1 - kd.alpha} | ({"confident": kd.confident_weight} if hybrid else {})
     return WeightedLoss([LogitTerms(task, kd.temperature, kd.confidence_threshold if hybrid else None)], weights)
 

@@ -33,8 +33,9 @@ def train_layers_progressively(model: torch.nn.Module, transfer: IntermediateLos
                 p.requires_grad_(False)
             for p in layer.parameters():
                 p.requires_grad_(True)
-            seconds += _train_stage(model, layer_stage_loss(kd, transfer, k), train, tokenizer, cfg,
-                                    kd.progressive_epochs, seed, log, f"layer{k}", f"layer {k + 1}/{len(layers)}")
+            seconds += _train_stage(model, layer_stage_loss(kd, transfer, k), train, tokenizer,
+                                    _stage_settings(cfg, kd.progressive_epochs), seed,
+                                    _stage_log(log, f"layer{k}", f"layer {k + 1}/{len(layers)}"))
     finally:
         for p, trainable in was_trainable.items():
             p.requires_grad_(trainable)
@@ -45,16 +46,24 @@ def train_intermediate_stage(model: torch.nn.Module, transfer: IntermediateLoss,
                              cfg: TrainConfig, kd: KDConfig, seed: int, log: TrainLog) -> float:
     """TinyBERT's first stage: `kd.intermediate_epochs` epochs of the intermediate terms alone over the whole
     student; returns the seconds spent. Its loss terms go to `<log_path stem>.intermediate.jsonl`."""
-    return _train_stage(model, intermediate_stage_loss(kd, transfer), train, tokenizer, cfg, kd.intermediate_epochs,
-                        seed, log, "intermediate", "intermediate layers")
+    return _train_stage(model, intermediate_stage_loss(kd, transfer), train, tokenizer,
+                        _stage_settings(cfg, kd.intermediate_epochs), seed,
+                        _stage_log(log, "intermediate", "intermediate layers"))
 
 
-def _train_stage(model: torch.nn.Module, loss, train: EncodedSplit, tokenizer, cfg: TrainConfig, epochs: int,
-                 seed: int, log: TrainLog, suffix: str, label: str) -> float:
-    """`epochs` epochs of `loss` with the student's settings, no validation (a stage before the KD that is
-    validated), its terms logged to `<log_path stem>.<suffix>.jsonl`; returns the seconds spent."""
-    stage_cfg = cfg.model_copy(update={"epochs": epochs, "validate_every_epoch": False,
-                                       "early_stopping_patience": None})
+def _train_stage(model: torch.nn.Module, loss, train: EncodedSplit, tokenizer, cfg: TrainConfig, seed: int,
+                 log: TrainLog) -> float:
+    """A stage of `loss` with `cfg` (_stage_settings'), logged to `log` (_stage_log's); returns the seconds spent."""
+    return train_model(model, train, tokenizer, loss, cfg, seed, log=log).seconds
+
+
+def _stage_settings(cfg: TrainConfig, epochs: int) -> TrainConfig:
+    """The student's settings for `epochs` epochs of a stage, without validation (a stage before the KD that is
+    validated)."""
+    return cfg.model_copy(update={"epochs": epochs, "validate_every_epoch": False, "early_stopping_patience": None})
+
+
+def _stage_log(log: TrainLog, suffix: str, label: str) -> TrainLog:
+    """The stage's progress label under the student's, its terms logged to `<log_path stem>.<suffix>.jsonl`."""
     stage_log = log.log_path.with_name(f"{log.log_path.stem}.{suffix}.jsonl") if log.log_path else None
-    return train_model(model, train, tokenizer, loss, stage_cfg, seed,
-                       log=TrainLog(f"{log.description}: {label}", stage_log)).seconds
+    return TrainLog(f"{log.description}: {label}", stage_log)

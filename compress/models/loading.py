@@ -120,8 +120,47 @@ def load_saved_model(path: Path, task: str) -> PreTrainedModel:
         return _load_saved_model(path, task)
     except (OSError, ValueError, SafetensorError) as err:
         raise UserError(f"cannot load the saved model ({type(err).__name__}: {str(err).splitlines()[0][:160]})",
-                        str(path), "it is damaged or incomplete: run the stage that wrote it again "
-                                   "(compress run --from <stage>)") from None
+                        str(path), f"it is damaged or incomplete: {remake(Path(path))}") from None
+
+
+# A run folder's model folders (beside teacher/) and the stage, for --from, that writes the models in each.
+RUN_MODEL_FOLDERS = {"students": "students", "pruned": "prune", "quantized": "quantize"}
+
+
+def remake(folder: Path) -> str:
+    """How to write a damaged saved model again: in a run folder, the stage that wrote it (with the config the run
+    saved beside it); elsewhere, from wherever it came."""
+    folder = folder.absolute()
+    run_dir, stage = (folder.parent, "teacher") if folder.name == "teacher" else \
+        (folder.parent.parent, RUN_MODEL_FOLDERS.get(folder.parent.name))
+    if stage is not None and (run_dir / "manifest.json").is_file() and (run_dir / "config.yaml").is_file():
+        return f"write it again with `compress run {run_dir / 'config.yaml'} --from {stage}`"
+    return "save or copy it again from where it came (compress quantize and compress prune write folders like it)"
+
+
+def damaged_weights(folder: Path) -> str | None:
+    """What is wrong with a saved folder's weights, from the files' sizes and safetensors headers alone (no tensor
+    is read, so a folder is checked in milliseconds): no weights, a header that is not one, a file cut short (a
+    disk that filled up, an interrupted copy). None where they look whole."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not (Path(folder) / "config.json").is_file():
+        return "config.json is missing"
+    if not files:
+        return "no weights file (model.safetensors) is in it"
+    for file in files:
+        size = file.stat().st_size
+        try:
+            with file.open("rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                if size < 8 or length > size - 8:
+                    return f"{file.name} is cut short ({size:,} bytes)"
+                header = json.loads(f.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return f"{file.name} is not a safetensors file"
+        if 8 + length + end != size:
+            return f"{file.name} is cut short ({size:,} of {8 + length + end:,} bytes)"
+    return None
 
 
 def export_graphs(folder: Path) -> list[Path]:

@@ -14,7 +14,6 @@ import torch
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.core.config import (
-    LAYER_METHODS,
     BiLSTMStudent,
     CheckpointStudent,
     CustomTransformerStudent,
@@ -24,6 +23,7 @@ from compress.core.config import (
 )
 from compress.core.errors import UserError
 from compress.core.hub import hub_access
+from compress.core.kd_methods import kd_method, names_where
 from compress.models.anatomy import layer_list
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
@@ -54,6 +54,39 @@ def build_student(spec: StudentConfig, task: str, label_names: list[str] | None,
     raise AssertionError(f"unhandled student kind {spec.kind}")
 
 
+def student_skeleton(spec: StudentConfig, task: str, teacher: TeacherConfig) -> PreTrainedModel | None:
+    """The student's modules as build_student makes them, without weights (on the meta device: no memory, nothing
+    read but a config.json), so a setting that names its modules is checked before anything trains; None where the
+    config.json it is built from is not on this machine (the run then says why). Vocabulary and label counts are
+    placeholders: they change no module's name."""
+    from transformers import AutoConfig
+
+    labels = label_settings(task, None)
+    trust = teacher.trust_remote_code if isinstance(spec, LayerDroppedStudent) else \
+        getattr(spec, "trust_remote_code", False)
+    if isinstance(spec, LayerDroppedStudent | CheckpointStudent):
+        path = resolve_model_path(teacher.model if isinstance(spec, LayerDroppedStudent) else spec.model)
+        try:
+            with hub_access():
+                config = AutoConfig.from_pretrained(path, trust_remote_code=trust, **labels)
+        except (OSError, ValueError):
+            return None
+    elif isinstance(spec, CustomTransformerStudent):
+        config = CustomTransformerConfig(vocab_size=8, hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+                                         num_attention_heads=spec.num_heads, intermediate_size=spec.ffn_size, **labels)
+    else:
+        config = BiLSTMConfig(vocab_size=8, embedding_size=spec.embedding_size, hidden_size=spec.hidden_size,
+                              num_layers=spec.num_layers, **labels)
+    with torch.device("meta"):
+        model = AUTO_CLASSES[task].from_config(config, trust_remote_code=trust)
+    if isinstance(spec, LayerDroppedStudent):
+        holder, attr, _ = layer_list(model)
+        if spec.layers and max(spec.layers) >= len(getattr(holder, attr)):
+            return None  # a layer the teacher lacks: check_against_models says so
+        drop_layers(model, spec.layers)
+    return model
+
+
 def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, where: str) -> PreTrainedTokenizerBase:
     """The tokenizer a student reads: a checkpoint's own, the one a custom transformer or BiLSTM names, else the
     teacher's. One of its own is refused in one line where the teacher's outputs must line up token by token (QA,
@@ -73,10 +106,10 @@ def student_tokenizer(spec: StudentConfig, task: str, teacher: TeacherConfig, wh
                         "teacher's start and end outputs are per token, which are not mapped across tokenizers yet",
                         key, "use a model or tokenizer with the teacher's vocabulary (e.g. distilbert-base-uncased for "
                              "an uncased BERT teacher)")
-    if spec.distill.method in LAYER_METHODS:
+    if kd_method(spec.distill.method).teacher_tokenizer:
         raise UserError(f"distill.method '{spec.distill.method}' compares hidden states token by token, so it "
                         "needs the teacher's tokenizer, and this student's differs", f"{where}.distill.method",
-                        "use logit or hybrid")
+                        f"use {names_where(teacher_tokenizer=False)}")
     if tokenizer.pad_token is None:
         raise UserError("the student's tokenizer has no padding token, so it cannot batch texts", key,
                         "use a tokenizer with a pad token (BERT-style ones have [PAD])")

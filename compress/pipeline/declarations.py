@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress.core.config import stable_hash
+from compress.core.hashing import stable_hash
 from compress.core.results import BenchResult, CachedOutputs, ExportResult, ModelArtifact
 
 

@@ -37,6 +37,7 @@ from compress.core.errors import UserError
 from compress.core.progress import track_steps, warn
 from compress.core.results import BenchResult, ExportResult, ModelArtifact
 from compress.data.tasks import TASKS
+from compress.models.loading import damaged_weights, remake
 from compress.pipeline import stages
 from compress.pipeline.declarations import (
     BASELINE,
@@ -49,7 +50,7 @@ from compress.pipeline.declarations import (
     TEACHER_LOGITS,
     TEACHER_TRANSFER,
 )
-from compress.pipeline.preflight import check_against_models
+from compress.pipeline.preflight import check_against_models, run_folder_error
 from compress.pipeline.resume import LaterStageNotRun, StageRunner, StageSelection
 from compress.pipeline.run_data import RunData
 from compress.report.files import write_report_files
@@ -92,21 +93,25 @@ def _run(cfg: RunConfig, selection: StageSelection) -> RunResult:
             # other run is using it; a run refused by the lock never gets here.
             if made and main and only_set_up(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
+                for folder in made[1:]:  # output_dir and the folders above it this call made, now empty
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
             raise
 
 
-def make_run_folder(run_dir: Path) -> bool:
-    """Make the run folder (and output_dir above it); whether this call made it, rather than finding it there."""
+def make_run_folder(run_dir: Path) -> list[Path]:
+    """Make the run folder (and output_dir above it); the folders this call made, the run folder first (none: it was
+    there)."""
     try:
+        missing = [run_dir, *(folder for folder in run_dir.parents if not folder.exists())]  # nearest first
         run_dir.mkdir(parents=True)
-        return True
-    except FileExistsError:
+        return missing
+    except FileExistsError as err:
         if run_dir.is_dir():
-            return False
-        error = "a file is there"
+            return []
+        raise run_folder_error(run_dir, err) from None
     except OSError as err:
-        error = err.strerror
-    raise UserError(f"cannot write the run folder ({error})", str(run_dir), "set output_dir to a writable folder")
+        raise run_folder_error(run_dir, err) from None
 
 
 def only_set_up(run_dir: Path) -> bool:
@@ -175,7 +180,7 @@ def run_stages(cfg: RunConfig, data: RunData,
 
 def teacher_stage(cfg: RunConfig, data: RunData, runner: StageRunner) -> ModelArtifact:
     config_hash = TEACHER.config_hash(cfg.task, data.fingerprint, cfg.data, cfg.teacher, cfg.seed)
-    return runner(TEACHER, config_hash, lambda: stages.finetune_teacher(cfg, data.load(), config_hash))
+    return whole(cfg, runner(TEACHER, config_hash, lambda: stages.finetune_teacher(cfg, data.load(), config_hash)))
 
 
 def teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: RunData,
@@ -221,7 +226,8 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     # Hash only what each one reads: the KD student the fine-tuned teacher (through its logits), the KD settings
     # and the transfer set; the baseline starts from the same weights and never sees the teacher's training, the
     # KD settings or the transfer set's teacher outputs. Without a transfer set the hashes are what they were before
-    # it existed (and an unset student tokenizer, config.HASHED_WHEN_SET, leaves them as they were before that key).
+    # it existed (and an unset student tokenizer, compress.core.hashing.HASHED_WHEN_SET,
+    # leaves them as they were before that key).
     shape = student.model_dump(mode="json", exclude={"name", "distill", "baseline"})
     # A BiLSTM's Word2Vec also reads the transfer set's real text (Data.word2vec_corpus), KD student and baseline.
     transferred = data.transfer_fingerprint is not None
@@ -234,28 +240,28 @@ def student_stage(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
         stage, model = BASELINE, f"{student.name}-baseline"
         config_hash = BASELINE.config_hash(cfg.task, data.fingerprint, cfg.data, cfg.seed, cfg.teacher.model,
                                            cfg.teacher.trust_remote_code, shape, *corpus)
-    return runner(stage, config_hash,
-                  lambda: stages.train_student(cfg, index, student, teacher, data.load(), teacher_logits, config_hash,
-                                               transfer_logits), model)
+    return whole(cfg, runner(stage, config_hash,
+                             lambda: stages.train_student(cfg, index, student, teacher, data.load(), teacher_logits,
+                                                          config_hash, transfer_logits), model))
 
 
 def prune_stage(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArtifact, teacher: ModelArtifact,
                 data: RunData, runner: StageRunner, teacher_logits: dict[str, np.ndarray]) -> ModelArtifact:
     config_hash = PRUNE.config_hash(source.hash, teacher.hash, spec.model_dump(mode="json", exclude={"name"}))
-    return runner(PRUNE, config_hash,
-                  lambda: stages.prune_model(cfg, index, spec, source, data.load(), teacher_logits, config_hash),
-                  spec.name)
+    return whole(cfg, runner(PRUNE, config_hash,
+                             lambda: stages.prune_model(cfg, index, spec, source, data.load(), teacher_logits,
+                                                        config_hash), spec.name))
 
 
 def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, data: RunData,
                    runner: StageRunner) -> ModelArtifact:
     config_hash = QUANTIZE.config_hash(source.hash, spec.model_dump(mode="json", exclude={"name"}))
-    return runner(QUANTIZE, config_hash, lambda: stages.quantize_model(cfg, spec, source, data.load(), config_hash),
-                  spec.name)
+    return whole(cfg, runner(QUANTIZE, config_hash,
+                             lambda: stages.quantize_model(cfg, spec, source, data.load(), config_hash), spec.name))
 
 
 def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: StageRunner) -> ExportResult:
-    int8_variants = cfg.export.quantize.variants if model.name in cfg.ort_quantized_models() else []
+    int8_variants = cfg.export.quantize.variants if model.name in int8_models(cfg) else []
     static = any(v.startswith("static") for v in int8_variants)
     # Only what changes the graphs or their scores: the budget and parity tolerance are applied by the report.
     config_hash = EXPORT.config_hash(model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
@@ -272,6 +278,26 @@ def bench_stage(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str, 
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def int8_models(cfg: RunConfig) -> list[str]:
+    """The models whose ONNX exports get ONNX Runtime int8 variants: export.quantize.models, by default every student
+    (baselines included) and every pruned model."""
+    q = cfg.export.quantize
+    if not (cfg.export.enabled and q.enabled):
+        return []
+    return q.models if q.models is not None else cfg.student_names() + [p.name for p in cfg.prune]
+
+
+def whole(cfg: RunConfig, model: ModelArtifact) -> ModelArtifact:
+    """A model a stage saved, or saved in an earlier run and now reuses, checked whole (from its files' sizes and
+    headers) before any later stage reads it: a damaged teacher is found here, not after the students have
+    retrained on its cached outputs and the export stage loads it."""
+    folder = cfg.run_dir / model.dir
+    problem = damaged_weights(folder)
+    if problem is not None:
+        raise UserError(f"the saved model is damaged: {problem}", str(folder), remake(folder))
+    return model
 
 
 def _named(models: list[ModelArtifact], name: str) -> ModelArtifact:

@@ -14,8 +14,9 @@ from transformers import AutoConfig
 
 from compress.core import distributed
 from compress.core.artifacts import write_json_atomic
-from compress.core.config import RunConfig, data_hash, stable_hash
+from compress.core.config import RunConfig
 from compress.core.errors import UserError
+from compress.core.hashing import data_hash, stable_hash
 from compress.core.hub import hub_access
 from compress.core.progress import console
 from compress.data.augment import Candidates

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +19,15 @@ import torch
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 
-from bench.devices import best_device, check_device
+from bench.devices import best_device, check_device, devices_beside_cpu
 from bench.flops import gemm_peak_flops
 from bench.measure import OnDevice, time_model_and_graphs, time_on_device
 from bench.results import capture_environment
-from compress.compression.prune import Pruner, count_nonzero, layer_sparsity, prune_iteratively
+from compress.compression.prune import Pruner, count_nonzero, layer_sparsity
 from compress.compression.quantize import HALF_PRECISIONS, argmax_agreement, quantize
 from compress.core import distributed
 from compress.core.artifacts import compressed_size_mb, folder_size_mb, save_pretrained_atomic, write_json_atomic
 from compress.core.config import (
-    LAYER_METHODS,
     PER_TEXT_TASKS,
     PruneConfig,
     QuantizeConfig,
@@ -37,6 +36,7 @@ from compress.core.config import (
     TrainConfig,
 )
 from compress.core.errors import UserError
+from compress.core.kd_methods import kd_method
 from compress.core.progress import console, track_steps
 from compress.core.results import (
     BenchResult,
@@ -47,12 +47,13 @@ from compress.core.results import (
     TrainResult,
     to_json,
 )
-from compress.data.batching import MODEL_INPUTS, EncodedSplit, make_loader, predict, token_mask
+from compress.data.batching import EncodedSplit, make_loader, predict, select_inputs, token_mask, tokenizer_inputs
 from compress.data.cache import Data
 from compress.data.tasks import Task
-from compress.distill.loop import TrainLog, accumulate_gradients, train_model
+from compress.distill.loop import TrainLog, train_model
 from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
 from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
+from compress.distill.recovery import RecoveryLog, prune_and_recover
 from compress.models.int8 import is_int8_model, save_quantized
 from compress.models.loading import load_saved_model, load_task_model, load_tokenizer
 from compress.models.students import (
@@ -61,7 +62,7 @@ from compress.models.students import (
     student_tokenizer,
 )
 from compress.pipeline.run_data import data_for
-from exports.variants import GraphScorer, export_and_score
+from exports.variants import ExportSpec, GraphScorer, export_and_score
 
 # ---------------------------------------------------------------- device
 
@@ -72,7 +73,7 @@ def run_device(cfg: RunConfig) -> torch.device:
     a CUDA GPU."""
     device = best_device() if cfg.device == "auto" else check_device(cfg.device, "device", allow_index=True)
     device = distributed.process_device(device)
-    for bench_device in cfg.bench.other_devices():
+    for bench_device in devices_beside_cpu(cfg.bench.devices):
         check_device(bench_device, "bench.devices", allow_index=True)
     trainings = [("teacher.train", cfg.teacher.train)] + [(f"students.{i}.train", s.train)
                                                           for i, s in enumerate(cfg.students)]
@@ -116,7 +117,7 @@ def finetune_teacher(cfg: RunConfig, data: Data, config_hash: str) -> tuple[list
         trained = train_model(model, data.train, tokenizer, task_loss(data.task, None), cfg.teacher.train, cfg.seed,
                               validate=validator(cfg, cfg.teacher.train, data, tokenizer),
                               log=train_log(cfg, "teacher", config_hash, "fine-tune teacher"))
-    return finish_model(cfg, "teacher", "teacher", None, model, tokenizer, data, trained, config_hash)
+    return finish_model(cfg, SaveAs("teacher", "teacher"), model, tokenizer, data, trained, config_hash)
 
 
 def cache_teacher_outputs(cfg: RunConfig, teacher: ModelArtifact, data: Data) -> tuple[list[str], CachedOutputs]:
@@ -186,23 +187,23 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
                           cfg.seed, where=where)
     train = distillation_split(data, teacher_logits, transfer_logits) if kd else data.train
     log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
-    method, stage_seconds = student.distill.method if kd else None, 0.0
+    layers, stage_seconds = kd_method(student.distill.method).layer_transfer if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
-    if method in LAYER_METHODS:  # the teacher's features come online, from the loss
+    if layers is not None:  # the teacher's features come online, from the loss
         layer_terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / teacher.dir, cfg.task),
                                      where)
-        if method == "intermediate":
+        if layers == "in_the_loss":  # intermediate
             loss = intermediate_loss(data.task, student.distill, layer_terms)
-        elif method == "progressive":  # layer by layer first, then logit KD for the whole student
+        elif layers == "layer_by_layer_first":  # progressive: then logit KD for the whole student
             stage_seconds = train_layers_progressively(model, layer_terms, train, tokenizer, student.train,
                                                        student.distill, cfg.seed, log)
-        else:  # tinybert: every layer's terms first, then logit KD
+        else:  # all_layers_first, tinybert: every layer's terms first, then logit KD
             stage_seconds = train_intermediate_stage(model, layer_terms, train, tokenizer, student.train,
                                                      student.distill, cfg.seed, log)
     trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
                           validate=validator(cfg, student.train, data, tokenizer), log=log)
     trained = replace(trained, seconds=trained.seconds + stage_seconds)
-    files, result = finish_model(cfg, name, role, student.kind, model, tokenizer, data, trained, config_hash)
+    files, result = finish_model(cfg, SaveAs(name, role, student.kind), model, tokenizer, data, trained, config_hash)
     seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
     return files, replace(result, transfer_examples=seen)
 
@@ -225,24 +226,14 @@ def prune_model(cfg: RunConfig, index: int, spec: PruneConfig, source: ModelArti
     name = spec.name
     model, tokenizer = load_saved(cfg, source)
     data = data_for(cfg, data, tokenizer)
-    train = data.train.with_teacher(teacher_logits)
-    score = validation_scorer(cfg, data, tokenizer)
-    loss = task_loss(data.task, spec.recovery.distill)
-
-    def gradients(m: torch.nn.Module) -> None:
-        accumulate_gradients(m, train, tokenizer, loss, cfg.seed)
-
-    def recover(step: int) -> float:
-        log = train_log(cfg, f"{name}.step{step}", config_hash, f"recover {name} ({step}/{spec.steps})")
-        return train_model(model, train, tokenizer, loss, spec.recovery.train_config(), cfg.seed, validate=score,
-                           log=log).seconds
-
-    steps, seconds = prune_iteratively(Pruner(model, spec, f"prune.{index}"), cfg.seed, score,
-                                       recover if spec.recovery.epochs else None, gradients,
-                                       log_path(cfg, name) if distributed.is_main() else None, name)
+    log = RecoveryLog(name, log_path(cfg, name) if distributed.is_main() else None, lambda step: train_log(
+        cfg, f"{name}.step{step}", config_hash, f"recover {name} ({step}/{spec.steps})"))
+    steps, seconds = prune_and_recover(Pruner(model, spec, f"prune.{index}"), data.train.with_teacher(teacher_logits),
+                                       tokenizer, data.task, cfg.seed, validation_scorer(cfg, data, tokenizer), log,
+                                       validate_recovery=True)
     trained = TrainResult(steps=0, seconds=seconds, final_loss=0.0, epochs_run=spec.recovery.epochs * spec.steps)
-    files, result = finish_model(cfg, name, "pruned", source.student_kind, model, tokenizer, data, trained,
-                                 config_hash, rel=f"pruned/{name}")
+    files, result = finish_model(cfg, SaveAs(name, "pruned", source.student_kind), model, tokenizer, data, trained,
+                                 config_hash)
     for step in range(1, spec.steps + 1):
         checkpoint_path(cfg, f"{name}.step{step}", config_hash).unlink(missing_ok=True)
     sparsity = {k: v for k, v in layer_sparsity(model).items() if v > 0}
@@ -263,25 +254,41 @@ def quantize_model(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
     mask = token_mask(data.test, data.max_length) if data.task.per_token else None
     agreement = argmax_agreement(data.predict(fp32, data.test, tokenizer), data.predict(model, data.test, tokenizer),
                                  mask)
-    files, result = finish_model(cfg, spec.name, "quantized", source.student_kind, model, tokenizer, data, None,
-                                 config_hash, rel=f"quantized/{spec.name}", weights_of=fp32)
+    files, result = finish_model(cfg, SaveAs(spec.name, "quantized", source.student_kind), model, tokenizer, data,
+                                 None, config_hash, weights_of=fp32)
     return files, replace(result, source=source.name, argmax_agreement=agreement,
                           transfer_examples=source.transfer_examples,
                           precision="int8" if spec.method == "dynamic_int8" else spec.method)
 
 
-def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None, model, tokenizer, data: Data,
-                 trained: TrainResult | None, config_hash: str, rel: str | None = None,
-                 weights_of=None) -> tuple[list[str], ModelArtifact]:
+@dataclass(frozen=True)
+class SaveAs:
+    """What a finished model is in the run: its name (its folder and report row), its role (teacher, student,
+    baseline, pruned, quantized) and the kind of student it is or was made from (None for the teacher)."""
+
+    name: str
+    role: str
+    student_kind: str | None = None
+
+    @property
+    def dir(self) -> str:
+        """Its folder, relative to the run folder: teacher/, students/<name>, pruned/<name> or quantized/<name>."""
+        if self.role in ("pruned", "quantized"):
+            return f"{self.role}/{self.name}"
+        return self.name if self.role == "teacher" else f"students/{self.name}"
+
+
+def finish_model(cfg: RunConfig, save_as: SaveAs, model, tokenizer, data: Data, trained: TrainResult | None,
+                 config_hash: str, weights_of=None) -> tuple[list[str], ModelArtifact]:
     """Evaluate on the test split, save atomically, and describe the model for the report. `weights_of` is the
     fp32 model whose parameters an int8 model stores (PyTorch hides packed int8 weights from parameters()).
     With several processes, the main one alone does this: the others stop here (distributed.LeftToMain)."""
+    name, role, rel = save_as.name, save_as.role, save_as.dir
     if not distributed.is_main():
         raise distributed.LeftToMain(name)
     metrics = data.task.evaluate(data.predict(model, data.test, tokenizer), data.test, cfg, data.label_names)
     if cfg.task in PER_TEXT_TASKS:  # in config.json, so whoever scores the folder (or its export) feeds it the same
         model.config.trained_on_text_pairs = getattr(cfg.data.source, "text_pair_column", None) is not None
-    rel = rel or (name if role == "teacher" else f"students/{name}")
     if role == "quantized" and is_int8_model(model):
         save_quantized(model, tokenizer, cfg.run_dir / rel)
     else:
@@ -293,7 +300,8 @@ def finish_model(cfg: RunConfig, name: str, role: str, student_kind: str | None,
     nonzero = count_nonzero(weights)
     # family is the saved architecture (what loads it); student_kind says how the student was made.
     return [rel], ModelArtifact(
-        name=name, role=role, family=model.config.model_type, student_kind=student_kind, dir=rel, params=params,
+        name=name, role=role, family=model.config.model_type, student_kind=save_as.student_kind, dir=rel,
+        params=params,
         nonzero_params=nonzero, sparsity=1 - nonzero / params, size_mb=folder_size_mb(cfg.run_dir / rel),
         size_mb_compressed=compressed_size_mb(cfg.run_dir / rel), metrics=metrics,
         train_seconds=round(trained.seconds, 2) if trained else 0.0, epochs_run=trained.epochs_run if trained else 0,
@@ -315,13 +323,12 @@ def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_v
     def evaluate(outputs: dict[str, torch.Tensor]) -> dict:
         return data.task.evaluate(outputs, data.test, cfg, data.label_names)
 
-    score = GraphScorer(model, tokenizer, data.test, data.task.outputs, data.pad_to, evaluate, data.task.metric,
+    score = GraphScorer(model, tokenizer, data.test, data.task, data.pad_to, evaluate,
                         with_reference=bool(int8_variants))
     static = any(v.startswith("static") for v in int8_variants)
     calibration = calibration_batches(cfg, data, tokenizer) if static else None
-    result = export_and_score(name, model, tokenizer, out_dir, model_result.family not in OWN_FAMILIES,
-                              data.task.export_task, cfg.export.opset, cfg.export.optimize, int8_variants,
-                              calibration, score, cfg.export.parity_atol, cfg.run_dir, config_hash)
+    spec = ExportSpec(name, model_result.family not in OWN_FAMILIES, cfg.export, int8_variants, calibration)
+    result = export_and_score(model, tokenizer, spec, score, out_dir, cfg.run_dir, config_hash)
     return [str(out_dir.relative_to(cfg.run_dir))], result
 
 
@@ -330,7 +337,7 @@ def calibration_batches(cfg: RunConfig, data: Data, tokenizer) -> list[dict[str,
     loader = make_loader(data.train, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed)
     batches = []
     for batch in loader:
-        batches.append({k: v.numpy() for k, v in batch.items() if k in MODEL_INPUTS})
+        batches.append({k: v.numpy() for k, v in select_inputs(batch).items()})
         if len(batches) == cfg.export.quantize.calibration_batches:
             break
     return batches
@@ -355,14 +362,13 @@ def bench_models(cfg: RunConfig, models: list[ModelArtifact],
                 peaks[dtype] = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads(), dtype)
             export = exports.get(m.name)
             graphs = {v.variant: cfg.run_dir / v.onnx_path for v in export.variants if not v.failed} if export else {}
-            names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-            results[m.name] = time_model_and_graphs(model, names, graphs, b.batch_size, b.seq_len, b.warmup,
-                                                    b.iters, b.threads, cfg.seed, peaks[dtype], b.pause_s())
-            if b.other_devices():  # kept for the devices beside the CPU, where every model is timed at once
+            names = tokenizer_inputs(tokenizer)
+            results[m.name] = time_model_and_graphs(model, names, graphs, b, cfg.seed, peaks[dtype])
+            if devices_beside_cpu(b.devices):  # kept for the devices beside the CPU, where every model is timed at once
                 on_device[m.name] = OnDevice(model, names, graphs.get("fp32"), results[m.name].flops)
             advance()
-    for device in b.other_devices():
-        timed = time_on_device(on_device, device, b.batch_size, b.seq_len, b.warmup, b.iters, cfg.seed, b.pause_s())
+    for device in devices_beside_cpu(b.devices):
+        timed = time_on_device(on_device, device, b, cfg.seed)
         for name, timings in timed.items():
             results[name] = replace(results[name], devices=results[name].devices | {device: timings})
     half_peaks = {f"gemm_peak_{name}_flops_s": peaks[d] for name, d in HALF_PRECISIONS.items() if d in peaks}

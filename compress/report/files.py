@@ -29,13 +29,25 @@ def write_report_files(run_dir: Path, report: dict) -> None:
     png = pareto_png(report)
     curves = training_curves(run_dir / "logs", [row["model"] for row in report["rows"]])
     curves_plot = curves_png(curves, report["metric"]) if curves else None
+    searched = search_files(run_dir)
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.csv", artifacts_csv(report))
-    write_text_atomic(run_dir / "report.md", markdown(report, with_curves=curves_plot is not None))
-    write_text_atomic(run_dir / "report.html", html_page(report, png, curves_plot))
+    write_text_atomic(run_dir / "report.md", markdown(report, with_curves=curves_plot is not None, search=searched))
+    write_text_atomic(run_dir / "report.html", html_page(report, png, curves_plot, searched))
     write_bytes_atomic(run_dir / "pareto.png", png)
     if curves_plot is not None:
         write_bytes_atomic(run_dir / "curves.png", curves_plot)
+
+
+def search_files(run_dir: Path) -> tuple[bytes, str | None] | None:
+    """What `compress search` left in the run folder for the report: search/pareto.png (every trial against the
+    budget) and search/chosen.yaml (the chosen student's snippet); None where no search ran. Read as files, so the
+    report needs nothing of compress.search."""
+    plot = run_dir / "search" / "pareto.png"
+    if not plot.is_file():
+        return None
+    chosen = run_dir / "search" / "chosen.yaml"
+    return plot.read_bytes(), chosen.read_text(encoding="utf-8") if chosen.is_file() else None
 
 
 # ---------------------------------------------------------------- one row per artifact
@@ -208,12 +220,15 @@ def _environment_line(report: dict) -> str:
             f"{versions.get('torch', '?')}, onnxruntime {ort}.")
 
 
-def markdown(report: dict, with_curves: bool = False) -> str:
+def markdown(report: dict, with_curves: bool = False, search: tuple[bytes, str | None] | None = None) -> str:
     parts = [f"# {_title(report)}", ""] + [part for line in headline(report) for part in (line, "")]
     parts += [_environment_line(report), "",
              "![metric vs latency](pareto.png)", ""]
     if with_curves:
         parts += ["![training curves](curves.png)", ""]
+    if search is not None:
+        parts += ["## Search", "", "![search trials](search/pareto.png)", ""]
+        parts += ["The chosen student:", "", "```yaml", search[1].rstrip(), "```", ""] if search[1] else []
     for name, (header, cells) in _sections(report):
         parts += [f"## {name}", "", _md_table(header, cells), ""]
     if report.get("notes"):
@@ -226,8 +241,10 @@ def _numeric_class(cell: str) -> str:
     return ' class="n"' if re.fullmatch(r"[+-]?[\d.,]+(e[+-]?\d+)?[%xM]?|n/a", cell) else ""
 
 
-def html_page(report: dict, png: bytes, curves: bytes | None = None) -> str:
-    """One file with everything in it: the plots are embedded as base64, the style inline."""
+def html_page(report: dict, png: bytes, curves: bytes | None = None,
+              search: tuple[bytes, str | None] | None = None) -> str:
+    """One file with everything in it: the plots are embedded as base64, the style inline. `search`: the search's
+    plot and the chosen student's snippet (search_files)."""
     e = html.escape
     body = [f"<h1>{e(_title(report))}</h1>"] + [f"<p><b>{e(line)}</b></p>" for line in headline(report)]
     body += [f"<p>{e(_environment_line(report))}</p>",
@@ -235,6 +252,14 @@ def html_page(report: dict, png: bytes, curves: bytes | None = None) -> str:
     if curves is not None:
         body += ["<h2>Training</h2>",
                  f'<img alt="training curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">']
+    if search is not None:
+        plot, snippet = search
+        body += ["<h2>Search</h2><p>Every trial of <code>compress search</code> (search/trials.csv): validation metric "
+                 "against the latency of the graph that would ship, the budget as a line.</p>",
+                 f'<img alt="search trials" src="data:image/png;base64,{base64.b64encode(plot).decode()}">']
+        if snippet is not None:
+            body.append(f"<p>The chosen student, as a run YAML's <code>students:</code> takes it:</p>"
+                        f"<pre>{e(snippet)}</pre>")
     for name, (header, cells) in _sections(report):
         rows = "".join("<tr>" + "".join(f"<td{_numeric_class(c)}>{e(c)}</td>" for c in row) + "</tr>" for row in cells)
         body.append(f"<h2>{e(name)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>{rows}</table>")

@@ -6,6 +6,8 @@ docs/report-schema.md (generated from that class). Later versions add keys; they
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.table import Table
 
 from compress.core.config import RunConfig
@@ -27,11 +29,10 @@ def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str,
     measured in the same run."""
     metric = TASKS[cfg.task].metric
     teacher = next(m for m in models if m.role == "teacher")
-    teacher_torch = _p50(bench.get(teacher.name), "torch")
+    reference = TeacherReference(metric, teacher.metrics[metric], bench.get(teacher.name))
     baselines = {m.name: m.metrics[metric] for m in models if m.role == "baseline"}
-    rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), metric, teacher.metrics[metric],
-                                teacher_torch, baselines.get(f"{m.name}-baseline") if m.role == "student" else None,
-                                bench.get(teacher.name)))
+    rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), reference,
+                                baselines.get(f"{m.name}-baseline") if m.role == "student" else None))
             for m in models]
     return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
@@ -51,11 +52,21 @@ def row_json(row: ReportRow) -> dict:
     return data
 
 
+@dataclass(frozen=True)
+class TeacherReference:
+    """What every row is measured against: the task's headline metric, the teacher's value of it, and the teacher's
+    timings (speed-ups on the CPU, and on the devices beside it)."""
+
+    metric: str
+    teacher_metric: float
+    teacher_timings: ModelTimings | None
+
+
 def report_row(cfg: RunConfig, m: ModelArtifact, export: ExportResult | None, timings: ModelTimings | None,
-               metric: str, teacher_metric: float, teacher_torch: float | None,
-               baseline_metric: float | None = None, teacher_timings: ModelTimings | None = None) -> ReportRow:
-    """`baseline_metric`: the metric of a KD student's own baseline (its kd_gain), None where it has none.
-    `teacher_timings`: the teacher's, for speed-ups on the devices beside the CPU."""
+               reference: TeacherReference, baseline_metric: float | None = None) -> ReportRow:
+    """`baseline_metric`: the metric of a KD student's own baseline (its kd_gain), None where it has none."""
+    metric, teacher_metric, teacher_timings = reference.metric, reference.teacher_metric, reference.teacher_timings
+    teacher_torch = _p50(teacher_timings, "torch")
     torch_p50, ort_p50 = _p50(timings, "torch"), _p50(timings, "ort")
     variants, kept_name, reason = judge_variants(export.variants if export else [], timings, torch_p50,
                                                  cfg.export.parity_atol, cfg.export.quantize.max_metric_drop)

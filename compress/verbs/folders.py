@@ -6,16 +6,19 @@ same layout, so `bench`, `compress export` and the loaders take what they write.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bench.runners import dummy_inputs
+from compress.core.config import PruneConfig, StructuredPrune
 from compress.core.errors import UserError
-from compress.data.batching import MODEL_INPUTS
+from compress.data.batching import tokenizer_inputs
 from compress.data.tasks import TASKS
 from compress.models.int8 import is_quantized_dir
 from compress.models.loading import HEAD_NAMES, export_graphs, load_for_inference
 from compress.models.students import OWN_FAMILIES
+from compress.verbs.labelled_file import LabelledFile
 from exports.onnx import parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, quantize_graph
 from exports.variants import export_graph
@@ -63,8 +66,7 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     model.config.dtype = torch.float32  # ... and the config.json beside the graph says so
     hf_family = model.config.model_type not in OWN_FAMILIES
     onnx_path = export_graph(model, tokenizer, out_dir, hf_family, TASKS[task].export_task, TASKS[task].outputs, opset)
-    names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-    feeds = dummy_inputs(model.config.vocab_size, 2, 16, names)
+    feeds = dummy_inputs(model.config.vocab_size, 2, 16, tokenizer_inputs(tokenizer))
 
     def describe(path: Path) -> dict:
         parity = parity_max_abs_diff(model, create_session(path), feeds) if "int8" not in path.name else None
@@ -127,57 +129,29 @@ def quantize_folder(model_dir: Path, out_dir: Path, method: str = "dynamic_int8"
             "max_abs_diff": _max_output_diff(fp32, model, tokenizer)}
 
 
-@dataclass(frozen=True)
-class LabelledFile:
-    """A labelled file outside a run (`compress evaluate --data`, `compress prune --data`): CSV/TSV/JSONL/JSON/Parquet
-    with these columns for classification and regression, CoNLL columns for NER, SQuAD JSON for QA."""
-
-    path: Path
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    max_length: int = 128
-
-
-def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_ratio: float = 0.5,
-                 ffn_ratio: float = 0.5, amount: float = 0.5, scope: str | None = None, task: str | None = None,
-                 data: LabelledFile | None = None, steps: int = 1, epochs: int = 1, learning_rate: float = 5e-5,
-                 importance: str = "magnitude", seed: int = 0) -> dict:
-    """A pruned copy of a saved folder in `out_dir`, as the pipeline's prune stage makes it: structured (heads and
-    FFN neurons removed, the matrices shrink; by the weights' L1, or Taylor importance over `data`) or L1
-    unstructured (`amount` of the encoder's weights zeroed). Without `data`, in one step and without recovery.
-    With a labelled file, in `steps` prune + recover steps: after each, `epochs` of KD recovery on the file with the
-    unpruned model as teacher (its outputs on the file, computed once, as a run's prune stage uses the teacher's),
-    scored on the file (a score on the data it recovered on, not a held-out one). Returns the parameters before and
-    after, the sparsity, and the file's metric after each step."""
-    from pydantic import ValidationError
-
+def prune_folder(model_dir: Path, out_dir: Path, spec: PruneConfig, data: LabelledFile | None = None,
+                 task: str | None = None, seed: int = 0) -> dict:
+    """A pruned copy of a saved folder in `out_dir`, as the pipeline's prune stage makes it, by `spec` (a run's
+    `prune:` entry; its name and model are not read): structured (heads and FFN neurons removed, the matrices
+    shrink; by the weights' L1, or Taylor importance over `data`) or L1 unstructured (`spec.amount` of the encoder's
+    weights zeroed). Without `data`, in one step and without recovery. With a labelled file, in `spec.steps` prune +
+    recover steps: after each, `spec.recovery` (its epochs of KD) on the file with the unpruned model as teacher (its
+    outputs on the file, computed once, as a run's prune stage uses the teacher's), scored on the file (a score on
+    the data it recovered on, not a held-out one). Returns the parameters before and after, the sparsity, and the
+    file's metric after each step."""
     from compress.compression.prune import Pruner, count_nonzero
     from compress.core.artifacts import save_pretrained_atomic
-    from compress.core.config import RecoveryConfig, StructuredPrune, UnstructuredPrune
 
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     check_output_folder(model_dir, out_dir, marker=MADE_FROM)
-    try:
-        settings = {"steps": steps, "recovery": RecoveryConfig(epochs=epochs if data else 0,
-                                                               learning_rate=learning_rate)}
-        spec = (StructuredPrune(name="prune", model="model", head_ratio=head_ratio, ffn_ratio=ffn_ratio,
-                                scope=scope or "local", importance=importance, **settings) if structured
-                else UnstructuredPrune(name="prune", model="model", amount=amount, scope=scope or "global",
-                                       **settings))
-    except ValidationError as err:
-        problem = err.errors()[0]
-        raise UserError(problem["msg"], f"--{'-'.join(map(str, problem['loc'])).replace('_', '-') or 'options'}",
-                        "see compress prune --help") from None
-    if not structured and importance != "magnitude":
-        raise UserError("unstructured pruning ranks weights by their L1 alone", "--importance",
-                        "leave --importance out, or prune --structured")
-    if data is None and steps > 1:
+    if data is None and spec.steps > 1:
         raise UserError("several steps need data to recover on between them", "--steps",
                         "give --data FILE (labelled, of the model's task)")
-    if data is None and importance == "taylor":
+    if data is None and isinstance(spec, StructuredPrune) and spec.importance == "taylor":
         raise UserError("Taylor importance needs data to take gradients from", "--importance",
                         "give --data FILE (labelled, of the model's task)")
+    if data is None:  # nothing to recover on: no recovery, and made_from.json says so
+        spec = spec.model_copy(update={"recovery": spec.recovery.model_copy(update={"epochs": 0})})
     if is_quantized_dir(model_dir):
         raise UserError("this folder is int8", str(model_dir), "prune its fp32 source")
     task = task or task_of(model_dir)
@@ -190,7 +164,7 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
         pruner.finish()
         history = []
     else:
-        history = [step.validation for step in _prune_and_recover(pruner, tokenizer, model_dir, task, data, seed)]
+        history = [step.validation for step in _prune_on_file(pruner, tokenizer, model_dir, task, data, seed)]
     save_pretrained_atomic(model, tokenizer, out_dir)
     write_made_from(out_dir, model_dir, "prune", spec.model_dump(mode="json", exclude={"name", "model"})
                     | ({"data": str(data.path), "seed": seed} if data else {}))
@@ -199,30 +173,23 @@ def prune_folder(model_dir: Path, out_dir: Path, structured: bool = True, head_r
             "metric_after_steps": history}
 
 
-def _prune_and_recover(pruner, tokenizer, model_dir: Path, task: str, data: LabelledFile, seed: int) -> list:
-    """prune_iteratively on a labelled file, the unpruned model's outputs on it as the recovery's teacher."""
-    from compress.compression.prune import prune_iteratively
+def _prune_on_file(pruner, tokenizer, model_dir: Path, task: str, data: LabelledFile, seed: int) -> list:
+    """Pruning with recovery on a labelled file, the unpruned model's outputs on it as the recovery's teacher."""
     from compress.data.batching import predict
-    from compress.distill.loop import accumulate_gradients, train_model
-    from compress.distill.objectives import task_loss
+    from compress.distill.recovery import RecoveryLog, prune_and_recover
 
-    spec, task_spec = pruner.spec, TASKS[task]
+    task_spec = TASKS[task]
     split, cfg, labels = read_labelled_file(data, task, model_dir, pruner.model.config, tokenizer)
     pad_to = data.max_length if task_spec.per_token else None
     teacher = predict(pruner.model, split, tokenizer, task_spec.outputs, pad_to)
     train = split.with_teacher({name: values.numpy() for name, values in teacher.items()})
-    loss = task_loss(task_spec, spec.recovery.distill)
 
     def score(model) -> float:
         outputs = predict(model, split, tokenizer, task_spec.outputs, pad_to)
         return task_spec.evaluate(outputs, split, cfg, labels)[task_spec.metric]
 
-    def recover(step: int) -> float:
-        return train_model(pruner.model, train, tokenizer, loss, spec.recovery.train_config(), seed).seconds
-
-    steps, _ = prune_iteratively(pruner, seed, score, recover if spec.recovery.epochs else None,
-                                 lambda m: accumulate_gradients(m, train, tokenizer, loss, seed), None,
-                                 f"compress prune (on {data.path.name})")
+    steps, _ = prune_and_recover(pruner, train, tokenizer, task_spec, seed, score,
+                                 RecoveryLog(f"compress prune (on {data.path.name})"))
     return steps
 
 
@@ -254,15 +221,25 @@ def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, tas
 
     try:
         config, tokenizer = AutoConfig.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read the export's config or tokenizer ({str(err).splitlines()[0][:160]})",
+    # transformers fails on a folder without tokenizer files with whatever error its guess runs into
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        reason = str(err).splitlines()[0][:160] if isinstance(err, OSError | ValueError) else "no tokenizer files"
+        raise UserError(f"cannot read the export's config or tokenizer ({reason})",
                         str(model_dir), "export the model again (compress export MODEL_DIR OUTPUT)") from None
     test, cfg, labels = read_labelled_file(data, task, model_dir, config, tokenizer)
     spec = TASKS[task]
     pad_to = data.max_length if spec.per_token else None
-    scored = [{"graph": graph.name, "metrics": spec.evaluate(
-        predict_session(create_session(graph), test, tokenizer, spec.outputs, pad_to), test, cfg, labels)}
-        for graph in graphs]
+
+    def outputs_of(graph: Path) -> dict:
+        session = create_session(graph)
+        try:
+            return predict_session(session, test, tokenizer, spec.outputs, pad_to)
+        except Exception as err:  # ONNX Runtime's own error types: e.g. token ids past the graph's vocabulary
+            raise UserError(f"ONNX Runtime cannot run it on this file ({str(err).splitlines()[0][:200]})", str(graph),
+                            "check that the folder's tokenizer is the one the graph was exported with, or export "
+                            "the model again (compress export MODEL_DIR OUTPUT)") from None
+
+    scored = [{"graph": graph.name, "metrics": spec.evaluate(outputs_of(graph), test, cfg, labels)} for graph in graphs]
     return {"examples": len(test), "metric": spec.metric, "metrics": scored[0]["metrics"], "graphs": scored}
 
 
@@ -284,8 +261,14 @@ def read_labelled_file(data: LabelledFile, task: str, model_dir: Path, config, t
     source = {"qa": {"kind": "squad"}, "ner": {"kind": "conll"}}.get(task, {
         "kind": "local", "text_column": data.text_column, "text_pair_column": data.text_pair_column,
         "label_column": data.label_column})
-    cfg = RunConfig.model_validate({"task": task, "teacher": {"model": str(model_dir)}, "data": {
-        "source": source | files, "max_length": data.max_length, "ner": {"labels": labels if task == "ner" else None}}})
+    try:
+        cfg = RunConfig.model_validate({"task": task, "teacher": {"model": str(model_dir)}, "data": {
+            "source": source | files, "max_length": data.max_length,
+            "ner": {"labels": labels if task == "ner" else None}}})
+    except ValidationError as err:  # an option the run's own config would refuse: an empty column, a length
+        problem = err.errors()[0]
+        option = "--" + str(problem["loc"][-1]).replace("_", "-")
+        raise UserError(f"{problem['msg']} (got {problem.get('input')!r})", option, "see --help") from None
     if task not in ("classification", "regression"):  # NER's tags are the model's, QA has none: the task's own
         return TASKS[task].build(cfg, tokenizer)[0]["test"], cfg, labels  # reader, the file as each split
     # One file, whatever classes it holds (a run needs two or more).
@@ -313,8 +296,8 @@ def write_made_from(out_dir: Path, model_dir: Path, verb: str, settings: dict) -
 def _max_output_diff(fp32, model, tokenizer) -> float:
     import torch
 
-    names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
-    feeds = {k: torch.from_numpy(v) for k, v in dummy_inputs(fp32.config.vocab_size, 2, 16, names).items()}
+    feeds = {k: torch.from_numpy(v) for k, v in dummy_inputs(fp32.config.vocab_size, 2, 16,
+                                                             tokenizer_inputs(tokenizer)).items()}
     with torch.inference_mode():
         a, b = fp32(**feeds), model(**{k: v for k, v in feeds.items()})
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a.keys() if torch.is_tensor(a[k]))

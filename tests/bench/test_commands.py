@@ -158,7 +158,8 @@ def test_compare_flags_a_planted_regression_and_sets_the_exit_code(tmp_path):
 
 
 def test_compare_reads_a_runs_bench_json(tmp_path):
-    timing = {"latency_ms_p50": 4.0}
+    timing = {"latency_ms_p50": 4.0, "latency_ms_p90": 4.0, "latency_ms_p95": 4.0, "latency_ms_p99": 4.0,
+              "latency_ms_mean": 4.0, "latency_ms_std": 0.0, "iters": 10}  # compress.core.results.Timing
     bench_json = {"settings": {"batch_size": 1, "seq_len": 128},
                   "results": {"minilm-l3": {"torch": timing, "ort": timing, "ort_variants": {"dynamic-qint8": timing},
                                             "flops": 1}}}

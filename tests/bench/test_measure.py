@@ -162,15 +162,26 @@ def test_time_on_device_times_every_model_and_fp32_graph_side_by_side(tiny_bert_
     from transformers import BertForSequenceClassification
 
     from bench.measure import OnDevice, time_on_device
+    from compress.core.config import BenchConfig
     from compress.models.int8 import quantize_dynamic_int8
 
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
     flops = count_flops(model, dummy_inputs(model.config.vocab_size, 1, 8, INPUTS))
     models = {"tiny": OnDevice(model, INPUTS, tiny_bert_onnx, flops),
               "tiny-int8": OnDevice(quantize_dynamic_int8(model), INPUTS, None, None)}
-    timed = time_on_device(models, "cpu", batch_size=1, seq_len=8, warmup=1, iters=3, seed=0, pause_s=0)
+    settings = BenchConfig(batch_size=1, seq_len=8, warmup=1, iters=3, pause_ms=0)
+    timed = time_on_device(models, "cpu", settings, seed=0)
     assert {name: set(t) for name, t in timed.items()} == {"tiny": {"torch", "fp32"}, "tiny-int8": set()}
     peak = gemm_peak_flops(torch.device("cpu"), torch.get_num_threads())  # cached: the figure used
     for t in timed["tiny"].values():
         assert t.latency_ms_p50 > 0 and t.iters >= 3
         assert t.efficiency == pytest.approx(flops / (t.latency_ms_p50 / 1e3) / peak)
+
+
+def test_the_pause_before_each_timed_block_is_the_bench_settings_or_fifty_ms():
+    from bench.measure import pause_s
+    from bench.timing import PAUSE_S
+    from compress.core.config import BenchConfig
+
+    assert pause_s(BenchConfig()) == PAUSE_S == 0.05
+    assert pause_s(BenchConfig(pause_ms=0)) == 0 and pause_s(BenchConfig(pause_ms=20)) == 0.02

@@ -26,9 +26,11 @@ from compress.compression.prune import (
     make_permanent,
     prune_structured,
     prune_unstructured,
+    share_after,
     target_sparsity,
     unstructured_targets,
 )
+from compress.core.config import StructuredPrune, UnstructuredPrune
 from compress.core.errors import UserError
 from compress.models.bilstm import BiLSTMConfig
 from compress.models.custom import CustomTransformerConfig
@@ -106,6 +108,13 @@ def test_l1_unstructured_reaches_the_exact_sparsity_and_is_made_permanent(scope)
     assert target_sparsity(targets) == pytest.approx(0.7, abs=1e-3)
 
 
+def test_the_schedule_reaches_the_target_in_large_steps_first_or_evenly():
+    cubic = StructuredPrune(name="p", model="m", steps=4)  # Zhu & Gupta: 1 - (1 - k/n)^3
+    assert [share_after(cubic, k) for k in range(1, 5)] == pytest.approx([0.578125, 0.875, 0.984375, 1.0])
+    linear = UnstructuredPrune(name="p", model="m", steps=4, schedule="linear")
+    assert [share_after(linear, k) for k in range(1, 5)] == [0.25, 0.5, 0.75, 1.0]
+
+
 def test_iterative_unstructured_keeps_earlier_zeros_through_recovery():
     model = tiny("bert")
     targets = unstructured_targets(model, None, "prune.0")
@@ -142,7 +151,10 @@ def test_unknown_layer_name_is_one_clear_error():
     with pytest.raises(UserError) as err:
         unstructured_targets(tiny("bert"), ["bert.encoder.layer.9.output.dense"], "prune.1.layers")
     assert "no Linear, LSTM or Embedding layer named 'bert.encoder.layer.9.output.dense'" in str(err.value)
-    assert "prune.1.layers" in str(err.value) and "bert.embeddings" in str(err.value)
+    assert "prune.1.layers" in str(err.value) and "did you mean 'bert.encoder.layer." in err.value.fix
+    with pytest.raises(UserError) as err:  # nothing close: examples of the names it has
+        unstructured_targets(tiny("bert"), ["x"], "prune.1.layers")
+    assert "bert.embeddings" in err.value.fix
 
 
 # ---------------------------------------------------------------- structured

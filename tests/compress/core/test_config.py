@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config, stable_hash
+from compress.core.config import DEFAULT_CONFIG, RunConfig, load_config
 from compress.core.errors import UserError
+from compress.core.hashing import stable_hash
 
 CONFIGS = sorted((Path(__file__).parents[3] / "configs").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from compress.data.batching import MODEL_INPUTS, EncodedSplit, RowsOf, make_loader
+from compress.data.batching import MODEL_INPUTS, EncodedSplit, RowsOf, make_loader, select_inputs, tokenizer_inputs
 
 TEXTS = ["a short one", "a somewhat longer text about markets and shares", "goal", "the team won the match at home",
          "phones", "software and digital services grew again this quarter", "x y", "rates held"] * 3
@@ -80,3 +80,16 @@ def test_length_grouped_batches_pad_less_and_keep_the_seeded_order(tokenizer):
     assert padding(grouped) < padding(batches(False, 0)) / 2
     assert all(torch.equal(a, b) for a, b in zip(grouped, batches(True, 0)))
     assert not all(torch.equal(a, b) for a, b in zip(grouped, batches(True, 1)))
+
+
+def test_inputs_are_selected_by_name_in_the_order_of_the_names(tokenizer):
+    """What a tokenizer makes and what a model or graph takes are picked out of a batch by one function, in the
+    order of the names (an encoding's columns are kept in MODEL_INPUTS order, whatever order the tokenizer uses)."""
+    enc = tokenizer(["a short one"])
+    assert list(enc) == ["input_ids", "token_type_ids", "attention_mask"]  # BERT's own order
+    assert list(select_inputs(enc)) == list(MODEL_INPUTS) == tokenizer_inputs(tokenizer)
+    batch = {"labels": 1, "attention_mask": 2, "input_ids": 3, "teacher_logits": 4}
+    assert select_inputs(batch) == {"input_ids": 3, "attention_mask": 2}
+    assert list(select_inputs(batch, ["attention_mask", "input_ids"])) == ["attention_mask", "input_ids"]
+    distilbert_like = type("Tokenizer", (), {"model_input_names": ["input_ids", "attention_mask"]})()
+    assert tokenizer_inputs(distilbert_like) == ["input_ids", "attention_mask"]

@@ -7,7 +7,7 @@ from compress.core.config import DataConfig, HubSource, LocalSource
 from compress.core.errors import UserError
 from compress.data.batching import make_loader
 from compress.data.classification import encode
-from compress.data.sources import load_splits, read_bbc_news
+from compress.data.sources import load_splits, read_bbc_news, read_lines
 from tests.conftest import make_texts, write_csv
 
 
@@ -177,6 +177,18 @@ def test_csv_with_byte_order_mark_reads_its_first_column(tmp_path):
     assert len(splits.train) + len(splits.validation) + len(splits.test) == 30
 
 
+def test_read_lines_ends_lines_at_newlines_only_and_drops_a_byte_order_mark(tmp_path):
+    """The one line reader of JSONL, CoNLL and plain-text files: \n, \r\n and \r end a line; a Unicode line
+    separator inside a text does not (it is text), and neither does a trailing newline add an empty line."""
+    path = tmp_path / "lines.txt"
+    path.write_bytes("\ufefffirst\r\nsecond\u2028still second\n\nthird\rfourth\n".encode())
+    assert read_lines(path) == ["first", "second\u2028still second", "", "third", "fourth"]
+    path.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8") as err:
+        read_lines(path)
+    assert err.value.where == str(path)
+
+
 def test_non_utf8_csv_is_a_user_error(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ncaf\xe9 au lait,a\n".encode("latin-1"))
@@ -232,7 +244,7 @@ def test_large_splits_are_tokenised_in_chunks_with_the_same_result(tiny_bert_dir
 
 
 def test_data_hash_is_stable_hash_without_the_walk():
-    from compress.core.config import data_hash, stable_hash
+    from compress.core.hashing import data_hash, stable_hash
 
     features = [{"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "labels": 2.5}, {"offsets": [(0, 3)]}]
     assert data_hash([features, features[:1]], ["a", "b"]) == stable_hash([features, features[:1]], ["a", "b"])

@@ -2,7 +2,7 @@
 
 import math
 
-from compress.core.config import data_hash
+from compress.core.hashing import data_hash
 from compress.data.batching import EncodedSplit
 from compress.data.rows import ArrowRows, concat_rows, map_rows
 

@@ -33,7 +33,7 @@ def test_manifest_entries_map_back_to_their_declaration():
 
 
 def test_a_stage_hash_is_its_name_and_what_it_reads():
-    from compress.core.config import stable_hash
+    from compress.core.hashing import stable_hash
 
     teacher_logits = declared("teacher_logits")
     assert teacher_logits.config_hash("abc") == stable_hash("teacher_logits", "abc")

@@ -7,8 +7,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compress.core.config import RunConfig, stable_hash
+from bench.devices import devices_beside_cpu
+from compress.core.config import RunConfig
 from compress.core.errors import UserError
+from compress.core.hashing import stable_hash
 from compress.pipeline.stages import run_device, training_on
 
 NO_CUDA = not torch.cuda.is_available()
@@ -86,10 +88,13 @@ def test_bench_devices_are_checked_at_load(devices, message):
 
 def test_bench_devices_unset_leave_the_bench_hash_alone():
     assert stable_hash(RunConfig().bench) == stable_hash(RunConfig.model_validate({"bench": {"pause_ms": None}}).bench)
-    assert RunConfig().bench.other_devices() == []
+    assert devices_beside_cpu(RunConfig().bench.devices) == []
     named = RunConfig.model_validate({"bench": {"devices": ["cpu"]}}).bench  # the default, spelt out
+    assert named.devices == ["cpu"]  # the config says what the YAML says; the hash reads it as unset
     assert stable_hash(named) == stable_hash(RunConfig().bench)
-    assert RunConfig.model_validate({"bench": {"devices": ["cpu", "cuda:1"]}}).bench.other_devices() == ["cuda:1"]
+    assert devices_beside_cpu(named.devices) == []
+    both = RunConfig.model_validate({"bench": {"devices": ["cpu", "cuda:1"]}}).bench
+    assert devices_beside_cpu(both.devices) == ["cuda:1"] and stable_hash(both) != stable_hash(named)
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="this machine has a GPU")

@@ -240,10 +240,10 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
 def test_a_device_beside_the_cpu_times_every_model_there(squeezed, monkeypatch):
     # CI has no GPU: the CPU stands in for the other device, so the bench stage's second pass and the report's
     # table per device run for real. Int8 rows have CPU kernels only: no PyTorch timing there.
-    from compress.core.config import BenchConfig
+    from compress.pipeline import stages
 
     cfg, rows, _ = squeezed
-    monkeypatch.setattr(BenchConfig, "other_devices", lambda self: ["cpu"])
+    monkeypatch.setattr(stages, "devices_beside_cpu", lambda devices: ["cpu"])
     result = run(cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"iters": 4})}))
     assert result.ran == ["bench"]
     by = {r["model"]: r for r in result.report["rows"]}

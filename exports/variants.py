@@ -7,7 +7,7 @@ Scores are measured once (export stage); eligibility and the choice are judged f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,23 +75,41 @@ def export_graph(model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bo
     return export_torch_model(model, tokenizer, out_dir, output_names, opset)
 
 
-def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
-                   run_dir: Path) -> tuple[list[ExportVariant], dict[str, int] | None]:
-    """The plain graph, the optimised one (with `spec.settings.optimize`) and each of `spec.int8_variants` beside
-    `onnx_path`, each scored; returns them (each with its metric drop vs the plain graph) and the optimised graph's
-    fused operators. A graph ORT cannot make or run is a failed variant (its error kept for the report), not a
-    crash."""
-    out_dir, name = onnx_path.parent, spec.name
-    variants = [score(onnx_path, "fp32", run_dir)]
-    fused, optimized = None, None
+@dataclass(frozen=True)
+class MadeGraph:
+    """One graph `make_graphs` made or failed to: its variant, precision and file; what `check` returned for it, or
+    the error that stopped making or checking it (its file may then be half-written or absent)."""
+
+    variant: str
+    precision: str  # "fp32" or "int8"
+    path: Path
+    checked: object = None
+    error: Exception | None = None
+    fused: dict[str, int] | None = None  # the optimised graph's fused operators, once ORT has made it
+
+
+def make_graphs(onnx_path: Path, spec: ExportSpec,
+                check: Callable[[Path, str], object] | None = None) -> Iterator[MadeGraph]:
+    """The plain graph `onnx_path`, then the optimised one (with `spec.settings.optimize`), then each of
+    `spec.int8_variants`, made beside `onnx_path` one at a time, in that order; each is handed to `check(path,
+    variant)` right after it is made. A graph ORT cannot make, or that fails its check, is yielded with its error,
+    not raised: a finding, not a crash (the plain graph's check alone raises: it is what the others are judged
+    against). Dynamic
+    int8 quantises the optimised graph where it was made and checked; static int8 the plain one. The caller handles
+    each graph before the next is made."""
+    out_dir = onnx_path.parent
+    yield MadeGraph("fp32", "fp32", onnx_path, check(onnx_path, "fp32") if check else None)
+    optimized = None
     if spec.settings.optimize:
-        path = out_dir / "model_optimized.onnx"
+        path, fused = out_dir / "model_optimized.onnx", None
         try:
             fused = optimize_graph(onnx_path, path, spec.hf_family)  # ORT's transformer fusions know HF families
-            variants.append(score(path, "fp32-optimized", run_dir))
+            made = MadeGraph("fp32-optimized", "fp32", path, check(path, "fp32-optimized") if check else None,
+                             fused=fused)
             optimized = path
         except Exception as err:  # a graph ORT cannot make or run is a finding for the report, not a crash
-            variants.append(_failed_variant(name, "fp32-optimized", "fp32", err, path))
+            made = MadeGraph("fp32-optimized", "fp32", path, error=err, fused=fused)
+        yield made
     for variant in spec.int8_variants:
         # Dynamic int8 quantises the fused graph (QAttention); static calibration needs the plain one, whose
         # every activation the calibrator can observe.
@@ -99,9 +117,24 @@ def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
         path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
         try:
             quantize_graph(src, path, variant, spec.calibration)
-            variants.append(score(path, variant, run_dir))
+            made = MadeGraph(variant, "int8", path, check(path, variant) if check else None)
         except Exception as err:
-            variants.append(_failed_variant(name, variant, "int8", err, path))
+            made = MadeGraph(variant, "int8", path, error=err)
+        yield made
+
+
+def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
+                   run_dir: Path) -> tuple[list[ExportVariant], dict[str, int] | None]:
+    """The plain graph, the optimised one (with `spec.settings.optimize`) and each of `spec.int8_variants` beside
+    `onnx_path` (`make_graphs`), each scored; returns them (each with its metric drop vs the plain graph) and the
+    optimised graph's fused operators. A graph ORT cannot make or run is a failed variant (its error kept for the
+    report), not a crash."""
+    variants, fused = [], None
+    for graph in make_graphs(onnx_path, spec, lambda path, variant: score(path, variant, run_dir)):
+        if graph.variant == "fp32-optimized":
+            fused = graph.fused
+        variants.append(graph.checked if graph.error is None else
+                        _failed_variant(spec.name, graph.variant, graph.precision, graph.error, graph.path))
     plain = variants[0]
     return [v if v.failed else replace(v, metric_drop=plain.ort_metric - v.ort_metric) for v in variants], fused
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from compress.core.errors import UserError
+from compress.core.progress import console
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -32,20 +33,26 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 
 @contextmanager
-def run_folder_lock(run_dir: Path) -> Iterator[None]:
-    """One `compress run` per run folder at a time: a second would take the first one's temporaries for a killed
-    run's and delete them. The lock is the operating system's, so a killed run never leaves it held."""
+def run_folder_lock(folder: Path, wait: str | None = None) -> Iterator[None]:
+    """An exclusive lock on `folder`/.lock. One `compress run` per run folder at a time: a second would take the
+    first one's temporaries for a killed run's and delete them. With `wait` None a held lock is refused (one line);
+    with a message, that message is printed once and the lock waited for (compress search's workers take their turns
+    this way). The lock is the operating system's, so a killed process never leaves it held; the file is opened for
+    appending, so taking the lock never changes a file another process holds."""
     try:
         import fcntl  # POSIX only
-    except ImportError:  # Windows has no flock; one run per folder is then up to the user
+    except ImportError:  # Windows has no flock; one run (or worker) per folder at a time is then up to the user
         yield
         return
-    with open(run_dir / ".lock", "w") as handle:
+    with open(folder / ".lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError("another compress run is using this run folder", str(run_dir),
-                            "wait for it to finish, or give this run another name or output_dir") from None
+            if wait is None:
+                raise UserError("another compress run is using this run folder", str(folder),
+                                "wait for it to finish, or give this run another name or output_dir") from None
+            console.print(wait)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 

@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -177,7 +177,35 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     the transfer set when there is one) or, as baseline, on the labelled split alone."""
     kd = teacher_logits is not None
     name, role = (student.name, "student") if kd else (f"{student.name}-baseline", "baseline")
-    where = f"students.{index}"
+    outputs = TeacherOutputs(teacher_logits, transfer_logits) if kd else None
+    log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
+    model, tokenizer, data, trained = distil_student(cfg, student, f"students.{index}", teacher, data, outputs, log)
+    files, result = finish_model(cfg, SaveAs(name, role, student.kind), model, tokenizer, data, trained, config_hash)
+    seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
+    return files, replace(result, transfer_examples=seen)
+
+
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """The teacher's cached outputs a KD student learns from: on the training split, and on the transfer set where
+    the run has one."""
+
+    train: dict[str, np.ndarray]
+    transfer: dict[str, np.ndarray] | None = None
+
+
+def distil_student(cfg: RunConfig, student: StudentConfig, where: str, teacher: ModelArtifact, data: Data,
+                   outputs: TeacherOutputs | None, log: TrainLog,
+                   on_epoch: Callable[[int, float], None] | None = None) -> tuple[torch.nn.Module, object, Data,
+                                                                                 TrainResult]:
+    """Build `student` (its own checks point at `where`) and train it: with KD from the teacher's cached `outputs`
+    (its layer-transfer terms, where its method has them, from the saved teacher), or, with `outputs` None, as the
+    baseline on the labelled split alone. The validation split is scored after each epoch where
+    `student.train.validate_every_epoch` says so, and always where `on_epoch` is given: `on_epoch(epoch, metric)`
+    hears each epoch's metric (1-based, counted from this call's first epoch) and may raise to stop the training
+    there. Returns the model (its best epoch's weights where it was validated, on the device it trained on), its
+    tokenizer, the data as that tokenizer encodes it, and the training's result (layer stages' seconds included)."""
+    kd = outputs is not None
     tokenizer = student_tokenizer(student, cfg.task, cfg.teacher, where)
     data = data_for(cfg, data, tokenizer)
     # HF students start from the teacher's pretrained weights, not its fine-tuned ones, so the baseline learns the
@@ -185,8 +213,7 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
     set_seed(cfg.seed)  # same initialisation whether earlier stages ran or were resumed
     model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer, data.word2vec_corpus(),
                           cfg.seed, where=where)
-    train = distillation_split(data, teacher_logits, transfer_logits) if kd else data.train
-    log = train_log(cfg, name, config_hash, f"{'distil' if kd else 'train'} {name}")
+    train = distillation_split(data, outputs.train, outputs.transfer) if kd else data.train
     layers, stage_seconds = kd_method(student.distill.method).layer_transfer if kd else None, 0.0
     loss = task_loss(data.task, student.distill if kd else None)
     if layers is not None:  # the teacher's features come online, from the loss
@@ -200,12 +227,26 @@ def train_student(cfg: RunConfig, index: int, student: StudentConfig, teacher: M
         else:  # all_layers_first, tinybert: every layer's terms first, then logit KD
             stage_seconds = train_intermediate_stage(model, layer_terms, train, tokenizer, student.train,
                                                      student.distill, cfg.seed, log)
-    trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed,
-                          validate=validator(cfg, student.train, data, tokenizer), log=log)
-    trained = replace(trained, seconds=trained.seconds + stage_seconds)
-    files, result = finish_model(cfg, SaveAs(name, role, student.kind), model, tokenizer, data, trained, config_hash)
-    seen = len(data.transfer) if kd and data.transfer is not None else 0  # baselines never see the transfer set
-    return files, replace(result, transfer_examples=seen)
+    validate = validator(cfg, student.train, data, tokenizer)
+    if on_epoch is not None:
+        validate = heard_by(validate or validation_scorer(cfg, data, tokenizer), on_epoch)
+    trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed, validate=validate, log=log)
+    return model, tokenizer, data, replace(trained, seconds=trained.seconds + stage_seconds)
+
+
+def heard_by(score: Callable[[torch.nn.Module], float],
+             on_epoch: Callable[[int, float], None]) -> Callable[[torch.nn.Module], float]:
+    """`score`, telling `on_epoch(epoch, metric)` each metric it gives (epochs 1-based)."""
+    epochs = 0
+
+    def validate(model: torch.nn.Module) -> float:
+        nonlocal epochs
+        metric = score(model)
+        epochs += 1
+        on_epoch(epochs, metric)
+        return metric
+
+    return validate
 
 
 def distillation_split(data: Data, teacher_logits: dict[str, np.ndarray],

@@ -43,7 +43,7 @@ from pydantic import TypeAdapter
 
 from bench.flops import gemm_peak_flops
 from compress.core import distributed
-from compress.core.artifacts import write_json_atomic, write_text_atomic
+from compress.core.artifacts import run_folder_lock, write_json_atomic, write_text_atomic
 from compress.core.config import DEFAULT_TRIALS, RunConfig, StudentConfig
 from compress.core.errors import UserError
 from compress.core.hashing import stable_hash
@@ -141,7 +141,8 @@ def _search(cfg: RunConfig, storage: str | None, limit: int | None, minutes: flo
             console.print(f"search: {len(busy)} trial(s) still running in other workers; the last worker to finish "
                           "trains the chosen student (or run this command with --trials 0 once they are done)")
             return SearchResult(cfg.run_dir, name, rows, None, None, None, None)
-    with waiting_lock(folder / ".final.lock", "search: another worker is training the chosen student; waiting"):
+    # The search folder's lock, not the run folder's: the run that trains the chosen student takes that one itself.
+    with run_folder_lock(folder, wait="search: another worker is training the chosen student; waiting"):
         rows = write_tables(study, ctx, url)  # with what workers that finished meanwhile added
         return finish(cfg, ctx, name, rows)
 
@@ -153,8 +154,8 @@ def prepare(cfg: RunConfig, teacher_layers: int | None, folder: Path) -> SearchC
     """The teacher and its outputs on the training split and the transfer set, through the run folder's manifest
     (the same stages, hashes and files as `compress run`), under the run folder's lock: a second worker waits here
     while the first trains, then reuses what it made; a `compress run` in the folder meanwhile is refused."""
-    with waiting_lock(cfg.run_dir / ".lock", "search: waiting for the run folder (another worker is preparing the "
-                                             "teacher, or a compress run is using it)"):
+    with run_folder_lock(cfg.run_dir, wait="search: waiting for the run folder (another worker is preparing the "
+                                            "teacher, or a compress run is using it)"):
         runner = StageRunner(cfg.run_dir, StageSelection())
         data = RunData(cfg)
         teacher = teacher_stage(cfg, data, runner)
@@ -520,24 +521,6 @@ def _shape_of(row: dict) -> dict:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def waiting_lock(path: Path, waiting: str) -> Iterator[None]:
-    """An exclusive lock on `path` that waits (printing `waiting` once) where another process holds it. The
-    operating system's, so a killed worker never leaves it held."""
-    try:
-        import fcntl  # POSIX only
-    except ImportError:  # Windows: workers of one run folder are then the user's to keep apart
-        yield
-        return
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.print(waiting)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ Trials are judged on the validation split; the chosen student's row in the repor
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +26,15 @@ from accelerate.utils import set_seed
 
 from bench.measure import time_model_and_graphs
 from compress.core.config import BiLSTMStudent, CustomTransformerStudent, RunConfig, SearchConfig, Word2VecConfig
-from compress.core.kd_methods import kd_method
 from compress.core.results import ModelArtifact, ModelTimings, TrainResult
 from compress.data.batching import tokenizer_inputs
 from compress.data.cache import Data
-from compress.distill.loop import TrainLog, train_model
-from compress.distill.objectives import intermediate_loss, layer_transfer, task_loss
-from compress.distill.progressive import train_intermediate_stage, train_layers_progressively
-from compress.models.loading import load_saved_model
+from compress.distill.loop import TrainLog
 from compress.models.students import OWN_FAMILIES, build_student, student_tokenizer
 from compress.pipeline.run_data import data_for
-from compress.pipeline.stages import calibration_batches, distillation_split, validation_scorer
+from compress.pipeline.stages import TeacherOutputs, calibration_batches, distil_student
 from compress.search.space import Candidate
-from exports.ort import optimize_graph, quantize_graph
-from exports.variants import ExportSpec, GraphScorer, build_variants, export_graph, judge_variants
+from exports.variants import ExportSpec, GraphScorer, build_variants, export_graph, judge_variants, make_graphs
 
 WHERE = "search.space"  # where a student's own checks point a user
 
@@ -135,70 +130,44 @@ def shape_only(student):
 
 def build_graphs(ctx: SearchContext, model: torch.nn.Module, tokenizer, data: Data,
                  out_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """The graphs the run's export stage would make of `model` (exports.variants.build_variants' files, without
-    scoring them: an untrained model's scores say nothing): variant -> file, and the variants that failed."""
+    """The graphs the run's export stage would make of `model` (exports.variants.make_graphs, as build_variants
+    makes them, without scoring them: an untrained model's scores say nothing): variant -> file, and the variants
+    that failed."""
+    plain, spec = export_plain(ctx, "untrained", model, tokenizer, data, out_dir)
+    graphs, failed = {}, {}
+    for graph in make_graphs(plain, spec):  # as build_variants: a graph ORT cannot make is a finding, not a crash
+        if graph.error is None:
+            graphs[graph.variant] = graph.path
+        else:
+            failed[graph.variant] = _first_line(graph.error)
+    return graphs, failed
+
+
+def export_plain(ctx: SearchContext, name: str, model: torch.nn.Module, tokenizer, data: Data,
+                 out_dir: Path) -> tuple[Path, ExportSpec]:
+    """The plain ONNX export of `model` in `out_dir`, as the run's export stage makes it, and the spec its other
+    graphs are made by (`name` in its messages; static int8 calibrated on the training batches the run's are)."""
     cfg = ctx.cfg
     hf_family = model.config.model_type not in OWN_FAMILIES
     plain = export_graph(model, tokenizer, out_dir, hf_family, data.task.export_task, data.task.outputs,
                          cfg.export.opset)
-    graphs, failed, optimized = {"fp32": plain}, {}, None
-    if cfg.export.optimize:
-        try:
-            optimize_graph(plain, out_dir / "model_optimized.onnx", hf_family)
-            graphs["fp32-optimized"] = optimized = out_dir / "model_optimized.onnx"
-        except Exception as err:  # as build_variants: a graph ORT cannot make is a finding, not a crash
-            failed["fp32-optimized"] = _first_line(err)
     static = any(v.startswith("static") for v in ctx.int8_variants)
     calibration = calibration_batches(cfg, data, tokenizer) if static else None
-    for variant in ctx.int8_variants:
-        source = optimized if optimized and variant.startswith("dynamic") else plain
-        path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
-        try:
-            quantize_graph(source, path, variant, calibration)
-            graphs[variant] = path
-        except Exception as err:
-            failed[variant] = _first_line(err)
-    return graphs, failed
+    return plain, ExportSpec(name, hf_family, cfg.export, ctx.int8_variants, calibration)
 
 
 def train_candidate(ctx: SearchContext, candidate: Candidate, log_path: Path, description: str,
                     after_epoch: Callable[[int, float], None]) -> tuple[torch.nn.Module, object, Data, TrainResult]:
-    """Distil the candidate from the teacher's cached outputs as the run's student stage does (the same seed,
-    split, loss and loop, so the chosen student trained by the run matches its trial); `after_epoch(epoch, metric)`
-    hears each epoch's validation metric (1-based epochs) and may raise to stop the training there. Returns the
-    model (its best epoch's weights), its tokenizer and data, and the training's result."""
-    cfg, student = ctx.cfg, candidate.student
-    tokenizer = student_tokenizer(student, cfg.task, cfg.teacher, WHERE)
-    data = data_for(cfg, ctx.data, tokenizer)
-    set_seed(cfg.seed)
-    model = build_student(student, cfg.task, data.label_names, cfg.teacher, tokenizer, data.word2vec_corpus(),
-                          cfg.seed, where=WHERE)
-    train = distillation_split(data, ctx.teacher_logits, ctx.transfer_logits)
-    log = TrainLog(description, log_path)
-    loss, stage_seconds = task_loss(data.task, student.distill), 0.0
-    transfer = kd_method(student.distill.method).layer_transfer
-    if transfer is not None:  # the teacher's features come online, from the loss
-        terms = layer_transfer(student, model.config, load_saved_model(cfg.run_dir / ctx.teacher.dir, cfg.task), WHERE)
-        if transfer == "in_the_loss":
-            loss = intermediate_loss(data.task, student.distill, terms)
-        elif transfer == "layer_by_layer_first":
-            stage_seconds = train_layers_progressively(model, terms, train, tokenizer, student.train,
-                                                       student.distill, cfg.seed, log)
-        else:
-            stage_seconds = train_intermediate_stage(model, terms, train, tokenizer, student.train, student.distill,
-                                                     cfg.seed, log)
-    score = validation_scorer(cfg, data, tokenizer)
-    epochs: list[float] = []
-
-    def validate(m: torch.nn.Module) -> float:
-        metric = score(m)
-        epochs.append(metric)
-        after_epoch(len(epochs), metric)
-        return metric
-
-    trained = train_model(model, train, tokenizer, loss, student.train, cfg.seed, validate=validate, log=log)
+    """Distil the candidate from the teacher's cached outputs with the run's student stage
+    (compress.pipeline.stages.distil_student: the same seed, split, loss and loop, so the chosen student trained by
+    the run matches its trial), scoring the validation split after every epoch; `after_epoch(epoch, metric)` hears
+    each epoch's validation metric (1-based epochs) and may raise to stop the training there. Returns the model (its
+    best epoch's weights, on the CPU), its tokenizer and data, and the training's result."""
+    outputs = TeacherOutputs(ctx.teacher_logits, ctx.transfer_logits)
+    model, tokenizer, data, trained = distil_student(ctx.cfg, candidate.student, WHERE, ctx.teacher, ctx.data,
+                                                     outputs, TrainLog(description, log_path), on_epoch=after_epoch)
     model.cpu().eval()  # trained where the run's device is; exported and scored on the CPU, as the run's export is
-    return model, tokenizer, data, replace(trained, seconds=trained.seconds + stage_seconds)
+    return model, tokenizer, data, trained
 
 
 def ship(ctx: SearchContext, name: str, model: torch.nn.Module, tokenizer, data: Data, trained: TrainResult,
@@ -215,12 +184,7 @@ def ship(ctx: SearchContext, name: str, model: torch.nn.Module, tokenizer, data:
 
     score = GraphScorer(model, tokenizer, data.validation, data.task, data.pad_to, evaluate,
                         with_reference=bool(ctx.int8_variants))
-    hf_family = model.config.model_type not in OWN_FAMILIES
-    plain = export_graph(model, tokenizer, out_dir, hf_family, data.task.export_task, data.task.outputs,
-                         cfg.export.opset)
-    static = any(v.startswith("static") for v in ctx.int8_variants)
-    calibration = calibration_batches(cfg, data, tokenizer) if static else None
-    spec = ExportSpec(name, hf_family, cfg.export, ctx.int8_variants, calibration)
+    plain, spec = export_plain(ctx, name, model, tokenizer, data, out_dir)
     variants, _ = build_variants(plain, spec, score, out_dir)
     judged, kept, why = judge_variants(variants, measured.timings, torch_p50, cfg.export.parity_atol,
                                        cfg.export.quantize.max_metric_drop)

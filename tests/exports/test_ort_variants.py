@@ -201,3 +201,65 @@ def test_a_failed_optimisation_or_quantisation_leaves_no_file_behind(tmp_path):
     with pytest.raises(Exception):
         quantize_graph(bad, tmp_path / "model_dynamic_qint8.onnx", "dynamic-qint8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("failing", ["optimize", "score-optimized", "quantize-static", "score-dynamic", None])
+def test_variants_are_made_in_order_and_a_failure_to_make_or_score_one_is_kept(tmp_path, monkeypatch, failing):
+    """build_variants: the plain graph, the optimised one, then each int8 variant, in that order; a graph whose
+    making or scoring fails is a failed variant (its file gone) and the rest go on; dynamic int8 quantises the
+    optimised graph only where it was made and scored. make_graphs without a check makes the same files."""
+    from compress.core.config import ExportConfig
+    from compress.core.results import ExportVariant
+    from exports import variants as module
+
+    made_from = {}
+
+    def fake_optimize(src, dst, hf_family):
+        if failing == "optimize":
+            raise RuntimeError("no fusion\nmore")
+        dst.write_bytes(b"optimized")
+        return {"Attention": 2}
+
+    def fake_quantize(src, dst, variant, calibration=None):
+        made_from[variant] = src.name
+        if failing == f"quantize-{variant.split('-')[0]}":
+            raise RuntimeError(f"cannot quantise {variant}")
+        dst.write_bytes(b"int8")
+
+    def score(path, variant, run_dir):
+        if failing == f"score-{variant.split('-')[-1]}" or (failing == "score-dynamic" and "dynamic" in variant):
+            raise RuntimeError(f"cannot run {variant}")
+        return ExportVariant(variant=variant, precision="int8" if "int8" in variant else "fp32",
+                             onnx_path=path.name, ort_metric=0.9 if variant == "fp32" else 0.8)
+
+    monkeypatch.setattr(module, "optimize_graph", fake_optimize)
+    monkeypatch.setattr(module, "quantize_graph", fake_quantize)
+    plain = tmp_path / "model.onnx"
+    plain.write_bytes(b"plain")
+    int8 = ["dynamic-qint8", "static-qint8"]
+    spec = module.ExportSpec("m", True, ExportConfig(), int8, calibration=[])
+    variants, fused = module.build_variants(plain, spec, score, tmp_path)
+
+    order = ["fp32", "fp32-optimized", *int8]
+    assert [v.variant for v in variants] == order
+    failed = {v.variant for v in variants if v.failed}
+    expected = {"optimize": {"fp32-optimized"}, "score-optimized": {"fp32-optimized"},
+                "quantize-static": {"static-qint8"}, "score-dynamic": {"dynamic-qint8"}, None: set()}[failing]
+    assert failed == expected
+    optimised_ok = failing not in ("optimize", "score-optimized")
+    assert made_from == {"dynamic-qint8": "model_optimized.onnx" if optimised_ok else "model.onnx",
+                         "static-qint8": "model.onnx"}
+    assert fused == (None if failing == "optimize" else {"Attention": 2})  # fusions are ORT's, scored or not
+    assert all(v.metric_drop == pytest.approx(0.1) for v in variants[1:] if not v.failed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {"model.onnx", "model_optimized.onnx", "model_dynamic_qint8.onnx", "model_static_qint8.onnx"}
+        - {f"model_{v.replace('fp32-', '').replace('-', '_')}.onnx" for v in failed})
+
+    if hasattr(module, "make_graphs"):  # the same graphs, unscored (compress search's untrained shapes)
+        for path in tmp_path.glob("model_*.onnx"):
+            path.unlink()
+        made = list(module.make_graphs(plain, spec))
+        assert [g.variant for g in made] == order
+        unscored_failures = {"optimize": {"fp32-optimized"}, "quantize-static": {"static-qint8"}}.get(failing, set())
+        assert {g.variant for g in made if g.error is not None} == unscored_failures
+        assert all(g.checked is None for g in made)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -331,6 +332,14 @@ def objective(trial: optuna.Trial, ctx: SearchContext, line: "ProgressLine") -> 
                          f"({fastest}) > {ceiling:g} ms; not trained", seconds=time.perf_counter() - started)
                 trial.set_constraint("latency", measured.best_case_ms() - ceiling)
                 raise optuna.TrialPruned("over the latency ceiling")
+            leader = fastest_within_budget(trial, ctx)
+            if leader is not None and measured.best_case_ms() >= leader[1]:
+                # The search picks the fastest student within the budget: one no faster than a trial that already
+                # keeps it cannot be chosen, whatever it would score, so its training would buy nothing.
+                note(why=f"cannot be chosen: {measured.best_case_ms():.3f} ms at its fastest ({fastest}), no faster "
+                         f"than trial {leader[0]} ({leader[1]:.3f} ms) that keeps the budget; not trained",
+                     seconds=time.perf_counter() - started)
+                raise optuna.TrialPruned("slower than a trial within the budget")
             log = ctx.folder / "trials" / str(trial.number) / "train.jsonl"
             log.parent.mkdir(parents=True, exist_ok=True)
             model, tokenizer, data, trained = train_candidate(
@@ -385,8 +394,8 @@ def halving(trial: optuna.Trial, ctx: SearchContext, note: Callable[..., None],
         trial.set_user_attr("epoch_metrics", history)
         if epoch not in checks or metric >= ctx.required_metric:
             return
-        others = [t.user_attrs["epoch_metrics"][epoch - 1] for t in trial.study.get_trials(deepcopy=False)
-                  if t.number != trial.number and len(t.user_attrs.get("epoch_metrics") or []) >= epoch]
+        others = [t.user_attrs["epoch_metrics"][epoch - 1] for t in rivals(trial, ctx)
+                  if len(t.user_attrs.get("epoch_metrics") or []) >= epoch]
         if not promoted(metric, others, rule.reduction_factor):
             note(why=f"stopped after epoch {epoch}: {ctx.data.task.metric} {metric:.4f}, below the budget "
                      f"({ctx.required_metric:.4f}) and outside the best 1/{rule.reduction_factor} of the "
@@ -395,6 +404,33 @@ def halving(trial: optuna.Trial, ctx: SearchContext, note: Callable[..., None],
             raise optuna.TrialPruned(f"halved after epoch {epoch}")
 
     return after_epoch
+
+
+def fastest_within_budget(trial: optuna.Trial, ctx: SearchContext) -> tuple[int, float] | None:
+    """The study's fastest finished trial that keeps the budget (and the ceiling), as (number, latency in ms) of
+    the graph it would ship; None while no trial does."""
+    ceiling = ctx.search.max_latency_ms
+    complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    fits = [(t.number, record["latency_ms"]) for t in complete
+            if (record := t.user_attrs.get("record") or {}).get("metric") is not None
+            and record["metric"] >= ctx.required_metric
+            and (ceiling is None or record["latency_ms"] <= ceiling)]
+    return min(fits, key=lambda fit: fit[1], default=None)
+
+
+def rivals(trial: optuna.Trial, ctx: SearchContext) -> list[optuna.trial.FrozenTrial]:
+    """The trials a trial is halved against: the others that could still be chosen, i.e. faster untrained than the
+    fastest trial within the budget (every other trial while none is). A small student learns more slowly per epoch
+    than a large one; measured against trials it need not beat, successive halving would stop exactly the fast
+    students the search is for."""
+    leader = fastest_within_budget(trial, ctx)
+    return [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
+            and (leader is None or untrained_ms(t) < leader[1])]
+
+
+def untrained_ms(trial: optuna.trial.FrozenTrial) -> float:
+    """The trial's fastest graph, timed untrained; infinite where it was not timed (a repeat, a refused shape)."""
+    return (trial.user_attrs.get("record") or {}).get("latency_ms_best_case") or math.inf
 
 
 class ProgressLine:

@@ -133,6 +133,35 @@ def test_halving_stops_a_weak_trial_through_optuna():
     halving(good, ctx, lambda **fields: None, time.perf_counter())(1, 0.96)  # within the budget: goes on
     halving(good, ctx, lambda **fields: None, time.perf_counter())(2, 0.5)  # epoch 2 is no halving epoch (1, 3)
 
+def test_a_student_no_faster_than_one_within_the_budget_is_neither_trained_nor_a_rival():
+    """The search picks the fastest student within the budget: once a trial keeps it at L ms, a shape whose fastest
+    untrained graph takes L ms or more cannot be chosen (not trained), and a fast student is halved only against
+    the trials that could still be chosen, not against slower ones that learn faster per epoch."""
+    from types import SimpleNamespace
+
+    from compress.core.config import SearchConfig
+    from compress.search.study import fastest_within_budget, halving, rivals
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ctx = SimpleNamespace(search=SearchConfig(epochs=3, halving={"min_epochs": 1, "reduction_factor": 2}),
+                          required_metric=0.95, data=SimpleNamespace(task=SimpleNamespace(metric="accuracy")))
+    for metric, shipped_ms, untrained_ms, epochs in ((0.97, 2.0, 1.8, [0.93, 0.97]),  # within the budget: 2 ms
+                                                     (0.99, 3.0, 3.0, [0.96, 0.99]),  # within, slower
+                                                     (0.90, 0.5, 0.5, [0.80, 0.90]),  # fast, below the budget
+                                                     (0.80, 0.6, 0.6, [0.70, 0.80])):
+        study.enqueue_trial({}, user_attrs={"epoch_metrics": epochs, "record": {
+            "metric": metric, "latency_ms": shipped_ms, "latency_ms_best_case": untrained_ms}})
+        study.tell(study.ask(), [metric, shipped_ms])
+    trial = study.ask()
+    assert fastest_within_budget(trial, ctx) == (0, 2.0)
+    assert [t.number for t in rivals(trial, ctx)] == [0, 2, 3]  # trial 1 (3 ms untrained) cannot be chosen
+    # Against every trial, 0.86 after epoch 1 is outside the best half (0.96, 0.93); against the rivals it goes on.
+    assert not promoted(0.86, [0.93, 0.96, 0.80, 0.70], 2) and promoted(0.86, [0.93, 0.80, 0.70], 2)
+    halving(trial, ctx, lambda **fields: None, time.perf_counter())(1, 0.86)
+    ceiling = SimpleNamespace(search=SearchConfig(epochs=3, max_latency_ms=1.9), required_metric=0.95)
+    assert fastest_within_budget(trial, ceiling) is None  # over the ceiling, trial 0 does not count
+
+
 def test_layer_dropped_keeps_evenly_spread_layers():
     assert spread_layers(3, 6) == [0, 2, 4]  # the demo's minilm-l3
     assert spread_layers(2, 6) == [0, 3]

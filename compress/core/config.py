@@ -547,6 +547,13 @@ class BenchConfig(Strict):
 # ---------------------------------------------------------------- search
 
 
+def _as_choice(value):
+    """A search choice as the YAML may write it: a list of values, one value, or a range mapping."""
+    if isinstance(value, list):
+        return {"values": value}
+    return {"values": [value]} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
+
 class IntChoice(Strict):
     """An integer the search picks: a list of values (`[64, 128]`, or one value) or a range (`{low: 1, high: 4}`,
     every `step`-th value)."""
@@ -559,9 +566,7 @@ class IntChoice(Strict):
     @model_validator(mode="before")
     @classmethod
     def _list_or_range(cls, value):
-        if isinstance(value, list):
-            return {"values": value}
-        return {"values": [value]} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+        return _as_choice(value)
 
     @model_validator(mode="after")
     def _something_to_pick(self) -> "IntChoice":
@@ -587,9 +592,7 @@ class FloatChoice(Strict):
     @model_validator(mode="before")
     @classmethod
     def _list_or_range(cls, value):
-        if isinstance(value, list):
-            return {"values": value}
-        return {"values": [value]} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+        return _as_choice(value)
 
     @model_validator(mode="after")
     def _something_to_pick(self) -> "FloatChoice":

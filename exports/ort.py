@@ -139,27 +139,30 @@ class _Batches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[str, np.ndarray]] | None = None) -> None:
+def quantize_graph(src: Path, dst: Path, variant: str, calibration: list[dict[str, np.ndarray]] | None = None,
+                   exclude: list[str] | None = None) -> None:
     """Write the int8 `variant` (one of compress.core.config.ORT_INT8_VARIANTS) of the fp32 graph `src` to `dst`.
-    Static variants calibrate activation ranges (min/max) on `calibration`, feeds named as the graph's inputs."""
+    Static variants calibrate activation ranges (min/max) on `calibration`, feeds named as the graph's inputs.
+    The nodes named in `exclude` stay fp32 (exports.mending chooses them)."""
     mode, _, rest = variant.partition("-")
     weight_type = QuantType.QUInt8 if rest.startswith("quint8") else QuantType.QInt8
     per_channel = rest.endswith("per-channel")
     tmp = dst.with_name(dst.name + ".tmp")
     try:
-        _quantize(src, tmp, mode, weight_type, per_channel, calibration)
+        _quantize(src, tmp, mode, weight_type, per_channel, calibration, exclude or [])
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)  # a failed quantisation leaves no stray file in the export folder
 
 
 def _quantize(src: Path, tmp: Path, mode: str, weight_type: QuantType, per_channel: bool,
-              calibration: list[dict[str, np.ndarray]] | None) -> None:
+              calibration: list[dict[str, np.ndarray]] | None, exclude: list[str]) -> None:
     # The fused graph's contrib ops carry no type information for the quantizer; say their tensors are float.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     with _quiet_ort_logging(), tempfile.TemporaryDirectory() as work:
         if mode == "dynamic":
-            quantize_dynamic(src, tmp, weight_type=weight_type, per_channel=per_channel, extra_options=extra)
+            quantize_dynamic(src, tmp, weight_type=weight_type, per_channel=per_channel, nodes_to_exclude=exclude,
+                             extra_options=extra)
         else:
             if not calibration:
                 raise ValueError("static int8 needs calibration batches")
@@ -170,4 +173,4 @@ def _quantize(src: Path, tmp: Path, mode: str, weight_type: QuantType, per_chann
             batches = [select_inputs(feeds, inputs) for feeds in calibration]
             quantize_static(prepared, tmp, _Batches(batches), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=weight_type,
-                            extra_options=extra)
+                            nodes_to_exclude=exclude, extra_options=extra)

@@ -21,6 +21,7 @@ from compress.core.progress import console, warn
 from compress.core.results import ExportResult, ExportVariant, Metrics, ModelTimings, ReportVariant
 from compress.data.batching import EncodedSplit, make_loader, predict, select_inputs, token_mask
 from compress.data.tasks import Task
+from exports.mending import Mended, Scored, mend_int8
 from exports.onnx import export_hf_model, export_torch_model, parity_max_abs_diff
 from exports.ort import create_session, optimize_graph, predict_session, quantize_graph
 
@@ -29,14 +30,31 @@ from exports.ort import create_session, optimize_graph, predict_session, quantiz
 class ExportSpec:
     """One model's export: its name (in messages), whether its family is one optimum knows (optimum's export and
     ORT's transformer fusions) or one of ours (torch.onnx), the run's export settings (opset, whether to optimise,
-    the parity tolerance) and the int8 variants to build beside the fp32 graphs, the static ones calibrated on
-    `calibration` (training batches)."""
+    the parity tolerance, the int8 budget) and the int8 variants to build beside the fp32 graphs, the static ones
+    calibrated on `calibration` (training and transfer-set batches)."""
 
     name: str
     hf_family: bool
     settings: ExportConfig
     int8_variants: list[str] = field(default_factory=list)
     calibration: list[dict[str, np.ndarray]] | None = None
+    # Scores a graph on the validation split: int8 variants are mended against it (export.quantize.mend); None: not.
+    validation: Callable[[Path], Scored] | None = None
+
+
+class ValidationScorer:
+    """A graph's task metric and outputs on the validation split, with ONNX Runtime: what int8 mending decides by,
+    so the test split stays the judge of what ships."""
+
+    def __init__(self, tokenizer, validation: EncodedSplit, task: Task, pad_to: int | None,
+                 evaluate: Callable[[dict[str, torch.Tensor]], Metrics]) -> None:
+        self.tokenizer, self.validation, self.task, self.pad_to, self.evaluate = (tokenizer, validation, task,
+                                                                                  pad_to, evaluate)
+
+    def __call__(self, path: Path) -> Scored:
+        outputs = predict_session(create_session(path), self.validation, self.tokenizer, self.task.outputs,
+                                  pad_to=self.pad_to)
+        return Scored(self.evaluate(outputs)[self.task.metric], outputs)
 
 
 class GraphScorer:
@@ -86,6 +104,7 @@ class MadeGraph:
     checked: object = None
     error: Exception | None = None
     fused: dict[str, int] | None = None  # the optimised graph's fused operators, once ORT has made it
+    mended: Mended | None = None  # an int8 graph checked on the validation split: what mending did (or found)
 
 
 def make_graphs(onnx_path: Path, spec: ExportSpec,
@@ -115,12 +134,23 @@ def make_graphs(onnx_path: Path, spec: ExportSpec,
         # every activation the calibrator can observe.
         src = optimized if optimized and variant.startswith("dynamic") else onnx_path
         path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
+        mended = None
         try:
             quantize_graph(src, path, variant, spec.calibration)
-            made = MadeGraph(variant, "int8", path, check(path, variant) if check else None)
+            if spec.validation is not None and spec.settings.quantize.mend:
+                mended = mend_int8(src, variant, path, spec.validation, spec.settings.quantize.max_metric_drop,
+                                   spec.calibration)
+            made = MadeGraph(variant, "int8", path, check(path, variant) if check else None, mended=mended)
         except Exception as err:
-            made = MadeGraph(variant, "int8", path, error=err)
+            made = MadeGraph(variant, "int8", path, error=err, mended=mended)
         yield made
+        if mended is not None and mended.path is not None:
+            name = f"{variant}-mended"
+            try:
+                yield MadeGraph(name, "int8", mended.path, check(mended.path, name) if check else None,
+                                mended=mended)
+            except Exception as err:
+                yield MadeGraph(name, "int8", mended.path, error=err, mended=mended)
 
 
 def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
@@ -133,10 +163,32 @@ def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
     for graph in make_graphs(onnx_path, spec, lambda path, variant: score(path, variant, run_dir)):
         if graph.variant == "fp32-optimized":
             fused = graph.fused
-        variants.append(graph.checked if graph.error is None else
-                        _failed_variant(spec.name, graph.variant, graph.precision, graph.error, graph.path))
+        variant = (graph.checked if graph.error is None else
+                   _failed_variant(spec.name, graph.variant, graph.precision, graph.error, graph.path))
+        variants.append(with_mending(variant, graph.mended))
     plain = variants[0]
     return [v if v.failed else replace(v, metric_drop=plain.ort_metric - v.ort_metric) for v in variants], fused
+
+
+def with_mending(variant: ExportVariant, mended: Mended | None) -> ExportVariant:
+    """An int8 variant with what its check on the validation split found: its drop there and, where it missed the
+    budget, what mending did; a mended graph with the blocks and operators it leaves in fp32."""
+    if mended is None:
+        return variant
+    if variant.variant.endswith("-mended"):
+        return replace(variant, mended_from=mended.variant, fp32_blocks=mended.fp32_blocks,
+                       fp32_operators=mended.fp32_operators,
+                       validation_metric_drop=mended.validation_fp32 - mended.validation_mended)
+    budget = f"max_metric_drop {mended.max_drop:g}"
+    if mended.path is not None:
+        note = (f"lost {mended.validation_fp32 - mended.validation_int8:.4f} on validation (> {budget}); "
+                f"mended as {mended.variant}-mended with {', '.join(mended.fp32_blocks)} in fp32")
+    elif mended.ended_at_fp32:
+        note = (f"lost {mended.validation_fp32 - mended.validation_int8:.4f} on validation (> {budget}); mending "
+                f"ended at fp32: no mix short of every block ({len(mended.fp32_blocks)}) in fp32 met the budget")
+    else:
+        note = None
+    return replace(variant, validation_metric_drop=mended.validation_fp32 - mended.validation_int8, mending=note)
 
 
 def export_and_score(model: torch.nn.Module, tokenizer, spec: ExportSpec, score: GraphScorer, out_dir: Path,

@@ -497,7 +497,12 @@ class OrtQuantizeConfig(Strict):
                                                        "baseline and pruned model (not the teacher)")
     variants: list[OrtInt8Variant] = Field(list(ORT_INT8_VARIANTS), min_length=1)
     max_metric_drop: float = Field(0.01, ge=0, le=1, description="largest metric loss vs the fp32 export to keep int8")
-    calibration_batches: int = Field(8, ge=1, description="training batches (16 examples) that calibrate static int8")
+    calibration_batches: int = Field(8, ge=1, description="batches (16 examples) that calibrate static int8: training "
+                                     "text, and transfer-set text where the run has a transfer set")
+    mend: bool = Field(True, description="an int8 variant that loses more than max_metric_drop on the validation "
+                                         "split is mended: its costliest blocks (embeddings, a layer's attention or "
+                                         "FFN, the head) stay fp32 until it is within the budget; the mended graph "
+                                         "is a variant of its own (<variant>-mended)")
 
     @field_validator("variants", "models")
     @classmethod

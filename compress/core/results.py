@@ -117,6 +117,16 @@ class ExportVariant:
     argmax_agreement: float | None = None  # int8 graphs: vs PyTorch fp32 over the test split
     metric_drop: float | None = None  # the fp32 export's metric minus this graph's
     error: str | None = None
+    # The runtime that runs the graph: onnxruntime (.onnx) or openvino (.xml, OpenVINO's IR; onnx_path names it).
+    runtime: str = "onnxruntime"
+    # int8 graphs checked on the validation split (export.quantize.mend): the fp32 graph's metric there minus this's.
+    validation_metric_drop: float | None = None
+    # A mended graph (<variant>-mended): the variant it mends, the blocks and operators it leaves in fp32.
+    mended_from: str | None = None
+    fp32_blocks: list[str] | None = None
+    fp32_operators: list[str] | None = None
+    # An int8 variant that missed the budget on the validation split: what mending it did, in words.
+    mending: str | None = None
 
     @property
     def failed(self) -> bool:

@@ -263,9 +263,15 @@ def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
 def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: StageRunner) -> ExportResult:
     int8_variants = cfg.export.quantize.variants if model.name in int8_models(cfg) else []
     static = any(v.startswith("static") for v in int8_variants)
-    # Only what changes the graphs or their scores: the budget and parity tolerance are applied by the report.
+    q = cfg.export.quantize
+    # Only what changes the graphs or their scores: the parity tolerance is applied by the report, and so is the
+    # budget, unless int8 variants are mended toward it. Keys are added only where they apply, so the hashes of
+    # exports they do not touch stay as they were.
+    extra = [("mend", q.max_metric_drop)] if int8_variants and q.mend else []
+    if static and cfg.transfer is not None:
+        extra.append("calibrated on the transfer set too")
     config_hash = EXPORT.config_hash(model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
-                                     cfg.export.quantize.calibration_batches if static else None)
+                                     q.calibration_batches if static else None, *extra)
     return runner(EXPORT, config_hash, lambda: stages.export_model(cfg, model, data.load(), int8_variants, config_hash),
                   model.name)
 

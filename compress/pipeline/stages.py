@@ -62,7 +62,7 @@ from compress.models.students import (
     student_tokenizer,
 )
 from compress.pipeline.run_data import data_for
-from exports.variants import ExportSpec, GraphScorer, export_and_score
+from exports.variants import ExportSpec, GraphScorer, ValidationScorer, export_and_score
 
 # ---------------------------------------------------------------- device
 
@@ -364,23 +364,37 @@ def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_v
     def evaluate(outputs: dict[str, torch.Tensor]) -> dict:
         return data.task.evaluate(outputs, data.test, cfg, data.label_names)
 
+    def evaluate_validation(outputs: dict[str, torch.Tensor]) -> dict:
+        return data.task.evaluate(outputs, data.validation, cfg, data.label_names)
+
     score = GraphScorer(model, tokenizer, data.test, data.task, data.pad_to, evaluate,
                         with_reference=bool(int8_variants))
     static = any(v.startswith("static") for v in int8_variants)
     calibration = calibration_batches(cfg, data, tokenizer) if static else None
-    spec = ExportSpec(name, model_result.family not in OWN_FAMILIES, cfg.export, int8_variants, calibration)
+    mend = bool(int8_variants) and cfg.export.quantize.mend and len(data.validation) > 0
+    validation = ValidationScorer(tokenizer, data.validation, data.task, data.pad_to, evaluate_validation) \
+        if mend else None
+    spec = ExportSpec(name, model_result.family not in OWN_FAMILIES, cfg.export, int8_variants, calibration,
+                      validation)
     result = export_and_score(model, tokenizer, spec, score, out_dir, cfg.run_dir, config_hash)
     return [str(out_dir.relative_to(cfg.run_dir))], result
 
 
 def calibration_batches(cfg: RunConfig, data: Data, tokenizer) -> list[dict[str, np.ndarray]]:
-    """Static int8's activation ranges come from real training text: the first shuffled training batches."""
-    loader = make_loader(data.train, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed)
-    batches = []
-    for batch in loader:
-        batches.append({k: v.numpy() for k, v in select_inputs(batch).items()})
-        if len(batches) == cfg.export.quantize.calibration_batches:
-            break
+    """Static int8's activation ranges come from real text the model will meet: the first shuffled training
+    batches and, where the run has a transfer set, its batches in turn with them (its unlabelled and augmented text
+    widens the ranges the way deployment traffic does)."""
+    sources = [iter(make_loader(data.train, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed))]
+    if data.transfer is not None and len(data.transfer) > 0:
+        sources.append(iter(make_loader(data.transfer, tokenizer, batch_size=16, shuffle=True, seed=cfg.seed)))
+    batches, wanted = [], cfg.export.quantize.calibration_batches
+    while len(batches) < wanted and sources:
+        for source in list(sources):
+            batch = next(source, None)
+            if batch is None:
+                sources.remove(source)
+            elif len(batches) < wanted:
+                batches.append({k: v.numpy() for k, v in select_inputs(batch).items()})
     return batches
 
 

@@ -273,9 +273,13 @@ class ReportRow:
         "per ONNX graph: `variant`, `precision`, `onnx_path`, `size_mb`, `ort_metric`, `ort_metrics`, "
         "`metric_drop` vs the fp32 export, `parity_max_abs_diff` (fp32) or `argmax_agreement` (int8, vs PyTorch "
         "fp32), `eligible`, `ort_p50_ms`, `ort_p95_ms`, `speedup_vs_torch` (this model's PyTorch p50 / the "
-        "graph's), `kept`; and `error` (the measurements `null`) only where ORT could not make or run it")
-    ort_kept: str | None = _doc("the variant to ship: the fastest eligible one")
-    ort_kept_path: str | None = _doc("its ONNX file")
+        "graph's), `kept`; and `error` (the measurements `null`) only where ORT could not make or run it. Added "
+        "since: `runtime` (onnxruntime, or openvino for OpenVINO IR graphs, whose .xml `onnx_path` names; their "
+        "`ort_*` fields are OpenVINO's measurements), `validation_metric_drop` (int8 graphs checked on the "
+        "validation split), `mending` (what mending did to a variant that missed the budget there), and on a "
+        "mended graph `mended_from`, `fp32_blocks`, `fp32_operators` (what it leaves in fp32)")
+    ort_kept: str | None = _doc("the variant to ship: the fastest eligible one, on either runtime")
+    ort_kept_path: str | None = _doc("its graph file (.onnx, or OpenVINO's .xml)")
     ort_kept_p50_ms: float | None = _doc("its median latency")
     ort_kept_metric: float | None = _doc("its headline metric")
     ort_kept_speedup: float | None = _doc("teacher PyTorch p50 / kept graph p50")

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from compress.core.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
+from exports.variants import metric_change
 
 CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "variant", "precision", "kept",
                "params", "nonzero_params", "sparsity", "size_mb", "size_mb_compressed", "flops", "metric",
@@ -90,6 +91,28 @@ def artifacts_csv(report: dict) -> str:
     for row in artifact_rows(report):
         writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
     return out.getvalue()
+
+
+def mending_lines(row: dict) -> list[str]:
+    """What int8 mending did to a model's graphs, one line per variant it touched: a variant that missed the budget
+    on the validation split, and the mended graph with its fp32 blocks and what they cost in size and speed against
+    the all-int8 and the fp32 graphs."""
+    variants = {v["variant"]: v for v in row.get("ort_variants") or []}
+    plain = variants.get("fp32", {})
+    lines = []
+    for v in variants.values():
+        if v.get("mending"):
+            lines.append(f"{row['model']}: {v['variant']} {v['mending']}")
+        if v.get("mended_from") and not v.get("error"):
+            base = variants.get(v["mended_from"], {})
+            operators = len(v.get("fp32_operators") or [])
+            lines.append(
+                f"{row['model']}: {v['variant']} keeps {', '.join(v['fp32_blocks'] or [])} in fp32 ({operators} "
+                f"operators): {v['size_mb']:.1f} MB (int8 {fmt_number(base.get('size_mb'), '.1f')}, fp32 "
+                f"{fmt_number(plain.get('size_mb'), '.1f')}); p50 {fmt_number(v.get('ort_p50_ms'), '.2f')} ms (int8 "
+                f"{fmt_number(base.get('ort_p50_ms'), '.2f')}, fp32 {fmt_number(plain.get('ort_p50_ms'), '.2f')}); "
+                f"test metric {metric_change(v['metric_drop'])} vs fp32")
+    return lines
 
 
 # ---------------------------------------------------------------- tables as text

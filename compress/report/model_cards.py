@@ -12,7 +12,7 @@ from compress.core.artifacts import write_text_atomic
 from compress.core.config import RunConfig
 from compress.data.tasks import TASKS
 from compress.models.loading import per_layer_sizes
-from compress.report.files import fmt_number
+from compress.report.files import fmt_number, mending_lines
 
 AUTO_CLASS = {"classification": "AutoModelForSequenceClassification",
               "regression": "AutoModelForSequenceClassification",
@@ -47,6 +47,7 @@ def model_card(cfg: RunConfig, report: dict, row: dict) -> str:
              "teacher's speed",
              f"- ONNX Runtime graph to ship: {row.get('ort_kept') or 'n/a'}, p50 "
              f"{fmt_number(row.get('ort_kept_p50_ms'), '.2f', ' ms')}",
+             *[f"- int8 mending: {line.removeprefix(row['model'] + ': ')}" for line in mending_lines(row)],
              f"- machine: {env.get('cpu', 'unknown CPU')}, {env.get('torch_threads', '?')} threads"
              f"{', GPU ' + env['gpu'] if env.get('gpu') else ''}; torch {env.get('versions', {}).get('torch', '?')}",
              "", "The whole comparison is in the run folder's report.md.", "", ""]

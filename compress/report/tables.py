@@ -15,7 +15,7 @@ from compress.core.progress import console
 from compress.core.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from compress.data.tasks import TASKS
 from compress.report.anchors import compare_with_anchors
-from compress.report.files import anchors_table, device_tables, fmt_number, headline, kd_gain_text
+from compress.report.files import anchors_table, device_tables, fmt_number, headline, kd_gain_text, mending_lines
 from exports.variants import judge_variants, metric_change
 
 # A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline
@@ -188,6 +188,7 @@ def _notes(rows: list[dict]) -> list[str]:
         notes.append(f"PyTorch {'/'.join(half)} rows: every weight and activation in that precision, scored on the "
                      "run's device; fast only where the hardware has the instructions (GPUs; CPUs with AMX or "
                      "AVX512-BF16), slower than fp32 elsewhere; no ONNX export")
+    notes += [f"int8 mending: {line}" for r in rows for line in mending_lines(r)]
     return notes
 
 

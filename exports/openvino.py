@@ -195,7 +195,7 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
         raise ValueError("int8 needs calibration batches")
     model = _read_model(xml_path)
     names = graph_inputs(model)
-    calibration_set = nncf.Dataset([select_inputs(feeds, names) for feeds in calibration])
+    calibration_set = nncf.Dataset([_frozen(feeds, names) for feeds in calibration])
     options = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": len(calibration)}
     with _quiet_nncf():
         quantized = nncf.quantize(model, calibration_set, **options)
@@ -203,7 +203,7 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
         if validate is not None:
             fp32_metric = validate(_compile_fp32(model))
             if fp32_metric - validate(_compile_fp32(quantized)) > max_drop:
-                items = [select_inputs(feeds, names) for feeds in (validation or calibration)]
+                items = [_frozen(feeds, names) for feeds in (validation or calibration)]
                 controlled = True
                 plain = quantized
                 quantized = nncf.quantize_with_accuracy_control(
@@ -221,6 +221,18 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
         raise
     replace_dir(tmp, out_dir)
     return OpenVinoInt8(out_dir / XML_NAME, fp32_operators, controlled)
+
+
+def _frozen(feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Read-only copies of the graph's inputs among `feeds`. OpenVINO binds a writable array to an infer request
+    without copying it (NNCF's engine asks for that), and on the CPU another request of the same compiled model then
+    writes its own inputs into that array (seen in 2026.4); a read-only array is copied in instead, so neither our
+    feeds nor NNCF's items change under it."""
+    frozen = {}
+    for name, value in select_inputs(feeds, names).items():
+        frozen[name] = np.array(value)
+        frozen[name].flags.writeable = False
+    return frozen
 
 
 def _read_model(path: Path):
@@ -245,7 +257,7 @@ def _validation_fn(validate: Callable[[object], float]):
 
     def validation_fn(compiled, items) -> tuple[float, list[list[np.ndarray]]]:
         request = compiled.create_infer_request()
-        outputs = [[np.array(v) for v in request.infer(item).values()] for item in items]
+        outputs = [[np.array(v) for v in request.infer(item).values()] for item in items]  # inputs copied in
         return float(validate(compiled)), outputs
 
     return validation_fn

@@ -7,6 +7,7 @@ Scores are measured once (export stage); eligibility and the choice are judged f
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +40,10 @@ class ExportSpec:
     int8_variants: list[str] = field(default_factory=list)
     calibration: list[dict[str, np.ndarray]] | None = None
     # Scores a graph on the validation split: int8 variants are mended against it (export.quantize.mend); None: not.
-    validation: Callable[[Path], Scored] | None = None
+    validation: ValidationScorer | None = None
+    # OpenVINO graphs beside ONNX Runtime's (export.openvino, where the extra is installed): fp32, and NNCF int8
+    # (calibrated on `calibration`) where the model gets int8 variants.
+    openvino: bool = False
 
 
 class ValidationScorer:
@@ -52,9 +56,16 @@ class ValidationScorer:
                                                                                   pad_to, evaluate)
 
     def __call__(self, path: Path) -> Scored:
-        outputs = predict_session(create_session(path), self.validation, self.tokenizer, self.task.outputs,
-                                  pad_to=self.pad_to)
+        return self.score_session(open_graph(path))
+
+    def score_session(self, session) -> Scored:
+        outputs = predict_session(session, self.validation, self.tokenizer, self.task.outputs, pad_to=self.pad_to)
         return Scored(self.evaluate(outputs)[self.task.metric], outputs)
+
+    def feeds(self, batches: int = 8) -> list[dict[str, np.ndarray]]:
+        """The first batches of the split as model feeds (NNCF ranks operators by their outputs on these)."""
+        loader = make_loader(self.validation, self.tokenizer, batch_size=16, shuffle=False)
+        return [{k: v.numpy() for k, v in select_inputs(b).items()} for _, b in zip(range(batches), loader)]
 
 
 class GraphScorer:
@@ -73,15 +84,36 @@ class GraphScorer:
         self.mask = token_mask(test, pad_to) if pad_to else None
 
     def __call__(self, path: Path, variant: str, relative_to: Path) -> ExportVariant:
-        session = create_session(path)
+        session = open_graph(path)
         outputs = predict_session(session, self.test, self.tokenizer, self.task.outputs, pad_to=self.pad_to)
         metrics = self.evaluate(outputs)
         fp32 = "int8" not in variant
         return ExportVariant(
             variant=variant, precision="fp32" if fp32 else "int8", onnx_path=str(path.relative_to(relative_to)),
-            size_mb=path.stat().st_size / 1e6, ort_metric=metrics[self.task.metric], ort_metrics=metrics,
+            size_mb=graph_size_mb(path), ort_metric=metrics[self.task.metric], ort_metrics=metrics,
+            runtime=runtime_of(path),
             parity_max_abs_diff=parity_max_abs_diff(self.model, session, self.feeds) if fp32 else None,
             argmax_agreement=None if fp32 else argmax_agreement(self.reference, outputs, self.mask))
+
+
+def open_graph(path: Path):
+    """A session for a graph of either runtime: ONNX Runtime's for .onnx, OpenVINO's compiled model (behind the
+    same run/get_inputs surface) for .xml."""
+    if path.suffix == ".xml":
+        from exports.openvino import OpenVinoSession  # optional extra: imported only for its graphs
+
+        return OpenVinoSession(path)
+    return create_session(path)
+
+
+def runtime_of(path: Path) -> str:
+    return "openvino" if Path(path).suffix == ".xml" else "onnxruntime"
+
+
+def graph_size_mb(path: Path) -> float:
+    """The file that ships: an .onnx, or OpenVINO's .xml with its weights (.bin)."""
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
 
 
 def export_graph(model: torch.nn.Module, tokenizer, out_dir: Path, hf_family: bool, optimum_task: str,
@@ -105,6 +137,7 @@ class MadeGraph:
     error: Exception | None = None
     fused: dict[str, int] | None = None  # the optimised graph's fused operators, once ORT has made it
     mended: Mended | None = None  # an int8 graph checked on the validation split: what mending did (or found)
+    openvino_int8: object = None  # OpenVINO's int8 graph: what NNCF's accuracy control left in fp32
 
 
 def make_graphs(onnx_path: Path, spec: ExportSpec,
@@ -151,6 +184,41 @@ def make_graphs(onnx_path: Path, spec: ExportSpec,
                                 mended=mended)
             except Exception as err:
                 yield MadeGraph(name, "int8", mended.path, error=err, mended=mended)
+    if spec.openvino:
+        yield from openvino_graphs(onnx_path, spec, check)
+
+
+def openvino_graphs(onnx_path: Path, spec: ExportSpec,
+                    check: Callable[[Path, str], object] | None = None) -> Iterator[MadeGraph]:
+    """OpenVINO's graphs of the plain export, each in a folder optimum-intel's OVModelFor* loads: openvino/
+    (fp32, OpenVINO's converter from the ONNX graph) and, where the model gets int8 variants, openvino-int8/
+    (NNCF's post-training int8, calibrated as static ONNX Runtime int8 is; with accuracy control toward
+    export.quantize.max_metric_drop on the validation split where plain int8 misses it)."""
+    from exports.openvino import XML_NAME, OpenVinoSession, convert_onnx, quantize_openvino  # optional extra
+
+    out_dir = onnx_path.parent
+    xml = out_dir / "openvino" / XML_NAME
+    try:
+        convert_onnx(onnx_path, xml.parent)
+        fp32 = MadeGraph("openvino-fp32", "fp32", xml, check(xml, "openvino-fp32") if check else None)
+    except Exception as err:
+        fp32 = MadeGraph("openvino-fp32", "fp32", xml, error=err)
+    yield fp32
+    if fp32.error is not None or not spec.int8_variants or not spec.calibration:
+        return
+    path, budget = out_dir / "openvino-int8" / XML_NAME, spec.settings.quantize.max_metric_drop
+    validation = spec.validation if spec.settings.quantize.mend else None
+
+    def validate(compiled) -> float:  # NNCF hands over compiled models; our metric runs over the whole split
+        return validation.score_session(OpenVinoSession(compiled=compiled)).metric
+
+    try:
+        int8 = quantize_openvino(xml, path.parent, spec.calibration, validation and validation.feeds(),
+                                 validate if validation else None, budget)
+        yield MadeGraph("openvino-int8", "int8", int8.path, check(int8.path, "openvino-int8") if check else None,
+                        openvino_int8=int8)
+    except Exception as err:
+        yield MadeGraph("openvino-int8", "int8", path, error=err)
 
 
 def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
@@ -165,7 +233,7 @@ def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
             fused = graph.fused
         variant = (graph.checked if graph.error is None else
                    _failed_variant(spec.name, graph.variant, graph.precision, graph.error, graph.path))
-        variants.append(with_mending(variant, graph.mended))
+        variants.append(with_openvino_int8(with_mending(variant, graph.mended), graph.openvino_int8))
     plain = variants[0]
     return [v if v.failed else replace(v, metric_drop=plain.ort_metric - v.ort_metric) for v in variants], fused
 
@@ -191,6 +259,15 @@ def with_mending(variant: ExportVariant, mended: Mended | None) -> ExportVariant
     return replace(variant, validation_metric_drop=mended.validation_fp32 - mended.validation_int8, mending=note)
 
 
+def with_openvino_int8(variant: ExportVariant, int8) -> ExportVariant:
+    """OpenVINO's int8 graph with what NNCF's accuracy control left in fp32, where it ran."""
+    if int8 is None or not int8.accuracy_control:
+        return variant
+    return replace(variant, fp32_operators=int8.fp32_operators,
+                   mending=f"NNCF's accuracy control left {len(int8.fp32_operators)} operators in fp32 to stay within "
+                           "max_metric_drop on validation")
+
+
 def export_and_score(model: torch.nn.Module, tokenizer, spec: ExportSpec, score: GraphScorer, out_dir: Path,
                      run_dir: Path, config_hash: str) -> ExportResult:
     """Export `model` to `out_dir` as `spec` says, build and score its variants (paths relative to `run_dir`), and
@@ -214,8 +291,11 @@ def _failed_variant(name: str, variant: str, precision: str, err: Exception, pat
     """A variant ONNX Runtime could not make, load or run: said on the console and in the report, its file gone."""
     message = (err.line() if isinstance(err, UserError) else str(err).splitlines()[0] if str(err) else repr(err))
     warn(f"[yellow]{name}: {variant} failed[/]: {message[:160]}")
-    path.unlink(missing_ok=True)
-    return ExportVariant(variant=variant, precision=precision, error=message[:300])
+    if path.suffix == ".xml":  # an OpenVINO graph is a folder of its own
+        shutil.rmtree(path.parent, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return ExportVariant(variant=variant, precision=precision, error=message[:300], runtime=runtime_of(path))
 
 
 # ---------------------------------------------------------------- the choice

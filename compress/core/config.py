@@ -519,6 +519,10 @@ class ExportConfig(Strict):
     optimize: bool = Field(True, description="ONNX Runtime graph optimisation (transformer fusions for BERT-family "
                                              "graphs), saved beside the plain export")
     quantize: OrtQuantizeConfig = OrtQuantizeConfig()
+    openvino: bool = Field(True, description="also convert each export to OpenVINO (fp32; and NNCF int8 under "
+                                             "quantize.max_metric_drop where ONNX Runtime int8 is made), scored, "
+                                             "timed and eligible to ship beside ONNX Runtime's graphs; needs the "
+                                             "openvino extra (without it the report says so)")
 
 
 class BenchConfig(Strict):

@@ -268,7 +268,10 @@ def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: St
     # budget, unless int8 variants are mended toward it. Keys are added only where they apply, so the hashes of
     # exports they do not touch stay as they were.
     extra = [("mend", q.max_metric_drop)] if int8_variants and q.mend else []
-    if static and cfg.transfer is not None:
+    openvino = stages.with_openvino(cfg)
+    if openvino:  # installing the extra later makes these graphs then
+        extra.append(("openvino", q.calibration_batches if int8_variants else None))
+    if (static or openvino and int8_variants) and cfg.transfer is not None:
         extra.append("calibrated on the transfer set too")
     config_hash = EXPORT.config_hash(model.hash, cfg.export.opset, cfg.export.optimize, int8_variants,
                                      q.calibration_batches if static else None, *extra)

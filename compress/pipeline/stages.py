@@ -62,6 +62,7 @@ from compress.models.students import (
     student_tokenizer,
 )
 from compress.pipeline.run_data import data_for
+from exports.openvino import openvino_installed
 from exports.variants import ExportSpec, GraphScorer, ValidationScorer, export_and_score
 
 # ---------------------------------------------------------------- device
@@ -369,15 +370,21 @@ def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_v
 
     score = GraphScorer(model, tokenizer, data.test, data.task, data.pad_to, evaluate,
                         with_reference=bool(int8_variants))
+    openvino = with_openvino(cfg)
     static = any(v.startswith("static") for v in int8_variants)
-    calibration = calibration_batches(cfg, data, tokenizer) if static else None
+    calibration = calibration_batches(cfg, data, tokenizer) if static or openvino and int8_variants else None
     mend = bool(int8_variants) and cfg.export.quantize.mend and len(data.validation) > 0
     validation = ValidationScorer(tokenizer, data.validation, data.task, data.pad_to, evaluate_validation) \
         if mend else None
     spec = ExportSpec(name, model_result.family not in OWN_FAMILIES, cfg.export, int8_variants, calibration,
-                      validation)
+                      validation, openvino)
     result = export_and_score(model, tokenizer, spec, score, out_dir, cfg.run_dir, config_hash)
     return [str(out_dir.relative_to(cfg.run_dir))], result
+
+
+def with_openvino(cfg: RunConfig) -> bool:
+    """Whether the exports get OpenVINO graphs too: export.openvino, where the openvino extra is installed."""
+    return cfg.export.enabled and cfg.export.openvino and openvino_installed()
 
 
 def calibration_batches(cfg: RunConfig, data: Data, tokenizer) -> list[dict[str, np.ndarray]]:

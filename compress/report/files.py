@@ -115,6 +115,31 @@ def mending_lines(row: dict) -> list[str]:
     return lines
 
 
+def runtime_lines(row: dict) -> list[str]:
+    """Which runtime runs a model's graphs fastest on this machine, per precision: the fastest timed graph of
+    each runtime side by side (they were timed interleaved in one bench stage). Nothing where only one runtime
+    has graphs."""
+    lines = []
+    for precision in ("fp32", "int8"):
+        fastest = {}
+        for v in row.get("ort_variants") or []:
+            if v["precision"] == precision and not v.get("error") and v.get("ort_p50_ms"):
+                runtime = v.get("runtime", "onnxruntime")
+                if runtime not in fastest or v["ort_p50_ms"] < fastest[runtime]["ort_p50_ms"]:
+                    fastest[runtime] = v
+        if len(fastest) < 2:
+            continue
+        ranked = sorted(fastest.values(), key=lambda v: v["ort_p50_ms"])
+        win, other = ranked[0], ranked[1]
+        lines.append(f"{row['model']} {precision}: {RUNTIME_NAMES[win.get('runtime', 'onnxruntime')]} is "
+                     f"{other['ort_p50_ms'] / win['ort_p50_ms']:.2f}x faster ({win['variant']} "
+                     f"{win['ort_p50_ms']:.2f} ms vs {other['variant']} {other['ort_p50_ms']:.2f} ms)")
+    return lines
+
+
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
 # ---------------------------------------------------------------- tables as text
 
 

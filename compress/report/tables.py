@@ -15,7 +15,15 @@ from compress.core.progress import console
 from compress.core.results import BenchResult, ExportResult, ModelArtifact, ModelTimings, ReportRow, to_json
 from compress.data.tasks import TASKS
 from compress.report.anchors import compare_with_anchors
-from compress.report.files import anchors_table, device_tables, fmt_number, headline, kd_gain_text, mending_lines
+from compress.report.files import (
+    anchors_table,
+    device_tables,
+    fmt_number,
+    headline,
+    kd_gain_text,
+    mending_lines,
+    runtime_lines,
+)
 from exports.variants import judge_variants, metric_change
 
 # A student worth shipping keeps at least this share of the teacher's metric (DistilBERT's 97%); the headline
@@ -34,7 +42,8 @@ def build_report(cfg: RunConfig, models: list[ModelArtifact], exports: dict[str,
     rows = [row_json(report_row(cfg, m, exports.get(m.name), bench.get(m.name), reference,
                                 baselines.get(f"{m.name}-baseline") if m.role == "student" else None))
             for m in models]
-    return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": _notes(rows),
+    notes = _notes(rows) + openvino_notes(cfg, rows)
+    return {"run": cfg.name, "task": cfg.task, "metric": metric, "rows": rows, "notes": notes,
             "bench": {"batch_size": cfg.bench.batch_size, "seq_len": cfg.bench.seq_len, "iters": cfg.bench.iters},
             "environment": environment,
             # Keys added by issue 8: the headline, published anchors, the plotted points, stage seconds.
@@ -192,6 +201,17 @@ def _notes(rows: list[dict]) -> list[str]:
     return notes
 
 
+def openvino_notes(cfg: RunConfig, rows: list[dict]) -> list[str]:
+    """Which runtime wins for each model on this machine; or why there is no OpenVINO to compare with."""
+    exported = [r for r in rows if r.get("ort_variants")]
+    if not exported or not cfg.export.openvino:
+        return []
+    if not any(v.get("runtime") == "openvino" for r in exported for v in r["ort_variants"]):
+        return ['OpenVINO was not installed when the graphs were made: ONNX Runtime only (pip install '
+                '"bert-compress[openvino]" and run again to compare them)']
+    return [f"runtimes: {line}" for r in exported for line in runtime_lines(r)]
+
+
 def _timing(timings: ModelTimings | None, backend: str, key: str) -> float | None:
     timing = getattr(timings, backend) if timings else None
     return getattr(timing, key) if timing else None
@@ -212,13 +232,14 @@ def _kept(row: dict) -> str:
 
 
 def print_ort_variants(report: dict) -> None:
-    """Every ONNX Runtime variant of the models that have int8 ones, and why the kept one (*) was kept."""
+    """Every graph (ONNX Runtime's and OpenVINO's) of the models that have int8 ones, and why the kept one (*) was
+    kept."""
     rows = [r for r in report["rows"] if any(v["precision"] == "int8" for v in r.get("ort_variants") or [])]
     if not rows:
         return
-    table = Table(title=f"ONNX Runtime variants (* kept: the fastest whose {report['metric']} stays within "
-                        "max_metric_drop of fp32)")
-    for column in ("model", "variant", "size MB", report["metric"], "vs fp32", "parity / agreement", "ORT p50 ms",
+    table = Table(title=f"Deployable graphs, ONNX Runtime and OpenVINO (* kept: the fastest whose "
+                        f"{report['metric']} stays within max_metric_drop of fp32)")
+    for column in ("model", "variant", "size MB", report["metric"], "vs fp32", "parity / agreement", "p50 ms",
                    "vs PyTorch", "kept"):
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
     for r in rows:

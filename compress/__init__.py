@@ -57,11 +57,12 @@ def search(config: RunConfig | str | Path, *, storage: str | None = None, trials
 
 
 def export(model_dir: str | Path, out_dir: str | Path, task: str | None = None, optimize: bool = True,
-           quantize: list[str] | None = None, opset: int = 18) -> list[dict]:
-    """`compress export` as a function: one saved model folder to ONNX in `out_dir` (see compress.verbs.folders)."""
+           quantize: list[str] | None = None, opset: int = 18, runtime: str = "onnxruntime") -> list[dict]:
+    """`compress export` as a function: one saved model folder to ONNX in `out_dir`, and with runtime "openvino"
+    to OpenVINO beside it (see compress.verbs.folders)."""
     from compress.verbs.folders import export_folder
 
-    return export_folder(Path(model_dir), Path(out_dir), task, optimize, quantize, opset)
+    return export_folder(Path(model_dir), Path(out_dir), task, optimize, quantize, opset, runtime)
 
 
 def quantize_folder(model_dir: str | Path, out_dir: str | Path, method: str = "dynamic_int8",

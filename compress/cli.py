@@ -136,6 +136,9 @@ def export(
         help="dynamic int8 variants to add, repeatable: dynamic-qint8, dynamic-qint8-per-channel, dynamic-quint8, "
              "dynamic-quint8-per-channel", show_default=False)] = None,
     opset: Annotated[int, typer.Option(min=14)] = 18,
+    runtime: Annotated[str, typer.Option(
+        help="onnxruntime | openvino (also OpenVINO's graph in OUTPUT/openvino, which optimum-intel's OVModelFor* "
+             "loads; needs the openvino extra)")] = "onnxruntime",
 ) -> None:
     """Export one saved model folder to ONNX, as the run's export stage does (optimum's layout for HF families, so
     ORTModelFor* loads it; torch.onnx for the custom transformer and the BiLSTM), each graph checked against PyTorch.
@@ -144,7 +147,7 @@ def export(
     """
     from compress import export as export_folder
 
-    for f in export_folder(model, output, task, optimize, quantize, opset):
+    for f in export_folder(model, output, task, optimize, quantize, opset, runtime):
         parity = "" if f["parity_max_abs_diff"] is None else f", max |ONNX - PyTorch| {f['parity_max_abs_diff']:.1e}"
         typer.echo(f"{output / f['file']}: {f['size_mb']:.1f} MB{parity}")
 

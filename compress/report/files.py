@@ -72,7 +72,7 @@ def artifact_rows(report: dict) -> list[dict]:
         for v in r.get("ort_variants") or []:
             failed = v.get("error") is not None
             rows.append(model | {
-                "runtime": "onnxruntime", "variant": v["variant"], "precision": v["precision"],
+                "runtime": v.get("runtime", "onnxruntime"), "variant": v["variant"], "precision": v["precision"],
                 "kept": v.get("kept"), "size_mb": v.get("size_mb"), "size_mb_compressed": None,
                 "flops": r.get("flops") if v["precision"] == "fp32" else None,
                 "metric": None if failed else v["ort_metric"],
@@ -348,7 +348,8 @@ def pareto_png(report: dict) -> bytes:
             ax.annotate(p["label"], (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
         elif p["on_front"]:
-            short = f"{p['model']} ORT {'int8' if 'int8' in p['variant'] else 'fp32'}"
+            short = (f"{p['model']} {'OV' if p['runtime'] == 'openvino' else 'ORT'} "
+                     f"{'int8' if 'int8' in p['variant'] else 'fp32'}")
             ax.annotate(short, (p["latency_ms"], p["metric"]), fontsize=7, xytext=(4, -10),
                         textcoords="offset points")
     front = sorted((p for p in points if p["on_front"]), key=lambda p: p["latency_ms"])

@@ -45,7 +45,7 @@ def model_card(cfg: RunConfig, report: dict, row: dict) -> str:
              f"- PyTorch latency at batch {b['batch_size']}, {b['seq_len']} tokens: p50 "
              f"{fmt_number(row['torch_p50_ms'], '.2f', ' ms')}, {fmt_number(row['speedup'], '.2f', 'x')} the "
              "teacher's speed",
-             f"- ONNX Runtime graph to ship: {row.get('ort_kept') or 'n/a'}, p50 "
+             f"- graph to ship (ONNX Runtime or OpenVINO): {row.get('ort_kept') or 'n/a'}, p50 "
              f"{fmt_number(row.get('ort_kept_p50_ms'), '.2f', ' ms')}",
              *[f"- int8 mending: {line.removeprefix(row['model'] + ': ')}" for line in mending_lines(row)],
              f"- machine: {env.get('cpu', 'unknown CPU')}, {env.get('torch_threads', '?')} threads"
@@ -105,6 +105,8 @@ def _loading(cfg: RunConfig, row: dict) -> str:
 def _export_loading(cfg: RunConfig, row: dict) -> str:
     graph = Path(row.get("ort_kept_path") or row["onnx_path"])
     folder = str(cfg.run_dir / graph.parent)
+    if graph.suffix == ".xml":
+        return _openvino_loading(cfg, row, graph, folder)
     if row["family"] in OUR_FAMILIES:
         code = ["import onnxruntime", f"session = onnxruntime.InferenceSession({str(cfg.run_dir / graph)!r})"]
     else:
@@ -115,3 +117,17 @@ def _export_loading(cfg: RunConfig, row: dict) -> str:
                 f"run = pipeline({task!r}, model=model, tokenizer=AutoTokenizer.from_pretrained({folder!r}))"]
     return (f"## Load the ONNX graph ({graph.name}, the one this run keeps)\n\n```python\n" + "\n".join(code)
             + "\n```\n")
+
+
+def _openvino_loading(cfg: RunConfig, row: dict, graph: Path, folder: str) -> str:
+    """A kept OpenVINO graph: optimum-intel's OVModelFor* for HF families, OpenVINO's own runtime for ours."""
+    if row["family"] in OUR_FAMILIES:
+        code = ["import openvino", f"compiled = openvino.Core().compile_model({str(cfg.run_dir / graph)!r}, \"CPU\")"]
+    else:
+        ov_class = "OV" + AUTO_CLASS[cfg.task].removeprefix("Auto")
+        code = [f"from optimum.intel import {ov_class}", "from transformers import AutoTokenizer, pipeline",
+                f"model = {ov_class}.from_pretrained({folder!r})",
+                f"run = pipeline({TASKS[cfg.task].export_task!r}, model=model, "
+                f"tokenizer=AutoTokenizer.from_pretrained({folder!r}))"]
+    return (f"## Load the OpenVINO graph ({graph.parent.name}/{graph.name}, the one this run keeps)\n\n```python\n"
+            + "\n".join(code) + "\n```\n")

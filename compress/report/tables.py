@@ -167,7 +167,10 @@ def _pareto(rows: list[dict]) -> list[dict]:
             points.append(base | {"label": r["model"], "runtime": "pytorch", "variant": None,
                                   "latency_ms": r["torch_p50_ms"], "metric": r["metric"]})
         if r.get("ort_kept_p50_ms"):
-            points.append(base | {"label": f"{r['model']} ORT {r['ort_kept']}", "runtime": "onnxruntime",
+            kept = next((v for v in r["ort_variants"] or [] if v["variant"] == r["ort_kept"]), {})
+            runtime = kept.get("runtime", "onnxruntime")
+            short = "OV" if runtime == "openvino" else "ORT"
+            points.append(base | {"label": f"{r['model']} {short} {r['ort_kept']}", "runtime": runtime,
                                   "variant": r["ort_kept"], "latency_ms": r["ort_kept_p50_ms"],
                                   "metric": r["ort_kept_metric"]})
     for p in points:

@@ -20,9 +20,11 @@ from compress.models.loading import HEAD_NAMES, export_graphs, load_for_inferenc
 from compress.models.students import OWN_FAMILIES
 from compress.verbs.labelled_file import LabelledFile
 from exports.onnx import parity_max_abs_diff
+from exports.openvino import convert_onnx, require_openvino
 from exports.ort import create_session, optimize_graph, quantize_graph
-from exports.variants import export_graph
+from exports.variants import export_graph, graph_size_mb, open_graph
 
+RUNTIMES = ("onnxruntime", "openvino")
 DYNAMIC_VARIANTS = ("dynamic-qint8", "dynamic-qint8-per-channel", "dynamic-quint8", "dynamic-quint8-per-channel")
 
 
@@ -43,13 +45,19 @@ def task_of(model_dir: Path) -> str:
 
 
 def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optimize: bool = True,
-                  quantize: list[str] | None = None, opset: int = 18) -> list[dict]:
+                  quantize: list[str] | None = None, opset: int = 18, runtime: str = "onnxruntime") -> list[dict]:
     """model.onnx (optimum's export for HF families, torch.onnx for ours) with config and tokenizer in `out_dir`,
-    checked against PyTorch on the same inputs; then model_optimized.onnx and each dynamic int8 variant beside it.
-    Returns one line per file: its name, size and (fp32 graphs) the largest difference from PyTorch."""
+    checked against PyTorch on the same inputs; then model_optimized.onnx and each dynamic int8 variant beside it;
+    with runtime "openvino", also OpenVINO's graph of model.onnx in `out_dir`/openvino (a folder optimum-intel's
+    OVModelFor* loads). Returns one line per file: its name, size and (fp32 graphs) the largest difference from
+    PyTorch."""
     import torch
 
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime '{runtime}'", "--runtime", f"use {' or '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        require_openvino("--runtime openvino")
     check_output_folder(model_dir, out_dir)
     if task is not None and task not in TASKS:
         raise UserError(f"unknown task '{task}'", "--task", f"use {', '.join(TASKS)}")
@@ -69,8 +77,9 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     feeds = dummy_inputs(model.config.vocab_size, 2, 16, tokenizer_inputs(tokenizer))
 
     def describe(path: Path) -> dict:
-        parity = parity_max_abs_diff(model, create_session(path), feeds) if "int8" not in path.name else None
-        return {"file": path.name, "size_mb": round(path.stat().st_size / 1e6, 3), "parity_max_abs_diff": parity}
+        parity = parity_max_abs_diff(model, open_graph(path), feeds) if "int8" not in path.name else None
+        return {"file": str(path.relative_to(out_dir)), "size_mb": round(graph_size_mb(path), 3),
+                "parity_max_abs_diff": parity}
 
     files = [describe(onnx_path)]
     source = onnx_path
@@ -83,9 +92,11 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
             path = out_dir / f"model_{variant.replace('-', '_')}.onnx"
             quantize_graph(source, path, variant)
             files.append(describe(path))
+        if runtime == "openvino":
+            files.append(describe(convert_onnx(onnx_path, out_dir / "openvino")))
     except Exception as err:  # ORT's own errors; its writers leave no half-written graph (exports.ort)
         done = ", ".join(f["file"] for f in files)
-        raise UserError(f"ONNX Runtime could not make the next graph ({str(err).splitlines()[0][:160]}); written: "
+        raise UserError(f"the runtime could not make the next graph ({str(err).splitlines()[0][:160]}); written: "
                         f"{done}", str(out_dir), "try --no-optimize, or without that --quantize variant") from None
     return files
 

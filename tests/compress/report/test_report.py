@@ -169,3 +169,50 @@ def test_training_curves_come_from_the_logs(tmp_path):
     assert curves == {"a": {"step": [1, 2], "loss": [2.0, 1.0], "epoch": [1], "validation": [0.5]}}
     assert curves_png(curves, "accuracy").startswith(b"\x89PNG")
     assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def graph(variant, precision, p50, size_mb=1.0, runtime="onnxruntime", **extra):
+    return {"variant": variant, "precision": precision, "ort_p50_ms": p50, "size_mb": size_mb, "runtime": runtime,
+            "metric_drop": 0.0, "error": None} | extra
+
+
+def test_mending_is_said_with_what_the_fp32_blocks_cost():
+    from compress.report.files import mending_lines
+
+    r = row("s", "student", 0.9, 5.0, ort_variants=[
+        graph("fp32", "fp32", 4.0, size_mb=8.0),
+        graph("dynamic-qint8", "int8", 2.0, size_mb=2.0, metric_drop=0.05, validation_metric_drop=0.04,
+              mending="lost 0.0400 on validation (> max_metric_drop 0.01); mended as dynamic-qint8-mended with "
+                      "embeddings in fp32"),
+        graph("dynamic-qint8-mended", "int8", 2.5, size_mb=5.0, metric_drop=0.002, mended_from="dynamic-qint8",
+              fp32_blocks=["embeddings"], fp32_operators=["EmbedLayerNormalization_0"])])
+    lines = mending_lines(r)
+    assert lines[0].startswith("s: dynamic-qint8 lost 0.0400 on validation")
+    assert lines[1] == ("s: dynamic-qint8-mended keeps embeddings in fp32 (1 operators): 5.0 MB (int8 2.0, fp32 "
+                        "8.0); p50 2.50 ms (int8 2.00, fp32 4.00); test metric -0.0020 vs fp32")
+
+
+def test_the_faster_runtime_is_named_per_precision():
+    from compress.report.files import runtime_lines
+
+    r = row("s", "student", 0.9, 5.0, ort_variants=[
+        graph("fp32", "fp32", 4.0), graph("fp32-optimized", "fp32", 3.0),
+        graph("dynamic-qint8", "int8", 2.0), graph("openvino-fp32", "fp32", 2.0, runtime="openvino"),
+        graph("openvino-int8", "int8", None, runtime="openvino", error="NNCF failed")])
+    assert runtime_lines(r) == ["s fp32: OpenVINO is 1.50x faster (openvino-fp32 2.00 ms vs fp32-optimized 3.00 ms)"]
+    only_ort = row("t", "student", 0.9, 5.0, ort_variants=[graph("fp32", "fp32", 4.0)])
+    assert runtime_lines(only_ort) == []
+
+
+def test_the_report_says_when_openvino_was_not_installed():
+    from compress.core.config import DEFAULT_CONFIG as cfg
+    from compress.report.tables import openvino_notes
+
+    ort_only = [row("s", "student", 0.9, 5.0, ort_variants=[graph("fp32", "fp32", 4.0)])]
+    assert "OpenVINO was not installed" in openvino_notes(cfg, ort_only)[0]
+    off = cfg.model_copy(update={"export": cfg.export.model_copy(update={"openvino": False})})
+    assert openvino_notes(off, ort_only) == []
+    both = [row("s", "student", 0.9, 5.0, ort_variants=[graph("fp32", "fp32", 4.0),
+                                                         graph("openvino-fp32", "fp32", 8.0, runtime="openvino")])]
+    assert openvino_notes(cfg, both) == [
+        "runtimes: s fp32: ONNX Runtime is 2.00x faster (fp32 4.00 ms vs openvino-fp32 8.00 ms)"]

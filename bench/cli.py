@@ -1,4 +1,5 @@
-"""`bench`: measure models on this machine -- run folders, .onnx files, HF model folders and zoo shapes.
+"""`bench`: measure models on this machine -- run folders, .onnx and OpenVINO .xml files, HF model folders and zoo
+shapes.
 
 Each command imports what it measures with inside its function, so `bench --help` and a mistyped flag answer
 at once instead of after loading torch, transformers and ONNX Runtime."""
@@ -18,18 +19,19 @@ from compress.entry import Quiet, Verbose, Version, run_app, set_verbosity
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)  # its help: the callback's docstring
 
-TARGETS_HELP = "run folders, .onnx files, HF model folders or zoo names (bench zoo --help lists them)"
+TARGETS_HELP = "run folders, .onnx or OpenVINO .xml files, HF model folders or zoo names (bench zoo --help lists them)"
 Targets = Annotated[list[str], typer.Argument(help=TARGETS_HELP, show_default=False)]
 Device = Annotated[str, typer.Option(help="cpu | cuda | mps")]
 Backends = Annotated[list[str] | None, typer.Option(
-    "--backend", help="torch | ort, repeatable; default: each target's own (.onnx: ort, folders and zoo: torch, "
-                      "run folders: both). A PyTorch model on ort is exported first.", show_default=False)]
+    "--backend", help="torch | ort | openvino, repeatable; default: each target's own (.onnx: ort, .xml: openvino, "
+                      "folders and zoo: torch, run folders: both). A PyTorch model on ort is exported first; on "
+                      "openvino (CPU only), exported and converted.", show_default=False)]
 BatchSizes = Annotated[str, typer.Option("--batch-sizes", "--batch-size", help="comma-separated, e.g. 1,8,32")]
 SeqLens = Annotated[str, typer.Option("--seq-lens", "--seq-len", help="comma-separated, e.g. 32,128")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed calls first")]
 Iters = Annotated[int, typer.Option(min=3, help="timed calls (at least)")]
 MinSeconds = Annotated[float, typer.Option(min=0.0, help="time each model for at least this long")]
-Threads = Annotated[int | None, typer.Option(min=1, help="intra-op threads (PyTorch and ORT); default: all")]
+Threads = Annotated[int | None, typer.Option(min=1, help="intra-op threads (PyTorch, ORT and OpenVINO); default: all")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="write the result as JSON (- : to stdout, instead of "
                                                                "the table)", show_default=False)]
 CsvOut = Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV", show_default=False)]
@@ -103,8 +105,10 @@ def profile(target: Annotated[str, typer.Argument(help="one model: " + TARGETS_H
     Example: bench profile bert-base --backend torch --trace trace.json   (open it in chrome://tracing)
     """
     settings = _settings(locals())
-    from bench.profile import profile_runnable
+    from bench.profile import profile_runnable, refuse_openvino
 
+    if backend and "openvino" in backend:
+        refuse_openvino(target)  # before anything is exported or converted
     _setup(device, threads)
     with tempfile.TemporaryDirectory() as exports:
         runnables = _resolve([target], backend, Path(exports), task)
@@ -147,8 +151,8 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
         device: Device = "cpu", batch_size: int = 1, seq_len: int = 128, warmup: Warmup = 3, iters: Iters = 20,
         threads: Threads = None, task: Task = "classification", json: JsonOut = None, csv: CsvOut = None) -> None:
     """The architecture-only table: BERT-base, DistilBERT-base, TinyBERT-4, MobileBERT, our custom transformer and
-    BiLSTM, with random weights -- exact params, FLOPs, PyTorch and ONNX Runtime latency timed side by side, and
-    speed-up over BERT-base on each backend.
+    BiLSTM, with random weights -- exact params, FLOPs, PyTorch, ONNX Runtime and (on the CPU, where it is installed)
+    OpenVINO latency timed side by side, and speed-up over BERT-base on each backend.
 
     Example: bench zoo bert-base tinybert-4 --device cuda
     """
@@ -156,12 +160,15 @@ def zoo(names: Annotated[list[str] | None, typer.Argument(help="zoo shapes; defa
     from bench.measure import add_speedups, latency_rows
     from compress.models.zoo import ZOO
     from compress.report.anchors import add_zoo_anchors
+    from exports.openvino import openvino_installed
 
     _setup(device, threads)
     unknown = [n for n in names or [] if n not in ZOO]
     if unknown:
         raise UserError(f"not a zoo shape: {', '.join(unknown)}", "bench zoo", f"zoo names: {', '.join(ZOO)}")
     backends = ["torch", "ort"] if device != "mps" else ["torch"]  # ONNX Runtime has no MPS provider
+    if device == "cpu" and openvino_installed():  # an optional extra, run here on the CPU only
+        backends.append("openvino")
     with tempfile.TemporaryDirectory() as exports:
         runnables = _resolve(names or list(ZOO), backends, Path(exports), task)
         rows = latency_rows(runnables, device, [batch_size], [seq_len], warmup, iters, 0.0, threads)
@@ -238,7 +245,7 @@ def _resolve(targets: list[str], backends: list[str] | None, export_dir: Path, t
 
     bad = [b for b in backends or [] if b not in BACKENDS]
     if bad:
-        raise UserError(f"unknown backend '{bad[0]}'", "--backend", "use torch or ort")
+        raise UserError(f"unknown backend '{bad[0]}'", "--backend", "use torch, ort or openvino")
     if task not in TASKS:
         raise UserError(f"unknown task '{task}'", "--task", "use classification, regression, ner or qa")
     return [r for target in targets for r in resolve(target, backends, export_dir, task)]

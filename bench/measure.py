@@ -13,13 +13,15 @@ import torch
 
 from bench.devices import ORT_PROVIDERS, check_device, ort_provider, torch_clock
 from bench.flops import count_flops, count_params, gemm_peak_flops
-from bench.runners import dummy_inputs, ort_runner, torch_runner
-from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
+from bench.runners import dummy_inputs, openvino_runner, ort_runner, torch_runner
+from bench.targets import Runnable, check_positions, graph_vocab_size, onnx_vocab_size, open_torch
 from bench.timing import PAUSE_S, Clock, time_interleaved, wall_clock
 from compress.core.config import BenchConfig
+from compress.core.errors import UserError
 from compress.core.results import Latency, ModelTimings, Timing
 from compress.data.batching import MODEL_INPUTS
 from compress.models.int8 import is_int8_model
+from exports.openvino import compile_model
 from exports.ort import available_providers, create_session
 
 
@@ -40,6 +42,14 @@ class Opened:
 
 def open_runnable(runnable: Runnable, device: str, threads: int | None) -> Opened:
     dev = check_device(device)
+    if runnable.backend == "openvino":
+        if dev.type != "cpu":
+            raise UserError(f"OpenVINO runs on the CPU here, not on '{device}'", "--backend openvino",
+                            "use --device cpu, or --backend torch or ort on that device")
+        compiled = compile_model(Path(runnable.path), threads=threads)
+        # infer() hands back host arrays after the work is done: the wall clock covers it.
+        return Opened(runnable, lambda feeds: openvino_runner(compiled, feeds), graph_vocab_size(Path(runnable.path)),
+                      wall_clock(), "openvino-CPU")
     if runnable.backend == "ort":
         session = create_session(Path(runnable.path), threads=threads, provider=ort_provider(device))
         # session.run hands back host arrays, so the wall clock covers the device's work on every provider.
@@ -167,19 +177,26 @@ def with_efficiency(latency: Latency, flops: int | None, peak_flops_s: float) ->
 
 def time_model_and_graphs(model: torch.nn.Module, input_names: list[str], graphs: dict[str, Path],
                           settings: BenchConfig, seed: int, peak_flops_s: float) -> ModelTimings:
-    """A PyTorch model and, interleaved with it on the same inputs, its ONNX graphs (variant name -> file): the
+    """A PyTorch model and, interleaved with it on the same inputs, its graphs (variant name -> file): ONNX graphs
+    timed in ONNX Runtime, OpenVINO .xml graphs in OpenVINO (on the CPU, in fp32 where the graph is fp32). The
     choice of a graph to ship rests on these ratios. Efficiency is each timing's achieved FLOP/s over
     `peak_flops_s`, the GEMM peak in the model's precision (graphs come from fp32 models only); none for int8 graphs
-    (their work is not fp32 FLOPs, and the share could pass 100%). Shape, iterations, ORT's threads and the pause
-    are `settings`' (a run's bench block)."""
+    (their work is not fp32 FLOPs, and the share could pass 100%). Shape, iterations, the runtimes' threads and the
+    pause are `settings`' (a run's bench block)."""
     feeds = dummy_inputs(model.config.vocab_size, settings.batch_size, settings.seq_len, input_names, seed=seed)
     runners = {"torch": torch_runner(model, feeds)}
-    runners |= {name: ort_runner(create_session(path, threads=settings.threads), feeds)
-                for name, path in graphs.items()}
+    runners |= {name: graph_runner(Path(path), settings.threads, feeds) for name, path in graphs.items()}
     flops = count_flops(model, feeds)
     timed = time_interleaved(runners, settings.warmup, settings.iters, pause_s=pause_s(settings))
     timings = {name: with_efficiency(t, None if "int8" in name else flops, peak_flops_s) for name, t in timed.items()}
     return ModelTimings(torch=timings.pop("torch"), ort=timings.pop("fp32", None), ort_variants=timings, flops=flops)
+
+
+def graph_runner(path: Path, threads: int | None, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    """A CPU runner for a graph file: an OpenVINO .xml in OpenVINO, an .onnx in ONNX Runtime."""
+    if path.suffix == ".xml":
+        return openvino_runner(compile_model(path, threads=threads), feeds)
+    return ort_runner(create_session(path, threads=threads), feeds)
 
 
 def pause_s(settings: BenchConfig) -> float:

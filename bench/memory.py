@@ -51,12 +51,17 @@ def probe(spec: dict) -> dict:
     from bench.devices import check_device, device_memory_mb, reset_device_memory, synchronizer
     from bench.measure import open_runnable
     from bench.runners import dummy_inputs
-    from bench.targets import Runnable, onnx_vocab_size
+    from bench.targets import Runnable, graph_vocab_size
     from compress.data.batching import MODEL_INPUTS
 
     runnable = Runnable(**spec["runnable"])
-    if runnable.backend == "ort":
-        onnx_vocab_size(Path(runnable.path))  # reads the whole graph once; cached, so not inside the measurement
+    if runnable.backend in ("ort", "openvino"):
+        graph_vocab_size(Path(runnable.path))  # may read the whole graph; cached, so not inside the measurement
+    if runnable.backend == "openvino":
+        from exports.openvino import require_openvino
+
+        require_openvino(runnable.path)
+        import openvino  # noqa: F401  (optional extra: its libraries, like the others, before the baseline)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     device = check_device(spec["device"])
@@ -70,9 +75,9 @@ def probe(spec: dict) -> dict:
         run()
     synchronizer(device)()
     peak = _peak_rss_bytes()
-    # PyTorch's CUDA and MPS counters do not see ONNX Runtime's allocations: n/a rather than a misleading 0.
+    # PyTorch's CUDA and MPS counters do not see ONNX Runtime's or OpenVINO's allocations: n/a, not a misleading 0.
     on_device = device_memory_mb(device)
-    if opened.runnable.backend == "ort":
+    if opened.runnable.backend in ("ort", "openvino"):
         on_device = dict.fromkeys(on_device)
     return {"peak_rss_mb": peak / MB, "rss_increase_mb": max(peak - baseline, 0) / MB, **on_device,
             "provider": opened.provider}

@@ -15,13 +15,22 @@ from torch.profiler import ProfilerActivity, profile
 from bench.devices import check_device, ort_provider, synchronizer
 from bench.runners import dummy_inputs, ort_runner, torch_runner
 from bench.targets import Runnable, check_positions, onnx_vocab_size, open_torch
+from compress.core.errors import UserError
 from compress.data.batching import MODEL_INPUTS
 from exports.ort import create_session
+
+
+def refuse_openvino(target: str) -> None:
+    """`bench profile` has no OpenVINO profile: one line saying which backends it takes."""
+    raise UserError("profile takes torch or ort, not openvino", target,
+                    "use --backend torch or --backend ort (bench latency times OpenVINO)")
 
 
 def profile_runnable(runnable: Runnable, device: str, batch_size: int, seq_len: int, warmup: int, iters: int,
                      top: int, trace: Path) -> list[dict]:
     """Rows of the `top` operators by self time per forward, with each one's share of the total; writes `trace`."""
+    if runnable.backend == "openvino":
+        refuse_openvino(runnable.path)
     trace.parent.mkdir(parents=True, exist_ok=True)
     if runnable.backend == "ort":
         totals = _profile_ort(runnable, device, batch_size, seq_len, warmup, iters, trace)

@@ -1,5 +1,5 @@
-"""What `bench` measures: a run folder, an .onnx file, an HF model folder or a zoo name, resolved into runnables
-(one model on one backend) and opened on a device."""
+"""What `bench` measures: a run folder, an .onnx file, an OpenVINO .xml, an HF model folder or a zoo name, resolved
+into runnables (one model on one backend) and opened on a device."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from compress.models.int8 import is_quantized_dir
 from compress.models.loading import AUTO_CLASSES, load_saved_model
 from compress.models.zoo import ZOO, build_zoo_model
 from exports.onnx import trace_to_onnx
+from exports.openvino import XML_NAME, convert_onnx, require_openvino
 
-BACKENDS = ("torch", "ort")
+BACKENDS = ("torch", "ort", "openvino")
 WEIGHT_FILES = ("model.safetensors", "model.int8.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
 class Runnable:
-    """One model on one backend. `path` is what runs: a model folder or zoo name (torch), an .onnx file (ort).
+    """One model on one backend. `path` is what runs: a model folder or zoo name (torch), an .onnx file (ort), an
+    .xml file (openvino).
     `source` is the PyTorch model behind it, where there is one, for its parameter count and FLOPs."""
 
     name: str
@@ -41,36 +43,72 @@ class Runnable:
 
 def resolve(target: str, backends: list[str] | None, export_dir: Path, task: str = "classification") -> list[Runnable]:
     """The runnables `target` stands for. Without `backends`, each kind of target runs on its own: a run folder on
-    both (each model in PyTorch and its kept ONNX Runtime graph), an .onnx file on ort, a model folder or a zoo
-    name on torch. A PyTorch model asked for on ort is exported to `export_dir` first."""
+    both (each model in PyTorch and its kept graph: ONNX Runtime's, or OpenVINO's for an .xml), an .onnx file on
+    ort, an .xml file on openvino, a model folder or a zoo name on torch. A PyTorch model asked for on ort is
+    exported to `export_dir` first; on openvino, exported and then converted there."""
     path = Path(target)
+    if backends and "openvino" in backends:
+        require_openvino("--backend openvino")
     if path.is_dir() and (path / "report.json").is_file():
         return _run_folder(path, backends)
-    if path.suffix == ".onnx" or (path.is_dir() and (path / "model.onnx").is_file() and not _has_weights(path)):
-        onnx = path if path.suffix == ".onnx" else path / "model.onnx"
-        if not onnx.is_file():
-            raise UserError("ONNX file not found", str(onnx), "check the path")
-        if backends and "torch" in backends:
-            raise UserError("an .onnx file runs on ONNX Runtime only", target,
-                            "use --backend ort, or point at the PyTorch model folder")
-        return [Runnable(_label(onnx), "ort", str(onnx), None)]
+    if path.suffix in (".onnx", ".xml"):
+        return _graph(path, backends, target, export_dir)
+    if path.is_dir() and not _has_weights(path) and _graph_folder(path, None):
+        return [r for graph, asked in _graph_folder(path, backends) for r in _graph(graph, asked, target, export_dir)]
     if path.is_dir() and (path / "config.json").is_file():
         source = str(path)
     elif target in ZOO:
         source = target
     elif path.exists():
-        raise UserError("not a run folder, .onnx file or model folder with config.json", target,
-                        "point at runs/<name>, an exported model.onnx or a folder written by save_pretrained")
+        raise UserError("not a run folder, .onnx file or model folder with config.json (nor an OpenVINO .xml)", target,
+                        "point at runs/<name>, an exported model.onnx or openvino_model.xml, or a folder written by "
+                        "save_pretrained")
     else:
         raise UserError("no such file or folder, and not a zoo name", target, f"zoo names: {', '.join(ZOO)}")
     name = path.name if path.is_dir() else target
     runnables = []
     for backend in backends or ["torch"]:
-        if backend == "ort":
+        if backend in ("ort", "openvino"):
             onnx = Path(tempfile.mkdtemp(dir=export_dir)) / f"{name}.onnx"
-            runnables.append(Runnable(name, "ort", str(export_for_ort(source, onnx, task)), source, task))
+            graph = export_for_ort(source, onnx, task)
+            if backend == "openvino":
+                graph = convert_onnx(graph, graph.parent / "openvino")
+            runnables.append(Runnable(name, backend, str(graph), source, task))
         else:
             runnables.append(Runnable(name, "torch", source, source, task))
+    return runnables
+
+
+def _graph_folder(folder: Path, backends: list[str] | None) -> list[tuple[Path, list[str] | None]]:
+    """The graphs of an export folder without PyTorch weights (its model.onnx, its openvino_model.xml), each with
+    the backends to run it on: without `backends`, each graph on its own runtime; on openvino, the folder's .xml
+    where it has one, else its model.onnx converted."""
+    onnx, xml = folder / "model.onnx", folder / XML_NAME
+    if not backends:
+        return [(graph, None) for graph in (onnx, xml) if graph.is_file()]
+    return [(xml if (backend == "openvino" and xml.is_file()) or not onnx.is_file() else onnx, [backend])
+            for backend in backends]
+
+
+def _graph(graph: Path, backends: list[str] | None, target: str, export_dir: Path) -> list[Runnable]:
+    """A graph file on its runtime: .onnx on ONNX Runtime (and on OpenVINO, converted, where asked for), .xml on
+    OpenVINO."""
+    if graph.suffix == ".xml":
+        if not graph.is_file():
+            raise UserError("OpenVINO model not found", str(graph), "check the path")
+        if backends and set(backends) != {"openvino"}:
+            raise UserError("an .xml file runs on OpenVINO only", target,
+                            "use --backend openvino, or point at the PyTorch model folder or the .onnx export")
+        return [Runnable(_label(graph), "openvino", str(graph), None)]
+    if not graph.is_file():
+        raise UserError("ONNX file not found", str(graph), "check the path")
+    if backends and "torch" in backends:
+        raise UserError("an .onnx file runs on ONNX Runtime only (or on OpenVINO, converted)", target,
+                        "use --backend ort or --backend openvino, or point at the PyTorch model folder")
+    runnables = []
+    for backend in backends or ["ort"]:
+        path = graph if backend == "ort" else convert_onnx(graph, Path(tempfile.mkdtemp(dir=export_dir)) / "openvino")
+        runnables.append(Runnable(_label(graph), backend, str(path), None))
     return runnables
 
 
@@ -115,6 +153,27 @@ def onnx_vocab_size(path: Path) -> int:
     return int(json.loads(config.read_text()).get("vocab_size", 30522)) if config.is_file() else 30522
 
 
+def graph_vocab_size(path: Path) -> int:
+    """The vocabulary the graph's input_ids index, for an .onnx or an OpenVINO .xml graph."""
+    return openvino_vocab_size(path) if Path(path).suffix == ".xml" else onnx_vocab_size(path)
+
+
+@lru_cache(maxsize=None)
+def openvino_vocab_size(path: Path) -> int:
+    """An OpenVINO graph's vocabulary: the config.json its conversion keeps beside it, else the rows of the
+    embedding table that input_ids gathers from (an int8 graph holds it in int8 behind its decompression)."""
+    config = Path(path).parent / "config.json"
+    try:
+        vocab = json.loads(config.read_text()).get("vocab_size") if config.is_file() else None
+    except (OSError, ValueError):
+        vocab = None
+    if vocab:
+        return int(vocab)
+    from exports.openvino import embedding_rows  # reads the graph with OpenVINO: only where no config says
+
+    return embedding_rows(Path(path)) or 30522
+
+
 def check_positions(runnable: Runnable, config, seq_len: int) -> None:
     """One line where `seq_len` is longer than the model takes (its position table), before anything is timed.
     `config` is the model's (None: read the config.json an export keeps beside its graph, if any)."""
@@ -150,8 +209,9 @@ def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
         folder = str(run / model_dir)
         if not backends or "torch" in backends:
             runnables.append(Runnable(model, "torch", folder, folder))
-        if graph and (not backends or "ort" in backends):
-            runnables.append(Runnable(model, "ort", str(run / graph), folder))
+        runtime = "openvino" if graph and graph.endswith(".xml") else "ort"
+        if graph and (not backends or runtime in backends):
+            runnables.append(Runnable(model, runtime, str(run / graph), folder))
     return runnables
 
 
@@ -184,7 +244,11 @@ def _has_weights(path: Path) -> bool:
     return any((path / name).is_file() for name in WEIGHT_FILES)
 
 
-def _label(onnx: Path) -> str:
+def _label(graph: Path) -> str:
     """exports/minilm-l3/model.onnx -> minilm-l3; model_dynamic_qint8.onnx beside it ->
-    minilm-l3/model_dynamic_qint8."""
-    return onnx.parent.name if onnx.name == "model.onnx" else f"{onnx.parent.name}/{onnx.stem}"
+    minilm-l3/model_dynamic_qint8; an OpenVINO folder's openvino_model.xml -> the folder's name, or
+    minilm-l3/openvino-int8 for the OpenVINO folders an export keeps beside its ONNX graph."""
+    if graph.name == XML_NAME:
+        folder = graph.parent
+        return f"{folder.parent.name}/{folder.name}" if folder.name.startswith("openvino") else folder.name
+    return graph.parent.name if graph.name == "model.onnx" else f"{graph.parent.name}/{graph.stem}"

@@ -110,7 +110,10 @@ def trace_to_onnx(model: torch.nn.Module, sample: dict[str, torch.Tensor], path:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer chatter; the parity check judges the export
-            torch.onnx.export(_OutputsAsTuple(model, input_names, output_names), tuple(sample.values()), str(path),
+            # The wrapper in eval mode too: the exporter puts every module back in its wrapper's mode afterwards,
+            # and a new module is in training mode, which would leave `model` training (dropout on) after export.
+            wrapper = _OutputsAsTuple(model, input_names, output_names).eval()
+            torch.onnx.export(wrapper, tuple(sample.values()), str(path),
                               dynamo=False, input_names=input_names, output_names=list(output_names),
                               dynamic_axes=axes, opset_version=opset)
     except Exception as err:

@@ -30,7 +30,9 @@ GRAPH_SUFFIXES = (".onnx", ".onnx_data", ".xml", ".bin", ".tmp")
 # Operators of a weight's decompression subgraph (int8 Constant -> Convert -> Subtract -> Multiply) that NNCF's
 # weight compression puts between a quantised weight and the operator using it, and the layout changes after it.
 DECOMPRESSION = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze"}
-QA_TASKS = ("qa",)
+# Operators that multiply matrices (the converter fuses BERT's attention into one ScaledDotProductAttention): with
+# int8 inputs they run int8 kernels.
+MATRIX_PRODUCTS = {"MatMul", "ScaledDotProductAttention", "Convolution", "GroupConvolution"}
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,69 @@ def graph_inputs(compiled) -> list[str]:
     return [port.get_any_name() for port in compiled.inputs]
 
 
+def embedding_rows(path: Path) -> int | None:
+    """Rows of the embedding table the graph's input_ids index (its vocabulary), read from the graph: the data input
+    of the first Gather that input_ids reach (through a Convert), behind an int8 table's decompression; None where
+    the graph has no such lookup."""
+    model = _read_model(Path(path))
+    ids = [p for p in model.get_parameters() if "input_ids" in p.output(0).get_names()]
+    frontier = [t.get_node() for node in ids for t in node.output(0).get_target_inputs()]
+    while frontier:
+        node = frontier.pop(0)
+        if node.get_type_name() == "Gather":
+            shape = node.input_value(0).get_partial_shape()
+            return shape[0].get_length() if shape.rank.is_static and shape[0].is_static else None
+        if node.get_type_name() == "Convert":
+            frontier += [t.get_node() for t in node.output(0).get_target_inputs()]
+    return None
+
+
+@dataclass(frozen=True)
+class GraphPort:
+    """An input or output of a graph, by name (as onnxruntime's NodeArg names it)."""
+
+    name: str
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind the part of onnxruntime.InferenceSession's surface this suite uses
+    (get_inputs/get_outputs with .name, run(output_names, feeds)), so exports.ort.predict_session and
+    exports.onnx.parity_max_abs_diff score an OpenVINO graph as they score an ONNX one. Opens `path` with
+    compile_model, or wraps a model already compiled (NNCF hands its validation function those)."""
+
+    def __init__(self, path: Path | None = None, threads: int | None = None, compiled=None) -> None:
+        if (path is None) == (compiled is None):
+            raise ValueError("OpenVinoSession takes a path or a compiled model")
+        self.compiled = compile_model(Path(path), threads) if compiled is None else compiled
+        self.request = self.compiled.create_infer_request()
+        self.inputs = graph_inputs(self.compiled)
+
+    def get_inputs(self) -> list[GraphPort]:
+        return [GraphPort(name) for name in self.inputs]
+
+    def get_outputs(self) -> list[GraphPort]:
+        return [GraphPort(port.get_any_name()) for port in self.compiled.outputs]
+
+    def get_providers(self) -> list[str]:
+        return ["openvino-CPU"]
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs (None: all, in the graph's order) for `feeds`; the feeds are copied in, never held."""
+        result = self.request.infer(select_inputs(feeds, self.inputs))
+        return [np.array(result[name]) for name in output_names or [port.name for port in self.get_outputs()]]
+
+
 def predict_openvino(compiled, split, tokenizer, output_names: tuple[str, ...], pad_to: int | None = None,
                      batch_size: int = 32) -> dict[str, torch.Tensor]:
     """The compiled model's outputs for every feature of `split`, in the layout compress.data.batching.predict
     gives for a PyTorch model (as exports.ort.predict_session does), so the task's metric is computed on the
     OpenVINO graph the same way."""
-    inputs = graph_inputs(compiled)
-    request = compiled.create_infer_request()
+    session = OpenVinoSession(compiled=compiled)
 
     def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        result = request.infer({k: v.numpy() for k, v in select_inputs(batch, inputs).items()})
-        return {name: torch.from_numpy(np.array(result[name])).float() for name in output_names}
+        feeds = {k: v.numpy() for k, v in select_inputs(batch, session.inputs).items()}
+        values = session.run(list(output_names), feeds)
+        return {name: torch.from_numpy(value).float() for name, value in zip(output_names, values)}
 
     return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
 
@@ -178,18 +232,18 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
     side files beside it (the folder layout of convert_onnx, so OVModelFor* loads it too).
 
     Activation ranges are calibrated on `calibration` (feeds named as model inputs; those the graph lacks are
-    dropped). With `validate` (a compiled model -> the task metric, higher is better), the int8 graph's metric is
-    compared with the fp32 graph's; if it drops by more than `max_drop` (absolute), NNCF's accuracy control
-    quantises again and reverts the operators that cost the most back to fp32 until the drop is within the budget
-    (or nothing is left to revert). It ranks operators by how much their int8 changes the outputs on `validation`
-    (model feeds; the calibration feeds when not given): those operators are returned as `fp32_operators`."""
+    dropped), with NNCF's transformer preset (SmoothQuant included). With `validate` (a compiled model -> the task
+    metric, higher is better), the int8 graph's metric is compared with the fp32 graph's; if it drops by more than
+    `max_drop` (absolute), NNCF's accuracy control quantises again and reverts the operators that cost the most to
+    fp32 until the drop is within the budget (or nothing is left to revert). It ranks operators by how much their
+    int8 changes the outputs on `validation` (model feeds; the calibration feeds when not given); those it reverted
+    are returned as `fp32_operators`."""
     xml_path, out_dir = Path(xml_path), Path(out_dir)
     require_openvino(str(xml_path))
     try:
         import nncf  # optional extra (installed with openvino); seconds to import
     except ImportError:
         raise UserError("NNCF is not installed", str(xml_path), INSTALL) from None
-    import openvino as ov  # optional extra
 
     if not calibration:
         raise ValueError("int8 needs calibration batches")
@@ -199,17 +253,28 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
     options = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": len(calibration)}
     with _quiet_nncf():
         quantized = nncf.quantize(model, calibration_set, **options)
-        fp32_operators, controlled = [], False
-        if validate is not None:
-            fp32_metric = validate(_compile_fp32(model))
-            if fp32_metric - validate(_compile_fp32(quantized)) > max_drop:
-                items = [_frozen(feeds, names) for feeds in (validation or calibration)]
-                controlled = True
-                plain = quantized
-                quantized = nncf.quantize_with_accuracy_control(
-                    model, calibration_set, nncf.Dataset(items), validation_fn=_validation_fn(validate),
-                    max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **options)
-                fp32_operators = reverted_operators(plain, quantized)
+        if validate is None:
+            return _save_int8(quantized, xml_path, out_dir, [], False)
+        fp32_metric = validate(_compile_fp32(model))
+        if fp32_metric - validate(_compile_fp32(quantized)) <= max_drop:
+            return _save_int8(quantized, xml_path, out_dir, [], False)
+        # Accuracy control restores a reverted operator's original weights but leaves SmoothQuant's scaling of its
+        # input in place, so with SmoothQuant a reverted operator computes the wrong thing (NNCF 3.4; seen on a
+        # tiny BERT: reverting every operator ended further from fp32 than plain int8). Without it, reverted
+        # operators are exactly fp32. The plain int8 graph without SmoothQuant is the reference for what was reverted.
+        no_smoothing = nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
+        plain = nncf.quantize(model, calibration_set, advanced_parameters=no_smoothing, **options)
+        items = nncf.Dataset([_frozen(feeds, names) for feeds in (validation or calibration)])
+        controlled = nncf.quantize_with_accuracy_control(
+            model, calibration_set, items, validation_fn=_validation_fn(validate, fp32_metric), max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=no_smoothing, **options)
+    return _save_int8(controlled, xml_path, out_dir, reverted_operators(plain, controlled), True)
+
+
+def _save_int8(quantized, xml_path: Path, out_dir: Path, fp32_operators: list[str], controlled: bool) -> OpenVinoInt8:
+    import openvino as ov  # optional extra
+
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -217,7 +282,7 @@ def quantize_openvino(xml_path: Path, out_dir: Path, calibration: list[dict[str,
         ov.save_model(quantized, tmp / XML_NAME, compress_to_fp16=False)
         _copy_side_files(xml_path.parent, tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
         raise
     replace_dir(tmp, out_dir)
     return OpenVinoInt8(out_dir / XML_NAME, fp32_operators, controlled)
@@ -250,42 +315,52 @@ def _compile_fp32(model):
     return _core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def _validation_fn(validate: Callable[[object], float]):
+def _validation_fn(validate: Callable[[object], float], fp32_metric: float):
     """NNCF's validation_fn: the metric is the caller's (over its whole split, so the items handed in are not used
     for it); the outputs on each item are returned beside it, so NNCF ranks operators by how much their int8
-    changes the outputs (normalised MSE) rather than by a per-item metric our metrics do not have."""
+    changes the outputs (normalised MSE) rather than by a per-item metric our metrics do not have.
+
+    NNCF also works out the relative drop, dividing by the fp32 metric, even when asked for the absolute one: an
+    fp32 metric of exactly 0 (an untrained model's F1) would stop it with ZeroDivisionError. Such a metric is
+    shifted by 1 here, which leaves every absolute drop as it was."""
+    shift = 1.0 if fp32_metric == 0 else 0.0
 
     def validation_fn(compiled, items) -> tuple[float, list[list[np.ndarray]]]:
         request = compiled.create_infer_request()
         outputs = [[np.array(v) for v in request.infer(item).values()] for item in items]  # inputs copied in
-        return float(validate(compiled)), outputs
+        return float(validate(compiled)) + shift, outputs
 
     return validation_fn
 
 
 def reverted_operators(plain, controlled) -> list[str]:
-    """The operators that take int8 inputs in `plain` (NNCF's post-training int8 graph) but not in `controlled`
-    (the same after accuracy control), in graph order: what the accuracy control left in floating point."""
+    """The operators that run in int8 in `plain` (NNCF's post-training int8 graph) but not in `controlled` (the same
+    after accuracy control), in graph order: what the accuracy control left in fp32. NNCF's own log names the matrix
+    products it chose; an embedding lookup whose table lost its quantiser with them is counted here too."""
     before, after = _quantized_operators(plain), set(_quantized_operators(controlled))
     return [name for name in before if name not in after]
 
 
 def _quantized_operators(model) -> list[str]:
-    """Operators (friendly names, graph order) with an input straight from a FakeQuantize (activations, and weights
-    not compressed) or from an int8 constant through its decompression subgraph (weights NNCF compressed)."""
-    weights = set()  # int8 constants and their decompression subgraphs
+    """Operators (friendly names, graph order) that run in int8: a weight stored in int8 (an int8 constant and its
+    decompression subgraph, or a FakeQuantize on a constant), or a matrix product fed by a FakeQuantize."""
+    weights = set()  # friendly names of the nodes that make a quantised weight
     found = []
     for op in model.get_ordered_ops():
         kind, name = op.get_type_name(), op.get_friendly_name()
         sources = [port.get_node() for port in op.input_values()]
-        if kind == "Constant" and op.get_element_type().get_type_name() in ("i8", "u8"):
-            weights.add(name)
+        from_weight = [s.get_friendly_name() in weights for s in sources]
+        if kind == "Constant":
+            if op.get_element_type().get_type_name() in ("i8", "u8"):
+                weights.add(name)
         elif kind == "FakeQuantize":
-            continue
-        elif kind in DECOMPRESSION and any(s.get_friendly_name() in weights for s in sources) and all(
-                s.get_friendly_name() in weights or s.get_type_name() == "Constant" for s in sources):
+            if sources[0].get_type_name() == "Constant" or from_weight[0]:
+                weights.add(name)  # a weight NNCF has not compressed into int8 storage
+        elif kind in DECOMPRESSION and any(from_weight) and all(
+                made or s.get_type_name() == "Constant" for made, s in zip(from_weight, sources)):
             weights.add(name)  # still the weight's decompression: int8 -> float, zero point, scale
-        elif any(s.get_type_name() == "FakeQuantize" or s.get_friendly_name() in weights for s in sources):
+        elif any(from_weight) or (kind in MATRIX_PRODUCTS and any(s.get_type_name() == "FakeQuantize"
+                                                                   for s in sources)):
             found.append(name)
     return found
 

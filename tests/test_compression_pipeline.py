@@ -65,7 +65,8 @@ def test_every_model_and_variant_is_in_every_report_file(squeezed):
     assert json.loads((d / "report.json").read_text()) == report
     expected = [(r["model"], "pytorch", {"int8": "int8-dynamic"}.get(r["precision"], r["precision"]))
                 for r in report["rows"]]
-    expected += [(r["model"], "onnxruntime", v["variant"]) for r in report["rows"] for v in r["ort_variants"] or []]
+    expected += [(r["model"], v["runtime"], v["variant"]) for r in report["rows"] for v in r["ort_variants"] or []]
+    assert any(runtime == "openvino" for _, runtime, _ in expected)
     assert any(runtime == "onnxruntime" and "static" in variant for _, runtime, variant in expected)
     with (d / "report.csv").open(newline="") as f:
         assert sorted((t["model"], t["runtime"], t["variant"]) for t in csv.DictReader(f)) == sorted(expected)
@@ -198,7 +199,7 @@ def test_bench_latency_loads_pruned_and_int8_folders(squeezed):
     assert "half-heads" in out.stdout and "half-int8" in out.stdout
 
 
-def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tmp_path):
+def test_int8_budget_is_a_report_setting_unless_mending_and_variants_an_export_one(squeezed, tmp_path):
     cfg, rows, _ = squeezed
     shutil.copytree(cfg.run_dir, tmp_path / "squeeze")
     moved = cfg.model_copy(update={"output_dir": tmp_path})
@@ -207,15 +208,20 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
         quantize = moved.export.quantize.model_copy(update=changes)
         return moved.model_copy(update={"export": moved.export.model_copy(update={"quantize": quantize})})
 
-    # No accuracy loss allowed: nothing is re-exported or re-timed, only the choice changes.
-    strict = run(with_quantize(max_metric_drop=0.0))
+    # With mending on (the default), the budget is what int8 graphs are mended toward: a new one re-exports the
+    # models that have int8 variants.
+    exported = sorted(name for name in run(with_quantize(max_metric_drop=0.5, mend=False)).ran)
+    assert exported == ["bench", "export:half", "export:half-heads", "export:half-sparse"]
+    # With mending off, the budget is the report's alone. No accuracy loss allowed: nothing is re-exported or
+    # re-timed, only the choice changes.
+    strict = run(with_quantize(max_metric_drop=0.0, mend=False))
     assert strict.ran == []
     for row in strict.report["rows"]:
         kept = next((v for v in row["ort_variants"] or [] if v["kept"]), None)
         assert kept is None or kept["precision"] == "fp32" or kept["metric_drop"] <= 0
     # Any int8 loss allowed and a parity tolerance no fp32 graph meets: still nothing re-runs, and the eligibility
     # stored nowhere but judged by the report follows the new settings.
-    loose = with_quantize(max_metric_drop=1.0)
+    loose = with_quantize(max_metric_drop=1.0, mend=False)
     loose = loose.model_copy(update={"export": loose.export.model_copy(update={"parity_atol": 1e-12})})
     rejudged = run(loose)
     assert rejudged.ran == []
@@ -230,10 +236,11 @@ def test_int8_budget_is_a_report_setting_and_variants_an_export_one(squeezed, tm
         quantized += len(made)
     assert quantized > 0  # some int8 graph was made and judged, so the checks above ran
     # Fewer variants: only the exports that had int8 ones run again, then the bench.
-    fewer = run(with_quantize(variants=["dynamic-qint8"]))
+    fewer = run(with_quantize(variants=["dynamic-qint8"], mend=False))
     assert sorted(fewer.ran) == ["bench", "export:half", "export:half-heads", "export:half-sparse"]
     row = next(r for r in fewer.report["rows"] if r["model"] == "half")
-    assert [v["variant"] for v in row["ort_variants"]] == ["fp32", "fp32-optimized", "dynamic-qint8"]
+    assert [v["variant"] for v in row["ort_variants"]] == ["fp32", "fp32-optimized", "dynamic-qint8",
+                                                            "openvino-fp32", "openvino-int8"]
     assert not (tmp_path / "squeeze" / "exports" / "half" / "model_static_qint8.onnx").exists()
 
 

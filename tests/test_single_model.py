@@ -37,6 +37,34 @@ def test_export_writes_the_graphs_checked_against_pytorch_and_optimum_loads_them
     assert model.config.id2label == {int(k): v for k, v in saved.items()}
 
 
+def test_export_to_openvino_writes_a_folder_optimum_intel_loads(tiny_run, tmp_path):
+    from exports.openvino import load_with_optimum
+
+    out = tmp_path / "half-ov"
+    result = compress("export", tiny_run.cfg.run_dir / "students" / "half", out, "--runtime", "openvino",
+                      "--no-optimize")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(out / "model.onnx"), str(out / "openvino/openvino_model.xml")]
+    assert all(float(line.rsplit(" ", 1)[1]) < 1e-4 for line in lines)  # both checked against PyTorch
+    model = load_with_optimum(out / "openvino", "classification")
+    saved = json.loads((out / "config.json").read_text())["id2label"]
+    assert model.config.id2label == {int(k): v for k, v in saved.items()}
+
+
+def test_export_refuses_an_unknown_runtime_or_a_missing_extra(tiny_run, tmp_path, monkeypatch):
+    half = tiny_run.cfg.run_dir / "students" / "half"
+    assert_one_line_error(compress("export", half, tmp_path / "o", "--runtime", "tensorrt"),
+                          "unknown runtime 'tensorrt'", "onnxruntime or openvino")
+    import compress.verbs.folders as folders
+
+    monkeypatch.setattr("exports.openvino.openvino_installed", lambda: False)
+    with pytest.raises(Exception, match="OpenVINO is not installed") as err:
+        folders.export_folder(half, tmp_path / "o", runtime="openvino")
+    assert "bert-compress[openvino]" in err.value.line()
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_refuses_what_it_cannot_do_in_one_line(tiny_run, tmp_path):
     half = tiny_run.cfg.run_dir / "students" / "half"
     assert_one_line_error(compress("export", half, tmp_path / "o", "--quantize", "static-qint8"),
@@ -192,7 +220,8 @@ def test_evaluate_scores_a_folder_on_a_labelled_file_as_the_run_scored_it(tiny_r
     # The run's ONNX export of it, every graph scored with ONNX Runtime on the same file: what the report says of each.
     exported = tiny_run.cfg.run_dir / "exports" / "half"
     graphs = api.evaluate_folder(exported, subset, max_length=tiny_run.cfg.data.max_length)["graphs"]
-    reported = {Path(v["onnx_path"]).name: v["ort_metric"] for v in report["half"]["ort_variants"]}
+    reported = {str(Path(v["onnx_path"]).relative_to("exports/half")): v["ort_metric"]
+                for v in report["half"]["ort_variants"]}
     assert graphs[0]["graph"] == "model.onnx" and len(graphs) == len(reported) > 1
     assert {g["graph"]: g["metrics"]["accuracy"] for g in graphs} == pytest.approx(reported)
     out = compress("evaluate", exported, "--data", subset, "--max-length", str(tiny_run.cfg.data.max_length))

@@ -76,7 +76,11 @@ def check_ort_variants(cfg: RunConfig, rows: dict) -> None:
         variants = {v["variant"]: v for v in row["ort_variants"]}
         quantized = name != "teacher" and name in (cfg.export.quantize.models or [name])
         expected = {"fp32", "fp32-optimized"} | (set(cfg.export.quantize.variants) if quantized else set())
-        assert set(variants) == expected
+        expected |= {"openvino-fp32"} | ({"openvino-int8"} if quantized else set())  # the openvino extra is a dev one
+        # Mending adds <variant>-mended where a variant lost more than the budget on the validation split.
+        mended = {name for name in variants if name.endswith("-mended")}
+        assert set(variants) - mended == expected
+        assert all(variants[name]["mended_from"] == name.removesuffix("-mended") for name in mended)
         assert [v["variant"] for v in row["ort_variants"] if v["kept"]] == [row["ort_kept"]]
         assert row["ort_kept_reason"] and row["ort_kept_p50_ms"] > 0
         assert variants["fp32-optimized"]["parity_max_abs_diff"] <= 1e-4
@@ -84,10 +88,15 @@ def check_ort_variants(cfg: RunConfig, rows: dict) -> None:
             if "error" in v:  # ORT refused to quantise this graph: reported, never kept
                 assert v["precision"] == "int8" and not v["kept"]
                 continue
+            assert v["runtime"] == ("openvino" if v["variant"].startswith("openvino") else "onnxruntime")
             assert (cfg.run_dir / v["onnx_path"]).is_file() and v["ort_p50_ms"] > 0
             assert 0 <= v["ort_metric"] <= 1 and v["metric_drop"] == pytest.approx(row["ort_metric"] - v["ort_metric"])
             if v["precision"] == "int8":
-                assert 0 <= v["argmax_agreement"] <= 1 and v["size_mb"] < variants["fp32"]["size_mb"]
+                assert 0 <= v["argmax_agreement"] <= 1
+                # NNCF's int8 of our BiLSTM keeps the fp32 embedding table beside its int8 copy: OpenVINO int8 files
+                # are not always smaller, and the report says their size as measured.
+                if v["runtime"] == "onnxruntime":
+                    assert v["size_mb"] < variants["fp32"]["size_mb"], v
 
 
 def test_ner_run(tmp_path, tiny_bert_dir):

@@ -164,10 +164,12 @@ def damaged_weights(folder: Path) -> str | None:
 
 
 def export_graphs(folder: Path) -> list[Path]:
-    """The ONNX graphs of an export folder, model.onnx first; none in a folder with PyTorch weights."""
+    """The graphs of an export folder: its ONNX graphs, model.onnx first, then OpenVINO's in its openvino*/
+    folders; none in a folder with PyTorch weights."""
     if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
         return []
-    return sorted(folder.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
+    onnx = sorted(folder.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
+    return onnx + sorted(folder.glob("openvino*/openvino_model.xml"))
 
 
 def per_layer_sizes(config) -> tuple[list[int] | None, list[int] | None]:

@@ -21,7 +21,7 @@ from compress.models.students import OWN_FAMILIES
 from compress.verbs.labelled_file import LabelledFile
 from exports.onnx import parity_max_abs_diff
 from exports.openvino import convert_onnx, require_openvino
-from exports.ort import create_session, optimize_graph, quantize_graph
+from exports.ort import optimize_graph, quantize_graph
 from exports.variants import export_graph, graph_size_mb, open_graph
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -224,7 +224,8 @@ def evaluate_folder(model_dir: Path, data: LabelledFile, task: str | None = None
 
 
 def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, task: str) -> dict:
-    """Each graph's metrics with ONNX Runtime (CPU), on the file encoded by the export's tokenizer."""
+    """Each graph's metrics with its runtime (ONNX Runtime or OpenVINO, CPU), on the file encoded by the export's
+    tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
     from compress.models import bilstm, custom  # noqa: F401  (registers our own families with the Auto classes)
@@ -242,15 +243,17 @@ def evaluate_graphs(model_dir: Path, graphs: list[Path], data: LabelledFile, tas
     pad_to = data.max_length if spec.per_token else None
 
     def outputs_of(graph: Path) -> dict:
-        session = create_session(graph)
+        session = open_graph(graph)
         try:
             return predict_session(session, test, tokenizer, spec.outputs, pad_to)
-        except Exception as err:  # ONNX Runtime's own error types: e.g. token ids past the graph's vocabulary
-            raise UserError(f"ONNX Runtime cannot run it on this file ({str(err).splitlines()[0][:200]})", str(graph),
+        except Exception as err:  # the runtimes' own error types: e.g. token ids past the graph's vocabulary
+            runtime = "OpenVINO" if graph.suffix == ".xml" else "ONNX Runtime"
+            raise UserError(f"{runtime} cannot run it on this file ({str(err).splitlines()[0][:200]})", str(graph),
                             "check that the folder's tokenizer is the one the graph was exported with, or export "
                             "the model again (compress export MODEL_DIR OUTPUT)") from None
 
-    scored = [{"graph": graph.name, "metrics": spec.evaluate(outputs_of(graph), test, cfg, labels)} for graph in graphs]
+    scored = [{"graph": str(graph.relative_to(model_dir)),
+               "metrics": spec.evaluate(outputs_of(graph), test, cfg, labels)} for graph in graphs]
     return {"examples": len(test), "metric": spec.metric, "metrics": scored[0]["metrics"], "graphs": scored}
 
 

@@ -197,7 +197,7 @@ def test_students_with_their_own_vocabulary_pass_every_stage(tmp_path, tiny_bert
         "prune": [{"name": "scratch-pruned", "model": "scratch", "kind": "structured", "head_ratio": 0.5,
                    "ffn_ratio": 0.5, "recovery": {"epochs": 1, "learning_rate": 3e-3}}],
         "quantize": [{"name": "rnn-int8", "model": "rnn"}],
-        "export": {"quantize": {"variants": ["dynamic-qint8"]}},
+        "export": {"openvino": False, "quantize": {"variants": ["dynamic-qint8"], "mend": False}},
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
     run(cfg)

@@ -42,7 +42,8 @@ bench: {{warmup: 2, iters: 5, seq_len: 32, pause_ms: 0}}
         assert row["ort_metric"] == row["metric"]  # trained models: the export scores exactly what PyTorch did
         assert row["fused_operators"]["Attention"] == (6 if row["model"] == "teacher" else 3)
     int8 = {v["variant"]: v for v in rows["minilm-l3"]["ort_variants"] if v["precision"] == "int8"}
-    assert set(int8) == {"dynamic-qint8", "static-qint8"}
+    # The two ONNX Runtime variants, NNCF's OpenVINO int8, and a mended graph where one lost too much on validation.
+    assert {name.removesuffix("-mended") for name in int8} == {"dynamic-qint8", "static-qint8", "openvino-int8"}
     # Real MiniLM weights: int8 mostly picks what fp32 picks (static is calibrated on the training split).
     assert all(v["argmax_agreement"] >= 0.8 for v in int8.values())
     kept = rows["minilm-l3"]["ort_kept"]

@@ -26,6 +26,9 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv, **student) -> RunConfig:
         "data": {"source": {"kind": "local", "train": str(tiny_csv)}, "max_length": 24},
         "teacher": {"model": str(tiny_bert_dir), "train": {"epochs": 2, "learning_rate": 3e-3}},
         "students": [{"name": "half", "train": {"epochs": 2, "learning_rate": 3e-3}} | student],
+        # OpenVINO and int8 mending cost seconds per export; the runs that test them: tests/test_tasks_pipeline.py,
+        # tests/test_compression_pipeline.py, tests/test_families_pipeline.py and tests/test_integration.py.
+        "export": {"openvino": False, "quantize": {"mend": False}},
         "bench": {"warmup": 1, "iters": 3, "seq_len": 16, "pause_ms": 0},
     })
 

@@ -280,7 +280,7 @@ def export_and_score(model: torch.nn.Module, tokenizer, spec: ExportSpec, score:
     if plain.parity_max_abs_diff > parity_atol:
         warn(f"[bold red]warning[/]: {name}: ONNX differs from PyTorch by {plain.parity_max_abs_diff:.2e}"
              f" (> export.parity_atol {parity_atol:.0e}); check the export before shipping it")
-    console.print(f"{name} (ONNX Runtime): " + ", ".join(
+    console.print(f"{name} graphs: " + ", ".join(
         f"{v.variant} {v.ort_metric:.4f}" for v in variants if not v.failed))
     return ExportResult(onnx_path=plain.onnx_path, parity_max_abs_diff=plain.parity_max_abs_diff,
                         onnx_size_mb=plain.size_mb, ort_metrics=plain.ort_metrics, fused_operators=fused,

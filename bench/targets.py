@@ -199,20 +199,41 @@ def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
     try:
         # Each row names its model and folder; anything else (a list, rows: null, a row without model_dir) is a
         # report.json this tool did not write, or a damaged one.
-        rows = [(str(row["model"]), str(row["model_dir"]), row.get("ort_kept_path") or row.get("onnx_path"))
-                for row in json.loads((run / "report.json").read_text())["rows"]]
+        rows = [(str(row["model"]), str(row["model_dir"]), row.get("ort_kept_path") or row.get("onnx_path"),
+                 _graphs_by_runtime(row)) for row in json.loads((run / "report.json").read_text())["rows"]]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"report.json cannot be read ({type(err).__name__}: {err})", str(run / "report.json"),
                         "run `compress run` again to rewrite it") from None
     runnables = []
-    for model, model_dir, graph in rows:
+    for model, model_dir, kept, fastest in rows:
         folder = str(run / model_dir)
         if not backends or "torch" in backends:
             runnables.append(Runnable(model, "torch", folder, folder))
-        runtime = "openvino" if graph and graph.endswith(".xml") else "ort"
-        if graph and (not backends or runtime in backends):
-            runnables.append(Runnable(model, runtime, str(run / graph), folder))
+        kept_runtime = "openvino" if kept and kept.endswith(".xml") else "ort"
+        if kept and not backends:
+            runnables.append(Runnable(model, kept_runtime, str(run / kept), folder))
+            continue
+        for runtime in [b for b in backends or [] if b != "torch"]:
+            # The kept graph where it runs on this backend; else that runtime's fastest graph that may ship.
+            graph = kept if kept and kept_runtime == runtime else fastest.get(runtime)
+            if graph:
+                runnables.append(Runnable(model, runtime, str(run / graph), folder))
     return runnables
+
+
+def _graphs_by_runtime(row: dict) -> dict[str, str]:
+    """A report row's fastest eligible graph on each runtime (backend name -> path), from its judged variants; the
+    plain ONNX export for ort where no variant was judged."""
+    fastest: dict[str, dict] = {}
+    for v in row.get("ort_variants") or []:
+        runtime = "openvino" if v.get("runtime") == "openvino" else "ort"
+        if v.get("eligible") and v.get("ort_p50_ms") and (
+                runtime not in fastest or v["ort_p50_ms"] < fastest[runtime]["ort_p50_ms"]):
+            fastest[runtime] = v
+    graphs = {runtime: v["onnx_path"] for runtime, v in fastest.items()}
+    if "ort" not in graphs and row.get("onnx_path"):
+        graphs["ort"] = row["onnx_path"]
+    return graphs
 
 
 def _load_folder(path: Path) -> torch.nn.Module:

@@ -502,7 +502,8 @@ class OrtQuantizeConfig(Strict):
     mend: bool = Field(True, description="an int8 variant that loses more than max_metric_drop on the validation "
                                          "split is mended: its costliest blocks (embeddings, a layer's attention or "
                                          "FFN, the head) stay fp32 until it is within the budget; the mended graph "
-                                         "is a variant of its own (<variant>-mended)")
+                                         "is a variant of its own (<variant>-mended); also turns NNCF's accuracy "
+                                         "control on for OpenVINO int8")
 
     @field_validator("variants", "models")
     @classmethod

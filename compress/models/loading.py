@@ -164,12 +164,14 @@ def damaged_weights(folder: Path) -> str | None:
 
 
 def export_graphs(folder: Path) -> list[Path]:
-    """The graphs of an export folder: its ONNX graphs, model.onnx first, then OpenVINO's in its openvino*/
-    folders; none in a folder with PyTorch weights."""
+    """The graphs of an export folder: its ONNX graphs, model.onnx first, then OpenVINO's in its openvino/ and
+    openvino-int8/ folders; none in a folder with PyTorch weights."""
     if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
         return []
     onnx = sorted(folder.glob("*.onnx"), key=lambda graph: (graph.name != "model.onnx", graph.name))
-    return onnx + sorted(folder.glob("openvino*/openvino_model.xml"))
+    # The folders the export stage and `compress export` write (not a leftover openvino.tmp/ of an interrupted one).
+    return onnx + [graph for name in ("openvino", "openvino-int8")
+                   if (graph := folder / name / "openvino_model.xml").is_file()]
 
 
 def per_layer_sizes(config) -> tuple[list[int] | None, list[int] | None]:

@@ -52,7 +52,8 @@ PRUNE = Stage("prune", "prune", True, "the source model's and the teacher's hash
 QUANTIZE = Stage("quantize", "quantize", False, "the source model's hash, the quantize entry", ModelArtifact,
                  "quantize_model", per_model=True)
 EXPORT = Stage("export", "export", False, "the model's hash, the opset, optimisation, int8 variants (and calibration "
-               "batches for static ones; the budget where they are mended)", ExportResult, "export_model",
+               "batches and the transfer set's fingerprint where int8 is calibrated; the budget where it is mended; "
+               "whether OpenVINO's graphs are made)", ExportResult, "export_model",
                per_model=True)
 BENCH = Stage("bench", "bench", False, "every model's and export's hash, the bench settings", BenchResult,
               "bench_models")

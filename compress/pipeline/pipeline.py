@@ -262,23 +262,25 @@ def quantize_stage(cfg: RunConfig, spec: QuantizeConfig, source: ModelArtifact, 
 
 def export_stage(cfg: RunConfig, model: ModelArtifact, data: RunData, runner: StageRunner) -> ExportResult:
     int8_variants = cfg.export.quantize.variants if model.name in int8_models(cfg) else []
-    config_hash = export_hash(cfg, model.hash, int8_variants)
+    config_hash = export_hash(cfg, model.hash, int8_variants, data.transfer_fingerprint)
     return runner(EXPORT, config_hash, lambda: stages.export_model(cfg, model, data.load(), int8_variants, config_hash),
                   model.name)
 
 
-def export_hash(cfg: RunConfig, model_hash: str, int8_variants: list[str]) -> str:
+def export_hash(cfg: RunConfig, model_hash: str, int8_variants: list[str], transfer: str | None = None) -> str:
     """What an export is reused under: only what changes the graphs or their scores. The parity tolerance is
-    applied by the report, and so is the int8 budget, unless int8 variants are mended toward it. Keys are added
-    only where they apply, so the hashes of exports they do not touch stay as they were."""
+    applied by the report, and so is the int8 budget, unless int8 variants are mended toward it. `transfer`: the
+    transfer set's fingerprint, where the run has one (calibration reads it). Keys are added only where they apply,
+    so the hashes of exports they do not touch stay as they were."""
     q = cfg.export.quantize
     static = any(v.startswith("static") for v in int8_variants)
     extra = [("mend", q.max_metric_drop)] if int8_variants and q.mend else []
     openvino = stages.with_openvino(cfg)
     if openvino:  # installing the extra later makes these graphs then
         extra.append(("openvino", q.calibration_batches if int8_variants else None))
-    if (static or openvino and int8_variants) and cfg.transfer is not None:
-        extra.append("calibrated on the transfer set too")
+    if (static or openvino and int8_variants) and transfer is not None:
+        # Calibrated on its text too: a model's hash (a baseline's, a pruned one's) may not cover the transfer set.
+        extra.append(("calibrated on the transfer set too", transfer))
     return EXPORT.config_hash(model_hash, cfg.export.opset, cfg.export.optimize, int8_variants,
                               q.calibration_batches if static else None, *extra)
 

@@ -122,11 +122,14 @@ def _export_loading(cfg: RunConfig, row: dict) -> str:
 def _openvino_loading(cfg: RunConfig, row: dict, graph: Path, folder: str) -> str:
     """A kept OpenVINO graph: optimum-intel's OVModelFor* for HF families, OpenVINO's own runtime for ours."""
     if row["family"] in OUR_FAMILIES:
-        code = ["import openvino", f"compiled = openvino.Core().compile_model({str(cfg.run_dir / graph)!r}, \"CPU\")"]
+        code = ["import openvino",
+                f"compiled = openvino.Core().compile_model({str(cfg.run_dir / graph)!r}, \"CPU\", "
+                "{\"INFERENCE_PRECISION_HINT\": \"f32\"})  # as measured: fp32 runs fp32 on BF16/AMX CPUs too"]
     else:
         ov_class = "OV" + AUTO_CLASS[cfg.task].removeprefix("Auto")
         code = [f"from optimum.intel import {ov_class}", "from transformers import AutoTokenizer, pipeline",
-                f"model = {ov_class}.from_pretrained({folder!r})",
+                f"model = {ov_class}.from_pretrained({folder!r}, ov_config={{\"INFERENCE_PRECISION_HINT\": \"f32\"}})"
+                "  # as measured",
                 f"run = pipeline({TASKS[cfg.task].export_task!r}, model=model, "
                 f"tokenizer=AutoTokenizer.from_pretrained({folder!r}))"]
     return (f"## Load the OpenVINO graph ({graph.parent.name}/{graph.name}, the one this run keeps)\n\n```python\n"

@@ -268,7 +268,7 @@ def print_report(report: dict) -> None:
                         f"latency at batch {b['batch_size']}, {b['seq_len']} tokens")
     for column in ("model", "role", "params", "nonzero", "sparsity", "size MB", "zlib MB", "GFLOPs",
                    report["metric"], "% of teacher", "KD gain", "transfer", "PyTorch p50 ms", "ORT p50 ms",
-                   "speed-up (PyTorch)", "ONNX parity", "ORT kept (p50 ms)"):
+                   "speed-up (PyTorch)", "ONNX parity", "kept graph (p50 ms)"):
         table.add_column(column, justify="left" if column in ("model", "role") else "right",
                          no_wrap=column == "model")  # the name is what a reader looks up; others may wrap
     for r in report["rows"]:  # the family (what loads the model) is in report.json

@@ -97,7 +97,8 @@ def export_folder(model_dir: Path, out_dir: Path, task: str | None = None, optim
     except Exception as err:  # ORT's own errors; its writers leave no half-written graph (exports.ort)
         done = ", ".join(f["file"] for f in files)
         raise UserError(f"the runtime could not make the next graph ({str(err).splitlines()[0][:160]}); written: "
-                        f"{done}", str(out_dir), "try --no-optimize, or without that --quantize variant") from None
+                        f"{done}", str(out_dir),
+                        "try --no-optimize, without that --quantize variant, or without --runtime openvino") from None
     return files
 
 

@@ -56,6 +56,26 @@ def test_run_folder_on_one_backend(run_folder, tmp_path, backend):
     assert [r.name for r in runnables] == (["teacher", "half", "lstm"] if backend == "torch" else ["teacher", "half"])
 
 
+def test_a_run_folder_on_the_runtime_its_kept_graph_is_not_on_times_that_runtime_best_graph(tmp_path):
+    variants = [
+        {"variant": "fp32", "runtime": "onnxruntime", "onnx_path": "exports/s/model.onnx", "eligible": True,
+         "ort_p50_ms": 4.0},
+        {"variant": "dynamic-qint8", "runtime": "onnxruntime", "onnx_path": "exports/s/model_dynamic_qint8.onnx",
+         "eligible": True, "ort_p50_ms": 2.0},
+        {"variant": "static-qint8", "runtime": "onnxruntime", "onnx_path": "exports/s/model_static_qint8.onnx",
+         "eligible": False, "ort_p50_ms": 1.0},  # lost too much: never the one timed
+        {"variant": "openvino-int8", "runtime": "openvino", "onnx_path": "exports/s/openvino-int8/openvino_model.xml",
+         "eligible": True, "ort_p50_ms": 1.5}]
+    run = report(tmp_path / "run", [{"model": "s", "model_dir": "students/s", "onnx_path": "exports/s/model.onnx",
+                                     "ort_kept_path": "exports/s/openvino-int8/openvino_model.xml",
+                                     "ort_variants": variants}])
+    assert [(r.backend, r.path) for r in resolve(str(run), None, tmp_path)] == [
+        ("torch", str(run / "students/s")), ("openvino", str(run / "exports/s/openvino-int8/openvino_model.xml"))]
+    assert [(r.backend, r.path) for r in resolve(str(run), ["ort", "openvino"], tmp_path)] == [
+        ("ort", str(run / "exports/s/model_dynamic_qint8.onnx")),
+        ("openvino", str(run / "exports/s/openvino-int8/openvino_model.xml"))]
+
+
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"models": []})])
 def test_unreadable_report_json_is_a_user_error(tmp_path, content):
     (tmp_path / "report.json").write_text(content)

@@ -160,11 +160,12 @@ def test_openvino_int8_says_what_its_plain_int8_lost_and_what_accuracy_control_k
     from exports.openvino import OpenVinoInt8
     from exports.variants import with_openvino_int8
 
-    plain = OpenVinoInt8(Path("x.xml"), validation_fp32=0.9, validation_int8=0.895)
+    plain = OpenVinoInt8(Path("x.xml"), validation_fp32=0.9, validation_int8=0.895, validation_plain_int8=0.895)
     assert with_openvino_int8(_variant("openvino-int8"), plain).validation_metric_drop == pytest.approx(0.005)
     assert with_openvino_int8(_variant("openvino-int8"), plain).mending is None
-    controlled = OpenVinoInt8(Path("x.xml"), ["MatMul_1", "MatMul_2"], True, 0.9, 0.8)
+    controlled = OpenVinoInt8(Path("x.xml"), ["MatMul_1", "MatMul_2"], True, 0.9, 0.895, 0.8)
     checked = with_openvino_int8(_variant("openvino-int8"), controlled)
     assert checked.fp32_operators == ["MatMul_1", "MatMul_2"] and "left 2 operators in fp32" in checked.mending
-    assert "lost 0.1000 on validation" in checked.mending
+    assert "lost 0.1000 on validation" in checked.mending and "which loses 0.0050 there" in checked.mending
+    assert checked.validation_metric_drop == pytest.approx(0.005)  # this graph's drop, as the schema says
     assert with_openvino_int8(_variant("openvino-int8"), OpenVinoInt8(Path("x.xml"))) == _variant("openvino-int8")

@@ -29,3 +29,14 @@ def test_installing_openvino_later_makes_its_graphs_then(monkeypatch):
     assert with_extra != without
     off = DEFAULT_CONFIG.model_copy(update={"export": DEFAULT_CONFIG.export.model_copy(update={"openvino": False})})
     assert pipeline.export_hash(off, "m", []) == without  # export.openvino: false is a run without the extra
+
+
+def test_a_new_transfer_set_recalibrates_int8_that_reads_it():
+    static = ["static-qint8"]
+    assert pipeline.export_hash(DEFAULT_CONFIG, "m", static, "transfer-a") != pipeline.export_hash(
+        DEFAULT_CONFIG, "m", static, "transfer-b")
+    # Dynamic ONNX Runtime int8 calibrates nothing: with OpenVINO off, the transfer set does not touch its export.
+    off = DEFAULT_CONFIG.model_copy(update={"export": DEFAULT_CONFIG.export.model_copy(update={"openvino": False})})
+    dynamic = ["dynamic-qint8"]
+    assert pipeline.export_hash(off, "m", dynamic, "transfer-a") == \
+        pipeline.export_hash(off, "m", dynamic, "transfer-b")

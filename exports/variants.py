@@ -143,12 +143,12 @@ class MadeGraph:
 def make_graphs(onnx_path: Path, spec: ExportSpec,
                 check: Callable[[Path, str], object] | None = None) -> Iterator[MadeGraph]:
     """The plain graph `onnx_path`, then the optimised one (with `spec.settings.optimize`), then each of
-    `spec.int8_variants`, made beside `onnx_path` one at a time, in that order; each is handed to `check(path,
-    variant)` right after it is made. A graph ORT cannot make, or that fails its check, is yielded with its error,
-    not raised: a finding, not a crash (the plain graph's check alone raises: it is what the others are judged
-    against). Dynamic
-    int8 quantises the optimised graph where it was made and checked; static int8 the plain one. The caller handles
-    each graph before the next is made."""
+    `spec.int8_variants` (each followed by its `-mended` graph where mending made one), then OpenVINO's graphs (with
+    `spec.openvino`), made beside `onnx_path` one at a time, in that order; each is handed to `check(path,
+    variant)` right after it is made. A graph a runtime cannot make, or that fails its check, is yielded with its
+    error, not raised: a finding, not a crash (the plain graph's check alone raises: it is what the others are
+    judged against). Dynamic int8 quantises the optimised graph where it was made and checked; static int8 the
+    plain one. The caller handles each graph before the next is made."""
     out_dir = onnx_path.parent
     yield MadeGraph("fp32", "fp32", onnx_path, check(onnx_path, "fp32") if check else None)
     optimized = None
@@ -227,10 +227,9 @@ def openvino_graphs(onnx_path: Path, spec: ExportSpec,
 
 def build_variants(onnx_path: Path, spec: ExportSpec, score: GraphScorer,
                    run_dir: Path) -> tuple[list[ExportVariant], dict[str, int] | None]:
-    """The plain graph, the optimised one (with `spec.settings.optimize`) and each of `spec.int8_variants` beside
-    `onnx_path` (`make_graphs`), each scored; returns them (each with its metric drop vs the plain graph) and the
-    optimised graph's fused operators. A graph ORT cannot make or run is a failed variant (its error kept for the
-    report), not a crash."""
+    """Every graph `make_graphs` makes beside `onnx_path`, each scored; returns them (each with its metric drop vs
+    the plain graph, and what mending or NNCF's accuracy control did) and the optimised graph's fused operators. A
+    graph a runtime cannot make or run is a failed variant (its error kept for the report), not a crash."""
     variants, fused = [], None
     for graph in make_graphs(onnx_path, spec, lambda path, variant: score(path, variant, run_dir)):
         if graph.variant == "fp32-optimized":

@@ -20,6 +20,7 @@ from compress.models.loading import AUTO_CLASSES, load_saved_model
 from compress.models.zoo import ZOO, build_zoo_model
 from exports.onnx import trace_to_onnx
 from exports.openvino import XML_NAME, convert_onnx, require_openvino
+from exports.variants import fastest_by_runtime
 
 BACKENDS = ("torch", "ort", "openvino")
 WEIGHT_FILES = ("model.safetensors", "model.int8.safetensors", "pytorch_model.bin")
@@ -224,13 +225,9 @@ def _run_folder(run: Path, backends: list[str] | None) -> list[Runnable]:
 def _graphs_by_runtime(row: dict) -> dict[str, str]:
     """A report row's fastest eligible graph on each runtime (backend name -> path), from its judged variants; the
     plain ONNX export for ort where no variant was judged."""
-    fastest: dict[str, dict] = {}
-    for v in row.get("ort_variants") or []:
-        runtime = "openvino" if v.get("runtime") == "openvino" else "ort"
-        if v.get("eligible") and v.get("ort_p50_ms") and (
-                runtime not in fastest or v["ort_p50_ms"] < fastest[runtime]["ort_p50_ms"]):
-            fastest[runtime] = v
-    graphs = {runtime: v["onnx_path"] for runtime, v in fastest.items()}
+    backend = {"onnxruntime": "ort", "openvino": "openvino"}
+    fastest = fastest_by_runtime(row.get("ort_variants") or [])
+    graphs = {backend[runtime]: v["onnx_path"] for runtime, v in fastest.items()}
     if "ort" not in graphs and row.get("onnx_path"):
         graphs["ort"] = row["onnx_path"]
     return graphs

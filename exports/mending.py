@@ -126,11 +126,12 @@ def output_error(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Te
 
 
 def mend_int8(src: Path, variant: str, int8_path: Path, score: Callable[[Path], Scored], max_drop: float,
-              calibration: list | None = None) -> Mended:
+              calibration: list | None = None, fp32: Scored | None = None) -> Mended:
     """The fallback for the int8 `variant` of `src` (already made at `int8_path`): its blocks ranked, then reverted
-    to fp32 costliest first until the validation metric is within `max_drop` of `src`'s. The mended graph is written
-    beside `int8_path` as `<stem>_mended.onnx`; trial graphs are removed as they go."""
-    fp32, int8 = score(src), score(int8_path)
+    to fp32 costliest first until the validation metric is within `max_drop` of `src`'s (`fp32`: `src` already
+    scored, as several variants of one graph share it). The mended graph is written beside `int8_path` as
+    `<stem>_mended.onnx`; trial graphs are removed as they go."""
+    fp32, int8 = fp32 or score(src), score(int8_path)
     if fp32.metric - int8.metric <= max_drop:
         return Mended(variant, None, [], [], fp32.metric, int8.metric, None, max_drop)
     blocks = graph_blocks(src)

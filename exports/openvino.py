@@ -17,11 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from compress.core.artifacts import replace_dir
 from compress.core.errors import UserError
-from compress.data.batching import collect_outputs, select_inputs
+from compress.data.batching import select_inputs
 
 XML_NAME = "openvino_model.xml"  # the file optimum-intel's OVModelFor* look for in a folder
 INSTALL = 'pip install "bert-compress[openvino]"'
@@ -192,21 +191,6 @@ class OpenVinoSession:
         """The named outputs (None: all, in the graph's order) for `feeds`; the feeds are copied in, never held."""
         result = self.request.infer(select_inputs(feeds, self.inputs))
         return [np.array(result[name]) for name in output_names or [port.name for port in self.get_outputs()]]
-
-
-def predict_openvino(compiled, split, tokenizer, output_names: tuple[str, ...], pad_to: int | None = None,
-                     batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """The compiled model's outputs for every feature of `split`, in the layout compress.data.batching.predict
-    gives for a PyTorch model (as exports.ort.predict_session does), so the task's metric is computed on the
-    OpenVINO graph the same way."""
-    session = OpenVinoSession(compiled=compiled)
-
-    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feeds = {k: v.numpy() for k, v in select_inputs(batch, session.inputs).items()}
-        values = session.run(list(output_names), feeds)
-        return {name: torch.from_numpy(value).float() for name, value in zip(output_names, values)}
-
-    return collect_outputs(forward, split, tokenizer, output_names, pad_to, batch_size)
 
 
 def load_with_optimum(folder: Path, task: str):

@@ -162,6 +162,7 @@ def make_graphs(onnx_path: Path, spec: ExportSpec,
         except Exception as err:  # a graph ORT cannot make or run is a finding for the report, not a crash
             made = MadeGraph("fp32-optimized", "fp32", path, error=err, fused=fused)
         yield made
+    fp32_scores: dict[Path, Scored] = {}  # each source graph scored once on the validation split, for mending
     for variant in spec.int8_variants:
         # Dynamic int8 quantises the fused graph (QAttention); static calibration needs the plain one, whose
         # every activation the calibrator can observe.
@@ -175,8 +176,10 @@ def make_graphs(onnx_path: Path, spec: ExportSpec,
             made = MadeGraph(variant, "int8", path, error=err)
         if made.error is None and spec.validation is not None and spec.settings.quantize.mend:
             try:
+                if src not in fp32_scores:
+                    fp32_scores[src] = spec.validation(src)
                 mended = mend_int8(src, variant, path, spec.validation, spec.settings.quantize.max_metric_drop,
-                                   spec.calibration)
+                                   spec.calibration, fp32_scores[src])
             except Exception as err:  # mending that fails leaves the int8 graph as it was: a finding, not a loss
                 warn(f"[yellow]{spec.name}: mending {variant} failed[/]: {str(err).splitlines()[0][:160]}")
             made = replace(made, mended=mended)
@@ -363,6 +366,18 @@ def choose_variant(variants: list[ReportVariant], max_metric_drop: float) -> tup
     fastest = min(within, key=lambda v: v.ort_p50_ms)
     return kept.variant, (f"fp32 kept: int8 is not faster on this machine ({fastest.variant} "
                           f"{fastest.ort_p50_ms:.2f} ms vs {kept.variant} {kept.ort_p50_ms:.2f} ms)")
+
+
+def fastest_by_runtime(variants: list[dict], precision: str | None = None) -> dict[str, dict]:
+    """From report.json's judged variants: each runtime's fastest timed graph that may ship (eligible), of
+    `precision` where given; runtime ("onnxruntime", "openvino") -> variant."""
+    fastest: dict[str, dict] = {}
+    for v in variants:
+        if v.get("eligible") and v.get("ort_p50_ms") and (precision is None or v["precision"] == precision):
+            runtime = v.get("runtime", "onnxruntime")
+            if runtime not in fastest or v["ort_p50_ms"] < fastest[runtime]["ort_p50_ms"]:
+                fastest[runtime] = v
+    return fastest
 
 
 def metric_change(metric_drop: float) -> str:

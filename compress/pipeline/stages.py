@@ -362,20 +362,17 @@ def export_model(cfg: RunConfig, model_result: ModelArtifact, data: Data, int8_v
     data = data_for(cfg, data, tokenizer)
     out_dir = cfg.run_dir / "exports" / name
 
-    def evaluate(outputs: dict[str, torch.Tensor]) -> dict:
-        return data.task.evaluate(outputs, data.test, cfg, data.label_names)
+    def evaluate_on(split) -> Callable[[dict[str, torch.Tensor]], dict]:
+        return lambda outputs: data.task.evaluate(outputs, split, cfg, data.label_names)
 
-    def evaluate_validation(outputs: dict[str, torch.Tensor]) -> dict:
-        return data.task.evaluate(outputs, data.validation, cfg, data.label_names)
-
-    score = GraphScorer(model, tokenizer, data.test, data.task, data.pad_to, evaluate,
+    score = GraphScorer(model, tokenizer, data.test, data.task, data.pad_to, evaluate_on(data.test),
                         with_reference=bool(int8_variants))
     openvino = with_openvino(cfg)
     static = any(v.startswith("static") for v in int8_variants)
     calibration = calibration_batches(cfg, data, tokenizer) if static or openvino and int8_variants else None
     mend = bool(int8_variants) and cfg.export.quantize.mend and len(data.validation) > 0
-    validation = ValidationScorer(tokenizer, data.validation, data.task, data.pad_to, evaluate_validation) \
-        if mend else None
+    validation = ValidationScorer(tokenizer, data.validation, data.task, data.pad_to,
+                                  evaluate_on(data.validation)) if mend else None
     spec = ExportSpec(name, model_result.family not in OWN_FAMILIES, cfg.export, int8_variants, calibration,
                       validation, openvino)
     result = export_and_score(model, tokenizer, spec, score, out_dir, cfg.run_dir, config_hash)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from compress.core.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
-from exports.variants import metric_change
+from exports.variants import fastest_by_runtime, metric_change
 
 CSV_COLUMNS = ("model", "role", "family", "student_kind", "source", "runtime", "variant", "precision", "kept",
                "params", "nonzero_params", "sparsity", "size_mb", "size_mb_compressed", "flops", "metric",
@@ -121,12 +121,7 @@ def runtime_lines(row: dict) -> list[str]:
     bench stage). Nothing where only one runtime has such graphs."""
     lines = []
     for precision in ("fp32", "int8"):
-        fastest = {}
-        for v in row.get("ort_variants") or []:
-            if v["precision"] == precision and v.get("eligible") and v.get("ort_p50_ms"):
-                runtime = v.get("runtime", "onnxruntime")
-                if runtime not in fastest or v["ort_p50_ms"] < fastest[runtime]["ort_p50_ms"]:
-                    fastest[runtime] = v
+        fastest = fastest_by_runtime(row.get("ort_variants") or [], precision)
         if len(fastest) < 2:
             continue
         ranked = sorted(fastest.values(), key=lambda v: v["ort_p50_ms"])
